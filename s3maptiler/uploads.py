@@ -1,0 +1,268 @@
+"""Background upload pool: rendered tiles are written to the store after the response.
+
+One pool per process. ``submit`` never blocks the request thread: when the pool
+already holds ``max_pending`` jobs the new one is dropped (the next miss simply
+renders the tile again). Workers retry retryable store errors with exponential
+backoff; everything is counted. While a tile waits or uploads, its bytes are
+served from ``pending(key)`` so a second request does not render it again.
+
+Shutdown: ``drain(timeout)`` (called from gunicorn's ``worker_exit`` hook) stops
+intake and waits for queued work. If nobody drains, the non-daemon workers still
+finish the queue when the main thread ends, because interpreter shutdown joins
+them (before ``atexit`` handlers run).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .stores import StoreError, TileStore
+
+__all__ = ["InvalidPoolSettings", "UploadError", "UploadJob", "UploadPool"]
+
+log = logging.getLogger(__name__)
+
+STORED = "stored"
+EXISTS = "exists"
+FAILED = "failed"
+DROPPED = "dropped"
+
+# How often an idle worker checks whether the main thread has ended (seconds).
+# Only matters for an undrained pool at interpreter exit.
+_IDLE_POLL = 0.5
+
+
+class UploadError(Exception):
+    """Base class for upload pool errors."""
+
+
+class InvalidPoolSettings(UploadError, ValueError):
+    """A pool was constructed with impossible settings (no workers, negative retries...)."""
+
+
+@dataclass(frozen=True)
+class UploadJob:
+    """One tile to write: the store key, the encoded bytes and their HTTP headers."""
+
+    key: str
+    data: bytes = field(repr=False)
+    content_type: str
+    cache_control: str | None = None
+
+
+class UploadPool:
+    """A bounded, per-process pool of upload threads in front of one TileStore.
+
+    `workers` threads (non-daemon) start on the first submit, so the pool may be
+    created before gunicorn forks. `max_pending` bounds queued + uploading jobs.
+    A job whose store raises a retryable StoreError is tried up to `retries` more
+    times, sleeping ``backoff * 2**attempt`` seconds between tries; a
+    non-retryable error fails it at once. `on_result(job, outcome)` is called
+    from a worker thread after each job with "stored", "exists" or "failed"
+    (and with "dropped" for queued jobs that ``drain`` had to abandon).
+
+    Counters (``stats()``) satisfy: submitted = stored + exists + failed +
+    dropped + pending.
+    """
+
+    def __init__(
+        self,
+        store: TileStore,
+        workers: int = 4,
+        max_pending: int = 2000,
+        retries: int = 3,
+        backoff: float = 0.2,
+        on_result: Callable[[UploadJob, str], None] | None = None,
+    ):
+        if workers < 1:
+            raise InvalidPoolSettings(f"workers must be at least 1, got {workers}")
+        if max_pending < 1:
+            raise InvalidPoolSettings(f"max_pending must be at least 1, got {max_pending}")
+        if retries < 0:
+            raise InvalidPoolSettings(f"retries must not be negative, got {retries}")
+        if backoff < 0:
+            raise InvalidPoolSettings(f"backoff must not be negative, got {backoff}")
+        self.store = store
+        self.workers = workers
+        self.max_pending = max_pending
+        self.retries = retries
+        self.backoff = backoff
+        self.on_result = on_result
+
+        # One lock guards all state below; it is never held during I/O or callbacks.
+        self._lock = threading.Lock()
+        self._has_work = threading.Condition(self._lock)
+        self._all_done = threading.Condition(self._lock)
+        self._queue: deque[UploadJob] = deque()
+        # key -> jobs queued or uploading under that key (almost always one).
+        self._pending: dict[str, list[UploadJob]] = {}
+        self._pending_count = 0
+        self._threads: list[threading.Thread] = []
+        self._closing = False
+        self._abandon = threading.Event()  # set when drain gives up: stop retrying
+        self._counts = dict.fromkeys(("submitted", STORED, EXISTS, FAILED, DROPPED, "retried"), 0)
+
+    # --- request side ---------------------------------------------------------------
+
+    def submit(self, job: UploadJob) -> bool:
+        """Queue `job` for upload; False (and a WARNING) when it had to be dropped.
+
+        Never waits for the store: a full pool or one that is draining drops the job.
+        """
+        with self._lock:
+            self._counts["submitted"] += 1
+            if self._closing:
+                reason = "pool is draining"
+            elif self._pending_count >= self.max_pending:
+                reason = f"{self._pending_count} uploads pending"
+            else:
+                self._queue.append(job)
+                self._pending.setdefault(job.key, []).append(job)
+                self._pending_count += 1
+                if not self._threads:
+                    self._start_workers()
+                self._has_work.notify()
+                return True
+            self._counts[DROPPED] += 1
+        log.warning("upload dropped (%s) key=%s", reason, job.key)
+        return False
+
+    def pending(self, key: str) -> bytes | None:
+        """The bytes of the newest job for `key` while it is queued or uploading, else None."""
+        with self._lock:
+            jobs = self._pending.get(key)
+            return jobs[-1].data if jobs else None
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start: submitted, stored, exists, failed, dropped, retried, pending.
+
+        ``retried`` counts extra attempts (a job stored on its third try adds 2).
+        """
+        with self._lock:
+            return {**self._counts, "pending": self._pending_count}
+
+    # --- shutdown -------------------------------------------------------------------
+
+    def drain(self, timeout: float) -> int:
+        """Stop intake and wait up to `timeout` seconds for every pending upload.
+
+        Returns how many jobs were not finished (logged at ERROR when > 0). Jobs
+        still queued at the deadline are abandoned and counted as dropped; uploads
+        already running finish in the background. Safe to call more than once.
+        """
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._lock:
+            self._closing = True
+            self._has_work.notify_all()
+            while self._pending_count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._all_done.wait(remaining)
+            unfinished = self._pending_count
+            uploading = unfinished - len(self._queue)
+            abandoned = list(self._queue)
+            self._queue.clear()
+            for job in abandoned:
+                self._forget(job)
+                self._counts[DROPPED] += 1
+            if unfinished:
+                self._abandon.set()
+            threads = list(self._threads)
+        if unfinished:
+            log.error(
+                "%d uploads not finished after draining %.1f s: %d abandoned in the queue, "
+                "%d still uploading; their tiles will be rendered again on the next miss",
+                unfinished,
+                timeout,
+                len(abandoned),
+                uploading,
+            )
+        for job in abandoned:
+            self._report(job, DROPPED)
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        return unfinished
+
+    # --- workers --------------------------------------------------------------------
+
+    def _start_workers(self) -> None:
+        # Called with the lock held, on the first submit only.
+        for number in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"upload-{number}", daemon=False)
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue:
+                    # Exit when draining, or when the main thread has ended without a
+                    # drain: interpreter shutdown joins us and must not wait forever.
+                    if self._closing or not threading.main_thread().is_alive():
+                        return
+                    self._has_work.wait(_IDLE_POLL)
+                job = self._queue.popleft()
+            outcome = self._upload(job)
+            with self._lock:
+                self._forget(job)
+                self._counts[outcome] += 1
+            self._report(job, outcome)
+
+    def _upload(self, job: UploadJob) -> str:
+        """Put one job, retrying retryable errors; "stored", "exists" or "failed"."""
+        attempt = 0
+        while True:
+            try:
+                outcome = self.store.put(job.key, job.data, job.content_type, job.cache_control)
+            except StoreError as err:
+                if not err.retryable or attempt >= self.retries:
+                    reason = str(err) if err.retryable else f"{err} (not retryable)"
+                    return self._failed(job, attempt + 1, reason)
+                delay = self.backoff * 2**attempt
+                attempt += 1
+                with self._lock:
+                    self._counts["retried"] += 1
+                if self._abandon.wait(delay):
+                    return self._failed(job, attempt, f"{err} (abandoned by drain)")
+            except Exception as err:  # a bug in a store must not kill the worker
+                log.debug("store raised", exc_info=True)
+                return self._failed(job, attempt + 1, f"unexpected {type(err).__name__}: {err}")
+            else:
+                return EXISTS if outcome == EXISTS else STORED
+
+    def _failed(self, job: UploadJob, attempts: int, reason: str) -> str:
+        log.warning(
+            "upload failed key=%s store=%s attempts=%d reason=%s",
+            job.key,
+            self.store.location,
+            attempts,
+            reason,
+        )
+        return FAILED
+
+    def _forget(self, job: UploadJob) -> None:
+        # Called with the lock held: the job is no longer pending.
+        jobs = self._pending[job.key]
+        for index, candidate in enumerate(jobs):
+            if candidate is job:
+                del jobs[index]
+                break
+        if not jobs:
+            del self._pending[job.key]
+        self._pending_count -= 1
+        if not self._pending_count:
+            self._all_done.notify_all()
+
+    def _report(self, job: UploadJob, outcome: str) -> None:
+        if self.on_result is None:
+            return
+        try:
+            self.on_result(job, outcome)
+        except Exception:
+            log.exception("on_result callback failed for key=%s outcome=%s", job.key, outcome)

@@ -1,0 +1,519 @@
+"""Tile stores: S3 (moto in-process, botocore Stubber) and local directory."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from botocore.stub import Stubber
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from moto import mock_aws
+from PIL import Image
+
+from s3maptiler import stores
+from s3maptiler.stores import (
+    InvalidKeyError,
+    LocalStore,
+    S3Store,
+    StoreAccessDenied,
+    StoredTile,
+    StoreError,
+    StoreNotFound,
+    StoreUnavailable,
+    make_s3_client,
+    sniff_content_type,
+)
+
+BUCKET = "tiles-bucket"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+def _image(fmt: str, mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (8, 8), (10, 200, 30)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch):
+    """Fake credentials, no configured endpoint: nothing may reach a real AWS."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_PROFILE",
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = make_s3_client(max_pool_connections=8, region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+@pytest.fixture
+def stubbed():
+    """A real client whose calls are answered by a Stubber (no moto, no network)."""
+    client = make_s3_client(max_pool_connections=2, region_name="us-east-1")
+    with Stubber(client) as stubber:
+        yield client, stubber
+        stubber.assert_no_pending_responses()
+
+
+@pytest.fixture
+def fresh_403_warning(monkeypatch):
+    monkeypatch.setattr(stores, "_access_denied_warned", False)
+
+
+# --- S3Store with moto --------------------------------------------------------------
+
+
+def test_s3_put_sets_headers_and_no_acl(s3):
+    store = S3Store(BUCKET, s3)
+    assert store.put("tiles/3/4/2.png", PNG, "image/png", "public, max-age=86400") == "stored"
+
+    head = s3.head_object(Bucket=BUCKET, Key="tiles/3/4/2.png")
+    assert head["ContentType"] == "image/png"
+    assert head["CacheControl"] == "public, max-age=86400"
+    grants = s3.get_object_acl(Bucket=BUCKET, Key="tiles/3/4/2.png")["Grants"]
+    assert [g["Permission"] for g in grants] == ["FULL_CONTROL"]
+    assert grants[0]["Grantee"]["Type"] == "CanonicalUser"
+
+
+def test_s3_put_without_cache_control_sends_none(s3):
+    S3Store(BUCKET, s3).put("k.png", PNG, "image/png", None)
+    assert "CacheControl" not in s3.head_object(Bucket=BUCKET, Key="k.png")
+
+
+def test_s3_put_configured_acl_and_metadata(s3):
+    store = S3Store(BUCKET, s3, acl="public-read", metadata={"layer": "roads"})
+    store.put("k.png", PNG, "image/png", None)
+
+    grants = s3.get_object_acl(Bucket=BUCKET, Key="k.png")["Grants"]
+    assert {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AllUsers"} in [
+        g["Grantee"] for g in grants if g["Permission"] == "READ"
+    ]
+    assert s3.head_object(Bucket=BUCKET, Key="k.png")["Metadata"] == {"layer": "roads"}
+
+
+def test_s3_conditional_second_put_is_exists_and_object_unchanged(s3):
+    store = S3Store(BUCKET, s3)
+    assert store.conditional
+    assert store.put("k.png", PNG, "image/png", None) == "stored"
+    assert store.put("k.png", b"GIF89a other bytes", "image/gif", None) == "exists"
+
+    obj = s3.get_object(Bucket=BUCKET, Key="k.png")
+    assert obj["Body"].read() == PNG
+    assert obj["ContentType"] == "image/png"
+
+
+def test_s3_unconditional_put_overwrites(s3):
+    store = S3Store(BUCKET, s3, conditional=False)
+    store.put("k.png", PNG, "image/png", None)
+    assert store.put("k.png", b"GIF89a new", "image/gif", None) == "stored"
+    assert s3.get_object(Bucket=BUCKET, Key="k.png")["Body"].read() == b"GIF89a new"
+
+
+def test_s3_get_hit_returns_bytes_type_and_etag(s3):
+    store = S3Store(BUCKET, s3)
+    store.put("k.png", PNG, "image/png", None)
+
+    tile = store.get("k.png")
+    assert tile == StoredTile(PNG, "image/png", s3.head_object(Bucket=BUCKET, Key="k.png")["ETag"])
+    assert tile.etag == '"' + hashlib.md5(PNG).hexdigest() + '"'
+
+
+def test_s3_get_sniffs_type_of_untyped_objects(s3):
+    s3.put_object(Bucket=BUCKET, Key="synced.jpg", Body=_image("JPEG"))
+    assert S3Store(BUCKET, s3).get("synced.jpg").content_type == "image/jpeg"
+
+
+def test_s3_get_missing_key_is_none(s3):
+    assert S3Store(BUCKET, s3).get("tiles/9/9/9.png") is None
+
+
+def test_s3_get_missing_bucket_is_an_error_not_a_miss(s3):
+    with pytest.raises(StoreNotFound) as info:
+        S3Store("no-such-bucket", s3).get("k.png")
+    assert not info.value.retryable
+
+
+def test_s3_check_existing_bucket(s3):
+    S3Store(BUCKET, s3).check()
+
+
+def test_s3_check_missing_bucket_is_not_retryable(s3):
+    with pytest.raises(StoreError) as info:
+        S3Store("no-such-bucket", s3).check()
+    assert not info.value.retryable
+    assert "no-such-bucket" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_s3_location(s3):
+    assert S3Store(BUCKET, s3).location == f"s3://{BUCKET}"
+
+
+# --- S3Store with a Stubber ---------------------------------------------------------
+
+
+def test_s3_get_403_is_a_miss_warned_once(stubbed, fresh_403_warning, caplog):
+    client, stubber = stubbed
+    for _ in range(2):
+        stubber.add_client_error(
+            "get_object", service_error_code="AccessDenied", http_status_code=403
+        )
+    store = S3Store(BUCKET, client)
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.stores"):
+        assert store.get("a.png") is None
+        assert store.get("b.png") is None
+    warnings = [r for r in caplog.records if "403" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "s3:ListBucket" in warnings[0].getMessage()
+
+
+def test_s3_get_is_a_single_get_object(stubbed):
+    client, stubber = stubbed
+    calls = []
+    client.meta.events.register(
+        "before-parameter-build.s3", lambda model, **kw: calls.append(model.name)
+    )
+    stubber.add_client_error("get_object", service_error_code="NoSuchKey", http_status_code=404)
+    assert S3Store(BUCKET, client).get("a.png") is None
+    assert calls == ["GetObject"]
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error", "retryable"),
+    [
+        ("SlowDown", 503, StoreUnavailable, True),
+        ("InternalError", 500, StoreUnavailable, True),
+        ("InvalidAccessKeyId", 403, StoreAccessDenied, False),
+        ("NoSuchBucket", 404, StoreNotFound, False),
+    ],
+)
+def test_s3_get_errors_are_classified(stubbed, code, status, error, retryable):
+    client, stubber = stubbed
+    stubber.add_client_error("get_object", service_error_code=code, http_status_code=status)
+    with pytest.raises(error) as info:
+        S3Store(BUCKET, client).get("a.png")
+    assert info.value.retryable is retryable
+
+
+def test_s3_put_precondition_failed_is_exists(stubbed):
+    client, stubber = stubbed
+    stubber.add_client_error(
+        "put_object", service_error_code="PreconditionFailed", http_status_code=412
+    )
+    assert S3Store(BUCKET, client).put("a.png", PNG, "image/png", None) == "exists"
+
+
+def test_s3_put_conflict_is_retried_once_then_stored(stubbed):
+    client, stubber = stubbed
+    expected = {
+        "Bucket": BUCKET,
+        "Key": "a.png",
+        "Body": PNG,
+        "ContentType": "image/png",
+        "IfNoneMatch": "*",
+    }
+    stubber.add_client_error(
+        "put_object",
+        service_error_code="ConditionalRequestConflict",
+        http_status_code=409,
+        expected_params=expected,
+    )
+    stubber.add_response("put_object", {"ETag": '"x"'}, expected)
+    assert S3Store(BUCKET, client).put("a.png", PNG, "image/png", None) == "stored"
+
+
+def test_s3_put_second_conflict_is_retryable_error(stubbed):
+    client, stubber = stubbed
+    for _ in range(2):
+        stubber.add_client_error(
+            "put_object", service_error_code="ConditionalRequestConflict", http_status_code=409
+        )
+    with pytest.raises(StoreError) as info:
+        S3Store(BUCKET, client).put("a.png", PNG, "image/png", None)
+    assert info.value.retryable
+
+
+def test_s3_put_acl_refused_by_bucket_explains(stubbed):
+    client, stubber = stubbed
+    stubber.add_client_error(
+        "put_object", service_error_code="AccessControlListNotSupported", http_status_code=400
+    )
+    with pytest.raises(StoreAccessDenied) as info:
+        S3Store(BUCKET, client, acl="public-read").put("a.png", PNG, "image/png", None)
+    assert not info.value.retryable
+    assert "ACL" in str(info.value)
+
+
+def test_s3_check_forbidden_is_not_retryable(stubbed):
+    client, stubber = stubbed
+    stubber.add_client_error("head_bucket", service_error_code="403", http_status_code=403)
+    with pytest.raises(StoreAccessDenied) as info:
+        S3Store(BUCKET, client).check()
+    assert not info.value.retryable
+    assert "s3:ListBucket" in str(info.value)
+
+
+class _OldSdkClient:
+    """Just enough of a client whose PutObject model predates IfNoneMatch."""
+
+    def __init__(self, real):
+        self.meta = real.meta
+        self.sent: list[dict] = []
+
+    def put_object(self, **params):
+        self.sent.append(params)
+        return {}
+
+
+def test_s3_conditional_needs_sdk_support(monkeypatch, stubbed, caplog):
+    client, _ = stubbed
+    monkeypatch.setattr(stores, "supports_if_none_match", lambda c: False)
+    old = _OldSdkClient(client)
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.stores"):
+        store = S3Store(BUCKET, old)
+    assert not store.conditional
+    assert "IfNoneMatch" in caplog.text
+    store.put("a.png", PNG, "image/png", None)
+    assert "IfNoneMatch" not in old.sent[0]
+
+
+def test_supports_if_none_match_on_this_botocore(stubbed):
+    assert stores.supports_if_none_match(stubbed[0])
+
+
+def test_s3_connection_refused_is_retryable():
+    with socket.socket() as sock:  # a port that nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = make_s3_client(
+        2, endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1", max_attempts=2
+    )
+    sends = []
+    client.meta.events.register("before-send.s3", lambda **kw: sends.append(1))
+    store = S3Store(BUCKET, client)
+    with pytest.raises(StoreUnavailable) as info:
+        store.put("a.png", PNG, "image/png", None)
+    assert info.value.retryable
+    assert len(sends) == 2  # max_attempts counts the first try
+    with pytest.raises(StoreUnavailable):
+        store.check()
+
+
+# --- make_s3_client -----------------------------------------------------------------
+
+
+def test_make_s3_client_config():
+    client = make_s3_client(
+        24, region_name="eu-west-1", connect_timeout=2.0, read_timeout=7.0, max_attempts=5
+    )
+    config = client.meta.config
+    assert config.max_pool_connections == 24
+    assert config.retries == {"mode": "standard", "total_max_attempts": 5}
+    assert (config.connect_timeout, config.read_timeout) == (2.0, 7.0)
+    assert config.tcp_keepalive is True
+    assert client.meta.region_name == "eu-west-1"
+    assert "amazonaws.com" in client.meta.endpoint_url
+    assert (config.s3 or {}).get("addressing_style") != "path"
+
+
+def test_make_s3_client_custom_endpoint_is_path_style():
+    client = make_s3_client(4, endpoint_url="http://127.0.0.1:9000", region_name="us-east-1")
+    assert client.meta.endpoint_url == "http://127.0.0.1:9000"
+    assert client.meta.config.s3["addressing_style"] == "path"
+    assert client.meta.config.request_checksum_calculation == "when_required"
+
+
+def test_make_s3_client_endpoint_from_environment(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9001")
+    client = make_s3_client(4, region_name="us-east-1")
+    assert client.meta.endpoint_url == "http://127.0.0.1:9001"
+    assert client.meta.config.s3["addressing_style"] == "path"
+
+
+def test_make_s3_client_s3_specific_endpoint_wins(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9001")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9002")
+    assert make_s3_client(4).meta.endpoint_url == "http://127.0.0.1:9002"
+
+
+# --- LocalStore ---------------------------------------------------------------------
+
+
+def test_local_round_trip(tmp_path):
+    store = LocalStore(tmp_path)
+    data = _image("PNG")
+    assert store.get("roads/3/4/2.png") is None
+    assert store.put("roads/3/4/2.png", data, "image/png", "max-age=60") == "stored"
+
+    assert (tmp_path / "roads" / "3" / "4" / "2.png").read_bytes() == data
+    tile = store.get("roads/3/4/2.png")
+    assert tile.data == data
+    assert tile.content_type == "image/png"
+    assert tile.etag == '"' + hashlib.md5(data).hexdigest() + '"'
+    assert store.location == str(tmp_path)
+
+
+def test_local_etag_is_stable_and_follows_the_bytes(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("a.png", PNG, "image/png", None)
+    store.put("b.png", PNG + b"!", "image/png", None)
+    assert store.get("a.png").etag == store.get("a.png").etag
+    assert store.get("a.png").etag != store.get("b.png").etag
+
+
+def test_local_second_put_is_exists_and_file_unchanged(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("a.png", PNG, "image/png", None)
+    assert store.put("a.png", b"GIF89a other", "image/gif", None) == "exists"
+    assert store.get("a.png").data == PNG
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "content_type"),
+    [
+        ("PNG", "RGBA", "image/png"),
+        ("JPEG", "RGB", "image/jpeg"),
+        ("GIF", "P", "image/gif"),
+        ("WEBP", "RGB", "image/webp"),
+        ("TIFF", "RGB", "image/tiff"),
+    ],
+)
+def test_local_content_type_is_sniffed(tmp_path, fmt, mode, content_type):
+    store = LocalStore(tmp_path)
+    # The declared type is not kept: the bytes decide.
+    store.put(f"t.{fmt.lower()}", _image(fmt, mode), "application/x-whatever", None)
+    assert store.get(f"t.{fmt.lower()}").content_type == content_type
+
+
+def test_local_unknown_bytes_are_octet_stream(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("t.bin", b"<ServiceExceptionReport/>", "image/png", None)
+    assert store.get("t.bin").content_type == "application/octet-stream"
+
+
+def test_local_write_is_atomic_temp_beside_target(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path)
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        # At rename time the whole tile is in the temp file and nothing is at the target.
+        seen.append((Path(src).parent, Path(src).read_bytes(), Path(dst).exists()))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(stores.os, "replace", spy)
+    store.put("z/1/2.png", PNG, "image/png", None)
+    assert seen == [(tmp_path / "z" / "1", PNG, False)]
+    assert sorted(p.name for p in (tmp_path / "z" / "1").iterdir()) == ["2.png"]
+
+
+def test_local_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path)
+
+    def failing_replace(src, dst):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(stores.os, "replace", failing_replace)
+    with pytest.raises(StoreUnavailable) as info:
+        store.put("z/1/2.png", PNG, "image/png", None)
+    assert info.value.retryable
+    assert list((tmp_path / "z" / "1").iterdir()) == []
+    assert store.get("z/1/2.png") is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "/etc/passwd",
+        "../outside.png",
+        "a/../../outside.png",
+        "a/..",
+        "a\\..\\b.png",
+        "a\x00b.png",
+        "a//b.png",
+        "a/b/",
+        "./a.png",
+    ],
+)
+def test_local_refuses_dangerous_keys(tmp_path, key):
+    store = LocalStore(tmp_path / "cache")
+    for call in (lambda: store.get(key), lambda: store.put(key, PNG, "image/png", None)):
+        with pytest.raises(InvalidKeyError) as info:
+            call()
+        assert not info.value.retryable
+    assert not (tmp_path / "outside.png").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab./\\\x00"), max_size=12))
+def test_local_paths_never_leave_root(key):
+    root = Path("/srv/tiles")
+    try:
+        path = LocalStore(root).path_for(key)
+    except InvalidKeyError:
+        return
+    assert root in path.parents
+    assert ".." not in path.parts
+
+
+def test_local_check_creates_root(tmp_path):
+    LocalStore(tmp_path / "new" / "dir").check()
+    assert (tmp_path / "new" / "dir").is_dir()
+    assert list((tmp_path / "new" / "dir").iterdir()) == []
+
+
+def test_local_check_unusable_root(tmp_path):
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(StoreError) as info:
+        LocalStore(tmp_path / "file" / "tiles").check()
+    assert not info.value.retryable
+    assert "\n" not in str(info.value)
+
+
+def test_local_key_under_a_file_is_a_miss(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("a.png", PNG, "image/png", None)
+    assert store.get("a.png/b.png") is None
+
+
+# --- sniffing -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"\x89PNG\r\n\x1a\n", "image/png"),
+        (b"\xff\xd8\xff\xe0", "image/jpeg"),
+        (b"GIF87a", "image/gif"),
+        (b"GIF89a", "image/gif"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
+        (b"RIFF\x00\x00\x00\x00WAVEfmt ", None),
+        (b"II*\x00", "image/tiff"),
+        (b"MM\x00*", "image/tiff"),
+        (b"", None),
+        (b'<?xml version="1.0"?><ServiceExceptionReport/>', None),
+        (b"\x89PNG", None),  # truncated signature
+    ],
+)
+def test_sniff_content_type(data, expected):
+    assert sniff_content_type(data) == expected

@@ -1,0 +1,397 @@
+"""Background upload pool: bounded, retried, drained, counted."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import Counter
+
+import pytest
+from moto import mock_aws
+
+from s3maptiler.stores import S3Store, StoreError, StoreUnavailable, TileStore, make_s3_client
+from s3maptiler.uploads import InvalidPoolSettings, UploadJob, UploadPool
+
+HANG_GUARD = 30.0  # seconds; only reached when the code under test is broken
+
+
+def job(n: int | str, data: bytes | None = None) -> UploadJob:
+    return UploadJob(f"tiles/{n}.png", data or f"png-{n}".encode(), "image/png", "max-age=60")
+
+
+class FakeStore(TileStore):
+    """In-memory store; can fail the first `fail_times` puts per key, or wait on a gate."""
+
+    location = "memory://fake"
+
+    def __init__(
+        self,
+        fail_times: int = 0,
+        error: Exception | None = None,
+        gate: threading.Event | None = None,
+    ):
+        self.fail_times = fail_times
+        self.error = error or StoreUnavailable("503 SlowDown")
+        self.gate = gate
+        self.entered = threading.Event()  # set when a put is running
+        self.calls: Counter[str] = Counter()
+        self.objects: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key, data, content_type, cache_control):
+        with self._lock:
+            self.calls[key] += 1
+            attempt = self.calls[key]
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(HANG_GUARD)
+        if attempt <= self.fail_times:
+            raise self.error
+        with self._lock:
+            if key in self.objects:
+                return "exists"
+            self.objects[key] = data
+        return "stored"
+
+    def get(self, key):
+        return None
+
+    def check(self):
+        return None
+
+
+@pytest.fixture
+def make_pool():
+    """Build pools that are always released and drained after the test."""
+    made: list[tuple[UploadPool, threading.Event | None]] = []
+
+    def factory(store: TileStore, **kwargs) -> UploadPool:
+        pool = UploadPool(store, **kwargs)
+        made.append((pool, getattr(store, "gate", None)))
+        return pool
+
+    yield factory
+    for pool, gate in made:
+        if gate is not None:
+            gate.set()
+        pool.drain(HANG_GUARD)
+
+
+def assert_counts_add_up(stats: dict[str, int]) -> None:
+    finished = stats["stored"] + stats["exists"] + stats["failed"] + stats["dropped"]
+    assert stats["submitted"] == finished + stats["pending"]
+
+
+# --- the normal path ----------------------------------------------------------------
+
+
+def test_threads_start_on_first_submit_not_before(make_pool):
+    before = set(threading.enumerate())
+    pool = make_pool(FakeStore(), workers=3)
+    assert set(threading.enumerate()) == before  # safe to create before a fork
+
+    pool.submit(job(1))
+    started = set(threading.enumerate()) - before
+    assert len(started) == 3
+    assert not any(thread.daemon for thread in started)  # daemon threads die silently
+
+
+def test_all_jobs_end_up_stored(make_pool):
+    store = FakeStore()
+    results = []
+    pool = make_pool(store, workers=4, on_result=lambda j, outcome: results.append((j, outcome)))
+    jobs = [job(n) for n in range(200)]
+    assert all(pool.submit(j) for j in jobs)
+
+    assert pool.drain(HANG_GUARD) == 0
+    assert store.objects == {j.key: j.data for j in jobs}
+    assert sorted(results, key=lambda r: r[0].key) == sorted(
+        ((j, "stored") for j in jobs), key=lambda r: r[0].key
+    )
+    stats = pool.stats()
+    assert stats == {
+        "submitted": 200,
+        "stored": 200,
+        "exists": 0,
+        "failed": 0,
+        "dropped": 0,
+        "retried": 0,
+        "pending": 0,
+    }
+
+
+def test_existing_tiles_are_counted_as_exists(make_pool):
+    store = FakeStore()
+    store.objects["tiles/1.png"] = b"old"
+    outcomes = []
+    pool = make_pool(store, on_result=lambda j, outcome: outcomes.append(outcome))
+    pool.submit(job(1))
+    pool.drain(HANG_GUARD)
+    assert outcomes == ["exists"]
+    assert store.objects["tiles/1.png"] == b"old"
+    assert pool.stats()["exists"] == 1
+
+
+def test_drain_uploads_1000_jobs_into_s3(monkeypatch, make_pool):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    with mock_aws():
+        client = make_s3_client(max_pool_connections=8, region_name="us-east-1")
+        client.create_bucket(Bucket="tiles")
+        pool = make_pool(S3Store("tiles", client), workers=8)
+        jobs = [job(n) for n in range(1000)]
+        assert all(pool.submit(j) for j in jobs)
+
+        assert pool.drain(120) == 0
+        keys = [
+            obj["Key"]
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket="tiles")
+            for obj in page.get("Contents", [])
+        ]
+        assert sorted(keys) == sorted(j.key for j in jobs)
+        head = client.head_object(Bucket="tiles", Key="tiles/999.png")
+        assert (head["ContentType"], head["CacheControl"]) == ("image/png", "max-age=60")
+        assert client.get_object(Bucket="tiles", Key="tiles/7.png")["Body"].read() == b"png-7"
+        assert pool.stats()["stored"] == 1000
+        assert pool.pending("tiles/0.png") is None
+
+
+# --- retries and failures -----------------------------------------------------------
+
+
+def test_retryable_errors_are_retried_until_stored(make_pool):
+    store = FakeStore(fail_times=2)
+    outcomes = []
+    pool = make_pool(store, retries=3, backoff=0, on_result=lambda j, o: outcomes.append(o))
+    pool.submit(job(1))
+    pool.drain(HANG_GUARD)
+
+    assert store.calls["tiles/1.png"] == 3
+    assert store.objects == {"tiles/1.png": b"png-1"}
+    assert outcomes == ["stored"]
+    stats = pool.stats()
+    assert (stats["retried"], stats["stored"], stats["failed"]) == (2, 1, 0)
+
+
+def test_always_retryable_fails_after_one_plus_retries_calls(make_pool, caplog):
+    store = FakeStore(fail_times=10**6, error=StoreUnavailable("503 SlowDown please"))
+    outcomes = []
+    pool = make_pool(store, retries=3, backoff=0, on_result=lambda j, o: outcomes.append(o))
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
+        pool.submit(job(1))
+        pool.drain(HANG_GUARD)
+
+    assert store.calls["tiles/1.png"] == 4
+    assert outcomes == ["failed"]
+    assert pool.stats()["failed"] == 1
+    assert pool.stats()["retried"] == 3
+    failed_lines = [r for r in caplog.records if "tiles/1.png" in r.getMessage()]
+    assert len(failed_lines) == 1
+    assert failed_lines[0].levelno == logging.WARNING
+    assert "503 SlowDown please" in failed_lines[0].getMessage()
+
+
+def test_non_retryable_error_fails_after_one_call(make_pool, caplog):
+    store = FakeStore(fail_times=10**6, error=StoreError("AccessDenied", retryable=False))
+    pool = make_pool(store, retries=5, backoff=0)
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
+        pool.submit(job(1))
+        pool.drain(HANG_GUARD)
+    assert store.calls["tiles/1.png"] == 1
+    assert pool.stats()["failed"] == 1
+    assert pool.stats()["retried"] == 0
+    assert "AccessDenied" in caplog.text
+
+
+def test_backoff_doubles(make_pool, monkeypatch):
+    store = FakeStore(fail_times=3)
+    pool = make_pool(store, retries=3, backoff=0.25)
+    sleeps = []
+    # The pool sleeps on its abandon event, so drain can cut a backoff short.
+    monkeypatch.setattr(pool._abandon, "wait", lambda delay: sleeps.append(delay) or False)
+    pool.submit(job(1))
+    pool.drain(HANG_GUARD)
+    assert sleeps == [0.25, 0.5, 1.0]
+    assert pool.stats()["stored"] == 1
+
+
+def test_a_store_bug_does_not_kill_the_worker(make_pool, caplog):
+    class Broken(FakeStore):
+        def put(self, key, data, content_type, cache_control):
+            if key == "tiles/bad.png":
+                raise RuntimeError("boom")
+            return super().put(key, data, content_type, cache_control)
+
+    store = Broken()
+    pool = make_pool(store, workers=1, backoff=0)
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
+        pool.submit(job("bad"))
+        pool.submit(job("good"))
+        assert pool.drain(HANG_GUARD) == 0
+    assert store.objects == {"tiles/good.png": b"png-good"}
+    assert pool.stats()["failed"] == 1
+    assert "boom" in caplog.text
+
+
+def test_on_result_called_once_per_job_and_its_errors_are_contained(make_pool, caplog):
+    seen = Counter()
+
+    def on_result(j, outcome):
+        seen[j.key] += 1
+        raise ValueError("callback bug")
+
+    store = FakeStore()
+    pool = make_pool(store, workers=2, on_result=on_result)
+    with caplog.at_level(logging.ERROR, logger="s3maptiler.uploads"):
+        for n in range(20):
+            pool.submit(job(n))
+        assert pool.drain(HANG_GUARD) == 0
+    assert seen == Counter({f"tiles/{n}.png": 1 for n in range(20)})
+    assert len(store.objects) == 20  # the workers survived every callback error
+    assert "callback bug" in caplog.text
+
+
+# --- bounded queue and pending bytes ------------------------------------------------
+
+
+def test_overflow_drops_without_blocking(make_pool, caplog):
+    gate = threading.Event()
+    store = FakeStore(gate=gate)
+    pool = make_pool(store, workers=2, max_pending=10)
+    results: list[bool] = []
+
+    def submit_all():
+        results.extend(pool.submit(job(n)) for n in range(50))
+
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
+        submitter = threading.Thread(target=submit_all)
+        submitter.start()
+        submitter.join(HANG_GUARD)
+        # All 50 calls returned while the store is still stuck on its first uploads.
+        assert not submitter.is_alive()
+        assert not gate.is_set()
+
+    assert results == [True] * 10 + [False] * 40
+    stats = pool.stats()
+    assert (stats["submitted"], stats["dropped"], stats["pending"]) == (50, 40, 10)
+    drop_lines = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drop_lines) == 40
+    assert all(r.levelno == logging.WARNING for r in drop_lines)
+    assert "tiles/49.png" in drop_lines[-1].getMessage()
+
+    gate.set()
+    assert pool.drain(HANG_GUARD) == 0
+    assert sorted(store.objects) == sorted(f"tiles/{n}.png" for n in range(10))
+    assert_counts_add_up(pool.stats())
+
+
+def test_pending_bytes_during_upload_and_none_after(make_pool):
+    gate = threading.Event()
+    store = FakeStore(gate=gate)
+    pool = make_pool(store, workers=1)
+    pool.submit(job(1, b"uploading"))
+    pool.submit(job(2, b"queued"))
+    assert store.entered.wait(HANG_GUARD)  # job 1 is inside store.put now
+
+    assert pool.pending("tiles/1.png") == b"uploading"
+    assert pool.pending("tiles/2.png") == b"queued"
+    assert pool.pending("tiles/3.png") is None
+
+    gate.set()
+    assert pool.drain(HANG_GUARD) == 0
+    assert pool.pending("tiles/1.png") is None
+    assert pool.pending("tiles/2.png") is None
+    assert store.objects["tiles/1.png"] == b"uploading"
+
+
+def test_pending_with_two_jobs_for_one_key(make_pool):
+    gate = threading.Event()
+    store = FakeStore(gate=gate)
+    pool = make_pool(store, workers=1)
+    pool.submit(job(1, b"first"))
+    assert store.entered.wait(HANG_GUARD)
+    pool.submit(job(1, b"second"))
+    assert pool.pending("tiles/1.png") == b"second"
+
+    gate.set()
+    assert pool.drain(HANG_GUARD) == 0
+    assert pool.pending("tiles/1.png") is None
+    assert (pool.stats()["stored"], pool.stats()["exists"]) == (1, 1)
+
+
+# --- draining -----------------------------------------------------------------------
+
+
+def test_drain_is_idempotent_and_stops_intake(make_pool, caplog):
+    store = FakeStore()
+    pool = make_pool(store)
+    pool.submit(job(1))
+    assert pool.drain(HANG_GUARD) == 0
+    assert pool.drain(HANG_GUARD) == 0
+
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
+        assert pool.submit(job(2)) is False
+    assert "tiles/2.png" in caplog.text
+    assert pool.stats()["dropped"] == 1
+    assert pool.pending("tiles/2.png") is None
+    assert list(store.objects) == ["tiles/1.png"]
+
+
+def test_drain_of_an_unused_pool(make_pool):
+    before = set(threading.enumerate())
+    assert make_pool(FakeStore()).drain(1.0) == 0
+    assert set(threading.enumerate()) == before
+
+
+def test_drain_timeout_reports_what_was_lost(make_pool, caplog):
+    gate = threading.Event()
+    store = FakeStore(gate=gate)
+    outcomes: list[tuple[str, str]] = []
+    pool = make_pool(store, workers=1, on_result=lambda j, o: outcomes.append((j.key, o)))
+    for n in range(5):
+        pool.submit(job(n))
+    assert store.entered.wait(HANG_GUARD)
+
+    with caplog.at_level(logging.ERROR, logger="s3maptiler.uploads"):
+        # The store is blocked, so nothing can finish within this (short) drain.
+        assert pool.drain(0.05) == 5
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "5 uploads not finished" in errors[0].getMessage()
+    # Queued jobs were abandoned: no longer pending, reported as dropped.
+    assert sorted(outcomes) == [(f"tiles/{n}.png", "dropped") for n in range(1, 5)]
+    assert pool.pending("tiles/4.png") is None
+    assert pool.pending("tiles/0.png") is not None  # still uploading
+
+    gate.set()
+    assert pool.drain(HANG_GUARD) == 0
+    assert list(store.objects) == ["tiles/0.png"]
+    assert ("tiles/0.png", "stored") in outcomes
+    stats = pool.stats()
+    assert (stats["stored"], stats["dropped"], stats["pending"]) == (1, 4, 0)
+    assert_counts_add_up(stats)
+
+
+def test_drain_cuts_backoff_short(make_pool):
+    # A long backoff must not keep a worker (and so the process) alive after drain gives up.
+    store = FakeStore(fail_times=10**6)
+    pool = make_pool(store, workers=1, retries=5, backoff=3600)
+    pool.submit(job(1))
+    assert store.entered.wait(HANG_GUARD)
+    assert pool.drain(0.05) == 1
+    assert pool.drain(HANG_GUARD) == 0  # the worker woke up and gave the job up
+    assert pool.stats()["failed"] == 1
+    assert store.calls["tiles/1.png"] == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"workers": 0}, {"max_pending": 0}, {"retries": -1}, {"backoff": -0.1}],
+)
+def test_impossible_settings_are_refused(kwargs):
+    with pytest.raises(InvalidPoolSettings):
+        UploadPool(FakeStore(), **kwargs)
