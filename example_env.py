@@ -1,0 +1,68 @@
+"""Every setting s3maptiler reads, with its default and one line each.
+
+Set them in the environment (Elastic Beanstalk: `eb setenv`, or `.ebextensions`), or
+in a `.env` file beside application.py; the real environment wins over `.env`.
+`python example_env.py > .env` writes a commented template to start from.
+"""
+
+# (name, default or None when unset, what it means)
+SETTINGS: list[tuple[str, str | None, str]] = [
+    # The Node prototype's four variables: they describe one layer.
+    (
+        "WMS_SERVER",
+        None,
+        "WMS GetMap endpoint URL; unset: `python application.py` starts the demo WMS",
+    ),
+    ("BUCKET_NAME", None, "S3 bucket for tiles; unset: tiles go to LOCAL_CACHE_DIR"),
+    (
+        "TILE_PREFIX",
+        "tiles/",
+        "key prefix of the tiles in the bucket, ending in '/' (may be empty)",
+    ),
+    ("MAP_LAYERS", None, "the WMS LAYERS parameter (comma-separated WMS layer names)"),
+    # WMS requests.
+    (
+        "WMS_VERSION",
+        "1.1.1",
+        "WMS version: 1.1.1 or 1.3.0 (1.3.0 with EPSG:4326 swaps the axis order)",
+    ),
+    ("WMS_STYLES", "", "the WMS STYLES parameter; always sent, empty means default styles"),
+    ("WMS_TRANSPARENT", "false", "ask the WMS for a transparent background (PNG only)"),
+    ("WMS_BGCOLOR", None, "the WMS BGCOLOR parameter, 0xRRGGBB"),
+    ("WMS_CONNECT_TIMEOUT", "3.05", "seconds to wait for a connection to the WMS"),
+    ("WMS_TIMEOUT", "30", "seconds to wait for the WMS to answer; past it the tile is a 504"),
+    ("WMS_RETRIES", "2", "retries on WMS connection errors and 5xx answers (never on timeouts)"),
+    ("TILE_FORMATS", "png,jpg,jpeg", "tile extensions served; each asks the WMS for its format"),
+    ("MIN_ZOOM", "0", "lowest zoom level served; others are 404"),
+    ("MAX_ZOOM", "22", "highest zoom level served; others are 404"),
+    # Cache and uploads.
+    ("CACHE_CONTROL", "public, max-age=86400", "Cache-Control of tile responses and S3 objects"),
+    ("CACHE_READ", "true", "read the store before rendering (false: every request renders)"),
+    (
+        "MISS_PREFIX",
+        "miss/",
+        "path prefix the S3 redirect rule adds (ReplaceKeyPrefixWith): a known miss",
+    ),
+    ("LOCAL_CACHE_DIR", "var/tiles", "directory store used when BUCKET_NAME is unset"),
+    ("UPLOAD_WORKERS", "4", "background upload threads per process"),
+    ("UPLOAD_QUEUE", "2000", "tiles waiting for upload per process; more are dropped and counted"),
+    ("UPLOAD_RETRIES", "3", "retries of a failed upload, with exponential backoff"),
+    ("S3_ACL", None, "canned ACL for uploads (e.g. public-read); unset: none, use a bucket policy"),
+    ("S3_CONDITIONAL_PUT", "true", "upload with If-None-Match: * so a tile is written once"),
+    ("AWS_ENDPOINT_URL", None, "S3-compatible endpoint (MinIO, moto); AWS_ENDPOINT_URL_S3 wins"),
+    ("AWS_REGION", None, "AWS region of the bucket (AWS_DEFAULT_REGION also works)"),
+    # Process.
+    ("HOST", "127.0.0.1", "address to listen on"),
+    ("PORT", "8000", "port to listen on (Elastic Beanstalk's nginx forwards to 8000)"),
+    ("WEB_CONCURRENCY", "2", "gunicorn worker processes"),
+    ("GUNICORN_THREADS", "16", "threads per gunicorn worker; also sizes the WMS and S3 pools"),
+    ("GRACEFUL_TIMEOUT", "45", "seconds gunicorn gives a stopping worker to drain uploads"),
+    ("MAX_REQUESTS", "2000", "gunicorn recycles a worker after this many requests"),
+    ("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+]
+
+
+if __name__ == "__main__":
+    for name, default, meaning in SETTINGS:
+        print(f"# {meaning}")
+        print(f"{name}={default}" if default is not None else f"# {name}=")

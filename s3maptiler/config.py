@@ -1,0 +1,247 @@
+"""Settings from the environment and `.env`, validated once at start-up.
+
+The Node prototype's four variables keep their meaning and describe one layer:
+`WMS_SERVER`, `BUCKET_NAME`, `TILE_PREFIX`, `MAP_LAYERS`. Every other setting is an
+environment variable with one documented name; `example_env.py` lists them all with
+their defaults. The real environment wins over `.env`.
+
+A bad value stops start-up with a `ConfigError` whose message is one line that names
+the setting and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+# Tile file extensions the service understands, and the WMS FORMAT each one asks for.
+FORMATS: dict[str, str] = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
+
+WMS_VERSIONS = ("1.1.1", "1.3.0")
+DEFAULT_LAYER_NAME = "default"
+
+# A key prefix: path segments of safe characters, each followed by "/".
+_PREFIX_RE = re.compile(r"^(?:[A-Za-z0-9_.~-]+/)*$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One tile layer: where its tiles live in the store and which WMS draws them."""
+
+    name: str
+    wms_url: str
+    wms_layers: str
+    prefix: str = "tiles/"
+    wms_styles: str = ""
+    wms_version: str = "1.1.1"
+    transparent: bool = False
+    bgcolor: str | None = None
+    formats: tuple[str, ...] = ("png", "jpg", "jpeg")
+    cache_control: str = "public, max-age=86400"
+    grid: str = "GoogleMapsCompatible"
+    layout: str = "tms"
+    min_zoom: int = 0
+    max_zoom: int = 22
+    tile_size: int = 256
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    layers: tuple[Layer, ...]
+    bucket: str | None = None
+    local_cache_dir: Path = Path("var/tiles")
+    miss_prefix: str = "miss/"
+    cache_read: bool = True
+    wms_connect_timeout: float = 3.05
+    wms_timeout: float = 30.0
+    wms_retries: int = 2
+    upload_workers: int = 4
+    upload_queue: int = 2000
+    upload_retries: int = 3
+    s3_acl: str | None = None
+    s3_conditional_put: bool = True
+    aws_endpoint_url: str | None = None
+    aws_region: str | None = None
+    threads: int = 16
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def store_location(self) -> str:
+        """Where tiles are written, for logs and the index page."""
+        return f"s3://{self.bucket}" if self.bucket else str(self.local_cache_dir)
+
+
+class _Reader:
+    """Reads typed values from a mapping of strings; errors name the variable."""
+
+    def __init__(self, values: Mapping[str, str]):
+        self.values = values
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.values.get(name)
+        if value is None or value.strip() == "":
+            return default
+        return value.strip()
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if not re.fullmatch(r"[0-9]+", raw):
+            raise ConfigError(f"{name}: expected a whole number, got {raw!r}")
+        value = int(raw)
+        if not low <= value <= high:
+            raise ConfigError(f"{name}: {value} is outside {low}..{high}")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name}: {value} is outside {low}..{high}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self.text(name, default)
+        if raw not in choices:
+            raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+        return raw
+
+
+def _check_url(name: str, url: str) -> str:
+    if not re.match(r"^https?://[^/\s?#]+", url) or any(c.isspace() for c in url):
+        raise ConfigError(f"{name}: expected an http:// or https:// URL, got {url!r}")
+    return url
+
+
+def _check_prefix(name: str, prefix: str) -> str:
+    if prefix.startswith("/"):
+        raise ConfigError(f"{name}: must not start with '/' (S3 keys have no leading slash)")
+    if prefix and not prefix.endswith("/"):
+        raise ConfigError(f"{name}: must end with '/' (got {prefix!r})")
+    if not _PREFIX_RE.match(prefix) or "/../" in f"/{prefix}" or "/./" in f"/{prefix}":
+        raise ConfigError(f"{name}: only letters, digits and _.~- in '/'-separated parts")
+    return prefix
+
+
+def _layer_from_env(read: _Reader) -> Layer:
+    wms_url = read.text("WMS_SERVER")
+    if wms_url is None:
+        raise ConfigError(
+            "WMS_SERVER: not set (the WMS GetMap endpoint; `python application.py` "
+            "starts the bundled demo WMS when it is unset)"
+        )
+    formats_text = read.text("TILE_FORMATS", "png,jpg,jpeg") or ""
+    formats = tuple(f.strip().lower() for f in formats_text.split(","))
+    for ext in formats:
+        if ext not in FORMATS:
+            raise ConfigError(f"TILE_FORMATS: {ext!r} is not one of {', '.join(FORMATS)}")
+    bgcolor = read.text("WMS_BGCOLOR")
+    if bgcolor is not None and not re.fullmatch(r"0x[0-9A-Fa-f]{6}", bgcolor):
+        raise ConfigError(f"WMS_BGCOLOR: expected 0xRRGGBB, got {bgcolor!r}")
+    min_zoom = read.integer("MIN_ZOOM", 0, 0, 24)
+    max_zoom = read.integer("MAX_ZOOM", 22, 0, 24)
+    if min_zoom > max_zoom:
+        raise ConfigError(f"MIN_ZOOM: {min_zoom} is above MAX_ZOOM {max_zoom}")
+    return Layer(
+        name=DEFAULT_LAYER_NAME,
+        wms_url=_check_url("WMS_SERVER", wms_url),
+        wms_layers=read.text("MAP_LAYERS") or _missing("MAP_LAYERS", "the WMS LAYERS to draw"),
+        prefix=_check_prefix("TILE_PREFIX", read.text("TILE_PREFIX", "tiles/") or ""),
+        wms_styles=read.values.get("WMS_STYLES", "").strip(),
+        wms_version=read.choice("WMS_VERSION", "1.1.1", WMS_VERSIONS),
+        transparent=read.boolean("WMS_TRANSPARENT", False),
+        bgcolor=bgcolor,
+        formats=formats,
+        cache_control=read.text("CACHE_CONTROL", "public, max-age=86400") or "",
+        min_zoom=min_zoom,
+        max_zoom=max_zoom,
+    )
+
+
+def _missing(name: str, what: str) -> str:
+    raise ConfigError(f"{name}: not set ({what})")
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
+) -> Settings:
+    """Read and validate every setting; raise ConfigError naming the first bad one.
+
+    `environ` defaults to `os.environ`; values in the `.env` file at `dotenv_path`
+    fill only what the environment leaves unset.
+    """
+    values: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    read = _Reader(values)
+
+    layer = _layer_from_env(read)
+    bucket = read.text("BUCKET_NAME")
+    if bucket is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError(f"BUCKET_NAME: {bucket!r} is not a valid S3 bucket name")
+    miss_prefix = _check_prefix("MISS_PREFIX", read.text("MISS_PREFIX", "miss/") or "")
+    if not miss_prefix:
+        raise ConfigError("MISS_PREFIX: must not be empty (it marks redirected misses)")
+    if layer.prefix.startswith(miss_prefix):
+        raise ConfigError(f"MISS_PREFIX: {miss_prefix!r} overlaps TILE_PREFIX {layer.prefix!r}")
+    endpoint = read.text("AWS_ENDPOINT_URL_S3") or read.text("AWS_ENDPOINT_URL")
+    if endpoint is not None:
+        _check_url("AWS_ENDPOINT_URL", endpoint)
+    log_level = (read.text("LOG_LEVEL", "INFO") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"LOG_LEVEL: {log_level!r} is not a logging level")
+
+    return Settings(
+        layers=(layer,),
+        bucket=bucket,
+        local_cache_dir=Path(read.text("LOCAL_CACHE_DIR", "var/tiles") or "var/tiles"),
+        miss_prefix=miss_prefix,
+        cache_read=read.boolean("CACHE_READ", True),
+        wms_connect_timeout=read.number("WMS_CONNECT_TIMEOUT", 3.05, 0.1, 60),
+        wms_timeout=read.number("WMS_TIMEOUT", 30.0, 0.1, 600),
+        wms_retries=read.integer("WMS_RETRIES", 2, 0, 10),
+        upload_workers=read.integer("UPLOAD_WORKERS", 4, 1, 256),
+        upload_queue=read.integer("UPLOAD_QUEUE", 2000, 1, 1_000_000),
+        upload_retries=read.integer("UPLOAD_RETRIES", 3, 0, 20),
+        s3_acl=read.text("S3_ACL"),
+        s3_conditional_put=read.boolean("S3_CONDITIONAL_PUT", True),
+        aws_endpoint_url=endpoint,
+        aws_region=read.text("AWS_REGION") or read.text("AWS_DEFAULT_REGION"),
+        threads=read.integer("GUNICORN_THREADS", 16, 1, 1024),
+        host=read.text("HOST", "127.0.0.1") or "127.0.0.1",
+        port=read.integer("PORT", 8000, 1, 65535),
+        log_level=log_level,
+        extra=values,
+    )

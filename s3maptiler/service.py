@@ -1,0 +1,232 @@
+"""The tile path: cache read, single-flight render from the WMS, background upload.
+
+`TileService` knows nothing about HTTP. `resolve()` turns an S3 key into a
+`TileRequest` or raises `TileNotFound`/`BadTileRequest`; `get()` returns the tile's
+bytes and where they came from. The key a tile is uploaded under is the key its
+request was parsed from, so the next request for that key is a hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from .config import FORMATS, Layer, Settings
+from .grids import GridError, Tile, TileGrid, TileOutOfRange, get_grid
+from .layouts import Layout, LayoutError, get_layout
+from .stores import StoreError, TileStore
+from .uploads import UploadJob, UploadPool
+from .wms import WMSClient, WMSSource
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_LENGTH = 512
+
+
+class TileRequestError(Exception):
+    """The request cannot be a tile; `status` is the HTTP status to answer."""
+
+    status = 400
+
+
+class BadTileRequest(TileRequestError):
+    status = 400
+
+
+class TileNotFound(TileRequestError):
+    status = 404
+
+
+@dataclass(frozen=True)
+class LayerRuntime:
+    """A configured layer with its grid, layout and WMS sources resolved once."""
+
+    layer: Layer
+    grid: TileGrid
+    layout: Layout
+    sources: dict[str, WMSSource]  # by tile extension
+
+    @classmethod
+    def build(cls, layer: Layer) -> LayerRuntime:
+        grid = get_grid(layer.grid)
+        sources = {
+            ext: WMSSource(
+                url=layer.wms_url,
+                layers=layer.wms_layers,
+                styles=layer.wms_styles,
+                version=layer.wms_version,
+                srs=grid.srs,
+                image_format=FORMATS[ext],
+                transparent=layer.transparent,
+                bgcolor=layer.bgcolor,
+            )
+            for ext in layer.formats
+        }
+        return cls(layer, grid, get_layout(layer.layout), sources)
+
+
+@dataclass(frozen=True)
+class TileRequest:
+    layer: LayerRuntime
+    tile: Tile
+    ext: str
+    key: str
+
+
+@dataclass(frozen=True)
+class TileResult:
+    data: bytes
+    content_type: str
+    source: str  # "cache" | "render" | "inflight"
+    etag: str  # quoted, like S3's
+    cache_control: str
+    wms_ms: float | None = None
+    upload: str = "-"  # "queued" | "dropped" | "-"
+
+
+def etag_of(data: bytes) -> str:
+    """The ETag S3 gives a single-part upload: the quoted MD5 hex of the bytes."""
+    return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+
+
+class TileService:
+    """Cache read, then render; one render per tile key at a time in this process."""
+
+    def __init__(self, settings: Settings, store: TileStore, wms: WMSClient, uploads: UploadPool):
+        self.settings = settings
+        self.store = store
+        self.wms = wms
+        self.uploads = uploads
+        self.layers = [LayerRuntime.build(layer) for layer in settings.layers]
+        # Longest prefix first, so a layer nested under another's prefix still wins.
+        self._by_prefix = sorted(self.layers, key=lambda rt: len(rt.layer.prefix), reverse=True)
+        self._inflight: dict[str, Future[bytes]] = {}
+        self._inflight_lock = threading.Lock()
+        # A waiter gives up on another thread's render after the WMS could have answered.
+        self._wait_timeout = settings.wms_connect_timeout + settings.wms_timeout + 1.0
+
+    def resolve(self, key: str) -> TileRequest:
+        """Parse an S3 key (no leading slash) into a tile of a configured layer."""
+        if len(key) > MAX_KEY_LENGTH:
+            raise BadTileRequest(f"key longer than {MAX_KEY_LENGTH} characters")
+        if not key.isascii() or not key.isprintable() or "\\" in key:
+            raise BadTileRequest("key has characters a tile key never has")
+        parts = key.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise BadTileRequest("key has an empty, '.' or '..' segment")
+        runtime = next((rt for rt in self._by_prefix if key.startswith(rt.layer.prefix)), None)
+        if runtime is None:
+            raise TileNotFound("no layer serves this key prefix")
+        layer = runtime.layer
+        try:
+            parsed = runtime.layout.parse(key[len(layer.prefix) :], runtime.grid)
+        except TileOutOfRange as exc:
+            raise TileNotFound(f"tile out of range: {exc}") from None
+        except (LayoutError, GridError) as exc:
+            raise BadTileRequest(str(exc)) from None
+        if parsed.ext not in runtime.sources:
+            raise TileNotFound(f"format .{parsed.ext} is not served by layer {layer.name}")
+        if not layer.min_zoom <= parsed.tile.z <= layer.max_zoom:
+            raise TileNotFound(
+                f"zoom {parsed.tile.z} outside {layer.min_zoom}..{layer.max_zoom} "
+                f"of layer {layer.name}"
+            )
+        return TileRequest(runtime, parsed.tile, parsed.ext, key)
+
+    def get(self, request: TileRequest, known_miss: bool = False) -> TileResult:
+        """The tile's bytes: from the upload queue, the store, or a render.
+
+        `known_miss` skips the store read: S3 has just redirected this key to us.
+        Raises WMSError when the WMS fails; nothing is stored then.
+        """
+        layer = request.layer.layer
+        pending = self.uploads.pending(request.key)
+        if pending is not None:
+            return self._result(request, pending, "inflight")
+        if self.settings.cache_read and not known_miss:
+            stored = self._read_store(request.key)
+            if stored is not None:
+                return TileResult(
+                    stored.data,
+                    stored.content_type,
+                    "cache",
+                    stored.etag or etag_of(stored.data),
+                    layer.cache_control,
+                )
+        return self._render_once(request)
+
+    def _read_store(self, key: str):
+        try:
+            return self.store.get(key)
+        except StoreError as exc:
+            # A store that cannot be read must not take tiles down: render instead.
+            log.warning("store read failed, rendering instead key=%s reason=%s", key, exc)
+            return None
+
+    def _render_once(self, request: TileRequest) -> TileResult:
+        with self._inflight_lock:
+            future = self._inflight.get(request.key)
+            leader = future is None
+            if leader:
+                future = self._inflight[request.key] = Future()
+        if not leader:
+            try:
+                return self._result(request, future.result(self._wait_timeout), "inflight")
+            except FutureTimeout:
+                log.warning(
+                    "waited %.1fs for a render, rendering myself key=%s",
+                    self._wait_timeout,
+                    request.key,
+                )
+                return self._render(request)
+        try:
+            result = self._render(request)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(result.data)
+            return result
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(request.key, None)
+
+    def _render(self, request: TileRequest) -> TileResult:
+        runtime = request.layer
+        source = runtime.sources[request.ext]
+        started = time.perf_counter()
+        data = self.wms.get_map(
+            source,
+            runtime.grid.tile_bbox(request.tile),
+            runtime.grid.tile_size,
+            runtime.grid.tile_size,
+        )
+        wms_ms = (time.perf_counter() - started) * 1000
+        content_type = media_type(source)
+        job = UploadJob(request.key, data, content_type, runtime.layer.cache_control or None)
+        upload = "queued" if self.uploads.submit(job) else "dropped"
+        return TileResult(
+            data,
+            content_type,
+            "render",
+            etag_of(data),
+            runtime.layer.cache_control,
+            wms_ms,
+            upload,
+        )
+
+    def _result(self, request: TileRequest, data: bytes, source: str) -> TileResult:
+        content_type = media_type(request.layer.sources[request.ext])
+        return TileResult(
+            data, content_type, source, etag_of(data), request.layer.layer.cache_control
+        )
+
+
+def media_type(source: WMSSource) -> str:
+    """The Content-Type of a tile: the WMS FORMAT without parameters ("; mode=8bit")."""
+    return source.image_format.split(";", 1)[0].strip()

@@ -1,0 +1,156 @@
+"""Flask app factory and thin routes: parse the address, call the service, shape HTTP.
+
+Tile addresses, all mapping to the S3 key the tile is stored under:
+- `/<key>`                the key itself, e.g. `/tiles/3/4/2.png` (a plain tile server)
+- `/<MISS_PREFIX><key>`   an S3 website redirect with `ReplaceKeyPrefixWith`: a known miss
+- `/?tile=<key>`          the Node prototype's redirect form: a known miss
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, request
+
+from .config import Settings, load_settings
+from .service import TileRequestError, TileResult, TileService
+from .stores import LocalStore, S3Store, TileStore, make_s3_client
+from .uploads import UploadPool
+from .wms import WMSClient, WMSError
+
+log = logging.getLogger("s3maptiler.request")
+
+MAX_PATH_LENGTH = 1024
+
+
+def build_service(settings: Settings, store: TileStore | None = None) -> TileService:
+    """Create the per-process clients (WMS session, S3 client, upload pool) and the service."""
+    if store is None:
+        if settings.bucket:
+            client = make_s3_client(
+                max_pool_connections=settings.threads + settings.upload_workers,
+                endpoint_url=settings.aws_endpoint_url,
+                region_name=settings.aws_region,
+            )
+            store = S3Store(
+                settings.bucket,
+                client,
+                acl=settings.s3_acl,
+                conditional=settings.s3_conditional_put,
+            )
+        else:
+            store = LocalStore(settings.local_cache_dir)
+    wms = WMSClient(
+        pool_size=settings.threads,
+        connect_timeout=settings.wms_connect_timeout,
+        read_timeout=settings.wms_timeout,
+        retries=settings.wms_retries,
+    )
+    uploads = UploadPool(
+        store,
+        workers=settings.upload_workers,
+        max_pending=settings.upload_queue,
+        retries=settings.upload_retries,
+    )
+    return TileService(settings, store, wms, uploads)
+
+
+def create_app(settings: Settings | None = None, service: TileService | None = None) -> Flask:
+    """The WSGI app. Long-lived clients are made here, once per (gunicorn worker) process."""
+    settings = settings or load_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    service = service or build_service(settings)
+    app = Flask(__name__, static_folder=None)
+    app.extensions["s3maptiler"] = service
+
+    @app.get("/heartbeat")
+    def heartbeat() -> Response:
+        stats = service.uploads.stats()
+        return _text(200, f"ok uploads_pending={stats['pending']}")
+
+    @app.get("/")
+    def root() -> Response:
+        key = request.args.get("tile")
+        if key is not None:
+            return _tile_response(service, key.lstrip("/"), known_miss=True)
+        lines = [f"s3maptiler: store {settings.store_location}"]
+        for runtime in service.layers:
+            layer = runtime.layer
+            lines.append(
+                f"layer {layer.name}: /{layer.prefix}{{z}}/{{x}}/{{y}}.{layer.formats[0]} "
+                f"({layer.layout}, {runtime.grid.name}, zoom {layer.min_zoom}-{layer.max_zoom})"
+            )
+        return _text(200, "\n".join(lines))
+
+    @app.get("/<path:path>")
+    def tile(path: str) -> Response:
+        if len(path) > MAX_PATH_LENGTH:
+            return _text(400, f"path longer than {MAX_PATH_LENGTH} characters")
+        raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
+        if "%2f" in raw.split("?", 1)[0].lower():
+            # S3 keys never hold an encoded slash; decoding it would change the key.
+            return _text(400, "encoded slash in the path")
+        known_miss = path.startswith(settings.miss_prefix)
+        key = path[len(settings.miss_prefix) :] if known_miss else path
+        return _tile_response(service, key, known_miss)
+
+    return app
+
+
+def _tile_response(service: TileService, key: str, known_miss: bool) -> Response:
+    started = time.perf_counter()
+    result: TileResult | None = None
+    try:
+        tile_request = service.resolve(key)
+    except TileRequestError as exc:
+        response = _text(exc.status, str(exc))
+        _log(key, None, response.status_code, started)
+        return response
+    try:
+        result = service.get(tile_request, known_miss=known_miss)
+    except WMSError as exc:
+        response = _text(exc.status, f"WMS error: {exc.reason}")
+        _log(key, tile_request, response.status_code, started, kind=exc.kind)
+        return response
+
+    response = Response(result.data, mimetype=result.content_type)
+    etag = result.etag.strip('"')
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = result.cache_control
+    response.headers["X-Tile-Source"] = result.source
+    if request.if_none_match.contains(etag):
+        response.status_code = 304
+        response.set_data(b"")
+    _log(key, tile_request, response.status_code, started, result=result)
+    return response
+
+
+def _text(status: int, message: str) -> Response:
+    response = Response(message + "\n", status=status, mimetype="text/plain")
+    if status >= 400:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _log(key, tile_request, status, started, result=None, kind=None) -> None:
+    """One structured line per tile request."""
+    fields = {
+        "status": status,
+        "ms": f"{(time.perf_counter() - started) * 1000:.1f}",
+    }
+    if tile_request is not None:
+        tile = tile_request.tile
+        fields.update(layer=tile_request.layer.layer.name, z=tile.z, x=tile.x, y=tile.y)
+    else:
+        fields["key"] = repr(key[:120])
+    if result is not None:
+        fields["source"] = result.source
+        if result.wms_ms is not None:
+            fields["wms_ms"] = f"{result.wms_ms:.1f}"
+        fields["upload"] = result.upload
+    if kind is not None:
+        fields["error"] = kind
+    log.info("tile %s", " ".join(f"{k}={v}" for k, v in fields.items()))

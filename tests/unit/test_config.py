@@ -1,0 +1,90 @@
+import re
+from pathlib import Path
+
+import pytest
+
+import example_env
+from s3maptiler.config import ConfigError, load_settings
+
+BASE = {"WMS_SERVER": "http://wms.example/mapserv?map=x", "MAP_LAYERS": "roads"}
+
+
+def settings(**env):
+    return load_settings({**BASE, **env}, dotenv_path=None)
+
+
+def test_prototype_variables_describe_one_layer():
+    s = settings(BUCKET_NAME="my-tiles", TILE_PREFIX="roads/")
+    (layer,) = s.layers
+    assert layer.wms_url == BASE["WMS_SERVER"]
+    assert layer.wms_layers == "roads"
+    assert layer.prefix == "roads/"
+    assert s.bucket == "my-tiles"
+    assert s.store_location == "s3://my-tiles"
+
+
+def test_defaults_are_the_embedded_local_store():
+    s = settings()
+    assert s.bucket is None
+    assert s.store_location == "var/tiles"
+    assert s.layers[0].prefix == "tiles/"
+    assert s.layers[0].wms_version == "1.1.1"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"WMS_SERVER": ""}, "WMS_SERVER"),
+        ({"WMS_SERVER": "ftp://x"}, "WMS_SERVER"),
+        ({"MAP_LAYERS": ""}, "MAP_LAYERS"),
+        ({"WMS_VERSION": "1.2"}, "WMS_VERSION"),
+        ({"WMS_TIMEOUT": "soon"}, "WMS_TIMEOUT"),
+        ({"WMS_TIMEOUT": "0"}, "WMS_TIMEOUT"),
+        ({"UPLOAD_WORKERS": "-3"}, "UPLOAD_WORKERS"),
+        ({"TILE_PREFIX": "tiles"}, "TILE_PREFIX"),
+        ({"TILE_PREFIX": "/tiles/"}, "TILE_PREFIX"),
+        ({"TILE_PREFIX": "a/../b/"}, "TILE_PREFIX"),
+        ({"BUCKET_NAME": "Not_A_Bucket"}, "BUCKET_NAME"),
+        ({"TILE_FORMATS": "png,gif"}, "TILE_FORMATS"),
+        ({"WMS_TRANSPARENT": "maybe"}, "WMS_TRANSPARENT"),
+        ({"MIN_ZOOM": "9", "MAX_ZOOM": "3"}, "MIN_ZOOM"),
+        ({"MISS_PREFIX": "tiles/"}, "MISS_PREFIX"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"AWS_ENDPOINT_URL": "localhost:9000"}, "AWS_ENDPOINT_URL"),
+    ],
+)
+def test_bad_settings_fail_with_one_line_naming_the_setting(env, named):
+    with pytest.raises(ConfigError) as info:
+        settings(**env)
+    message = str(info.value)
+    assert message.startswith(f"{named}:")
+    assert "\n" not in message
+
+
+def test_environment_wins_over_dotenv(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("MAP_LAYERS=from_file\nBUCKET_NAME=file-bucket\nWMS_SERVER=http://w/\n")
+    s = load_settings({"MAP_LAYERS": "from_env"}, dotenv_path=dotenv)
+    assert s.layers[0].wms_layers == "from_env"
+    assert s.bucket == "file-bucket"
+
+
+def test_every_setting_read_is_documented_in_example_env_and_readme():
+    source = Path("s3maptiler/config.py").read_text() + Path("gunicorn.conf.py").read_text()
+    read = set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', source))
+    read |= set(re.findall(r"environ\.get\('([A-Z_]+)'", source))
+    read -= {
+        "INFO",
+        "DEBUG",
+        "WARNING",
+        "ERROR",
+        "CRITICAL",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL_S3",
+    }
+    documented = {name for name, _, _ in example_env.SETTINGS}
+    assert read <= documented, read - documented
+    readme = Path("README.md").read_text()
+    assert all(f"`{name}`" in readme for name in documented), [
+        n for n in documented if f"`{n}`" not in readme
+    ]

@@ -1,0 +1,218 @@
+"""The routes and the tile path with the WMS answered by `responses`."""
+
+import io
+import threading
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+import responses
+from moto import mock_aws
+from PIL import Image
+
+from s3maptiler.config import load_settings
+from s3maptiler.stores import LocalStore, S3Store, StoredTile, StoreError
+from s3maptiler.web import build_service, create_app
+
+WMS = "http://wms.test/mapserv"
+
+
+def png(colour=(200, 30, 30), size=256) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+def jpeg(size=256) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), (10, 120, 10)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def make_app(tmp_path, store=None, **env):
+    settings = load_settings(
+        {
+            "WMS_SERVER": WMS,
+            "MAP_LAYERS": "roads",
+            "LOCAL_CACHE_DIR": str(tmp_path / "tiles"),
+            "WMS_RETRIES": "0",
+            **env,
+        },
+        dotenv_path=None,
+    )
+    service = build_service(settings, store=store)
+    app = create_app(settings, service)
+    return app, service
+
+
+def wait_uploaded(service, key, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while service.uploads.pending(key) is not None:
+        assert time.monotonic() < deadline, "upload did not finish"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def wms():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def wms_calls(mock) -> list:
+    return [c for c in mock.calls if c.request.url.startswith(WMS)]
+
+
+def test_heartbeat_makes_no_upstream_call(tmp_path, wms):
+    app, _ = make_app(tmp_path)
+    answer = app.test_client().get("/heartbeat")
+    assert answer.status_code == 200
+    assert answer.text.startswith("ok")
+    assert app.test_client().head("/heartbeat").status_code == 200
+    assert wms_calls(wms) == []
+
+
+def test_render_then_store_then_hit(tmp_path, wms):
+    wms.get(WMS, body=png(), content_type="image/png")
+    app, service = make_app(tmp_path)
+    client = app.test_client()
+    first = client.get("/tiles/1/0/1.png")
+    assert first.status_code == 200
+    assert first.headers["X-Tile-Source"] == "render"
+    assert first.headers["Cache-Control"] == "public, max-age=86400"
+    wait_uploaded(service, "tiles/1/0/1.png")
+    assert (tmp_path / "tiles/tiles/1/0/1.png").read_bytes() == first.data
+    second = client.get("/tiles/1/0/1.png")
+    assert second.headers["X-Tile-Source"] == "cache"
+    assert second.headers["ETag"] == first.headers["ETag"]
+    assert len(wms_calls(wms)) == 1
+    # TMS y=1 at z1 is the top row: the northern half of the western hemisphere.
+    query = parse_qs(urlsplit(wms_calls(wms)[0].request.url).query, keep_blank_values=True)
+    assert query["BBOX"] == ["-20037508.342789244,0,0,20037508.342789244"]
+    assert query["STYLES"] == [""]
+
+
+def test_known_miss_skips_the_store_read(tmp_path, wms):
+    wms.get(WMS, body=png((0, 0, 255)), content_type="image/png")
+    store = LocalStore(tmp_path / "tiles")
+    store.put("tiles/2/1/1.png", png((0, 255, 0)), "image/png", None)
+    app, _ = make_app(tmp_path, store=store)
+    client = app.test_client()
+    assert client.get("/tiles/2/1/1.png").headers["X-Tile-Source"] == "cache"
+    assert wms_calls(wms) == []
+    for url in ("/miss/tiles/2/1/1.png", "/?tile=tiles/2/1/1.png"):
+        answer = client.get(url)
+        assert answer.headers["X-Tile-Source"] in ("render", "inflight")
+    assert len(wms_calls(wms)) >= 1
+
+
+def test_jpeg_tiles_ask_the_wms_for_jpeg(tmp_path, wms):
+    wms.get(WMS, body=jpeg(), content_type="image/jpeg")
+    app, _ = make_app(tmp_path)
+    answer = app.test_client().get("/tiles/3/4/2.jpg")
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"] == "image/jpeg"
+    query = parse_qs(urlsplit(wms_calls(wms)[0].request.url).query)
+    assert query["FORMAT"] == ["image/jpeg"]
+
+
+def test_wms_exception_is_502_and_nothing_is_stored(tmp_path, wms):
+    report = (
+        '<?xml version="1.0"?><ServiceExceptionReport version="1.1.1">'
+        '<ServiceException code="LayerNotDefined">msWMSLoadGetMapParams(): Invalid layer(s) '
+        "given in the LAYERS parameter. A layer might be disabled.</ServiceException>"
+        "</ServiceExceptionReport>"
+    )
+    wms.get(WMS, body=report, content_type="application/vnd.ogc.se_xml")
+    app, service = make_app(tmp_path)
+    answer = app.test_client().get("/tiles/3/4/2.png")
+    assert answer.status_code == 502
+    assert "Invalid layer(s)" in answer.text
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert service.uploads.stats()["submitted"] == 0
+    assert not (tmp_path / "tiles").exists() or not any((tmp_path / "tiles").rglob("*.png"))
+
+
+def test_wms_timeout_is_504(tmp_path):
+    import requests
+
+    with responses.RequestsMock() as mock:
+        mock.get(WMS, body=requests.exceptions.ReadTimeout("read timed out"))
+        app, service = make_app(tmp_path)
+        answer = app.test_client().get("/tiles/3/4/2.png")
+    assert answer.status_code == 504
+    assert service.uploads.stats()["submitted"] == 0
+
+
+def test_concurrent_requests_for_one_tile_make_one_wms_call(tmp_path, wms):
+    release = threading.Event()
+
+    def slow_png(request):
+        release.wait(5)
+        return 200, {"Content-Type": "image/png"}, png()
+
+    wms.add_callback(responses.GET, WMS, callback=slow_png)
+    app, _ = make_app(tmp_path, CACHE_READ="false")
+    sources: list[str] = []
+
+    def fetch():
+        answer = app.test_client().get("/tiles/5/3/4.png")
+        sources.append(f"{answer.status_code} {answer.headers.get('X-Tile-Source')}")
+
+    threads = [threading.Thread(target=fetch) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(wms_calls(wms)) == 1
+    assert sorted(sources) == ["200 inflight"] * 15 + ["200 render"]
+
+
+def test_store_read_failure_still_serves_the_tile(tmp_path, wms):
+    class BrokenReads(LocalStore):
+        def get(self, key: str) -> StoredTile | None:
+            raise StoreError("S3 is having a bad minute", retryable=True)
+
+    wms.get(WMS, body=png(), content_type="image/png")
+    app, _ = make_app(tmp_path, store=BrokenReads(tmp_path / "tiles"))
+    answer = app.test_client().get("/tiles/3/4/2.png")
+    assert answer.status_code == 200
+    assert answer.headers["X-Tile-Source"] == "render"
+
+
+def test_s3_store_object_has_type_and_cache_control(tmp_path):
+    # moto first: its own `responses` patch must sit under the WMS mock, not over it.
+    with mock_aws(), responses.RequestsMock() as wms:
+        wms.get(WMS, body=png(), content_type="image/png")
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="tiles-unit")
+        app, service = make_app(
+            tmp_path, store=S3Store("tiles-unit", s3), CACHE_CONTROL="public, max-age=60"
+        )
+        assert app.test_client().get("/tiles/4/3/9.png").status_code == 200
+        wait_uploaded(service, "tiles/4/3/9.png")
+        head = s3.head_object(Bucket="tiles-unit", Key="tiles/4/3/9.png")
+    assert head["ContentType"] == "image/png"
+    assert head["CacheControl"] == "public, max-age=60"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/tiles/3/8/1.png", 404),
+        ("/tiles/x/1/1.png", 400),
+        ("/tiles/3/1/1.webp", 404),
+        ("/elsewhere/3/1/1.png", 404),
+        ("/tiles/23/1/1.png", 404),
+        ("/?tile=tiles/3/1", 400),
+    ],
+)
+def test_bad_addresses_make_no_wms_call(tmp_path, wms, path, status):
+    app, service = make_app(tmp_path)
+    answer = app.test_client().get(path)
+    assert answer.status_code == status
+    assert answer.text.count("\n") == 1
+    assert wms_calls(wms) == []
+    assert service.uploads.stats()["submitted"] == 0
