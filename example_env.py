@@ -33,6 +33,9 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("WMS_TIMEOUT", "30", "seconds to wait for the WMS to answer; past it the tile is a 504"),
     ("WMS_RETRIES", "2", "retries on WMS connection errors and 5xx answers (never on timeouts)"),
     ("TILE_FORMATS", "png,jpg,jpeg", "tile extensions served; each asks the WMS for its format"),
+    ("METATILE", "1x1", "tiles per WMS GetMap, columns x rows (e.g. 4x4): fewer WMS calls, labels not cut"),
+    ("META_BUFFER", "0", "pixels drawn around a metatile and cut away, so edge labels are whole"),
+    ("LAYERS_FILE", None, "a TOML file of many layers (see layers.example.toml); replaces the layer above"),
     ("MIN_ZOOM", "0", "lowest zoom level served; others are 404"),
     ("MAX_ZOOM", "22", "highest zoom level served; others are 404"),
     # Cache and uploads.

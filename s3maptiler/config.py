@@ -19,8 +19,27 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from .grids import TileGrid, get_grid
+
 # Tile file extensions the service understands, and the WMS FORMAT each one asks for.
 FORMATS: dict[str, str] = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
+
+
+@dataclass(frozen=True)
+class TileFormat:
+    """How a layer's tiles are encoded: `png` (full colour), `png8` (palette), `jpeg`."""
+
+    name: str
+    extension: str  # in keys and URLs
+    media_type: str  # Content-Type of the tile
+    wms_format: str  # the WMS FORMAT parameter asked for
+
+
+TILE_FORMATS: dict[str, TileFormat] = {
+    "png": TileFormat("png", "png", "image/png", "image/png"),
+    "png8": TileFormat("png8", "png", "image/png", "image/png; mode=8bit"),
+    "jpeg": TileFormat("jpeg", "jpg", "image/jpeg", "image/jpeg"),
+}
 
 WMS_VERSIONS = ("1.1.1", "1.3.0")
 DEFAULT_LAYER_NAME = "default"
@@ -52,6 +71,22 @@ class Layer:
     min_zoom: int = 0
     max_zoom: int = 22
     tile_size: int = 256
+    title: str = ""
+    format: str = "png"  # a TILE_FORMATS name: the format documents advertise
+    extent: tuple[float, float, float, float] | None = None  # lon/lat; None: the grid's
+    outside_extent: str = "404"  # "404" or "blank": the answer for a tile outside `extent`
+    metatile: tuple[int, int] = (1, 1)  # columns, rows of tiles per WMS GetMap
+    meta_buffer: int = 0  # pixels drawn around a metatile and cut away
+    grid_def: TileGrid | None = field(default=None, compare=False, repr=False)  # custom grids
+
+    @property
+    def tile_format(self) -> TileFormat:
+        return TILE_FORMATS[self.format]
+
+    @property
+    def tile_grid(self) -> TileGrid:
+        """The layer's grid object: a custom one from the layers file, else a named one."""
+        return self.grid_def or get_grid(self.grid)
 
 
 @dataclass(frozen=True)
@@ -138,13 +173,13 @@ class _Reader:
         return raw
 
 
-def _check_url(name: str, url: str) -> str:
+def check_url(name: str, url: str) -> str:
     if not re.match(r"^https?://[^/\s?#]+", url) or any(c.isspace() for c in url):
         raise ConfigError(f"{name}: expected an http:// or https:// URL, got {url!r}")
     return url
 
 
-def _check_prefix(name: str, prefix: str) -> str:
+def check_prefix(name: str, prefix: str) -> str:
     if prefix.startswith("/"):
         raise ConfigError(f"{name}: must not start with '/' (S3 keys have no leading slash)")
     if prefix and not prefix.endswith("/"):
@@ -175,9 +210,9 @@ def _layer_from_env(read: _Reader) -> Layer:
         raise ConfigError(f"MIN_ZOOM: {min_zoom} is above MAX_ZOOM {max_zoom}")
     return Layer(
         name=DEFAULT_LAYER_NAME,
-        wms_url=_check_url("WMS_SERVER", wms_url),
+        wms_url=check_url("WMS_SERVER", wms_url),
         wms_layers=read.text("MAP_LAYERS") or _missing("MAP_LAYERS", "the WMS LAYERS to draw"),
-        prefix=_check_prefix("TILE_PREFIX", read.text("TILE_PREFIX", "tiles/") or ""),
+        prefix=check_prefix("TILE_PREFIX", read.text("TILE_PREFIX", "tiles/") or ""),
         wms_styles=read.values.get("WMS_STYLES", "").strip(),
         wms_version=read.choice("WMS_VERSION", "1.1.1", WMS_VERSIONS),
         transparent=read.boolean("WMS_TRANSPARENT", False),
@@ -186,7 +221,18 @@ def _layer_from_env(read: _Reader) -> Layer:
         cache_control=read.text("CACHE_CONTROL", "public, max-age=86400") or "",
         min_zoom=min_zoom,
         max_zoom=max_zoom,
+        metatile=_metatile(read),
+        meta_buffer=read.integer("META_BUFFER", 0, 0, 512),
     )
+
+
+def _metatile(read: _Reader) -> tuple[int, int]:
+    raw = (read.text("METATILE", "1x1") or "1x1").lower()
+    match = re.fullmatch(r"([0-9]{1,2})(?:x([0-9]{1,2}))?", raw)
+    columns, rows = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
+    if not (1 <= columns <= 16 and 1 <= rows <= 16):
+        raise ConfigError(f"METATILE: expected columns x rows such as 4x4, each 1..16, got {raw!r}")
+    return columns, rows
 
 
 def _missing(name: str, what: str) -> str:
@@ -207,24 +253,31 @@ def load_settings(
     values.update(os.environ if environ is None else environ)
     read = _Reader(values)
 
-    layer = _layer_from_env(read)
+    layers_file = read.text("LAYERS_FILE")
+    if layers_file is not None:
+        from .layersfile import load_layers_file  # imports config: load it late
+
+        layers = load_layers_file(Path(layers_file))
+    else:
+        layers = (_layer_from_env(read),)
     bucket = read.text("BUCKET_NAME")
     if bucket is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
         raise ConfigError(f"BUCKET_NAME: {bucket!r} is not a valid S3 bucket name")
-    miss_prefix = _check_prefix("MISS_PREFIX", read.text("MISS_PREFIX", "miss/") or "")
+    miss_prefix = check_prefix("MISS_PREFIX", read.text("MISS_PREFIX", "miss/") or "")
     if not miss_prefix:
         raise ConfigError("MISS_PREFIX: must not be empty (it marks redirected misses)")
-    if layer.prefix.startswith(miss_prefix):
-        raise ConfigError(f"MISS_PREFIX: {miss_prefix!r} overlaps TILE_PREFIX {layer.prefix!r}")
+    for layer in layers:
+        if layer.prefix.startswith(miss_prefix):
+            raise ConfigError(f"MISS_PREFIX: {miss_prefix!r} overlaps layer {layer.name}'s prefix")
     endpoint = read.text("AWS_ENDPOINT_URL_S3") or read.text("AWS_ENDPOINT_URL")
     if endpoint is not None:
-        _check_url("AWS_ENDPOINT_URL", endpoint)
+        check_url("AWS_ENDPOINT_URL", endpoint)
     log_level = (read.text("LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL: {log_level!r} is not a logging level")
 
     return Settings(
-        layers=(layer,),
+        layers=layers,
         bucket=bucket,
         local_cache_dir=Path(read.text("LOCAL_CACHE_DIR", "var/tiles") or "var/tiles"),
         miss_prefix=miss_prefix,

@@ -514,3 +514,80 @@ def scale_denominator(grid: TileGrid, z: int) -> float:
 def arcgis_scale(grid: TileGrid, z: int) -> float:
     """ArcGIS LOD scale at zoom ``z``: resolution in meters * 96 dpi * 39.37 inches per meter."""
     return grid.resolution(z) * meters_per_unit(grid.srs) * _ESRI_DPI * _ESRI_INCHES_PER_METER
+
+
+# --- ArcGIS tiling schemes ---------------------------------------------------------
+
+_ESRI_WKIDS = {102100: "EPSG:3857", 102113: "EPSG:3857", 900913: "EPSG:3857"}
+
+
+def _srs_from_wkid(wkid: object) -> str:
+    try:
+        number = int(str(wkid))
+    except ValueError:
+        raise InvalidGrid(f"spatial reference wkid {wkid!r} is not a number") from None
+    return _ESRI_WKIDS.get(number, f"EPSG:{number}")
+
+
+def grid_from_arcgis_tileinfo(name: str, tile_info: dict, extent: Bbox | None = None) -> TileGrid:
+    """A grid from an ArcGIS ``tileInfo`` object (as in ``MapServer?f=json``).
+
+    Levels must be contiguous from 0 (``lods[i].level == i``); ``extent`` (CRS units,
+    e.g. the service's ``fullExtent``) bounds the matrix, else zoom 0 is one tile.
+    """
+    try:
+        origin = (tile_info["origin"]["x"], tile_info["origin"]["y"])
+        size = int(tile_info["rows"])
+        lods = sorted(tile_info["lods"], key=lambda lod: int(lod["level"]))
+        reference = tile_info["spatialReference"]
+        wkid = reference.get("latestWkid") or reference["wkid"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidGrid(f"grid {name}: tileInfo lacks {exc}") from None
+    if [int(lod["level"]) for lod in lods] != list(range(len(lods))):
+        raise InvalidGrid(f"grid {name}: tileInfo levels must run 0, 1, 2, ... without gaps")
+    if int(tile_info.get("cols", size)) != size:
+        raise InvalidGrid(f"grid {name}: only square tiles are supported")
+    return custom_grid(
+        name, _srs_from_wkid(wkid), origin, size, [lod["resolution"] for lod in lods], extent
+    )
+
+
+def grid_from_arcgis_conf(name: str, conf_xml: str, extent: Bbox | None = None) -> TileGrid:
+    """A grid from the text of an ArcGIS Server cache's ``conf.xml`` (``TileCacheInfo``)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(conf_xml)
+    except ET.ParseError as exc:
+        raise InvalidGrid(f"grid {name}: conf.xml is not XML: {exc}") from None
+
+    def local(element) -> str:
+        return element.tag.rsplit("}", 1)[-1]
+
+    def find(parent, tag):
+        found = next((e for e in parent.iter() if local(e) == tag), None)
+        if found is None:
+            raise InvalidGrid(f"grid {name}: conf.xml has no <{tag}>")
+        return found
+
+    cache = find(root, "TileCacheInfo")
+    reference = find(cache, "SpatialReference")
+    wkid_element = next(
+        (e for e in reference.iter() if local(e) in ("LatestWKID", "WKID") and e.text), None
+    )
+    if wkid_element is None:
+        raise InvalidGrid(f"grid {name}: conf.xml SpatialReference has no WKID")
+    origin = find(cache, "TileOrigin")
+    lods = [
+        {"level": find(lod, "LevelID").text, "resolution": float(find(lod, "Resolution").text)}
+        for lod in cache.iter()
+        if local(lod) == "LODInfo"
+    ]
+    info = {
+        "origin": {"x": float(find(origin, "X").text), "y": float(find(origin, "Y").text)},
+        "rows": find(cache, "TileRows").text,
+        "cols": find(cache, "TileCols").text,
+        "lods": lods,
+        "spatialReference": {"wkid": wkid_element.text},
+    }
+    return grid_from_arcgis_tileinfo(name, info, extent)

@@ -16,8 +16,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from .config import FORMATS, Layer, Settings
-from .grids import GridError, Tile, TileGrid, TileOutOfRange, get_grid
+from .config import TILE_FORMATS, Layer, Settings, TileFormat
+from .grids import GridError, Tile, TileGrid, TileOutOfRange
 from .layouts import Layout, LayoutError, get_layout
 from .stores import StoreError, TileStore
 from .uploads import UploadJob, UploadPool
@@ -53,7 +53,7 @@ class LayerRuntime:
 
     @classmethod
     def build(cls, layer: Layer) -> LayerRuntime:
-        grid = get_grid(layer.grid)
+        grid = layer.tile_grid
         sources = {
             ext: WMSSource(
                 url=layer.wms_url,
@@ -61,13 +61,21 @@ class LayerRuntime:
                 styles=layer.wms_styles,
                 version=layer.wms_version,
                 srs=grid.srs,
-                image_format=FORMATS[ext],
+                image_format=format_for(layer, ext).wms_format,
                 transparent=layer.transparent,
                 bgcolor=layer.bgcolor,
             )
             for ext in layer.formats
         }
         return cls(layer, grid, get_layout(layer.layout), sources)
+
+
+def format_for(layer: Layer, ext: str) -> TileFormat:
+    """The encoding of a layer's tiles with this extension (png8 layers keep their palette)."""
+    own = layer.tile_format
+    if ext == own.extension or (own.extension == "jpg" and ext == "jpeg"):
+        return own
+    return TILE_FORMATS["jpeg" if ext in ("jpg", "jpeg") else ext]
 
 
 @dataclass(frozen=True)
