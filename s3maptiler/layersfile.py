@@ -27,11 +27,13 @@ from .config import (
 from .grids import (
     Bbox,
     GridError,
+    Tile,
     TileGrid,
     custom_grid,
     get_grid,
     grid_from_arcgis_conf,
     grid_from_arcgis_tileinfo,
+    tile_lonlat_bounds,
 )
 from .layouts import LAYOUTS
 
@@ -179,6 +181,13 @@ def load_layers_file(path: Path) -> tuple[Layer, ...]:
             tile_size=grid.tile_size,
             max_zoom=min(layer.max_zoom, grid.max_zoom),
         )
+        if layer.extent is not None:
+            try:
+                tile_lonlat_bounds(grid, Tile(0, 0, 0))
+            except GridError:
+                raise ConfigError(
+                    f"{where}: key 'extent' needs a grid in EPSG:3857 or EPSG:4326"
+                ) from None
         if layer.min_zoom > layer.max_zoom:
             raise ConfigError(f"{where}: key 'min_zoom' is above max_zoom {layer.max_zoom}")
         layers.append(layer)

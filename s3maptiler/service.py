@@ -8,7 +8,9 @@ request was parsed from, so the next request for that key is a hit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import logging
 import threading
 import time
@@ -16,8 +18,10 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
+from PIL import Image
+
 from .config import TILE_FORMATS, Layer, Settings, TileFormat
-from .grids import GridError, Tile, TileGrid, TileOutOfRange
+from .grids import GridError, Tile, TileGrid, TileOutOfRange, tile_lonlat_bounds
 from .layouts import Layout, LayoutError, get_layout
 from .stores import StoreError, TileStore
 from .uploads import UploadJob, UploadPool
@@ -84,13 +88,14 @@ class TileRequest:
     tile: Tile
     ext: str
     key: str
+    outside_extent: bool = False  # answered with a blank tile (the layer's outside_extent)
 
 
 @dataclass(frozen=True)
 class TileResult:
     data: bytes
     content_type: str
-    source: str  # "cache" | "render" | "inflight"
+    source: str  # "cache" | "render" | "inflight" | "blank"
     etag: str  # quoted, like S3's
     cache_control: str
     wms_ms: float | None = None
@@ -111,6 +116,7 @@ class TileService:
         self.wms = wms
         self.uploads = uploads
         self.layers = [LayerRuntime.build(layer) for layer in settings.layers]
+        self.by_name = {runtime.layer.name: runtime for runtime in self.layers}
         # Longest prefix first, so a layer nested under another's prefix still wins.
         self._by_prefix = sorted(self.layers, key=lambda rt: len(rt.layer.prefix), reverse=True)
         self._inflight: dict[str, Future[bytes]] = {}
@@ -137,14 +143,59 @@ class TileService:
             raise TileNotFound(f"tile out of range: {exc}") from None
         except (LayoutError, GridError) as exc:
             raise BadTileRequest(str(exc)) from None
-        if parsed.ext not in runtime.sources:
-            raise TileNotFound(f"format .{parsed.ext} is not served by layer {layer.name}")
-        if not layer.min_zoom <= parsed.tile.z <= layer.max_zoom:
+        return self._checked(runtime, parsed.tile, parsed.ext, key)
+
+    def request_for(self, layer_name: str, tile: Tile, ext: str | None = None) -> TileRequest:
+        """A tile addressed by layer name (the fixed TMS, WMTS and ArcGIS routes).
+
+        The key is formatted in the layer's own layout, so these routes read and fill
+        the same objects as requests for the key itself. `ext` None: the layer's format.
+        """
+        runtime = self.by_name.get(layer_name)
+        if runtime is None:
+            raise TileNotFound(f"no layer named {layer_name[:64]!r}")
+        try:
+            runtime.grid.check(tile)
+        except GridError as exc:
+            raise TileNotFound(f"tile out of range: {exc}") from None
+        ext = ext or runtime.layer.tile_format.extension
+        if ext not in runtime.sources:
+            raise TileNotFound(f"format .{ext} is not served by layer {layer_name}")
+        try:
+            key = runtime.layer.prefix + runtime.layout.format(tile, ext, runtime.grid)
+        except (LayoutError, GridError) as exc:
+            # e.g. zoom 0 has no quadkey: the layer cannot store this tile.
+            raise TileNotFound(f"layer {layer_name} cannot store this tile: {exc}") from None
+        return self._checked(runtime, tile, ext, key)
+
+    def request_via(self, layer_name: str, layout_name: str, path: str) -> TileRequest:
+        """A tile of a named layer addressed in another layout, e.g. "tms" for
+        `/1.0.0/<layer>/{z}/{x}/{y}.png` or "wmts" for `{TileMatrix}/{TileRow}/{TileCol}.png`."""
+        runtime = self.by_name.get(layer_name)
+        if runtime is None:
+            raise TileNotFound(f"no layer named {layer_name[:64]!r}")
+        try:
+            parsed = get_layout(layout_name).parse(path, runtime.grid)
+        except TileOutOfRange as exc:
+            raise TileNotFound(f"tile out of range: {exc}") from None
+        except (LayoutError, GridError) as exc:
+            raise BadTileRequest(str(exc)) from None
+        return self.request_for(layer_name, parsed.tile, parsed.ext)
+
+    def _checked(self, runtime: LayerRuntime, tile: Tile, ext: str, key: str) -> TileRequest:
+        layer = runtime.layer
+        if ext not in runtime.sources:
+            raise TileNotFound(f"format .{ext} is not served by layer {layer.name}")
+        if not layer.min_zoom <= tile.z <= layer.max_zoom:
             raise TileNotFound(
-                f"zoom {parsed.tile.z} outside {layer.min_zoom}..{layer.max_zoom} "
-                f"of layer {layer.name}"
+                f"zoom {tile.z} outside {layer.min_zoom}..{layer.max_zoom} of layer {layer.name}"
             )
-        return TileRequest(runtime, parsed.tile, parsed.ext, key)
+        outside = layer.extent is not None and not _overlaps(
+            tile_lonlat_bounds(runtime.grid, tile), layer.extent
+        )
+        if outside and layer.outside_extent == "404":
+            raise TileNotFound(f"tile outside the extent of layer {layer.name}")
+        return TileRequest(runtime, tile, ext, key, outside)
 
     def get(self, request: TileRequest, known_miss: bool = False) -> TileResult:
         """The tile's bytes: from the upload queue, the store, or a render.
@@ -153,6 +204,8 @@ class TileService:
         Raises WMSError when the WMS fails; nothing is stored then.
         """
         layer = request.layer.layer
+        if request.outside_extent:
+            return self._blank(request)
         pending = self.uploads.pending(request.key)
         if pending is not None:
             return self._result(request, pending, "inflight")
@@ -228,11 +281,44 @@ class TileService:
             upload,
         )
 
+    def _blank(self, request: TileRequest) -> TileResult:
+        """Outside the layer's extent: a blank tile, stored like any other so the S3
+        redirect does not send this key back to the service forever."""
+        content_type = media_type(request.layer.sources[request.ext])
+        data = blank_tile(content_type, request.layer.grid.tile_size)
+        cache_control = request.layer.layer.cache_control
+        queued = self.uploads.submit(UploadJob(request.key, data, content_type, cache_control))
+        return TileResult(
+            data,
+            content_type,
+            "blank",
+            etag_of(data),
+            cache_control,
+            None,
+            "queued" if queued else "dropped",
+        )
+
     def _result(self, request: TileRequest, data: bytes, source: str) -> TileResult:
         content_type = media_type(request.layer.sources[request.ext])
         return TileResult(
             data, content_type, source, etag_of(data), request.layer.layer.cache_control
         )
+
+
+def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two (west, south, east, north) boxes share more than an edge."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@functools.cache
+def blank_tile(media_type: str, size: int) -> bytes:
+    """A transparent PNG, or a white JPEG, of size x size pixels."""
+    out = io.BytesIO()
+    if media_type == "image/jpeg":
+        Image.new("RGB", (size, size), (255, 255, 255)).save(out, "JPEG", quality=90)
+    else:
+        Image.new("RGBA", (size, size), (0, 0, 0, 0)).save(out, "PNG", optimize=True)
+    return out.getvalue()
 
 
 def media_type(source: WMSSource) -> str:

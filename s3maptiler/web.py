@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from flask import Flask, Response, request
 
 from .config import Settings, load_settings
-from .service import TileRequestError, TileResult, TileService
+from .service import (
+    BadTileRequest,
+    TileNotFound,
+    TileRequest,
+    TileRequestError,
+    TileResult,
+    TileService,
+    media_type,
+)
 from .stores import LocalStore, S3Store, TileStore, make_s3_client
 from .uploads import UploadPool
 from .wms import WMSClient, WMSError
@@ -85,6 +94,36 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
             )
         return _text(200, "\n".join(lines))
 
+    @app.get("/1.0.0/<layer>/<z>/<x>/<y>")
+    def tms_tile(layer: str, z: str, x: str, y: str) -> Response:
+        return _tile_response(
+            service, None, lambda: service.request_via(layer, "tms", f"{z}/{x}/{y}")
+        )
+
+    @app.get("/wmts/1.0.0/<layer>/<style>/<matrix_set>/<z>/<row>/<col>")
+    def wmts_rest_tile(layer, style, matrix_set, z, row, col) -> Response:
+        return _tile_response(
+            service, None, lambda: _wmts_request(service, layer, matrix_set, f"{z}/{row}/{col}")
+        )
+
+    @app.get("/wmts")
+    def wmts_kvp() -> Response:
+        args = {k.upper(): v for k, v in request.args.items()}
+        if args.get("SERVICE", "WMTS").upper() != "WMTS":
+            return _text(400, "SERVICE must be WMTS")
+        if args.get("REQUEST", "").lower() != "gettile":
+            return _text(400, "REQUEST must be GetTile")
+        return _tile_response(service, None, lambda: _wmts_kvp_request(service, args))
+
+    @app.get("/arcgis/rest/services/<layer>/MapServer/tile/<z>/<row>/<col>")
+    def arcgis_tile(layer: str, z: str, row: str, col: str) -> Response:
+        def resolve():
+            runtime = service.by_name.get(layer)
+            ext = runtime.layer.tile_format.extension if runtime else "png"
+            return service.request_via(layer, "wmts", f"{z}/{row}/{col}.{ext}")
+
+        return _tile_response(service, None, resolve)
+
     @app.get("/<path:path>")
     def tile(path: str) -> Response:
         if len(path) > MAX_PATH_LENGTH:
@@ -95,19 +134,50 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
             return _text(400, "encoded slash in the path")
         known_miss = path.startswith(settings.miss_prefix)
         key = path[len(settings.miss_prefix) :] if known_miss else path
-        return _tile_response(service, key, known_miss)
+        return _tile_response(service, key, known_miss=known_miss)
 
     return app
 
 
-def _tile_response(service: TileService, key: str, known_miss: bool) -> Response:
+def _wmts_request(service: TileService, layer: str, matrix_set: str, path: str) -> TileRequest:
+    runtime = service.by_name.get(layer)
+    if runtime is not None and matrix_set != runtime.grid.name:
+        raise TileNotFound(f"layer {layer} has no TileMatrixSet {matrix_set[:64]!r}")
+    return service.request_via(layer, "wmts", path)
+
+
+def _wmts_kvp_request(service: TileService, args: dict[str, str]) -> TileRequest:
+    missing = [
+        name
+        for name in ("LAYER", "TILEMATRIXSET", "TILEMATRIX", "TILEROW", "TILECOL", "FORMAT")
+        if not args.get(name)
+    ]
+    if missing:
+        raise BadTileRequest(f"missing parameter {missing[0]}")
+    runtime = service.by_name.get(args["LAYER"])
+    if runtime is None:
+        raise TileNotFound(f"no layer named {args['LAYER'][:64]!r}")
+    ext = next((e for e, src in runtime.sources.items() if media_type(src) == args["FORMAT"]), None)
+    if ext is None:
+        raise TileNotFound(f"layer {args['LAYER']} does not serve {args['FORMAT'][:64]!r}")
+    path = f"{args['TILEMATRIX']}/{args['TILEROW']}/{args['TILECOL']}.{ext}"
+    return _wmts_request(service, args["LAYER"], args["TILEMATRIXSET"], path)
+
+
+def _tile_response(
+    service: TileService,
+    key: str | None,
+    resolve: Callable[[], TileRequest] | None = None,
+    known_miss: bool = False,
+) -> Response:
+    """Resolve the address (a key, or a fixed route's `resolve`), get the tile, answer."""
     started = time.perf_counter()
     result: TileResult | None = None
     try:
-        tile_request = service.resolve(key)
+        tile_request = resolve() if resolve is not None else service.resolve(key)
     except TileRequestError as exc:
         response = _text(exc.status, str(exc))
-        _log(key, None, response.status_code, started)
+        _log(key or request.path, None, response.status_code, started)
         return response
     try:
         result = service.get(tile_request, known_miss=known_miss)

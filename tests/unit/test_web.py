@@ -216,3 +216,81 @@ def test_bad_addresses_make_no_wms_call(tmp_path, wms, path, status):
     assert answer.text.count("\n") == 1
     assert wms_calls(wms) == []
     assert service.uploads.stats()["submitted"] == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/tiles/1/0/1.png",
+        "/1.0.0/default/1/0/1.png",
+        "/wmts/1.0.0/default/default/GoogleMapsCompatible/1/0/0.png",
+        "/wmts?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0&LAYER=default&STYLE=default"
+        "&FORMAT=image/png&TILEMATRIXSET=GoogleMapsCompatible&TILEMATRIX=1&TILEROW=0&TILECOL=0",
+        "/wmts?service=wmts&request=GetTile&layer=default&style=default&format=image/png"
+        "&tilematrixset=GoogleMapsCompatible&tilematrix=1&tilerow=0&tilecol=0",
+        "/arcgis/rest/services/default/MapServer/tile/1/0/0",
+    ],
+)
+def test_fixed_routes_read_and_fill_the_layers_own_key(tmp_path, wms, url):
+    wms.get(WMS, body=png(), content_type="image/png")
+    app, service = make_app(tmp_path)
+    answer = app.test_client().get(url)
+    assert answer.status_code == 200, answer.text
+    wait_uploaded(service, "tiles/1/0/1.png")
+    # The top-left tile at zoom 1 is TMS row 1: one object, under the layer's TMS key.
+    assert [
+        p.relative_to(tmp_path / "tiles").as_posix() for p in (tmp_path / "tiles").rglob("*.png")
+    ] == ["tiles/1/0/1.png"]
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/1.0.0/nope/1/0/1.png", 404),
+        ("/1.0.0/default/1/0/2.png", 404),
+        ("/1.0.0/default/1/0/x.png", 400),
+        ("/wmts/1.0.0/default/default/WorldCRS84Quad/1/0/0.png", 404),
+        ("/wmts?SERVICE=WMTS&REQUEST=GetTile&LAYER=default", 400),
+        (
+            "/wmts?SERVICE=WMTS&REQUEST=GetTile&LAYER=default&STYLE=default&FORMAT=image/gif"
+            "&TILEMATRIXSET=GoogleMapsCompatible&TILEMATRIX=1&TILEROW=0&TILECOL=0",
+            404,
+        ),
+        ("/wmts?SERVICE=WMS&REQUEST=GetMap", 400),
+        ("/arcgis/rest/services/default/MapServer/tile/1/0/2", 404),
+        ("/arcgis/rest/services/default/MapServer/tile/1/0/-1", 400),
+    ],
+)
+def test_fixed_routes_reject_bad_addresses_without_upstream_calls(tmp_path, wms, url, status):
+    app, service = make_app(tmp_path)
+    answer = app.test_client().get(url)
+    assert answer.status_code == status, answer.text
+    assert wms_calls(wms) == []
+    assert service.uploads.stats()["submitted"] == 0
+
+
+def test_outside_the_extent_is_blank_or_404_by_setting(tmp_path, wms):
+    wms.get(WMS, body=png(), content_type="image/png")
+    layers = tmp_path / "layers.toml"
+    layers.write_text(f"""
+wms_url = "{WMS}"
+wms_layers = "x"
+extent = [-74.3, 40.45, -73.65, 40.95]
+[layers.blank]
+outside_extent = "blank"
+[layers.hidden]
+outside_extent = "404"
+""")
+    app, service = make_app(tmp_path, LAYERS_FILE=str(layers))
+    client = app.test_client()
+    # Zoom 10: New York is in column 301, TMS row 639 (XYZ row 384); column 10 is not.
+    inside = client.get("/1.0.0/blank/10/301/639.png")
+    assert inside.headers["X-Tile-Source"] == "render"
+    blank = client.get("/blank/10/10/639.png")
+    assert blank.status_code == 200
+    assert blank.headers["X-Tile-Source"] == "blank"
+    assert Image.open(io.BytesIO(blank.data)).getextrema()[3] == (0, 0)  # fully transparent
+    wait_uploaded(service, "blank/10/10/639.png")
+    assert (tmp_path / "tiles/blank/10/10/639.png").exists()
+    assert client.get("/hidden/10/10/639.png").status_code == 404
+    assert len(wms_calls(wms)) == 1
