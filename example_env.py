@@ -55,6 +55,7 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("AWS_ENDPOINT_URL", None, "S3-compatible endpoint (MinIO, moto); AWS_ENDPOINT_URL_S3 wins"),
     ("AWS_REGION", None, "AWS region of the bucket (AWS_DEFAULT_REGION also works)"),
     # Process.
+    ("SERVICE_URL", None, "the service's public URL, for URLs in its documents; unset: the request's host"),
     ("HOST", "127.0.0.1", "address to listen on"),
     ("PORT", "8000", "port to listen on (Elastic Beanstalk's nginx forwards to 8000)"),
     ("WEB_CONCURRENCY", "2", "gunicorn worker processes"),

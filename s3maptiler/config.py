@@ -112,6 +112,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    service_url: str | None = None  # public URL of the service, for URLs in documents
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -235,6 +236,11 @@ def _metatile(read: _Reader) -> tuple[int, int]:
     return columns, rows
 
 
+def _service_url(read: _Reader) -> str | None:
+    url = read.text("SERVICE_URL")
+    return check_url("SERVICE_URL", url).rstrip("/") if url else None
+
+
 def _missing(name: str, what: str) -> str:
     raise ConfigError(f"{name}: not set ({what})")
 
@@ -296,5 +302,6 @@ def load_settings(
         host=read.text("HOST", "127.0.0.1") or "127.0.0.1",
         port=read.integer("PORT", 8000, 1, 65535),
         log_level=log_level,
+        service_url=_service_url(read),
         extra=values,
     )

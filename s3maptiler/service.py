@@ -8,10 +8,12 @@ request was parsed from, so the next request for that key is a hit.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
 import logging
+import re
 import threading
 import time
 from concurrent.futures import Future
@@ -30,6 +32,7 @@ from .wms import WMSClient, WMSSource
 log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 512
+ARCGIS_TILE_KEY = re.compile(r"arcgis/rest/services/([^/]+)/MapServer/tile/([^/]+)/([^/]+)/([^/]+)")
 
 
 class TileRequestError(Exception):
@@ -135,7 +138,10 @@ class TileService:
             raise BadTileRequest("key has an empty, '.' or '..' segment")
         runtime = next((rt for rt in self._by_prefix if key.startswith(rt.layer.prefix)), None)
         if runtime is None:
-            raise TileNotFound("no layer serves this key prefix")
+            arcgis = ARCGIS_TILE_KEY.fullmatch(key)
+            if arcgis is None:
+                raise TileNotFound("no layer serves this key prefix")
+            return self._arcgis_key(key, *arcgis.groups())
         layer = runtime.layer
         try:
             parsed = runtime.layout.parse(key[len(layer.prefix) :], runtime.grid)
@@ -167,6 +173,15 @@ class TileService:
             # e.g. zoom 0 has no quadkey: the layer cannot store this tile.
             raise TileNotFound(f"layer {layer_name} cannot store this tile: {exc}") from None
         return self._checked(runtime, tile, ext, key)
+
+    def _arcgis_key(self, key: str, name: str, z: str, row: str, col: str) -> TileRequest:
+        """`arcgis/rest/services/<layer>/MapServer/tile/{z}/{row}/{col}`, the only tile
+        URL ArcGIS clients know, as a key of its own: a bucket holding the published
+        MapServer document fills these keys through the redirect, and serves them next."""
+        runtime = self.by_name.get(name)
+        ext = runtime.layer.tile_format.extension if runtime else "png"
+        request = self.request_via(name, "wmts", f"{z}/{row}/{col}.{ext}")
+        return dataclasses.replace(request, key=key)
 
     def request_via(self, layer_name: str, layout_name: str, path: str) -> TileRequest:
         """A tile of a named layer addressed in another layout, e.g. "tms" for

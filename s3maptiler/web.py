@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from flask import Flask, Response, request
 
+from . import capabilities
 from .config import Settings, load_settings
 from .service import (
     BadTileRequest,
@@ -94,6 +95,50 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
             )
         return _text(200, "\n".join(lines))
 
+    def base_url() -> str:
+        return settings.service_url or request.host_url.rstrip("/")
+
+    @app.get("/1.0.0/")
+    def tms_service() -> Response:
+        body = capabilities.tile_map_service(settings.layers, base_url())
+        return _document(body, capabilities.TMS_CONTENT_TYPE)
+
+    @app.get("/1.0.0/<layer>")
+    @app.get("/1.0.0/<layer>/")
+    def tms_tile_map(layer: str) -> Response:
+        runtime = service.by_name.get(layer)
+        if runtime is None:
+            return _text(404, f"no layer named {layer[:64]!r}")
+        try:
+            body = capabilities.tile_map(runtime.layer, base_url())
+        except capabilities.DocumentError as exc:
+            return _text(404, str(exc))
+        return _document(body, capabilities.TMS_CONTENT_TYPE)
+
+    @app.get("/" + capabilities.WMTS_CAPABILITIES_PATH)
+    def wmts_capabilities() -> Response:
+        body = capabilities.wmts_capabilities(settings.layers, base_url())
+        return _document(body, capabilities.WMTS_CONTENT_TYPE)
+
+    @app.get("/arcgis/rest/services/<layer>/MapServer")
+    def arcgis_mapserver(layer: str) -> Response:
+        runtime = service.by_name.get(layer)
+        if runtime is None:
+            return _text(404, f"no layer named {layer[:64]!r}")
+        fmt = request.args.get("f", "json").lower()
+        if request.args.get("pretty", "").lower() == "true":
+            fmt = "pjson"  # GDAL adds &pretty=true
+        if fmt not in ("json", "pjson"):
+            return _text(400, "f must be json or pjson")
+        try:
+            doc = capabilities.arcgis_mapserver(runtime.layer)
+            body, content_type = capabilities.json_document(doc, fmt, request.args.get("callback"))
+        except capabilities.DocumentError as exc:
+            return _text(400, str(exc))
+        response = _document(body, content_type)
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
     @app.get("/1.0.0/<layer>/<z>/<x>/<y>")
     def tms_tile(layer: str, z: str, x: str, y: str) -> Response:
         return _tile_response(
@@ -111,8 +156,10 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
         args = {k.upper(): v for k, v in request.args.items()}
         if args.get("SERVICE", "WMTS").upper() != "WMTS":
             return _text(400, "SERVICE must be WMTS")
+        if args.get("REQUEST", "").lower() == "getcapabilities":
+            return wmts_capabilities()
         if args.get("REQUEST", "").lower() != "gettile":
-            return _text(400, "REQUEST must be GetTile")
+            return _text(400, "REQUEST must be GetCapabilities or GetTile")
         return _tile_response(service, None, lambda: _wmts_kvp_request(service, args))
 
     @app.get("/arcgis/rest/services/<layer>/MapServer/tile/<z>/<row>/<col>")
@@ -139,9 +186,15 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     return app
 
 
+def _document(body: str | bytes, content_type: str) -> Response:
+    response = Response(body, content_type=content_type)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
 def _wmts_request(service: TileService, layer: str, matrix_set: str, path: str) -> TileRequest:
     runtime = service.by_name.get(layer)
-    if runtime is not None and matrix_set != runtime.grid.name:
+    if runtime is not None and matrix_set != capabilities.tile_matrix_set_id(runtime.grid):
         raise TileNotFound(f"layer {layer} has no TileMatrixSet {matrix_set[:64]!r}")
     return service.request_via(layer, "wmts", path)
 

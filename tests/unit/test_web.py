@@ -294,3 +294,34 @@ outside_extent = "404"
     assert (tmp_path / "tiles/blank/10/10/639.png").exists()
     assert client.get("/hidden/10/10/639.png").status_code == 404
     assert len(wms_calls(wms)) == 1
+
+
+def test_documents_are_served_with_their_content_types(tmp_path, wms):
+    app, _ = make_app(tmp_path, SERVICE_URL="https://tiles.example.com/")
+    client = app.test_client()
+    tms = client.get("/1.0.0/")
+    assert tms.status_code == 200 and tms.content_type.startswith("text/xml")
+    assert 'href="https://tiles.example.com/1.0.0/default"' in tms.text
+    assert client.get("/1.0.0/default/").status_code == 200
+    assert client.get("/1.0.0/default").status_code == 200
+    assert client.get("/1.0.0/nope/").status_code == 404
+    for url in (
+        "/wmts/1.0.0/WMTSCapabilities.xml",
+        "/wmts?SERVICE=WMTS&REQUEST=GetCapabilities&VERSION=1.0.0",
+    ):
+        wmts = client.get(url)
+        assert wmts.status_code == 200 and wmts.content_type.startswith("application/xml")
+        assert "https://tiles.example.com/wmts/1.0.0/default/{Style}" in wmts.text
+    plain = client.get("/arcgis/rest/services/default/MapServer?f=json")
+    assert plain.content_type == "application/json"
+    assert plain.headers["Access-Control-Allow-Origin"] == "*"
+    assert plain.json["tileInfo"]["lods"][0]["level"] == 0
+    pretty = client.get("/arcgis/rest/services/default/MapServer?f=json&pretty=true")
+    assert pretty.json == plain.json and "\n" in pretty.text
+    jsonp = client.get("/arcgis/rest/services/default/MapServer?f=json&callback=cb.x")
+    assert jsonp.content_type.startswith("application/javascript")
+    assert jsonp.text.startswith("/**/cb.x(")
+    assert jsonp.headers["Access-Control-Allow-Origin"] == "*"
+    evil = client.get("/arcgis/rest/services/default/MapServer?f=json&callback=alert(1)")
+    assert evil.status_code == 400
+    assert wms_calls(wms) == []
