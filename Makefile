@@ -1,0 +1,37 @@
+# The two commands of a fresh machine: `make run` and `make test`.
+# Both install what they need: Python packages into .venv, and (as root on Debian)
+# MapServer, lighttpd and GDAL for the demo WMS.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint system setup setup-dev clean
+
+run: setup system
+	$(BIN)/python application.py
+
+test: setup-dev system
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: setup-dev
+	$(BIN)/ruff check .
+
+system:
+	bash scripts/install-system-packages.sh
+
+setup: $(VENV)/.runtime
+setup-dev: $(VENV)/.dev
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.runtime $@
+
+clean:
+	rm -rf $(VENV) var demo/build .pytest_cache .ruff_cache

@@ -1,0 +1,61 @@
+"""Elastic Beanstalk / gunicorn entry point: `application` is the WSGI callable.
+
+`python application.py` runs the service locally. With no WMS_SERVER set it first
+starts the bundled demo WMS (MapServer behind lighttpd on 127.0.0.1), so a fresh
+checkout serves tiles with no configuration at all.
+"""
+
+import logging
+import os
+import sys
+
+from s3maptiler.config import ConfigError
+
+
+def _create():
+    from s3maptiler.web import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        # One line naming the setting, then a non-zero exit: no traceback to dig through.
+        sys.stderr.write(f"s3maptiler: configuration error: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper())
+    demo = None
+    if not os.environ.get("WMS_SERVER"):
+        from s3maptiler.demowms import DemoWMS, unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            sys.stderr.write(f"s3maptiler: WMS_SERVER unset, no demo WMS: {reason}\n")
+            raise SystemExit(2)
+        demo = DemoWMS().start()
+        os.environ["WMS_SERVER"] = demo.url
+        os.environ.setdefault("MAP_LAYERS", demo.layers)
+    try:
+        app = _create()
+        settings = app.extensions["s3maptiler"].settings
+        layer = settings.layers[0]
+        logging.getLogger("s3maptiler").info(
+            "serving on http://%s:%d/ (try http://%s:%d/%s3/2/5.png), tiles go to %s",
+            settings.host,
+            settings.port,
+            settings.host,
+            settings.port,
+            layer.prefix,
+            settings.store_location,
+        )
+        app.run(host=settings.host, port=settings.port, threaded=True)
+    finally:
+        if demo is not None:
+            demo.stop()
+
+
+if __name__ == "__main__":
+    main()
+else:
+    application = _create()

@@ -1,0 +1,32 @@
+"""gunicorn settings for a WMS-bound service (read by the Procfile command).
+
+gthread workers: blocking WMS and S3 calls stay simple, idle connections cost little.
+Sizes come from the environment so Elastic Beanstalk can tune them per instance type.
+"""
+
+import os
+import sys
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+# With gthread, `timeout` is a liveness heartbeat, not a request limit: WMS and S3
+# calls carry their own timeouts.
+timeout = 60
+# Below Elastic Beanstalk's ~90 s systemd stop timeout, so draining uploads finishes.
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "45"))
+keepalive = 5
+max_requests = int(os.environ.get("MAX_REQUESTS", "2000"))
+max_requests_jitter = 200
+accesslog = None  # the app writes one structured line per tile request
+
+
+def worker_exit(server, worker):
+    """Drain this worker's pending uploads before it exits (SIGTERM, recycling)."""
+    module = sys.modules.get("application")
+    app = getattr(module, "application", None)
+    if app is None:
+        return
+    left = app.extensions["s3maptiler"].uploads.drain(max(graceful_timeout - 5, 1))
+    server.log.info("worker %s exit: %d uploads left undone", worker.pid, left)

@@ -1,0 +1,58 @@
+"""Fixtures that start real components: the demo MapServer WMS and moto's S3 server."""
+
+import os
+import uuid
+
+import boto3
+import pytest
+from s3maptiler.demowms import DemoWMS, unavailable_reason
+
+from tests.servers import MotoServer
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def need(reason: str | None) -> None:
+    """Skip when a real component is missing, except in CI, where it must be there."""
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def demo_wms():
+    need(unavailable_reason())
+    wms = DemoWMS().start()
+    yield wms
+    wms.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_server):
+    return boto3.client(
+        "s3",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"tiles-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
