@@ -5,8 +5,8 @@ import uuid
 
 import boto3
 import pytest
-from s3maptiler.demowms import DemoWMS, unavailable_reason
 
+from s3maptiler.demowms import DemoWMS, unavailable_reason
 from tests.servers import MotoServer
 
 AWS_ENV = {
