@@ -1,0 +1,751 @@
+"""Bulk upload of an existing tile cache directory to S3.
+
+The steps, each a function:
+
+1. :func:`find_source`: where the tiles are (an ArcGIS ``_alllayers`` folder or a
+   ``z/x/y`` tree) and whether an ArcGIS ``conf.xml`` lies beside them;
+2. :func:`walk_tiles`: every file that parses as a tile in the source layout, with the
+   S3 key it goes to, converted to another layout on request (for example ArcGIS hex
+   rows to TMS); other files are counted as ignored;
+3. :func:`list_existing`: the destination prefix listed ONCE with ListObjectsV2, so that
+   unchanged tiles are skipped without a HEAD per file;
+4. :func:`upload_tiles`: a bounded pool of threads sharing one boto3 client, each file
+   read once, skipped when size and MD5 match the ETag of a single-part object, else
+   put with ``ContentType`` sniffed from the bytes, ``CacheControl``, and an ACL only
+   when asked; retryable errors are retried with exponential backoff.
+
+With an ArcGIS ``conf.xml``, :func:`read_conf_xml` and :func:`mapserver_json` build the
+ArcGIS REST MapServer JSON that matches the cache, and :func:`publish_json` puts it
+beside the tiles.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import mimetypes
+import os
+import random
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    HTTPClientError,
+    IncompleteReadError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from s3maptiler.grids import MERCATOR_EXTENT, Bbox, GridError, TileGrid
+from s3maptiler.layouts import Layout, LayoutError
+from s3maptiler.stores import sniff_content_type
+
+__all__ = [
+    "UPLOADED",
+    "SKIPPED",
+    "FAILED",
+    "ArcgisCacheInfo",
+    "BulkError",
+    "ConfXmlError",
+    "ListingFailed",
+    "LocalTile",
+    "Lod",
+    "RemoteObject",
+    "SourceError",
+    "SourceTree",
+    "TileWalk",
+    "UploadOptions",
+    "UploadReport",
+    "backoff_delay",
+    "content_type_for",
+    "convert_key",
+    "describe_error",
+    "detect_layout",
+    "find_source",
+    "is_retryable",
+    "list_existing",
+    "mapserver_json",
+    "publish_json",
+    "read_conf_cdi",
+    "read_conf_xml",
+    "skip_listing_timestamps",
+    "upload_tiles",
+    "walk_tiles",
+]
+
+log = logging.getLogger(__name__)
+
+UPLOADED = "uploaded"
+SKIPPED = "skipped"
+FAILED = "failed"
+
+_LEVEL_DIR_RE = re.compile(r"L[0-9]{2,}")
+# S3 error codes worth another try; any 5xx and 429 are too.
+_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+# Longest single backoff in seconds, however many attempts came before.
+_MAX_BACKOFF = 20.0
+_LAST_MODIFIED_RE = re.compile(rb"<LastModified>[^<]*</LastModified>")
+# Bodies up to this many bytes are sent without waiting for "100 Continue".
+_SEND_AT_ONCE = 1 << 20
+
+
+class BulkError(Exception):
+    """Base class for every error raised by this module; the message is one line."""
+
+
+class SourceError(BulkError):
+    """The source directory is missing, holds no tiles, or is a cache we cannot read."""
+
+
+class ConfXmlError(SourceError):
+    """An ArcGIS conf.xml or conf.cdi that cannot be parsed."""
+
+
+class ListingFailed(BulkError):
+    """The destination prefix could not be listed (no bucket, no access, S3 down)."""
+
+
+# --- the source tree ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """A local tile cache: `tile_root` is the folder the layout's paths start in (for
+    ArcGIS the ``_alllayers`` folder); `conf_xml` is the ArcGIS cache description
+    beside it, if any; `name` is a service name for documents (the cache folder's)."""
+
+    tile_root: Path
+    conf_xml: Path | None
+    name: str
+
+
+def find_source(root: str | os.PathLike) -> SourceTree:
+    """Where the tiles under `root` start.
+
+    `root` may be an ArcGIS cache root holding one service, the service's cache
+    folder (``<Service>/Layers/_alllayers``), its ``Layers`` folder, the
+    ``_alllayers`` folder itself, or the top of a ``z/x/y`` tree. Raises SourceError
+    when `root` is not a directory or holds several caches.
+    """
+    path = Path(root)
+    if not path.is_dir():
+        raise SourceError(f"{path} is not a directory")
+    for candidate in (path / "Layers" / "_alllayers", path / "_alllayers"):
+        if candidate.is_dir():
+            tile_root = candidate
+            break
+    else:
+        # An ArcGIS cache root (arcgiscache/) holding one service's cache.
+        services = sorted(path.glob("*/Layers/_alllayers"))
+        if len(services) > 1:
+            names = ", ".join(p.parent.parent.name for p in services)
+            raise SourceError(f"{path} holds several ArcGIS caches ({names}); pick one")
+        tile_root = services[0] if services else path
+    conf = tile_root.parent / "conf.xml" if tile_root.name == "_alllayers" else None
+    if conf is not None and not conf.is_file():
+        conf = None
+    name_dir = tile_root.parent if tile_root.name == "_alllayers" else tile_root
+    if name_dir.name == "Layers":
+        name_dir = name_dir.parent
+    return SourceTree(tile_root, conf, name_dir.resolve().name or "tiles")
+
+
+def detect_layout(tile_root: Path) -> str | None:
+    """ "arcgis" when `tile_root` holds ArcGIS level folders (``L00``, ``L01``, ...),
+    else None: TMS and XYZ trees look alike, only the user knows which one it is."""
+    try:
+        with os.scandir(tile_root) as entries:
+            for entry in entries:
+                if entry.is_dir() and _LEVEL_DIR_RE.fullmatch(entry.name):
+                    return "arcgis"
+    except OSError as err:
+        raise SourceError(f"cannot read {tile_root}: {err.strerror or err}") from err
+    return None
+
+
+def _relative_files(root: Path) -> Iterator[str]:
+    """Paths of the regular files under `root`, '/'-separated, sorted per folder.
+
+    Hidden entries (``.DS_Store``, ``.git``) are left out; symbolic links to
+    folders are not followed, so a link loop cannot trap the walk.
+    """
+    stack = [("", root)]
+    while stack:
+        rel, folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            raise SourceError(f"cannot read {folder}: {err.strerror or err}") from err
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                subfolders.append((f"{rel}{entry.name}/", Path(entry.path)))
+            elif entry.is_file():
+                yield rel + entry.name
+        stack.extend(reversed(subfolders))
+
+
+def convert_key(path: str, source: Layout, target: Layout | None, grid: TileGrid) -> str:
+    """The key path of the tile file at `path` (relative, in the `source` layout).
+
+    With `target` None or the same layout the path is kept exactly as it is (an
+    upper-case ArcGIS ``R0000001A`` stays so, which is the spelling clients ask
+    for); otherwise the tile is parsed and formatted in `target`. Raises
+    LayoutError or GridError when `path` is not a tile of `grid`.
+
+    >>> from s3maptiler.grids import WEB_MERCATOR
+    >>> from s3maptiler.layouts import get_layout
+    >>> convert_key("L03/R00000002/C00000005.png", get_layout("arcgis"),
+    ...             get_layout("tms"), WEB_MERCATOR)
+    '3/5/5.png'
+    """
+    tile, ext = source.parse(path, grid)
+    if target is None or target.name == source.name:
+        return path
+    return target.format(tile, ext, grid)
+
+
+@dataclass(frozen=True)
+class LocalTile:
+    """One file to upload: its local `path` and the full S3 `key` it goes to."""
+
+    path: Path
+    key: str
+
+
+@dataclass(frozen=True)
+class TileWalk:
+    """The result of :func:`walk_tiles`: the tiles, and the files that are not tiles."""
+
+    tiles: tuple[LocalTile, ...]
+    ignored: tuple[str, ...]
+
+
+def walk_tiles(
+    tile_root: Path,
+    source: Layout,
+    grid: TileGrid,
+    prefix: str,
+    target: Layout | None = None,
+) -> TileWalk:
+    """Every tile file under `tile_root` with its key: `prefix` + :func:`convert_key`.
+
+    Files that are not tiles of `grid` in the `source` layout (``conf.xml``,
+    ``Thumbs.db``, a gdal2tiles ``leaflet.html``, ...) are returned as ignored,
+    never uploaded. Two files that convert to one key are an error.
+    """
+    tiles: list[LocalTile] = []
+    ignored: list[str] = []
+    seen: dict[str, str] = {}
+    for rel in _relative_files(tile_root):
+        try:
+            key = prefix + convert_key(rel, source, target, grid)
+        except (LayoutError, GridError):
+            ignored.append(rel)
+            continue
+        if key in seen:
+            raise SourceError(f"{seen[key]} and {rel} would both be uploaded as {key}")
+        seen[key] = rel
+        tiles.append(LocalTile(tile_root / rel, key))
+    return TileWalk(tuple(tiles), tuple(ignored))
+
+
+def content_type_for(data: bytes, name: str) -> str:
+    """The Content-Type of a tile: sniffed from the bytes (PNG, JPEG, GIF, WebP, TIFF),
+    else guessed from the file name, else ``application/octet-stream``."""
+    return sniff_content_type(data) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+# --- the destination ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """An object already in the bucket: `size` in bytes and its quoted `etag`."""
+
+    size: int
+    etag: str
+
+    def same_as(self, size: int, md5_hex: str) -> bool:
+        """True when a local file of `size` bytes and MD5 `md5_hex` is this object.
+
+        Only a single-part object's ETag is the MD5 of its bytes; a multipart ETag
+        (``"...-3"``) proves nothing, so such objects are uploaded again.
+        """
+        etag = self.etag.strip('"').lower()
+        return self.size == size and "-" not in etag and etag == md5_hex
+
+
+def is_retryable(err: BaseException) -> bool:
+    """True when the same S3 call may succeed later: throttling, 5xx, lost connections."""
+    if isinstance(err, ClientError):
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return code in _RETRYABLE_CODES or status >= 500 or status == 429
+    return isinstance(
+        err, BotoConnectionError | HTTPClientError | IncompleteReadError | ConnectionClosedError
+    )
+
+
+def describe_error(err: BaseException) -> str:
+    """A one-line reason for a botocore error: S3's code and message when it sent one."""
+    if isinstance(err, ClientError):
+        error = err.response.get("Error", {})
+        return f"{error.get('Code', '?')} {error.get('Message') or ''}".strip()
+    return str(err) or type(err).__name__
+
+
+def _drop_last_modified(response_dict: dict, **_: Any) -> None:
+    body = response_dict.get("body")
+    if response_dict.get("status_code") == 200 and isinstance(body, bytes):
+        response_dict["body"] = _LAST_MODIFIED_RE.sub(b"", body)
+
+
+def skip_listing_timestamps(client: Any) -> None:
+    """Make `client`'s ListObjectsV2 answers leave out ``LastModified``.
+
+    Keys, sizes and ETags are all a bulk tool needs; botocore parses each timestamp
+    with dateutil, which is the largest client cost of listing a big prefix (about a
+    third of it). Affects every ListObjectsV2 call of this client.
+    """
+    client.meta.events.register(
+        "before-parse.s3.ListObjectsV2", _drop_last_modified, unique_id="s3maptiler-no-mtime"
+    )
+
+
+def list_existing(client: Any, bucket: str, prefix: str) -> dict[str, RemoteObject]:
+    """Every object under `prefix` by key, from ListObjectsV2 pages (1000 keys each).
+
+    Raises ListingFailed with a one-line reason. Calls :func:`skip_listing_timestamps`.
+    """
+    skip_listing_timestamps(client)
+    found: dict[str, RemoteObject] = {}
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                found[obj["Key"]] = RemoteObject(int(obj["Size"]), obj.get("ETag", ""))
+    except (ClientError, BotoCoreError) as err:
+        raise ListingFailed(f"cannot list s3://{bucket}/{prefix}: {describe_error(err)}") from err
+    return found
+
+
+# --- upload -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    """How to upload: `cache_control` header (None: none), canned `acl` (None: none,
+    the default; buckets with ACLs disabled refuse any), `workers` threads (size the
+    client's connection pool to match), `retries` after the first try, `backoff`
+    base in seconds (doubled per retry, with jitter), `dry_run` to only count."""
+
+    cache_control: str | None = None
+    acl: str | None = None
+    workers: int = 32
+    retries: int = 4
+    backoff: float = 0.25
+    dry_run: bool = False
+
+
+@dataclass
+class UploadReport:
+    """Counts of one upload run. In a dry run `uploaded` counts what would be uploaded."""
+
+    total: int = 0
+    uploaded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    ignored: int = 0
+    bytes_uploaded: int = 0
+    elapsed: float = 0.0  # seconds
+    dry_run: bool = False
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+
+    @property
+    def tiles_per_second(self) -> float:
+        """Tiles handled (uploaded, skipped or failed) per second of wall time."""
+        handled = self.uploaded + self.skipped + self.failed
+        return handled / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def backoff_delay(attempt: int, base: float) -> float:
+    """Seconds to wait before retry `attempt` (1-based): full jitter up to base * 2**n."""
+    return random.uniform(0, min(_MAX_BACKOFF, base * 2 ** (attempt - 1)))
+
+
+def _with_retries(call: Callable[[], Any], retries: int, backoff: float) -> Any:
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except (ClientError, BotoCoreError) as err:
+            attempt += 1
+            if attempt > retries or not is_retryable(err):
+                raise
+            delay = backoff_delay(attempt, backoff)
+            log.debug("retry %d/%d in %.2fs after %s", attempt, retries, delay, describe_error(err))
+            time.sleep(delay)
+
+
+def _send_body_at_once(request: Any, **_: Any) -> None:
+    """botocore makes every PutObject wait for "100 Continue" before sending the body:
+    one more network round trip per tile. A small body goes out with the headers."""
+    headers = request.headers
+    length = headers.get("Content-Length") or headers.get("X-Amz-Decoded-Content-Length")
+    if "Expect" in headers and length is not None and int(length) <= _SEND_AT_ONCE:
+        del headers["Expect"]
+
+
+def _sends_no_checksum(client: Any) -> bool:
+    """True when botocore only adds request checksums where an operation requires one
+    (``when_required``, as make_s3_client sets for non-AWS endpoints)."""
+    config = getattr(client.meta, "config", None)
+    return getattr(config, "request_checksum_calculation", None) == "when_required"
+
+
+def _upload_one(
+    client: Any,
+    bucket: str,
+    tile: LocalTile,
+    existing: dict[str, RemoteObject],
+    options: UploadOptions,
+) -> tuple[str, int]:
+    """(outcome, bytes sent) for one file; raises on a failure that retries did not fix."""
+    data = tile.path.read_bytes()
+    digest = hashlib.md5(data, usedforsecurity=False)
+    remote = existing.get(tile.key)
+    if remote is not None and remote.same_as(len(data), digest.hexdigest()):
+        return SKIPPED, 0
+    if options.dry_run:
+        return UPLOADED, len(data)
+    params: dict[str, Any] = {
+        "Bucket": bucket,
+        "Key": tile.key,
+        "Body": data,
+        "ContentType": content_type_for(data, tile.path.name),
+    }
+    if _sends_no_checksum(client):
+        # The SDK adds no CRC here (S3-compatible endpoints): let the store check the
+        # bytes against their MD5, so a tile damaged in transit is refused.
+        params["ContentMD5"] = base64.b64encode(digest.digest()).decode("ascii")
+    if options.cache_control:
+        params["CacheControl"] = options.cache_control
+    if options.acl:
+        params["ACL"] = options.acl
+    _with_retries(lambda: client.put_object(**params), options.retries, options.backoff)
+    return UPLOADED, len(data)
+
+
+def upload_tiles(
+    client: Any,
+    bucket: str,
+    tiles: tuple[LocalTile, ...] | list[LocalTile],
+    existing: dict[str, RemoteObject],
+    options: UploadOptions,
+    on_progress: Callable[[str], None] | None = None,
+) -> UploadReport:
+    """Upload `tiles` with `options.workers` threads sharing `client`; the counts.
+
+    `existing` is :func:`list_existing` of the destination prefix: a tile whose key
+    is there with the same size and MD5 is skipped. `on_progress` is called with
+    "uploaded", "skipped" or "failed" once per tile (from worker threads, one at a
+    time). Failures are counted and logged, never raised; Ctrl-C stops the workers
+    after their current file and is re-raised. Registers on `client` a handler that
+    sends bodies up to 1 MiB without ``Expect: 100-continue``.
+    """
+    if options.workers < 1:
+        raise ValueError("workers must be at least 1")
+    pool_size = getattr(getattr(client.meta, "config", None), "max_pool_connections", None)
+    if pool_size is not None and pool_size < options.workers:
+        log.warning(
+            "%d upload threads share %d connections; size the client's pool to match",
+            options.workers,
+            pool_size,
+        )
+    client.meta.events.register(
+        "before-send.s3.PutObject", _send_body_at_once, unique_id="s3maptiler-send-at-once"
+    )
+    report = UploadReport(total=len(tiles), dry_run=options.dry_run)
+    queue = iter(tiles)
+    lock = threading.Lock()
+    stop = threading.Event()
+    started = time.perf_counter()
+
+    def work() -> None:
+        while not stop.is_set():
+            with lock:
+                tile = next(queue, None)
+            if tile is None:
+                return
+            try:
+                outcome, sent = _upload_one(client, bucket, tile, existing, options)
+                reason = ""
+            except (ClientError, BotoCoreError, OSError) as err:
+                outcome, sent, reason = FAILED, 0, describe_error(err)
+                log.warning("upload failed key=%s path=%s reason=%s", tile.key, tile.path, reason)
+            with lock:
+                if outcome == UPLOADED:
+                    report.uploaded += 1
+                    report.bytes_uploaded += sent
+                elif outcome == SKIPPED:
+                    report.skipped += 1
+                else:
+                    report.failed += 1
+                    report.failures.append((tile.key, reason))
+                if on_progress is not None:
+                    on_progress(outcome)
+
+    threads = [
+        threading.Thread(target=work, name=f"s3maptiler-upload-{i}")
+        for i in range(min(options.workers, max(1, len(tiles))))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        # Short joins keep the main thread responsive to Ctrl-C.
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        raise
+    finally:
+        report.elapsed = time.perf_counter() - started
+    return report
+
+
+def publish_json(
+    client: Any,
+    bucket: str,
+    key: str,
+    document: str,
+    cache_control: str | None = None,
+    retries: int = 4,
+    backoff: float = 0.25,
+) -> None:
+    """Put a JSON `document` at `key` with ``Content-Type: application/json``.
+
+    Raises ClientError or BotoCoreError when retries do not help.
+    """
+    params: dict[str, Any] = {
+        "Bucket": bucket,
+        "Key": key,
+        "Body": document.encode("utf-8"),
+        "ContentType": "application/json",
+    }
+    if cache_control:
+        params["CacheControl"] = cache_control
+    _with_retries(lambda: client.put_object(**params), retries, backoff)
+
+
+# --- ArcGIS conf.xml ----------------------------------------------------------------
+
+
+class Lod(NamedTuple):
+    """One ArcGIS level of detail: `resolution` in CRS units per pixel, map `scale`."""
+
+    level: int
+    resolution: float
+    scale: float
+
+
+@dataclass(frozen=True)
+class ArcgisCacheInfo:
+    """What an ArcGIS exploded cache's ``conf.xml`` says about its tiles.
+
+    `origin` is the top-left corner of the tiling scheme in CRS units; `wkid` and
+    `latest_wkid` the spatial reference (None when only a WKT is given); `geographic`
+    True for a geographic (degrees) coordinate system.
+    """
+
+    origin: tuple[float, float]
+    tile_cols: int
+    tile_rows: int
+    dpi: int
+    lods: tuple[Lod, ...]
+    tile_format: str = "PNG"
+    compression_quality: int = 0
+    wkid: int | None = None
+    latest_wkid: int | None = None
+    wkt: str | None = None
+    geographic: bool = False
+    storage_format: str = "esriMapCacheStorageModeExploded"
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _child(element: ET.Element, name: str) -> ET.Element | None:
+    return next((c for c in element if _local(c.tag) == name), None)
+
+
+def _text(element: ET.Element | None, name: str, default: str | None = None) -> str | None:
+    child = _child(element, name) if element is not None else None
+    if child is None or child.text is None or not child.text.strip():
+        return default
+    return child.text.strip()
+
+
+def _parse_xml(path: Path) -> ET.Element:
+    try:
+        return ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as err:
+        raise ConfXmlError(f"cannot read {path}: {err}") from err
+
+
+def read_conf_xml(path: str | os.PathLike) -> ArcgisCacheInfo:
+    """Parse an ArcGIS cache ``conf.xml`` (``CacheInfo`` / ``TileCacheInfo``)."""
+    path = Path(path)
+    root = _parse_xml(path)
+    info = root if _local(root.tag) == "TileCacheInfo" else _child(root, "TileCacheInfo")
+    if info is None:
+        raise ConfXmlError(f"{path}: no TileCacheInfo element")
+    try:
+        origin = _child(info, "TileOrigin")
+        lods_el = _child(info, "LODInfos")
+        lods = tuple(
+            sorted(
+                Lod(
+                    int(_text(lod, "LevelID") or ""),
+                    float(_text(lod, "Resolution") or ""),
+                    float(_text(lod, "Scale") or ""),
+                )
+                for lod in (lods_el if lods_el is not None else [])
+                if _local(lod.tag) == "LODInfo"
+            )
+        )
+        srs = _child(info, "SpatialReference")
+        srs_type = ""
+        if srs is not None:
+            srs_type = next((v for k, v in srs.attrib.items() if _local(k) == "type"), "")
+        image = _child(root, "TileImageInfo")
+        storage = _child(root, "CacheStorageInfo")
+        wkid = _text(srs, "WKID")
+        latest = _text(srs, "LatestWKID")
+        parsed = ArcgisCacheInfo(
+            origin=(float(_text(origin, "X") or ""), float(_text(origin, "Y") or "")),
+            tile_cols=int(_text(info, "TileCols", "256") or 256),
+            tile_rows=int(_text(info, "TileRows", "256") or 256),
+            dpi=int(float(_text(info, "DPI", "96") or 96)),
+            lods=lods,
+            tile_format=_text(image, "CacheTileFormat", "PNG") or "PNG",
+            compression_quality=int(_text(image, "CompressionQuality", "0") or 0),
+            wkid=int(wkid) if wkid else None,
+            latest_wkid=int(latest) if latest else None,
+            wkt=_text(srs, "WKT"),
+            geographic="Geographic" in srs_type or wkid == "4326",
+            storage_format=_text(storage, "StorageFormat", "esriMapCacheStorageModeExploded") or "",
+        )
+    except ValueError as err:
+        raise ConfXmlError(f"{path}: a number in TileCacheInfo is malformed ({err})") from err
+    if not parsed.lods:
+        raise ConfXmlError(f"{path}: no LODInfo levels")
+    if "Exploded" not in parsed.storage_format:
+        raise ConfXmlError(
+            f"{path}: {parsed.storage_format} is not an exploded cache "
+            "(compact .bundle files are not uploaded tile by tile)"
+        )
+    return parsed
+
+
+def read_conf_cdi(path: str | os.PathLike) -> Bbox | None:
+    """The extent in a ``conf.cdi`` (``EnvelopeN``: XMin, YMin, XMax, YMax), or None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    root = _parse_xml(path)
+    try:
+        values = [float(_text(root, name) or "") for name in ("XMin", "YMin", "XMax", "YMax")]
+    except ValueError as err:
+        raise ConfXmlError(f"{path}: malformed envelope ({err})") from err
+    return Bbox(*values)
+
+
+_MERCATOR_WKIDS = frozenset({102100, 102113, 3857, 900913, 3785})
+
+
+def mapserver_json(info: ArcgisCacheInfo, name: str, extent: Bbox | None = None) -> dict:
+    """The ArcGIS REST ``MapServer?f=json`` document of a cache, as clients read it.
+
+    `extent` (CRS units) becomes initialExtent and fullExtent; without it Web
+    Mercator caches get the whole world and others the span of their first level.
+    ``capabilities`` is "Map,TilesOnly": advertising "Tilemap" would make the ArcGIS
+    JS API ask for ``/tilemap`` resources that do not exist.
+    """
+    if info.wkid is not None:
+        srs: dict[str, Any] = {"wkid": info.wkid, "latestWkid": info.latest_wkid or info.wkid}
+    else:
+        srs = {"wkt": info.wkt or ""}
+    if extent is None:
+        if info.wkid in _MERCATOR_WKIDS:
+            extent = Bbox(-MERCATOR_EXTENT, -MERCATOR_EXTENT, MERCATOR_EXTENT, MERCATOR_EXTENT)
+        else:
+            first = info.lods[0].resolution
+            x, y = info.origin
+            extent = Bbox(x, y - first * info.tile_rows, x + first * info.tile_cols, y)
+    envelope = {
+        "xmin": extent.left,
+        "ymin": extent.bottom,
+        "xmax": extent.right,
+        "ymax": extent.top,
+        "spatialReference": srs,
+    }
+    return {
+        "currentVersion": 10.81,
+        "serviceDescription": "",
+        "mapName": name,
+        "description": "",
+        "copyrightText": "",
+        "layers": [],
+        "tables": [],
+        "spatialReference": srs,
+        "singleFusedMapCache": True,
+        "tileInfo": {
+            "rows": info.tile_rows,
+            "cols": info.tile_cols,
+            "dpi": info.dpi,
+            "format": info.tile_format,
+            "compressionQuality": info.compression_quality,
+            "origin": {"x": info.origin[0], "y": info.origin[1]},
+            "spatialReference": srs,
+            "lods": [
+                {"level": lod.level, "resolution": lod.resolution, "scale": lod.scale}
+                for lod in info.lods
+            ],
+        },
+        "initialExtent": envelope,
+        "fullExtent": envelope,
+        "minScale": info.lods[0].scale,
+        "maxScale": info.lods[-1].scale,
+        "units": "esriDecimalDegrees" if info.geographic else "esriMeters",
+        "supportedImageFormatTypes": "PNG32,PNG24,PNG,JPG",
+        "capabilities": "Map,TilesOnly",
+        "exportTilesAllowed": False,
+    }
