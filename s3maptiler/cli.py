@@ -32,6 +32,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from s3maptiler import bucket as bucket_docs
 from s3maptiler import bulk, purge
+from s3maptiler import publish as publish_docs
 from s3maptiler.capabilities import arcgis_service_path, json_document
 from s3maptiler.config import ConfigError, Layer, Settings, load_settings
 from s3maptiler.grids import Bbox, GridError, TileGrid, get_grid
@@ -727,6 +728,51 @@ def purge_command(
     _show_failures(report.failures)
     if report.failed:
         ctx.exit(EXIT_FAILED)
+
+
+# --- publish ------------------------------------------------------------------------
+
+
+@main.command("publish")
+@s3_options
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help="Public URL of the bucket's tiles: website endpoint or CloudFront (default: PUBLIC_URL).",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be written, write nothing.")
+@click.pass_context
+def publish_command(
+    ctx: click.Context,
+    endpoint_url: str | None,
+    bucket: str | None,
+    base_url: str | None,
+    dry_run: bool,
+) -> None:
+    """Write TMS, WMTS and ArcGIS documents for every layer into the bucket."""
+    env = _env(ctx)
+    if env.settings is None:
+        raise ConfigProblem(str(env.settings_error))
+    base = base_url or env.get("PUBLIC_URL")
+    if not base or not base.startswith(("http://", "https://")):
+        raise ConfigProblem("no public URL: pass --base-url https://... or set PUBLIC_URL")
+    name = _bucket(env, bucket)
+    docs, skipped = publish_docs.documents(env.settings.layers, base)
+    for item in skipped:
+        click.echo(f"skipped: layer {item.layer}: {item.reason}", err=True)
+    try:
+        outcome = publish_docs.publish(_client(env, endpoint_url, 4), name, docs, dry_run)
+    except (BotoCoreError, ClientError) as err:
+        raise Failed(f"publishing to {name}: {err}") from None
+    for doc in docs:
+        click.echo(f"{outcome[doc.key]}: s3://{name}/{doc.key} ({doc.content_type})")
+        if dry_run and outcome[doc.key] == "would write":
+            click.echo(doc.body.decode())
+    written = sum(1 for v in outcome.values() if v == "written")
+    click.echo(
+        f"publish: {written} written, {len(docs) - written} unchanged or dry run, "
+        f"{len(skipped)} skipped"
+    )
 
 
 if __name__ == "__main__":
