@@ -9,8 +9,11 @@ import sys
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+# One worker by default: single-flight and metatile sharing are per process, so a
+# second worker could draw the same metatile again; the service needs only a few ms of
+# CPU per tile, so one process with many threads keeps a small instance WMS-bound.
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 # With gthread, `timeout` is a liveness heartbeat, not a request limit: WMS and S3
 # calls carry their own timeouts.
 timeout = 60
@@ -28,5 +31,5 @@ def worker_exit(server, worker):
     app = getattr(module, "application", None)
     if app is None:
         return
-    left = app.extensions["s3maptiler"].uploads.drain(max(graceful_timeout - 5, 1))
+    left = app.extensions["s3maptiler"].drain(max(graceful_timeout - 5, 1))
     server.log.info("worker %s exit: %d uploads left undone", worker.pid, left)

@@ -77,6 +77,8 @@ class Layer:
     outside_extent: str = "404"  # "404" or "blank": the answer for a tile outside `extent`
     metatile: tuple[int, int] = (1, 1)  # columns, rows of tiles per WMS GetMap
     meta_buffer: int = 0  # pixels drawn around a metatile and cut away
+    png_compress_level: int = 6  # zlib level of tiles cut from metatiles (bench/encode_cost.py)
+    jpeg_quality: int = 90
     grid_def: TileGrid | None = field(default=None, compare=False, repr=False)  # custom grids
 
     @property
@@ -108,7 +110,7 @@ class Settings:
     s3_conditional_put: bool = True
     aws_endpoint_url: str | None = None
     aws_region: str | None = None
-    threads: int = 16
+    threads: int = 32
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
@@ -224,6 +226,8 @@ def _layer_from_env(read: _Reader) -> Layer:
         max_zoom=max_zoom,
         metatile=_metatile(read),
         meta_buffer=read.integer("META_BUFFER", 0, 0, 512),
+        png_compress_level=read.integer("PNG_COMPRESS_LEVEL", 6, 0, 9),
+        jpeg_quality=read.integer("JPEG_QUALITY", 90, 1, 100),
     )
 
 
@@ -231,8 +235,9 @@ def _metatile(read: _Reader) -> tuple[int, int]:
     raw = (read.text("METATILE", "1x1") or "1x1").lower()
     match = re.fullmatch(r"([0-9]{1,2})(?:x([0-9]{1,2}))?", raw)
     columns, rows = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
-    if not (1 <= columns <= 16 and 1 <= rows <= 16):
-        raise ConfigError(f"METATILE: expected columns x rows such as 4x4, each 1..16, got {raw!r}")
+    # 8 x 8 tiles plus a buffer is about 2200 px: beyond that WMS size limits bite.
+    if not (1 <= columns <= 8 and 1 <= rows <= 8):
+        raise ConfigError(f"METATILE: expected columns x rows such as 4x4, each 1..8, got {raw!r}")
     return columns, rows
 
 
@@ -298,7 +303,7 @@ def load_settings(
         s3_conditional_put=read.boolean("S3_CONDITIONAL_PUT", True),
         aws_endpoint_url=endpoint,
         aws_region=read.text("AWS_REGION") or read.text("AWS_DEFAULT_REGION"),
-        threads=read.integer("GUNICORN_THREADS", 16, 1, 1024),
+        threads=read.integer("GUNICORN_THREADS", 32, 1, 1024),
         host=read.text("HOST", "127.0.0.1") or "127.0.0.1",
         port=read.integer("PORT", 8000, 1, 65535),
         log_level=log_level,

@@ -89,9 +89,10 @@ def _metatile(value: Any) -> tuple[int, int]:
     if (
         not isinstance(value, list)
         or len(value) != 2
-        or not all(isinstance(v, int) and 1 <= v <= 16 for v in value)
+        or not all(isinstance(v, int) and 1 <= v <= 8 for v in value)
     ):
-        raise ValueError('expected columns x rows such as "4x4", 4 or [4, 4], each 1..16')
+        # 8 x 8 tiles plus a buffer is about 2200 px: beyond that WMS size limits bite.
+        raise ValueError('expected columns x rows such as "4x4", 4 or [4, 4], each 1..8')
     return value[0], value[1]
 
 
@@ -105,6 +106,15 @@ def _tile_size(value: Any) -> int:
     if value not in (256, 512):
         raise ValueError("expected 256 or 512")
     return value
+
+
+def _bounded(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return value
+
+    return check
 
 
 def _bgcolor(value: Any) -> str:
@@ -134,6 +144,8 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "metatile": ("metatile", _metatile),
     "meta_buffer": ("meta_buffer", _pixels),
     "tile_size": ("tile_size", _tile_size),
+    "png_compress_level": ("png_compress_level", _bounded(0, 9)),
+    "jpeg_quality": ("jpeg_quality", _bounded(1, 100)),
 }
 
 

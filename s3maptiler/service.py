@@ -16,22 +16,35 @@ import logging
 import re
 import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
+from typing import TypeVar
 
 from PIL import Image
 
 from .config import TILE_FORMATS, Layer, Settings, TileFormat
 from .grids import GridError, Tile, TileGrid, TileOutOfRange, tile_lonlat_bounds
 from .layouts import Layout, LayoutError, get_layout
+from .metatile import (
+    Encoder,
+    MetaTile,
+    MetaTileError,
+    decode_metatile,
+    metatile_for,
+    slice_image,
+)
 from .stores import StoreError, TileStore
 from .uploads import UploadJob, UploadPool
-from .wms import WMSClient, WMSSource
+from .wms import WMSBadImage, WMSClient, WMSSource
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_KEY_LENGTH = 512
+RECENT_METATILES = 4096  # remembered to avoid drawing a metatile twice in quick succession
 ARCGIS_TILE_KEY = re.compile(r"arcgis/rest/services/([^/]+)/MapServer/tile/([^/]+)/([^/]+)/([^/]+)")
 
 
@@ -57,6 +70,24 @@ class LayerRuntime:
     grid: TileGrid
     layout: Layout
     sources: dict[str, WMSSource]  # by tile extension
+    encoders: dict[str, Encoder]  # by tile extension, for tiles cut from metatiles
+
+    def metatile_of(self, tile: Tile) -> MetaTile | None:
+        """The metatile drawn for `tile`; None when the layer draws tiles one by one."""
+        if self.layer.metatile == (1, 1) and self.layer.meta_buffer == 0:
+            return None
+        return metatile_for(self.grid, tile, self.layer.metatile, self.layer.meta_buffer)
+
+    def key_to_store(self, tile: Tile, ext: str) -> str | None:
+        """The key of a neighbour cut from a metatile, or None when it is not worth
+        storing (outside the layer's extent, or not expressible in its layout)."""
+        extent = self.layer.extent
+        if extent is not None and not _overlaps(tile_lonlat_bounds(self.grid, tile), extent):
+            return None
+        try:
+            return self.layer.prefix + self.layout.format(tile, ext, self.grid)
+        except (LayoutError, GridError):
+            return None
 
     @classmethod
     def build(cls, layer: Layer) -> LayerRuntime:
@@ -74,7 +105,15 @@ class LayerRuntime:
             )
             for ext in layer.formats
         }
-        return cls(layer, grid, get_layout(layer.layout), sources)
+        encoders = {
+            ext: Encoder(
+                format=format_for(layer, ext).name,
+                png_compress_level=layer.png_compress_level,
+                jpeg_quality=layer.jpeg_quality,
+            )
+            for ext in layer.formats
+        }
+        return cls(layer, grid, get_layout(layer.layout), sources, encoders)
 
 
 def format_for(layer: Layer, ext: str) -> TileFormat:
@@ -122,7 +161,11 @@ class TileService:
         self.by_name = {runtime.layer.name: runtime for runtime in self.layers}
         # Longest prefix first, so a layer nested under another's prefix still wins.
         self._by_prefix = sorted(self.layers, key=lambda rt: len(rt.layer.prefix), reverse=True)
-        self._inflight: dict[str, Future[bytes]] = {}
+        self._inflight: dict[Hashable, Future] = {}
+        self._recent: dict[Hashable, None] = {}  # metatiles drawn lately, oldest first
+        self._slicing: dict[Hashable, Future] = {}  # metatiles whose other tiles are encoding
+        # Encodes the rest of a metatile after the requested tile has been answered.
+        self._slicer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="slicer")
         self._inflight_lock = threading.Lock()
         # A waiter gives up on another thread's render after the WMS could have answered.
         self._wait_timeout = settings.wms_connect_timeout + settings.wms_timeout + 1.0
@@ -216,14 +259,22 @@ class TileService:
         """The tile's bytes: from the upload queue, the store, or a render.
 
         `known_miss` skips the store read: S3 has just redirected this key to us.
-        Raises WMSError when the WMS fails; nothing is stored then.
+        Concurrent requests for one key share one store read and one render; requests
+        for tiles of one metatile share its GetMap. Raises WMSError when the WMS
+        fails; nothing is stored then.
         """
-        layer = request.layer.layer
         if request.outside_extent:
             return self._blank(request)
         pending = self.uploads.pending(request.key)
         if pending is not None:
             return self._result(request, pending, "inflight")
+        result, leader = self._once(request.key, lambda: self._load(request, known_miss))
+        if leader:
+            return result
+        return dataclasses.replace(result, source="inflight", wms_ms=None, upload="-")
+
+    def _load(self, request: TileRequest, known_miss: bool) -> TileResult:
+        """Read the store (the winner of the key's single flight only), else render."""
         if self.settings.cache_read and not known_miss:
             stored = self._read_store(request.key)
             if stored is not None:
@@ -232,9 +283,50 @@ class TileService:
                     stored.content_type,
                     "cache",
                     stored.etag or etag_of(stored.data),
-                    layer.cache_control,
+                    request.layer.layer.cache_control,
                 )
-        return self._render_once(request)
+        meta = request.layer.metatile_of(request.tile)
+        if meta is None:
+            return self._render(request, None)[0]
+        flight = (request.layer.layer.name, request.ext, meta)
+        (result, tiles), leader = self._once(
+            flight, lambda: self._render_metatile(request, meta, flight)
+        )
+        if leader:
+            return result
+        data = tiles.result(self._wait_timeout).get(request.tile)
+        if data is not None:
+            return self._result(request, data, "inflight")
+        return self._reuse(request) or self._render(request, meta, flight)[0]
+
+    def _once(self, flight: Hashable, work: Callable[[], T]) -> tuple[T, bool]:
+        """Run `work` unless another thread is running it for the same `flight`: then
+        wait for that one (up to the WMS's own timeouts) and share its outcome.
+        Returns the value and whether this thread did the work."""
+        with self._inflight_lock:
+            future = self._inflight.get(flight)
+            leader = future is None
+            if leader:
+                future = self._inflight[flight] = Future()
+        if not leader:
+            try:
+                return future.result(self._wait_timeout), False
+            except FutureTimeout:
+                log.warning(
+                    "waited %.1fs for another request, going ahead: %s", self._wait_timeout, flight
+                )
+                return work(), True
+        try:
+            value = work()
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(value)
+            return value, True
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(flight, None)
 
     def _read_store(self, key: str):
         try:
@@ -244,57 +336,104 @@ class TileService:
             log.warning("store read failed, rendering instead key=%s reason=%s", key, exc)
             return None
 
-    def _render_once(self, request: TileRequest) -> TileResult:
-        with self._inflight_lock:
-            future = self._inflight.get(request.key)
-            leader = future is None
-            if leader:
-                future = self._inflight[request.key] = Future()
-        if not leader:
-            try:
-                return self._result(request, future.result(self._wait_timeout), "inflight")
-            except FutureTimeout:
-                log.warning(
-                    "waited %.1fs for a render, rendering myself key=%s",
-                    self._wait_timeout,
-                    request.key,
-                )
-                return self._render(request)
-        try:
-            result = self._render(request)
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        else:
-            future.set_result(result.data)
-            return result
-        finally:
-            with self._inflight_lock:
-                self._inflight.pop(request.key, None)
+    def _render_metatile(
+        self, request: TileRequest, meta: MetaTile, flight: Hashable
+    ) -> tuple[TileResult, Future]:
+        """Draw the metatile, unless another request drew it a moment ago: a request
+        that read the store just before that render finished must not draw it again."""
+        slicing = self._slicing.get(flight)
+        if slicing is not None:
+            futures_wait([slicing], self._wait_timeout)
+        if flight in self._recent:
+            reused = self._reuse(request)
+            if reused is not None:
+                return reused, _done({request.tile: reused.data})
+        return self._render(request, meta, flight)
 
-    def _render(self, request: TileRequest) -> TileResult:
+    def _reuse(self, request: TileRequest) -> TileResult | None:
+        """The tile from the upload queue or the store, after a recent render."""
+        data = self.uploads.pending(request.key)
+        if data is not None:
+            return self._result(request, data, "inflight")
+        stored = self._read_store(request.key)
+        if stored is None:
+            return None
+        return TileResult(
+            stored.data,
+            stored.content_type,
+            "cache",
+            stored.etag or etag_of(stored.data),
+            request.layer.layer.cache_control,
+        )
+
+    def _render(
+        self, request: TileRequest, meta: MetaTile | None, flight: Hashable = None
+    ) -> tuple[TileResult, Future]:
+        """One GetMap for the tile (meta None) or its metatile. The requested tile is
+        answered as soon as it is encoded; the other tiles of a metatile are encoded
+        in the background. Returns the result and a future of every tile's bytes."""
         runtime = request.layer
         source = runtime.sources[request.ext]
         started = time.perf_counter()
-        data = self.wms.get_map(
-            source,
-            runtime.grid.tile_bbox(request.tile),
-            runtime.grid.tile_size,
-            runtime.grid.tile_size,
-        )
-        wms_ms = (time.perf_counter() - started) * 1000
+        if meta is None:
+            # 1x1 without a buffer: the WMS's bytes are the tile, no decode or re-encode.
+            size = runtime.grid.tile_size
+            bbox = runtime.grid.tile_bbox(request.tile)
+            data = self.wms.get_map(source, bbox, size, size)
+            wms_ms = (time.perf_counter() - started) * 1000
+            tiles = _done({request.tile: data})
+        else:
+            image = self.wms.get_map(source, meta.bbox, meta.width, meta.height)
+            wms_ms = (time.perf_counter() - started) * 1000
+            encoder = runtime.encoders[request.ext]
+            try:
+                work = encoder.prepare(decode_metatile(image, meta))
+                data = slice_image(work, meta, encoder, [request.tile])[request.tile].data
+            except MetaTileError as exc:
+                raise WMSBadImage(f"metatile image unusable: {exc}") from None
+            tiles = Future()
+            with self._inflight_lock:
+                self._slicing[flight] = tiles
+                self._recent[flight] = None
+                if len(self._recent) > RECENT_METATILES:
+                    self._recent.pop(next(iter(self._recent)))
+            self._slicer.submit(self._slice_rest, request, meta, work, data, tiles, flight)
         content_type = media_type(source)
         job = UploadJob(request.key, data, content_type, runtime.layer.cache_control or None)
         upload = "queued" if self.uploads.submit(job) else "dropped"
-        return TileResult(
-            data,
-            content_type,
-            "render",
-            etag_of(data),
-            runtime.layer.cache_control,
-            wms_ms,
-            upload,
+        result = TileResult(
+            data, content_type, "render", etag_of(data), runtime.layer.cache_control, wms_ms, upload
         )
+        return result, tiles
+
+    def _slice_rest(
+        self, request, meta: MetaTile, work, data: bytes, tiles: Future, flight: Hashable
+    ) -> None:
+        """Encode and queue the other tiles of a metatile (runs on the slicer thread)."""
+        runtime = request.layer
+        try:
+            rest = [tile for tile in meta.tiles() if tile != request.tile]
+            sliced = slice_image(work, meta, runtime.encoders[request.ext], rest)
+            content_type = media_type(runtime.sources[request.ext])
+            cache_control = runtime.layer.cache_control or None
+            for tile, piece in sliced.items():
+                key = runtime.key_to_store(tile, request.ext)
+                if key is not None:
+                    self.uploads.submit(UploadJob(key, piece.data, content_type, cache_control))
+            tiles.set_result({request.tile: data, **{t: p.data for t, p in sliced.items()}})
+        except BaseException as exc:  # waiters must hear of it, not hang
+            log.exception("slicing metatile %s failed", meta.describe())
+            tiles.set_exception(exc)
+        finally:
+            with self._inflight_lock:
+                self._slicing.pop(flight, None)
+
+    def drain(self, timeout: float) -> int:
+        """Finish slicing, then the uploads, within `timeout` seconds; returns how
+        many uploads were left undone (on shutdown: gunicorn's worker_exit)."""
+        deadline = time.monotonic() + timeout
+        self._slicer.shutdown(wait=True)
+        return self.uploads.drain(max(deadline - time.monotonic(), 0.1))
 
     def _blank(self, request: TileRequest) -> TileResult:
         """Outside the layer's extent: a blank tile, stored like any other so the S3
@@ -318,6 +457,12 @@ class TileService:
         return TileResult(
             data, content_type, source, etag_of(data), request.layer.layer.cache_control
         )
+
+
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
 
 
 def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:

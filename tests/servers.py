@@ -121,15 +121,17 @@ class GunicornApp:
 
 
 class DelayProxy:
-    """An HTTP proxy that holds every request `delay` seconds before forwarding it.
+    """An HTTP proxy that holds every request `delay` seconds before forwarding it,
+    and records what it forwarded.
 
     Put in front of moto it makes uploads slow, so a test can stop the service
-    while uploads are still pending.
+    while uploads are still pending, and it counts the service's S3 calls.
     """
 
     def __init__(self, target: str, delay: float) -> None:
         host, port = target.removeprefix("http://").split(":")
         self.delay = delay
+        self.seen: list[tuple[str, str]] = []  # (method, path) of every request forwarded
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -138,6 +140,7 @@ class DelayProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                proxy.seen.append((self.command, self.path))
                 time.sleep(proxy.delay)
                 upstream = http.client.HTTPConnection(host, int(port), timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}

@@ -77,13 +77,15 @@ def pixels(data: bytes) -> bytes:
     return Image.open(io.BytesIO(data)).convert("RGBA").tobytes()
 
 
-def gdal(*args: str) -> str:
+def gdal(*args: str, cwd) -> str:
     need(None if shutil.which("gdalinfo") else "GDAL (gdal-bin) is not installed")
+    # GDAL's WMS driver caches tiles in ./gdalwmscache: run it in a temp dir.
     done = subprocess.run(
         args,
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=cwd,
         env={"GDAL_HTTP_TIMEOUT": "60", "CPL_DEBUG": "OFF", "PATH": "/usr/bin"},
     )
     assert done.returncode == 0, done.stderr
@@ -115,7 +117,7 @@ def test_every_layout_serves_the_same_pixels(app):
 
 def test_gdal_opens_the_wmts_capabilities_and_reads_tiles(app, tmp_path):
     url = f"WMTS:{app.url}/wmts/1.0.0/WMTSCapabilities.xml,layer=tms"
-    info = gdal("gdalinfo", "-oo", f"ZOOM_LEVEL={Z}", url)
+    info = gdal("gdalinfo", "-oo", f"ZOOM_LEVEL={Z}", url, cwd=tmp_path)
     assert f"Size is {256 * 2**Z}, {256 * 2**Z}" in info
     out = tmp_path / "wmts.png"
     # A 512 x 512 px window over Manhattan at zoom 12: four tiles, read through the service.
@@ -133,13 +135,14 @@ def test_gdal_opens_the_wmts_capabilities_and_reads_tiles(app, tmp_path):
         "512",
         url,
         str(out),
+        cwd=tmp_path,
     )
     assert len(Image.open(out).convert("RGBA").getcolors(1 << 20)) > 50
 
 
 def test_gdal_opens_the_arcgis_mapserver_json(app, tmp_path):
     url = f"{app.url}/arcgis/rest/services/arcgis/MapServer?f=json"
-    info = gdal("gdalinfo", url)
+    info = gdal("gdalinfo", url, cwd=tmp_path)
     assert "Size is" in info and "3857" in info
     out = tmp_path / "arcgis.tif"
     gdal(
@@ -155,6 +158,7 @@ def test_gdal_opens_the_arcgis_mapserver_json(app, tmp_path):
         "256",
         url,
         str(out),
+        cwd=tmp_path,
     )
     assert len(Image.open(out).convert("RGBA").getcolors(1 << 20)) > 50
 
@@ -182,6 +186,7 @@ def test_gdal_reads_tms_through_a_gdal_wms_description(app, tmp_path):
         "256",
         str(description),
         str(out),
+        cwd=tmp_path,
     )
     served = requests.get(f"{app.url}/tms/{Z}/{NYC.x}/{TMS_Y}.png", timeout=60).content
     assert Image.open(out).convert("RGBA").tobytes() == pixels(served)

@@ -201,3 +201,70 @@ def test_sigterm_drains_every_pending_upload(tmp_path, demo_wms, moto_server, s3
     finally:
         service.stop()
         slow_s3.stop()
+
+
+def test_64_simultaneous_requests_make_one_getmap_and_one_upload(
+    tmp_path, demo_wms, moto_server, s3, bucket
+):
+    counting_s3 = DelayProxy(moto_server.url, delay=0).start()
+    service = start_app(
+        tmp_path,
+        demo_wms,
+        moto_server,
+        bucket,
+        AWS_ENDPOINT_URL=counting_s3.url,
+        WEB_CONCURRENCY="1",
+        GUNICORN_THREADS="64",
+    )
+    try:
+        key, _ = tms_path(-73.95, 40.70, 14)
+        before = demo_wms.request_count()
+        with ThreadPoolExecutor(64) as pool:
+            answers = list(
+                pool.map(lambda _: requests.get(f"{service.url}/{key}", timeout=60), range(64))
+            )
+        assert {a.status_code for a in answers} == {200}
+        assert len({a.content for a in answers}) == 1
+        wait_for_object(s3, bucket, key)
+        assert demo_wms.request_count() - before == 1
+        calls = [method for method, path in counting_s3.seen if key in path]
+        # One read by the first request, one write; requests that came after the
+        # render had finished read the stored tile: at most 17 calls in all.
+        assert calls.count("PUT") == 1 and calls[0] == "GET", calls
+        assert len(calls) <= 17, calls
+    finally:
+        service.stop()
+        counting_s3.stop()
+
+
+def test_4x4_metatiles_ask_the_wms_6_25_times_per_100_tiles(
+    tmp_path, demo_wms, moto_server, s3, bucket
+):
+    # One worker: single-flight is per process (two workers may both draw a metatile).
+    service = start_app(
+        tmp_path,
+        demo_wms,
+        moto_server,
+        bucket,
+        METATILE="4x4",
+        META_BUFFER="32",
+        WEB_CONCURRENCY="1",
+    )
+    try:
+        # An 8 x 8 block of zoom-13 tiles aligned on 4 x 4 metatiles: 64 tiles, 4 GetMaps.
+        x0, y0 = 2408, 3076
+        keys = [f"tiles/13/{x}/{y}.png" for x in range(x0, x0 + 8) for y in range(y0, y0 + 8)]
+        before = demo_wms.request_count()
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda k: requests.get(f"{service.url}/{k}", timeout=60), keys))
+        assert {a.status_code for a in answers} == {200}
+        assert demo_wms.request_count() - before == 4
+        deadline = time.monotonic() + 20
+        while len(keys_in(s3, bucket)) < 64 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sorted(keys_in(s3, bucket)) == sorted(keys)
+        # Every tile cut from a metatile is a full-colour PNG of 256 x 256 pixels.
+        tile = Image.open(io.BytesIO(answers[0].content))
+        assert tile.size == (256, 256) and tile.mode in ("RGB", "RGBA")
+    finally:
+        service.stop()

@@ -325,3 +325,53 @@ def test_documents_are_served_with_their_content_types(tmp_path, wms):
     evil = client.get("/arcgis/rest/services/default/MapServer?f=json&callback=alert(1)")
     assert evil.status_code == 400
     assert wms_calls(wms) == []
+
+
+def quadrants(size=512) -> bytes:
+    """A metatile image whose four 256 px tiles are red, green, blue and yellow."""
+    image = Image.new("RGB", (size, size))
+    half = size // 2
+    for (x, y), colour in {
+        (0, 0): (255, 0, 0),
+        (1, 0): (0, 255, 0),
+        (0, 1): (0, 0, 255),
+        (1, 1): (255, 255, 0),
+    }.items():
+        image.paste(colour, (x * half, y * half, (x + 1) * half, (y + 1) * half))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_metatile_is_one_getmap_sliced_into_stored_tiles(tmp_path, wms):
+    wms.get(WMS, body=quadrants(), content_type="image/png")
+    app, service = make_app(tmp_path, METATILE="2x2")
+    client = app.test_client()
+    # TMS z1: (0,1) top-left red, (1,1) top-right green, (0,0) bottom-left blue.
+    first = client.get("/tiles/1/1/1.png")
+    assert first.headers["X-Tile-Source"] == "render"
+    assert Image.open(io.BytesIO(first.data)).convert("RGB").getcolors() == [(65536, (0, 255, 0))]
+    query = parse_qs(urlsplit(wms_calls(wms)[0].request.url).query)
+    assert query["WIDTH"] == ["512"] and query["HEIGHT"] == ["512"]
+    assert query["BBOX"] == [
+        "-20037508.342789244,-20037508.342789244,20037508.342789244,20037508.342789244"
+    ]
+    expected = {"0/1": (255, 0, 0), "1/1": (0, 255, 0), "0/0": (0, 0, 255), "1/0": (255, 255, 0)}
+    for xy, colour in expected.items():
+        deadline = time.monotonic() + 5  # the other tiles are encoded in the background
+        while not (tmp_path / f"tiles/tiles/1/{xy}.png").exists():
+            assert time.monotonic() < deadline, xy
+            time.sleep(0.01)
+        wait_uploaded(service, f"tiles/1/{xy}.png")
+        stored = Image.open(tmp_path / f"tiles/tiles/1/{xy}.png").convert("RGB")
+        assert stored.getcolors() == [(65536, colour)], xy
+        assert client.get(f"/tiles/1/{xy}.png").headers["X-Tile-Source"] in ("cache", "inflight")
+    assert len(wms_calls(wms)) == 1
+
+
+def test_a_metatile_of_the_wrong_size_is_a_502(tmp_path, wms):
+    wms.get(WMS, body=png(size=256), content_type="image/png")
+    app, service = make_app(tmp_path, METATILE="2x2")
+    answer = app.test_client().get("/tiles/1/1/1.png")
+    assert answer.status_code == 502
+    assert service.uploads.stats()["submitted"] == 0
