@@ -17,6 +17,7 @@ decimal degrees for geographic CRSs), image sizes in pixels, times in seconds.
 from __future__ import annotations
 
 import email.utils
+import functools
 import html.parser
 import http.client
 import logging
@@ -814,7 +815,16 @@ class WMSClient:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = _USER_AGENT
+        # Proxy settings are read once per WMS URL (_proxies), not from the whole
+        # environment and ~/.netrc on every request as requests does by default:
+        # that was a third of the client's CPU per tile.
+        session.trust_env = False
         return session
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def _proxies(url: str) -> dict[str, str]:
+        return requests.utils.get_environ_proxies(url)
 
     def _session_for_process(self) -> requests.Session:
         # Sockets must not cross fork(): a session made before gunicorn forked is
@@ -900,7 +910,10 @@ class WMSClient:
         self._count()
         try:
             response = session.get(
-                url, timeout=(self.connect_timeout, self.read_timeout), stream=True
+                url,
+                timeout=(self.connect_timeout, self.read_timeout),
+                stream=True,
+                proxies=self._proxies(source.url),
             )
         except requests.exceptions.ConnectTimeout:
             return _Failure(
