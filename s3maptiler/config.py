@@ -75,8 +75,8 @@ class Layer:
     format: str = "png"  # a TILE_FORMATS name: the format documents advertise
     extent: tuple[float, float, float, float] | None = None  # lon/lat; None: the grid's
     outside_extent: str = "404"  # "404" or "blank": the answer for a tile outside `extent`
-    metatile: tuple[int, int] = (1, 1)  # columns, rows of tiles per WMS GetMap
-    meta_buffer: int = 0  # pixels drawn around a metatile and cut away
+    metatile: tuple[int, int] = (4, 4)  # columns, rows of tiles per WMS GetMap
+    meta_buffer: int = 64  # pixels drawn around a metatile and cut away
     png_compress_level: int = 6  # zlib level of tiles cut from metatiles (bench/encode_cost.py)
     jpeg_quality: int = 90
     grid_def: TileGrid | None = field(default=None, compare=False, repr=False)  # custom grids
@@ -225,14 +225,14 @@ def _layer_from_env(read: _Reader) -> Layer:
         min_zoom=min_zoom,
         max_zoom=max_zoom,
         metatile=_metatile(read),
-        meta_buffer=read.integer("META_BUFFER", 0, 0, 512),
+        meta_buffer=read.integer("META_BUFFER", 64, 0, 512),
         png_compress_level=read.integer("PNG_COMPRESS_LEVEL", 6, 0, 9),
         jpeg_quality=read.integer("JPEG_QUALITY", 90, 1, 100),
     )
 
 
 def _metatile(read: _Reader) -> tuple[int, int]:
-    raw = (read.text("METATILE", "1x1") or "1x1").lower()
+    raw = (read.text("METATILE", "4x4") or "4x4").lower()
     match = re.fullmatch(r"([0-9]{1,2})(?:x([0-9]{1,2}))?", raw)
     columns, rows = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
     # 8 x 8 tiles plus a buffer is about 2200 px: beyond that WMS size limits bite.

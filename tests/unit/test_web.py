@@ -37,6 +37,9 @@ def make_app(tmp_path, store=None, **env):
             "MAP_LAYERS": "roads",
             "LOCAL_CACHE_DIR": str(tmp_path / "tiles"),
             "WMS_RETRIES": "0",
+            # One GetMap per tile unless a test asks for metatiles: WMS calls map to tiles.
+            "METATILE": "1x1",
+            "META_BUFFER": "0",
             **env,
         },
         dotenv_path=None,
@@ -275,6 +278,8 @@ def test_outside_the_extent_is_blank_or_404_by_setting(tmp_path, wms):
     layers.write_text(f"""
 wms_url = "{WMS}"
 wms_layers = "x"
+metatile = "1x1"
+meta_buffer = 0
 extent = [-74.3, 40.45, -73.65, 40.95]
 [layers.blank]
 outside_extent = "blank"
