@@ -32,6 +32,11 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("WMS_CONNECT_TIMEOUT", "3.05", "seconds to wait for a connection to the WMS"),
     ("WMS_TIMEOUT", "30", "seconds to wait for the WMS to answer; past it the tile is a 504"),
     ("WMS_RETRIES", "2", "retries on WMS connection errors and 5xx answers (never on timeouts)"),
+    ("WMS_MAX_CONCURRENT", "16", "GetMaps in flight per layer; more wait WMS_QUEUE_WAIT, then get 503"),
+    ("WMS_QUEUE_WAIT", "5", "seconds a request waits for a free WMS slot before a 503"),
+    ("WMS_BREAKER_FAILURES", "5", "consecutive WMS timeouts/connection errors that open the circuit breaker"),
+    ("WMS_BREAKER_COOLDOWN", "10", "seconds the open breaker answers 503 without asking the WMS"),
+    ("CORS_ORIGINS", "*", "origins allowed to read tiles and documents (comma-separated, or *)"),
     ("TILE_FORMATS", "png,jpg,jpeg", "tile extensions served; each asks the WMS for its format"),
     ("METATILE", "4x4", "tiles per WMS GetMap, columns x rows (1x1: each tile its own GetMap, bytes untouched)"),
     ("META_BUFFER", "64", "pixels drawn around a metatile and cut away, so edge labels are whole"),
@@ -65,6 +70,7 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("GUNICORN_THREADS", "32", "threads per gunicorn worker; also sizes the WMS and S3 pools"),
     ("GRACEFUL_TIMEOUT", "45", "seconds gunicorn gives a stopping worker to drain uploads"),
     ("MAX_REQUESTS", "2000", "gunicorn recycles a worker after this many requests"),
+    ("PROMETHEUS_MULTIPROC_DIR", None, "where workers keep /metrics samples; unset: gunicorn.conf.py makes a temp dir"),
     ("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 ]
 

@@ -6,6 +6,12 @@ Sizes come from the environment so Elastic Beanstalk can tune them per instance 
 
 import os
 import sys
+import tempfile
+
+# Prometheus metrics from several workers: each writes its samples under this
+# directory and /metrics sums them (set before the workers import the app).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="s3maptiler-metrics-")
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
@@ -23,6 +29,13 @@ keepalive = 5
 max_requests = int(os.environ.get("MAX_REQUESTS", "2000"))
 max_requests_jitter = 200
 accesslog = None  # the app writes one structured line per tile request
+
+
+def child_exit(server, worker):
+    """Forget a dead worker's live gauges (the upload queue depth)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def worker_exit(server, worker):

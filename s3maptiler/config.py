@@ -103,6 +103,11 @@ class Settings:
     wms_connect_timeout: float = 3.05
     wms_timeout: float = 30.0
     wms_retries: int = 2
+    wms_max_concurrent: int = 16  # per layer
+    wms_queue_wait: float = 5.0  # seconds to wait for a WMS slot before answering 503
+    wms_breaker_failures: int = 5
+    wms_breaker_cooldown: float = 10.0
+    cors_origins: tuple[str, ...] = ("*",)
     upload_workers: int = 4
     upload_queue: int = 2000
     upload_retries: int = 3
@@ -241,6 +246,14 @@ def _metatile(read: _Reader) -> tuple[int, int]:
     return columns, rows
 
 
+def _cors_origins(read: _Reader) -> tuple[str, ...]:
+    origins = tuple(o.strip() for o in (read.text("CORS_ORIGINS", "*") or "*").split(","))
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+            raise ConfigError(f"CORS_ORIGINS: {origin!r} is not * or an origin like https://host")
+    return origins
+
+
 def _service_url(read: _Reader) -> str | None:
     url = read.text("SERVICE_URL")
     return check_url("SERVICE_URL", url).rstrip("/") if url else None
@@ -296,6 +309,11 @@ def load_settings(
         wms_connect_timeout=read.number("WMS_CONNECT_TIMEOUT", 3.05, 0.1, 60),
         wms_timeout=read.number("WMS_TIMEOUT", 30.0, 0.1, 600),
         wms_retries=read.integer("WMS_RETRIES", 2, 0, 10),
+        wms_max_concurrent=read.integer("WMS_MAX_CONCURRENT", 16, 1, 1024),
+        wms_queue_wait=read.number("WMS_QUEUE_WAIT", 5.0, 0.0, 600),
+        wms_breaker_failures=read.integer("WMS_BREAKER_FAILURES", 5, 1, 1000),
+        wms_breaker_cooldown=read.number("WMS_BREAKER_COOLDOWN", 10.0, 0.1, 3600),
+        cors_origins=_cors_origins(read),
         upload_workers=read.integer("UPLOAD_WORKERS", 4, 1, 256),
         upload_queue=read.integer("UPLOAD_QUEUE", 2000, 1, 1_000_000),
         upload_retries=read.integer("UPLOAD_RETRIES", 3, 0, 20),

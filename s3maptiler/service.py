@@ -25,8 +25,10 @@ from typing import TypeVar
 
 from PIL import Image
 
+from . import metrics
 from .config import TILE_FORMATS, Layer, Settings, TileFormat
 from .grids import GridError, Tile, TileGrid, TileOutOfRange, tile_lonlat_bounds
+from .guard import WMSGuard
 from .layouts import Layout, LayoutError, get_layout
 from .metatile import (
     Encoder,
@@ -38,7 +40,7 @@ from .metatile import (
 )
 from .stores import StoreError, TileStore
 from .uploads import UploadJob, UploadPool
-from .wms import WMSBadImage, WMSClient, WMSSource
+from .wms import WMSBadImage, WMSClient, WMSError, WMSSource
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,6 +73,7 @@ class LayerRuntime:
     layout: Layout
     sources: dict[str, WMSSource]  # by tile extension
     encoders: dict[str, Encoder]  # by tile extension, for tiles cut from metatiles
+    guard: WMSGuard  # cap on concurrent GetMaps and circuit breaker for the layer's WMS
 
     def metatile_of(self, tile: Tile) -> MetaTile | None:
         """The metatile drawn for `tile`; None when the layer draws tiles one by one."""
@@ -90,7 +93,7 @@ class LayerRuntime:
             return None
 
     @classmethod
-    def build(cls, layer: Layer) -> LayerRuntime:
+    def build(cls, layer: Layer, guard: WMSGuard) -> LayerRuntime:
         grid = layer.tile_grid
         sources = {
             ext: WMSSource(
@@ -113,7 +116,7 @@ class LayerRuntime:
             )
             for ext in layer.formats
         }
-        return cls(layer, grid, get_layout(layer.layout), sources, encoders)
+        return cls(layer, grid, get_layout(layer.layout), sources, encoders, guard)
 
 
 def format_for(layer: Layer, ext: str) -> TileFormat:
@@ -157,7 +160,18 @@ class TileService:
         self.store = store
         self.wms = wms
         self.uploads = uploads
-        self.layers = [LayerRuntime.build(layer) for layer in settings.layers]
+        self.layers = [
+            LayerRuntime.build(
+                layer,
+                WMSGuard(
+                    settings.wms_max_concurrent,
+                    settings.wms_queue_wait,
+                    settings.wms_breaker_failures,
+                    settings.wms_breaker_cooldown,
+                ),
+            )
+            for layer in settings.layers
+        ]
         self.by_name = {runtime.layer.name: runtime for runtime in self.layers}
         # Longest prefix first, so a layer nested under another's prefix still wins.
         self._by_prefix = sorted(self.layers, key=lambda rt: len(rt.layer.prefix), reverse=True)
@@ -310,6 +324,7 @@ class TileService:
                 future = self._inflight[flight] = Future()
         if not leader:
             try:
+                metrics.SINGLE_FLIGHT_WAITS.inc()
                 return future.result(self._wait_timeout), False
             except FutureTimeout:
                 log.warning(
@@ -379,11 +394,11 @@ class TileService:
             # 1x1 without a buffer: the WMS's bytes are the tile, no decode or re-encode.
             size = runtime.grid.tile_size
             bbox = runtime.grid.tile_bbox(request.tile)
-            data = self.wms.get_map(source, bbox, size, size)
+            data = self._get_map(runtime, source, bbox, size, size)
             wms_ms = (time.perf_counter() - started) * 1000
             tiles = _done({request.tile: data})
         else:
-            image = self.wms.get_map(source, meta.bbox, meta.width, meta.height)
+            image = self._get_map(runtime, source, meta.bbox, meta.width, meta.height)
             wms_ms = (time.perf_counter() - started) * 1000
             encoder = runtime.encoders[request.ext]
             try:
@@ -400,11 +415,37 @@ class TileService:
             self._slicer.submit(self._slice_rest, request, meta, work, data, tiles, flight)
         content_type = media_type(source)
         job = UploadJob(request.key, data, content_type, runtime.layer.cache_control or None)
-        upload = "queued" if self.uploads.submit(job) else "dropped"
+        upload = "queued" if self._upload(job) else "dropped"
         result = TileResult(
             data, content_type, "render", etag_of(data), runtime.layer.cache_control, wms_ms, upload
         )
         return result, tiles
+
+    def _get_map(self, runtime: LayerRuntime, source: WMSSource, bbox, width: int, height: int):
+        """One GetMap through the layer's guard, counted in the metrics."""
+        name = runtime.layer.name
+        with runtime.guard.slot():
+            started = time.perf_counter()
+            try:
+                data = self.wms.get_map(source, bbox, width, height)
+            except WMSError as exc:
+                metrics.WMS_ERRORS.labels(name, exc.kind).inc()
+                # Only an unreachable WMS trips the breaker; an error answer means it is up.
+                if exc.kind in ("timeout", "connection"):
+                    runtime.guard.failed()
+                else:
+                    runtime.guard.succeeded()
+                raise
+            runtime.guard.succeeded()
+            metrics.WMS_SECONDS.labels(name).observe(time.perf_counter() - started)
+            return data
+
+    def _upload(self, job: UploadJob) -> bool:
+        queued = self.uploads.submit(job)
+        if not queued:
+            metrics.UPLOADS.labels("dropped").inc()
+        metrics.UPLOAD_QUEUE.set(self.uploads.stats()["pending"])
+        return queued
 
     def _slice_rest(
         self, request, meta: MetaTile, work, data: bytes, tiles: Future, flight: Hashable
@@ -419,7 +460,7 @@ class TileService:
             for tile, piece in sliced.items():
                 key = runtime.key_to_store(tile, request.ext)
                 if key is not None:
-                    self.uploads.submit(UploadJob(key, piece.data, content_type, cache_control))
+                    self._upload(UploadJob(key, piece.data, content_type, cache_control))
             tiles.set_result({request.tile: data, **{t: p.data for t, p in sliced.items()}})
         except BaseException as exc:  # waiters must hear of it, not hang
             log.exception("slicing metatile %s failed", meta.describe())
@@ -441,7 +482,7 @@ class TileService:
         content_type = media_type(request.layer.sources[request.ext])
         data = blank_tile(content_type, request.layer.grid.tile_size)
         cache_control = request.layer.layer.cache_control
-        queued = self.uploads.submit(UploadJob(request.key, data, content_type, cache_control))
+        queued = self._upload(UploadJob(request.key, data, content_type, cache_control))
         return TileResult(
             data,
             content_type,

@@ -8,14 +8,16 @@ Tile addresses, all mapping to the S3 key the tile is stored under:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 
 from flask import Flask, Response, request
 
-from . import capabilities
+from . import capabilities, metrics
 from .config import Settings, load_settings
+from .guard import WMSUnavailable
 from .service import (
     BadTileRequest,
     TileNotFound,
@@ -62,8 +64,14 @@ def build_service(settings: Settings, store: TileStore | None = None) -> TileSer
         workers=settings.upload_workers,
         max_pending=settings.upload_queue,
         retries=settings.upload_retries,
+        on_result=_count_upload,
     )
     return TileService(settings, store, wms, uploads)
+
+
+def _count_upload(job, outcome: str) -> None:
+    metrics.UPLOADS.labels(outcome).inc()
+    metrics.UPLOAD_QUEUE.dec()
 
 
 def create_app(settings: Settings | None = None, service: TileService | None = None) -> Flask:
@@ -79,7 +87,40 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     @app.get("/heartbeat")
     def heartbeat() -> Response:
         stats = service.uploads.stats()
-        return _text(200, f"ok uploads_pending={stats['pending']}")
+        if request.args.get("deep") not in ("1", "true"):
+            return _text(200, f"ok uploads_pending={stats['pending']}")
+        # Deep: the store and every WMS, each with a short timeout, reported one by one.
+        checks = {"store": _check(service.store.check)}
+        for runtime in service.layers:
+            source = next(iter(runtime.sources.values()))
+            checks[f"wms:{runtime.layer.name}"] = _check(
+                lambda s=source: service.wms.check_capabilities(s, timeout=3.0)
+            )
+        healthy = all(result == "ok" for result in checks.values())
+        body = {"status": "ok" if healthy else "failing", "checks": checks, "uploads": stats}
+        return Response(json.dumps(body), 200 if healthy else 503, mimetype="application/json")
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
+    @app.after_request
+    def cors(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if "*" in settings.cors_origins:
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        elif origin in settings.cors_origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.vary.add("Origin")
+        else:
+            return response
+        response.headers["Access-Control-Expose-Headers"] = "ETag, X-Tile-Source"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "If-None-Match, Cache-Control"
+            response.headers["Access-Control-Max-Age"] = "86400"
+        return response
 
     @app.get("/")
     def root() -> Response:
@@ -186,6 +227,14 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     return app
 
 
+def _check(probe: Callable[[], object]) -> str:
+    try:
+        probe()
+    except Exception as exc:  # every failure is reported, none is raised
+        return f"failing: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+    return "ok"
+
+
 def _document(body: str | bytes, content_type: str) -> Response:
     response = Response(body, content_type=content_type)
     response.headers["Cache-Control"] = "public, max-age=300"
@@ -238,6 +287,11 @@ def _tile_response(
         response = _text(exc.status, f"WMS error: {exc.reason}")
         _log(key, tile_request, response.status_code, started, kind=exc.kind)
         return response
+    except WMSUnavailable as exc:
+        response = _text(exc.status, exc.reason)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        _log(key, tile_request, response.status_code, started, kind="shed")
+        return response
 
     response = Response(result.data, mimetype=result.content_type)
     etag = result.etag.strip('"')
@@ -269,6 +323,11 @@ def _log(key, tile_request, status, started, result=None, kind=None) -> None:
         fields.update(layer=tile_request.layer.layer.name, z=tile.z, x=tile.x, y=tile.y)
     else:
         fields["key"] = repr(key[:120])
+    metrics.TILE_REQUESTS.labels(
+        tile_request.layer.layer.name if tile_request else "-",
+        result.source if result else "-",
+        str(status),
+    ).inc()
     if result is not None:
         fields["source"] = result.source
         if result.wms_ms is not None:

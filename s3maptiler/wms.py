@@ -33,7 +33,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -835,6 +835,24 @@ class WMSClient:
                 self._session = self._new_session()
                 self._pid = pid
             return self._session
+
+    def check_capabilities(self, source: WMSSource, timeout: float) -> None:
+        """Raise WMSError unless the WMS answers GetCapabilities with 200 within
+        `timeout` seconds (the deep health check; no retries)."""
+        params = [("SERVICE", "WMS"), ("REQUEST", "GetCapabilities"), ("VERSION", source.version)]
+        url = source.url + ("&" if "?" in source.url else "?") + urlencode(params)
+        try:
+            response = self._session_for_process().get(
+                url,
+                timeout=(min(self.connect_timeout, timeout), timeout),
+                proxies=self._proxies(source.url),
+            )
+        except requests.exceptions.Timeout:
+            raise WMSTimeout(f"no GetCapabilities answer within {timeout:g} s") from None
+        except requests.exceptions.RequestException as exc:
+            raise WMSConnectionError(f"cannot reach the WMS: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise WMSHTTPStatusError(f"GetCapabilities answered HTTP {response.status_code}")
 
     def close(self) -> None:
         """Close the pooled connections; a later :meth:`get_map` opens new ones."""

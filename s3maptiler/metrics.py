@@ -1,0 +1,61 @@
+"""Prometheus metrics, safe with several gunicorn workers.
+
+With `PROMETHEUS_MULTIPROC_DIR` set (gunicorn.conf.py sets it to a fresh directory
+when it is unset), every worker writes its samples to files there and `/metrics`
+sums them; without it (tests, `python application.py`) the process's own registry
+is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+TILE_REQUESTS = Counter(
+    "s3maptiler_tile_requests_total",
+    "Tile requests answered, by layer, where the tile came from and HTTP status.",
+    ["layer", "source", "status"],
+)
+WMS_SECONDS = Histogram(
+    "s3maptiler_wms_request_seconds",
+    "Time for a WMS GetMap that returned an image (retries included).",
+    ["layer"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WMS_ERRORS = Counter(
+    "s3maptiler_wms_errors_total",
+    "WMS GetMaps that gave no tile, by layer and kind (timeout, exception_report, ...).",
+    ["layer", "kind"],
+)
+UPLOADS = Counter(
+    "s3maptiler_uploads_total",
+    "Tiles handed to the upload queue, by outcome (stored, exists, failed, dropped).",
+    ["outcome"],
+)
+UPLOAD_QUEUE = Gauge(
+    "s3maptiler_upload_queue_depth",
+    "Tiles waiting for or in upload.",
+    multiprocess_mode="livesum",
+)
+SINGLE_FLIGHT_WAITS = Counter(
+    "s3maptiler_single_flight_waits_total",
+    "Requests that waited for another request's store read or render.",
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text of /metrics and its Content-Type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,118 @@
+"""Health, metrics, CORS and the WMS guard, with the WMS answered by `responses`."""
+
+import threading
+import time
+
+import pytest
+import requests
+import responses
+
+from s3maptiler.guard import WMSGuard, WMSUnavailable
+from tests.unit.test_web import WMS, make_app, png, wms_calls
+
+
+@pytest.fixture
+def wms():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def test_deep_heartbeat_reports_store_and_wms(tmp_path, wms):
+    wms.get(WMS, body="<WMT_MS_Capabilities/>", content_type="application/vnd.ogc.wms_xml")
+    app, _ = make_app(tmp_path)
+    answer = app.test_client().get("/heartbeat?deep=1")
+    assert answer.status_code == 200
+    assert answer.json["checks"] == {"store": "ok", "wms:default": "ok"}
+    assert app.test_client().get("/heartbeat").text.startswith("ok")
+
+
+def test_deep_heartbeat_fails_when_the_wms_is_down(tmp_path):
+    with responses.RequestsMock() as mock:
+        mock.get(WMS, body=requests.exceptions.ConnectionError("refused"))
+        app, _ = make_app(tmp_path)
+        answer = app.test_client().get("/heartbeat?deep=1")
+    assert answer.status_code == 503
+    assert answer.json["checks"]["wms:default"].startswith("failing")
+    assert answer.json["checks"]["store"] == "ok"
+
+
+def test_metrics_count_requests_sources_and_wms_errors(tmp_path, wms):
+    wms.get(WMS, body=png(), content_type="image/png")
+    app, _ = make_app(tmp_path)
+    client = app.test_client()
+    client.get("/tiles/2/1/1.png")
+    client.get("/tiles/2/9/1.png")
+    text = client.get("/metrics").text
+    assert 's3maptiler_tile_requests_total{layer="default",source="render",status="200"}' in text
+    assert 's3maptiler_tile_requests_total{layer="-",source="-",status="404"}' in text
+    assert "s3maptiler_wms_request_seconds_bucket" in text
+    assert "s3maptiler_upload_queue_depth" in text
+
+
+def test_cors_headers_and_preflight(tmp_path, wms):
+    wms.get(WMS, body=png(), content_type="image/png")
+    app, _ = make_app(tmp_path, CORS_ORIGINS="https://maps.example.com")
+    client = app.test_client()
+    allowed = client.get("/tiles/1/0/0.png", headers={"Origin": "https://maps.example.com"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://maps.example.com"
+    assert "X-Tile-Source" in allowed.headers["Access-Control-Expose-Headers"]
+    other = client.get("/tiles/1/0/0.png", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    preflight = client.options(
+        "/tiles/1/0/0.png",
+        headers={"Origin": "https://maps.example.com", "Access-Control-Request-Method": "GET"},
+    )
+    assert preflight.status_code == 200
+    assert "GET" in preflight.headers["Access-Control-Allow-Methods"]
+    assert len(wms_calls(wms)) == 1  # the preflight asked nothing upstream
+
+
+def test_the_breaker_opens_after_consecutive_failures_and_lets_one_trial_through():
+    guard = WMSGuard(max_concurrent=4, wait=0.1, failures=3, cooldown=0.3)
+    for _ in range(3):
+        with guard.slot():
+            guard.failed()
+    with pytest.raises(WMSUnavailable) as info:
+        with guard.slot():
+            pass
+    assert info.value.status == 503 and info.value.retry_after >= 1
+    time.sleep(0.35)
+    with guard.slot():  # the trial request
+        with pytest.raises(WMSUnavailable):
+            with guard.slot():  # a second one while the trial is out
+                pass
+        guard.succeeded()
+    with guard.slot():
+        pass
+
+
+def test_the_cap_sheds_requests_beyond_it():
+    guard = WMSGuard(max_concurrent=2, wait=0.05, failures=5, cooldown=1)
+    release = threading.Event()
+    holders = [threading.Thread(target=lambda: _hold(guard, release)) for _ in range(2)]
+    for holder in holders:
+        holder.start()
+    time.sleep(0.1)
+    with pytest.raises(WMSUnavailable, match="busy"):
+        with guard.slot():
+            pass
+    release.set()
+    for holder in holders:
+        holder.join()
+
+
+def _hold(guard: WMSGuard, release: threading.Event) -> None:
+    with guard.slot():
+        release.wait(5)
+
+
+def test_a_down_wms_is_answered_503_without_asking_it(tmp_path):
+    with responses.RequestsMock() as mock:
+        mock.get(WMS, body=requests.exceptions.ConnectTimeout("timed out"))
+        app, _ = make_app(tmp_path, WMS_BREAKER_FAILURES="2", WMS_BREAKER_COOLDOWN="60")
+        client = app.test_client()
+        statuses = [client.get(f"/tiles/3/{x}/1.png").status_code for x in range(5)]
+        calls = len(mock.calls)
+    assert statuses[:2] == [502, 502]
+    assert statuses[2:] == [503, 503, 503]
+    assert calls == 2  # WMS_RETRIES is 0 in these tests: one call per failed tile
