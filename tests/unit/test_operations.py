@@ -72,15 +72,13 @@ def test_the_breaker_opens_after_consecutive_failures_and_lets_one_trial_through
     for _ in range(3):
         with guard.slot():
             guard.failed()
-    with pytest.raises(WMSUnavailable) as info:
-        with guard.slot():
-            pass
+    with pytest.raises(WMSUnavailable) as info, guard.slot():
+        pass
     assert info.value.status == 503 and info.value.retry_after >= 1
     time.sleep(0.35)
     with guard.slot():  # the trial request
-        with pytest.raises(WMSUnavailable):
-            with guard.slot():  # a second one while the trial is out
-                pass
+        with pytest.raises(WMSUnavailable), guard.slot():  # a second one meanwhile
+            pass
         guard.succeeded()
     with guard.slot():
         pass
@@ -93,9 +91,8 @@ def test_the_cap_sheds_requests_beyond_it():
     for holder in holders:
         holder.start()
     time.sleep(0.1)
-    with pytest.raises(WMSUnavailable, match="busy"):
-        with guard.slot():
-            pass
+    with pytest.raises(WMSUnavailable, match="busy"), guard.slot():
+        pass
     release.set()
     for holder in holders:
         holder.join()
