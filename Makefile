@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint system setup setup-dev clean
+.PHONY: run test lint system setup setup-dev viewer bundle clean
 
 run: setup system
+	-bash scripts/build-viewer.sh
 	$(BIN)/python application.py
 
 test: setup-dev system
@@ -19,6 +20,14 @@ lint: setup-dev
 
 system:
 	bash scripts/install-system-packages.sh
+
+# OpenLayers for the preview page, from the npm registry (pinned in viewer/).
+viewer:
+	bash scripts/build-viewer.sh
+
+# The zip that `eb deploy` and the console upload accept.
+bundle:
+	bash scripts/build-bundle.sh
 
 setup: $(VENV)/.runtime
 setup-dev: $(VENV)/.dev

@@ -7,6 +7,7 @@ checkout serves tiles with no configuration at all.
 
 import logging
 import os
+import signal
 import sys
 
 from s3maptiler.config import ConfigError
@@ -25,6 +26,8 @@ def _create():
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper())
+    # SIGTERM unwinds like Ctrl-C, so the demo WMS below is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     demo = None
     if not os.environ.get("WMS_SERVER"):
         from s3maptiler.demowms import DemoWMS, unavailable_reason

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from flask import Flask, Response, request
 
-from . import capabilities, metrics
+from . import capabilities, metrics, preview
 from .config import Settings, load_settings
 from .guard import WMSUnavailable
 from .service import (
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     service = service or build_service(settings)
     app = Flask(__name__, static_folder=None)
     app.extensions["s3maptiler"] = service
+    app.register_blueprint(preview.blueprint)
 
     @app.get("/heartbeat")
     def heartbeat() -> Response:
@@ -127,14 +128,7 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
         key = request.args.get("tile")
         if key is not None:
             return _tile_response(service, key.lstrip("/"), known_miss=True)
-        lines = [f"s3maptiler: store {settings.store_location}"]
-        for runtime in service.layers:
-            layer = runtime.layer
-            lines.append(
-                f"layer {layer.name}: /{layer.prefix}{{z}}/{{x}}/{{y}}.{layer.formats[0]} "
-                f"({layer.layout}, {runtime.grid.name}, zoom {layer.min_zoom}-{layer.max_zoom})"
-            )
-        return _text(200, "\n".join(lines))
+        return Response(preview.index_page(service), mimetype="text/html")
 
     def base_url() -> str:
         return settings.service_url or request.host_url.rstrip("/")

@@ -12,7 +12,7 @@
 # CI=true, where they fail).
 set -euo pipefail
 
-packages=(cgi-mapserver mapserver-bin lighttpd gdal-bin fonts-dejavu-core)
+packages=(cgi-mapserver mapserver-bin lighttpd gdal-bin fonts-dejavu-core chromium)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -1,0 +1,310 @@
+"""The index page and the preview map: every layer, seen through the service itself.
+
+``index_page(service)`` is the HTML of ``/``: one row per layer with its grid, layout,
+zoom range, key template and links to its TMS, WMTS and ArcGIS documents and to its
+preview. ``blueprint`` serves ``/preview/<layer>``, a full-window OpenLayers map of one
+layer, and the page's own JavaScript and CSS under ``/preview/static/``.
+
+The map asks for tiles at the addresses a client would use: the layer's own keys
+(``/<prefix><layout path>``, the S3 key), the fixed TMS route, the WMTS REST route and
+the ArcGIS REST route; a switch on the page picks one. Each tile is fetched with
+``fetch()`` so the page can read its ``X-Tile-Source`` header (cache, render,
+inflight, blank) and outline the tile in that colour.
+
+OpenLayers is not copied into the repository: ``scripts/build-viewer.sh`` installs the
+version pinned in ``viewer/package-lock.json`` and copies its built files to
+``static/vendor/``. When they are missing the page says how to build them.
+
+The preview draws EPSG:3857 and EPSG:4326 grids, including custom origins and
+resolutions (OpenLayers knows both projections); a grid in any other CRS gets a
+one-line explanation instead of a map.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app, has_request_context, render_template, request
+
+from . import capabilities
+from .config import Layer
+from .grids import MAX_MERCATOR_LAT, Tile, TileGrid
+
+__all__ = [
+    "BUILD_HINT",
+    "PreviewError",
+    "TileAddress",
+    "UnsupportedGrid",
+    "VENDOR_FILES",
+    "blueprint",
+    "index_page",
+    "missing_assets",
+    "preview_config",
+    "projection_of",
+    "tile_addresses",
+]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Files of the map library the page loads, relative to ``static/``.
+VENDOR_FILES = ("vendor/ol/ol.js", "vendor/ol/ol.css")
+BUILD_HINT = "run `bash scripts/build-viewer.sh` (needs npm), then reload this page"
+
+# Spellings of the two CRSs OpenLayers knows without proj4.
+_MERCATOR = frozenset(
+    {"EPSG:3857", "EPSG:900913", "EPSG:3785", "EPSG:102100", "EPSG:102113", "ESRI:102100"}
+)
+_GEOGRAPHIC = frozenset({"EPSG:4326", "CRS:84", "OGC:CRS84"})
+
+blueprint = Blueprint(
+    "preview",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    # Under /preview/ so no tile prefix other than "preview/" can be shadowed.
+    static_url_path="/preview/static",
+)
+
+
+class PreviewError(ValueError):
+    """A layer the preview map cannot show; the message is one line for the page."""
+
+
+class UnsupportedGrid(PreviewError):
+    """The layer's grid is in a CRS the map library cannot draw without proj4."""
+
+
+@dataclass(frozen=True)
+class TileAddress:
+    """One way the map can reach a layer's tiles.
+
+    A tile's URL is ``base`` + the ``layout`` path of (z, x, y) + ``"." + ext`` when
+    ``ext`` is set. ``template`` is the same written out for people.
+    """
+
+    id: str  # "keys", "tms", "wmts", "arcgis"
+    label: str
+    base: str  # URL path, ends in "/"
+    layout: str  # tms, xyz, wmts, arcgis or quadkey: how (z, x, y) becomes a path
+    ext: str  # "" for the ArcGIS REST route, which has no extension
+    template: str
+
+
+# How each layout writes a tile, for people: y and row count from the top, -y from the bottom.
+_PATH_TEMPLATES = {
+    "tms": "{z}/{x}/{-y}",
+    "xyz": "{z}/{x}/{y}",
+    "wmts": "{z}/{row}/{col}",
+    "arcgis": "L{z:02d}/R{row:08x}/C{col:08x}",
+    "quadkey": "{quadkey}",
+}
+
+
+def _template(address_base: str, layout: str, ext: str) -> str:
+    return address_base + _PATH_TEMPLATES[layout] + (f".{ext}" if ext else "")
+
+
+def projection_of(grid: TileGrid) -> str:
+    """``"EPSG:3857"`` or ``"EPSG:4326"``: the map projection that draws ``grid``.
+
+    Raises :class:`UnsupportedGrid` for any other CRS.
+    """
+    srs = grid.srs.strip().upper()
+    if srs in _MERCATOR:
+        return "EPSG:3857"
+    if srs in _GEOGRAPHIC:
+        return "EPSG:4326"
+    raise UnsupportedGrid(
+        f"grid {grid.name} is in {grid.srs}; the preview draws EPSG:3857 and EPSG:4326 grids only"
+    )
+
+
+def _tile_ext(layer: Layer) -> str:
+    """The extension the map asks for: the layer's advertised format, if it serves it."""
+    own = layer.tile_format.extension
+    return own if own in layer.formats else layer.formats[0]
+
+
+def tile_addresses(layer: Layer, grid: TileGrid, root: str = "") -> list[TileAddress]:
+    """Every address the service answers for ``layer``'s tiles, its own keys first.
+
+    ``root`` is the URL path the service is mounted under ("" at the host's root).
+    """
+    ext = _tile_ext(layer)
+    name = quote(layer.name, safe="")
+    keys = f"{root}/{layer.prefix}"
+    tms = f"{root}/1.0.0/{name}/"
+    wmts = f"{root}/wmts/1.0.0/{name}/default/{capabilities.tile_matrix_set_id(grid)}/"
+    arcgis = f"{root}/{capabilities.arcgis_service_path(layer)}/tile/"
+    return [
+        TileAddress(
+            "keys",
+            f"S3 keys ({layer.layout})",
+            keys,
+            layer.layout,
+            ext,
+            _template(keys, layer.layout, ext),
+        ),
+        TileAddress("tms", "TMS route", tms, "tms", ext, _template(tms, "tms", ext)),
+        TileAddress("wmts", "WMTS REST route", wmts, "wmts", ext, _template(wmts, "wmts", ext)),
+        TileAddress("arcgis", "ArcGIS REST route", arcgis, "wmts", "", arcgis + "{z}/{row}/{col}"),
+    ]
+
+
+def _max_zoom(layer: Layer, grid: TileGrid) -> int:
+    return min(layer.max_zoom, grid.max_zoom)
+
+
+def _data_extent(layer: Layer, projection: str) -> list[float] | None:
+    """The layer's lon/lat extent, clipped to what the projection can draw."""
+    if layer.extent is None:
+        return None
+    west, south, east, north = layer.extent
+    if projection == "EPSG:3857":
+        south, north = max(south, -MAX_MERCATOR_LAT), min(north, MAX_MERCATOR_LAT)
+    return [west, south, east, north]
+
+
+def preview_config(layer: Layer, grid: TileGrid, root: str = "") -> dict[str, Any]:
+    """What the page's script needs to draw ``layer``: a JSON-able dict.
+
+    Per zoom level from 0 to the layer's last: ``resolutions`` (CRS units per pixel),
+    ``origins`` (top-left corner of tile (0, 0), CRS units) and ``sizes`` (columns,
+    rows). Tiles are addressed as in :mod:`s3maptiler.grids`, row counted from the top,
+    which is also how OpenLayers counts them. ``extent`` is the grid's bbox in CRS
+    units; ``dataExtent`` the layer's extent in decimal degrees (or None).
+    Raises :class:`UnsupportedGrid` when the map cannot draw the grid.
+    """
+    projection = projection_of(grid)
+    zooms = range(0, _max_zoom(layer, grid) + 1)
+    origins = []
+    for z in zooms:
+        box = grid.tile_bbox(Tile(0, 0, z))
+        origins.append([box.left, box.top])
+    return {
+        "layer": layer.name,
+        "title": layer.title or layer.name,
+        "projection": projection,
+        "extent": list(grid.bbox),
+        "dataExtent": _data_extent(layer, projection),
+        "tileSize": grid.tile_size,
+        "resolutions": [grid.resolution(z) for z in zooms],
+        "origins": origins,
+        "sizes": [list(grid.matrix_size(z)) for z in zooms],
+        "minZoom": min(layer.min_zoom, zooms.stop - 1),
+        "maxZoom": zooms.stop - 1,
+        "addresses": [asdict(a) for a in tile_addresses(layer, grid, root)],
+    }
+
+
+def missing_assets() -> list[str]:
+    """The map library files that are not built yet (paths under ``static/``)."""
+    return [name for name in VENDOR_FILES if not (STATIC_DIR / name).is_file()]
+
+
+def _root() -> str:
+    return request.script_root if has_request_context() else ""
+
+
+def _document_links(layer: Layer, root: str) -> dict[str, Any]:
+    """Links to the documents that describe ``layer``, or why there is none."""
+    links: dict[str, Any] = {}
+    skipped = {
+        doc: {s.layer: s.reason for s in capabilities.skipped_layers([layer], doc, "service")}
+        for doc in ("tms", "wmts")
+    }
+    tms_reason = skipped["tms"].get(layer.name)
+    links["tms"] = (
+        (None, tms_reason) if tms_reason else (f"{root}/{capabilities.tile_map_path(layer)}", None)
+    )
+    wmts_reason = skipped["wmts"].get(layer.name)
+    links["wmts"] = (
+        (None, wmts_reason)
+        if wmts_reason
+        else (f"{root}/{capabilities.WMTS_CAPABILITIES_PATH}", None)
+    )
+    try:
+        capabilities.arcgis_mapserver(layer)
+    except capabilities.DocumentError as exc:
+        links["arcgis"] = (None, str(exc))
+    else:
+        links["arcgis"] = (f"{root}/{capabilities.arcgis_service_path(layer)}?f=pjson", None)
+    return links
+
+
+def index_page(service: Any) -> str:
+    """The HTML of ``/``: every layer of ``service`` (a TileService) with its grid,
+    layout, zoom range, key template and links to its documents and preview.
+
+    Call it while handling a request (links respect the app's mount point).
+    """
+    root = _root()
+    rows = []
+    for runtime in service.layers:
+        layer, grid = runtime.layer, runtime.grid
+        keys = tile_addresses(layer, grid, root)[0]
+        try:
+            projection_of(grid)
+            preview_problem = None
+        except PreviewError as exc:
+            preview_problem = str(exc)
+        rows.append(
+            {
+                "layer": layer,
+                "grid": grid,
+                "matrix_set": capabilities.tile_matrix_set_id(grid),
+                "max_zoom": _max_zoom(layer, grid),
+                "key_template": keys.template,
+                "docs": _document_links(layer, root),
+                "preview": f"{root}/preview/{quote(layer.name, safe='')}",
+                "preview_problem": preview_problem,
+            }
+        )
+    return render_template(
+        "index.html",
+        rows=rows,
+        store=service.settings.store_location,
+        root=root,
+        tms_service=f"{root}/{capabilities.tms_service_path()}",
+        wmts_capabilities=f"{root}/{capabilities.WMTS_CAPABILITIES_PATH}",
+    )
+
+
+@blueprint.get("/preview/<layer>")
+def preview(layer: str) -> Response:
+    """A full-window map of one layer, or a one-line reason it cannot be drawn."""
+    service = current_app.extensions["s3maptiler"]
+    runtime = service.by_name.get(layer)
+    if runtime is None:
+        names = ", ".join(rt.layer.name for rt in service.layers)
+        return _text(404, f"no layer named {layer[:64]!r}; layers: {names}")
+    problem = None
+    config = None
+    missing = missing_assets()
+    if missing:
+        problem = f"The map library is not built ({', '.join(missing)} missing): {BUILD_HINT}."
+    else:
+        try:
+            config = preview_config(runtime.layer, runtime.grid, _root())
+        except PreviewError as exc:
+            problem = f"This layer cannot be previewed: {exc}."
+    if problem:
+        log.warning("preview of layer %s: %s", layer, problem)
+    html = render_template(
+        "preview.html", layer=runtime.layer, config=config, problem=problem, root=_root()
+    )
+    response = Response(html, mimetype="text/html")
+    # The page embeds the configuration, which changes with a restart.
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def _text(status: int, message: str) -> Response:
+    response = Response(message + "\n", status=status, mimetype="text/plain")
+    response.headers["Cache-Control"] = "no-store"
+    return response
