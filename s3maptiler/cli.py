@@ -775,5 +775,11 @@ def publish_command(
     )
 
 
+# The seeding commands live in their own module and register themselves on `main`.
+from s3maptiler import cli_seed  # noqa: E402, F401
+
 if __name__ == "__main__":
-    main(prog_name="s3maptiler")
+    # Run the package's `main` (the one cli_seed added commands to), not __main__'s copy.
+    from s3maptiler.cli import main as package_main
+
+    package_main(prog_name="s3maptiler")

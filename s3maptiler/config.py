@@ -108,6 +108,7 @@ class Settings:
     wms_breaker_failures: int = 5
     wms_breaker_cooldown: float = 10.0
     cors_origins: tuple[str, ...] = ("*",)
+    tasks_enabled: bool = False
     upload_workers: int = 4
     upload_queue: int = 2000
     upload_retries: int = 3
@@ -314,6 +315,7 @@ def load_settings(
         wms_breaker_failures=read.integer("WMS_BREAKER_FAILURES", 5, 1, 1000),
         wms_breaker_cooldown=read.number("WMS_BREAKER_COOLDOWN", 10.0, 0.1, 3600),
         cors_origins=_cors_origins(read),
+        tasks_enabled=read.boolean("TASKS_ENABLED", False),
         upload_workers=read.integer("UPLOAD_WORKERS", 4, 1, 256),
         upload_queue=read.integer("UPLOAD_QUEUE", 2000, 1, 1_000_000),
         upload_retries=read.integer("UPLOAD_RETRIES", 3, 0, 20),

@@ -84,6 +84,11 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     app = Flask(__name__, static_folder=None)
     app.extensions["s3maptiler"] = service
     app.register_blueprint(preview.blueprint)
+    if settings.tasks_enabled:
+        # POST /tasks/seed renders on demand: only on a worker tier that asks for it.
+        from .tasks import tasks
+
+        app.register_blueprint(tasks)
 
     @app.get("/heartbeat")
     def heartbeat() -> Response:
