@@ -42,6 +42,7 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("META_BUFFER", "64", "pixels drawn around a metatile and cut away, so edge labels are whole"),
     ("PNG_COMPRESS_LEVEL", "6", "zlib level 0-9 of PNG tiles cut from metatiles (3: 0.4 ms/tile faster, 27% larger)"),
     ("JPEG_QUALITY", "90", "quality 1-100 of JPEG tiles cut from metatiles"),
+    ("EMPTY_TILES", "store", "uniform tiles: store each, or 'redirect' each to one shared blank object"),
     ("LAYERS_FILE", None, "a TOML file of many layers (see layers.example.toml); replaces the layer above"),
     ("MIN_ZOOM", "0", "lowest zoom level served; others are 404"),
     ("MAX_ZOOM", "22", "highest zoom level served; others are 404"),

@@ -79,6 +79,7 @@ class Layer:
     meta_buffer: int = 64  # pixels drawn around a metatile and cut away
     png_compress_level: int = 6  # zlib level of tiles cut from metatiles (bench/encode_cost.py)
     jpeg_quality: int = 90
+    empty_tiles: str = "store"  # "store", or "redirect" to one shared blank (S3 website)
     grid_def: TileGrid | None = field(default=None, compare=False, repr=False)  # custom grids
 
     @property
@@ -234,6 +235,7 @@ def _layer_from_env(read: _Reader) -> Layer:
         meta_buffer=read.integer("META_BUFFER", 64, 0, 512),
         png_compress_level=read.integer("PNG_COMPRESS_LEVEL", 6, 0, 9),
         jpeg_quality=read.integer("JPEG_QUALITY", 90, 1, 100),
+        empty_tiles=read.choice("EMPTY_TILES", "store", ("store", "redirect")),
     )
 
 

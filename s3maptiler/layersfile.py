@@ -146,6 +146,7 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "tile_size": ("tile_size", _tile_size),
     "png_compress_level": ("png_compress_level", _bounded(0, 9)),
     "jpeg_quality": ("jpeg_quality", _bounded(1, 100)),
+    "empty_tiles": ("empty_tiles", _choice("store", "redirect")),
 }
 
 

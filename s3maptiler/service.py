@@ -37,6 +37,7 @@ from .metatile import (
     decode_metatile,
     metatile_for,
     slice_image,
+    uniform_tile,
 )
 from .stores import StoreError, TileStore
 from .uploads import UploadJob, UploadPool
@@ -178,6 +179,7 @@ class TileService:
         self._inflight: dict[Hashable, Future] = {}
         self._recent: dict[Hashable, None] = {}  # metatiles drawn lately, oldest first
         self._slicing: dict[Hashable, Future] = {}  # metatiles whose other tiles are encoding
+        self._blanks: set[str] = set()  # shared blank tiles this process has queued
         # Encodes the rest of a metatile after the requested tile has been answered.
         self._slicer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="slicer")
         self._inflight_lock = threading.Lock()
@@ -397,13 +399,15 @@ class TileService:
             data = self._get_map(runtime, source, bbox, size, size)
             wms_ms = (time.perf_counter() - started) * 1000
             tiles = _done({request.tile: data})
+            # Only the redirect option needs to know; it costs one small decode.
+            uniform = runtime.layer.empty_tiles == "redirect" and uniform_tile(data)
         else:
             image = self._get_map(runtime, source, meta.bbox, meta.width, meta.height)
             wms_ms = (time.perf_counter() - started) * 1000
             encoder = runtime.encoders[request.ext]
             try:
                 work = encoder.prepare(decode_metatile(image, meta))
-                data = slice_image(work, meta, encoder, [request.tile])[request.tile].data
+                data, uniform = slice_image(work, meta, encoder, [request.tile])[request.tile]
             except MetaTileError as exc:
                 raise WMSBadImage(f"metatile image unusable: {exc}") from None
             tiles = Future()
@@ -414,8 +418,7 @@ class TileService:
                     self._recent.pop(next(iter(self._recent)))
             self._slicer.submit(self._slice_rest, request, meta, work, data, tiles, flight)
         content_type = media_type(source)
-        job = UploadJob(request.key, data, content_type, runtime.layer.cache_control or None)
-        upload = "queued" if self._upload(job) else "dropped"
+        upload = "queued" if self._upload_tile(runtime, request.key, data, uniform) else "dropped"
         result = TileResult(
             data, content_type, "render", etag_of(data), runtime.layer.cache_control, wms_ms, upload
         )
@@ -440,6 +443,24 @@ class TileService:
             metrics.WMS_SECONDS.labels(name).observe(time.perf_counter() - started)
             return data
 
+    def _upload_tile(self, runtime: LayerRuntime, key: str, data: bytes, uniform: bool) -> bool:
+        """Queue a rendered tile. With the layer's `empty_tiles = "redirect"`, a uniform
+        tile becomes a zero-byte object redirecting to one shared blank of the same
+        bytes (written once per process), so an ocean costs one stored image."""
+        ext = key.rsplit(".", 1)[-1].lower()
+        content_type = media_type(runtime.sources[ext])
+        cache_control = runtime.layer.cache_control or None
+        blank = None
+        if uniform and runtime.layer.empty_tiles == "redirect":
+            digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            blank = f"{runtime.layer.prefix}_blank/{digest}.{ext}"
+            with self._inflight_lock:
+                first = blank not in self._blanks
+                self._blanks.add(blank)
+            if first:
+                self._upload(UploadJob(blank, data, content_type, cache_control))
+        return self._upload(UploadJob(key, data, content_type, cache_control, blank))
+
     def _upload(self, job: UploadJob) -> bool:
         queued = self.uploads.submit(job)
         if not queued:
@@ -455,12 +476,10 @@ class TileService:
         try:
             rest = [tile for tile in meta.tiles() if tile != request.tile]
             sliced = slice_image(work, meta, runtime.encoders[request.ext], rest)
-            content_type = media_type(runtime.sources[request.ext])
-            cache_control = runtime.layer.cache_control or None
             for tile, piece in sliced.items():
                 key = runtime.key_to_store(tile, request.ext)
                 if key is not None:
-                    self._upload(UploadJob(key, piece.data, content_type, cache_control))
+                    self._upload_tile(runtime, key, piece.data, piece.uniform)
             tiles.set_result({request.tile: data, **{t: p.data for t, p in sliced.items()}})
         except BaseException as exc:  # waiters must hear of it, not hang
             log.exception("slicing metatile %s failed", meta.describe())

@@ -146,10 +146,19 @@ class TileStore(ABC):
         """The tile stored under `key`, or None when there is none (a miss)."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes, content_type: str, cache_control: str | None) -> str:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str,
+        cache_control: str | None,
+        redirect_to: str | None = None,
+    ) -> str:
         """Store `data` under `key`; "stored", or "exists" when a tile was already there.
 
-        Raises StoreError.
+        `redirect_to` (another key holding the same bytes) lets a store that can,
+        keep a tiny object that points there instead (S3 website redirects); others
+        store `data`. Raises StoreError.
         """
 
     @abstractmethod
@@ -346,20 +355,36 @@ class S3Store(TileStore):
             raise _boto_error(err, what) from err
         finally:
             body.close()
+        target = response.get("WebsiteRedirectLocation")
+        if not data and target and target.startswith("/") and target[1:] != key:
+            # An empty tile stored as a pointer to the layer's shared blank.
+            return self.get(target[1:])
         content_type = response.get("ContentType") or ""
         if content_type in GENERIC_CONTENT_TYPES:
             # Objects uploaded by other tools often lack a type; the bytes know better.
             content_type = sniff_content_type(data) or "application/octet-stream"
         return StoredTile(data, content_type, response.get("ETag"))
 
-    def put(self, key: str, data: bytes, content_type: str, cache_control: str | None) -> str:
-        """One PutObject; "exists" on 412 PreconditionFailed. A 409 conflict is retried once."""
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str,
+        cache_control: str | None,
+        redirect_to: str | None = None,
+    ) -> str:
+        """One PutObject; "exists" on 412 PreconditionFailed. A 409 conflict is retried once.
+
+        With `redirect_to`, a zero-byte object whose WebsiteRedirectLocation sends S3
+        website clients to that key (the layer's shared blank tile)."""
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": key,
-            "Body": data,
+            "Body": b"" if redirect_to else data,
             "ContentType": content_type,
         }
+        if redirect_to:
+            params["WebsiteRedirectLocation"] = "/" + redirect_to
         if cache_control:
             params["CacheControl"] = cache_control
         if self.acl:
@@ -451,8 +476,16 @@ class LocalStore(TileStore):
         content_type = sniff_content_type(data) or "application/octet-stream"
         return StoredTile(data, content_type, _etag(data))
 
-    def put(self, key: str, data: bytes, content_type: str, cache_control: str | None) -> str:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str,
+        cache_control: str | None,
+        redirect_to: str | None = None,
+    ) -> str:
         """Write atomically; "exists" when the file is already there (like IfNoneMatch).
+        A directory has no redirects: `redirect_to` is ignored and the bytes written.
 
         Two writers racing on one key both write whole files and the last rename
         wins; for tiles of the same request that is harmless.

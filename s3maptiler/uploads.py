@@ -53,6 +53,7 @@ class UploadJob:
     data: bytes = field(repr=False)
     content_type: str
     cache_control: str | None = None
+    redirect_to: str | None = None  # key of the shared blank this empty tile points to
 
 
 class UploadPool:
@@ -219,7 +220,11 @@ class UploadPool:
         attempt = 0
         while True:
             try:
-                outcome = self.store.put(job.key, job.data, job.content_type, job.cache_control)
+                # Only stores that can redirect hear of it; every other store stays simple.
+                extra = {"redirect_to": job.redirect_to} if job.redirect_to else {}
+                outcome = self.store.put(
+                    job.key, job.data, job.content_type, job.cache_control, **extra
+                )
             except StoreError as err:
                 if not err.retryable or attempt >= self.retries:
                     reason = str(err) if err.retryable else f"{err} (not retryable)"

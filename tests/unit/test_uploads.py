@@ -39,7 +39,7 @@ class FakeStore(TileStore):
         self.objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def put(self, key, data, content_type, cache_control):
+    def put(self, key, data, content_type, cache_control, redirect_to=None):
         with self._lock:
             self.calls[key] += 1
             attempt = self.calls[key]
@@ -221,10 +221,10 @@ def test_backoff_doubles(make_pool, monkeypatch):
 
 def test_a_store_bug_does_not_kill_the_worker(make_pool, caplog):
     class Broken(FakeStore):
-        def put(self, key, data, content_type, cache_control):
+        def put(self, key, data, content_type, cache_control, redirect_to=None):
             if key == "tiles/bad.png":
                 raise RuntimeError("boom")
-            return super().put(key, data, content_type, cache_control)
+            return super().put(key, data, content_type, cache_control, redirect_to)
 
     store = Broken()
     pool = make_pool(store, workers=1, backoff=0)

@@ -380,3 +380,36 @@ def test_a_metatile_of_the_wrong_size_is_a_502(tmp_path, wms):
     answer = app.test_client().get("/tiles/1/1/1.png")
     assert answer.status_code == 502
     assert service.uploads.stats()["submitted"] == 0
+
+
+def test_empty_tiles_can_redirect_to_one_shared_blank(tmp_path):
+    sea = io.BytesIO()
+    Image.new("RGB", (512, 512), (170, 211, 223)).save(sea, "PNG")
+    with mock_aws(), responses.RequestsMock() as wms:
+        wms.get(WMS, body=sea.getvalue(), content_type="image/png")
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="tiles-unit")
+        app, service = make_app(
+            tmp_path, store=S3Store("tiles-unit", s3), METATILE="2x2", EMPTY_TILES="redirect"
+        )
+        client = app.test_client()
+        first = client.get("/tiles/1/0/0.png")
+        assert first.status_code == 200
+        deadline = time.monotonic() + 5  # four pointers and one blank
+        while s3.list_objects_v2(Bucket="tiles-unit")["KeyCount"] < 5:
+            assert time.monotonic() < deadline, s3.list_objects_v2(Bucket="tiles-unit")
+            time.sleep(0.02)
+        for xy in ("0/0", "0/1", "1/0", "1/1"):
+            wait_uploaded(service, f"tiles/1/{xy}.png")
+        objects = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket="tiles-unit")["Contents"]}
+        blanks = [k for k in objects if k.startswith("tiles/_blank/")]
+        assert len(blanks) == 1 and objects[blanks[0]] == len(first.data)
+        for xy in ("0/0", "0/1", "1/0", "1/1"):
+            head = s3.head_object(Bucket="tiles-unit", Key=f"tiles/1/{xy}.png")
+            assert head["ContentLength"] == 0
+            assert head["WebsiteRedirectLocation"] == "/" + blanks[0]
+        # Read back through the service: the pointer is followed to the blank's bytes.
+        again = client.get("/tiles/1/1/1.png")
+        assert again.headers["X-Tile-Source"] == "cache"
+        assert again.data == first.data
+        assert len(wms_calls(wms)) == 1
