@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from s3maptiler import bucket as b
 from s3maptiler.bucket import (
@@ -29,25 +26,6 @@ from s3maptiler.bucket import (
 
 BUCKET = "tile-cache"
 HOST = "tiles-api.example.com"
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-
-
-@pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
 
 
 def spec(**changes) -> BucketSpec:

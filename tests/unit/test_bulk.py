@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -14,12 +13,12 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto import mock_aws
 from PIL import Image
 
 from s3maptiler import bulk
 from s3maptiler.grids import WEB_MERCATOR
 from s3maptiler.layouts import get_layout
+from tests.unit.conftest import count_calls
 
 BUCKET = "tile-cache"
 ARCGIS = get_layout("arcgis")
@@ -63,38 +62,6 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-
-
-@pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-
-
-def count_calls(client) -> Counter:
-    """Count the S3 operations `client` makes from now on."""
-    calls: Counter = Counter()
-    lock = threading.Lock()
-
-    def seen(model, **_):
-        with lock:
-            calls[model.name] += 1
-
-    client.meta.events.register("before-call.s3", seen)
-    return calls
 
 
 @pytest.fixture

@@ -2,55 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import Counter
-
-import boto3
 import mercantile
 import pytest
-from moto import mock_aws
 
 from s3maptiler import purge
 from s3maptiler.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox
 from s3maptiler.layouts import get_layout
 from s3maptiler.purge import TileSelection
+from tests.unit.conftest import count_calls
 
 BUCKET = "tile-cache"
 TMS = get_layout("tms")
 ARCGIS = get_layout("arcgis")
 QUADKEY = get_layout("quadkey")
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-
-
-@pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-
-
-def count_calls(client) -> Counter:
-    calls: Counter = Counter()
-    lock = threading.Lock()
-
-    def seen(model, **_):
-        with lock:
-            calls[model.name] += 1
-
-    client.meta.events.register("before-call.s3", seen)
-    return calls
 
 
 def tms_key(x: int, y: int, z: int, prefix: str = "tiles/") -> str:
