@@ -26,7 +26,9 @@ timeout = 60
 # Below Elastic Beanstalk's ~90 s systemd stop timeout, so draining uploads finishes.
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "45"))
 keepalive = 5
-max_requests = int(os.environ.get("MAX_REQUESTS", "2000"))
+# No recycling by default: with one worker, each restart stalled every request for
+# about a second (bench/soak.py), and its memory levels off at ~170 MB without it.
+max_requests = int(os.environ.get("MAX_REQUESTS", "0"))
 max_requests_jitter = 200
 accesslog = None  # the app writes one structured line per tile request
 

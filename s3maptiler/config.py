@@ -104,8 +104,8 @@ class Settings:
     wms_connect_timeout: float = 3.05
     wms_timeout: float = 30.0
     wms_retries: int = 2
-    wms_max_concurrent: int = 16  # per layer
-    wms_queue_wait: float = 5.0  # seconds to wait for a WMS slot before answering 503
+    wms_max_concurrent: int = 16  # per layer; default half the threads
+    wms_queue_wait: float = 1.0  # seconds to wait for a WMS slot before answering 503
     wms_breaker_failures: int = 5
     wms_breaker_cooldown: float = 10.0
     cors_origins: tuple[str, ...] = ("*",)
@@ -312,8 +312,15 @@ def load_settings(
         wms_connect_timeout=read.number("WMS_CONNECT_TIMEOUT", 3.05, 0.1, 60),
         wms_timeout=read.number("WMS_TIMEOUT", 30.0, 0.1, 600),
         wms_retries=read.integer("WMS_RETRIES", 2, 0, 10),
-        wms_max_concurrent=read.integer("WMS_MAX_CONCURRENT", 16, 1, 1024),
-        wms_queue_wait=read.number("WMS_QUEUE_WAIT", 5.0, 0.0, 600),
+        # Half the threads by default: a hanging WMS never holds all of them, so
+        # cached tiles and the health check still answer.
+        wms_max_concurrent=read.integer(
+            "WMS_MAX_CONCURRENT",
+            max(read.integer("GUNICORN_THREADS", 32, 1, 1024) // 2, 1),
+            1,
+            1024,
+        ),
+        wms_queue_wait=read.number("WMS_QUEUE_WAIT", 1.0, 0.0, 600),
         wms_breaker_failures=read.integer("WMS_BREAKER_FAILURES", 5, 1, 1000),
         wms_breaker_cooldown=read.number("WMS_BREAKER_COOLDOWN", 10.0, 0.1, 3600),
         cors_origins=_cors_origins(read),

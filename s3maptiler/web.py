@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
 from . import capabilities, metrics, preview
 from .config import Settings, load_settings
@@ -94,7 +95,11 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     def heartbeat() -> Response:
         stats = service.uploads.stats()
         if request.args.get("deep") not in ("1", "true"):
-            return _text(200, f"ok uploads_pending={stats['pending']}")
+            counts = " ".join(
+                f"uploads_{name}={stats[name]}"
+                for name in ("pending", "stored", "failed", "dropped", "retried")
+            )
+            return _text(200, f"ok {counts}")
         # Deep: the store and every WMS, each with a short timeout, reported one by one.
         checks = {"store": _check(service.store.check)}
         for runtime in service.layers:
@@ -110,6 +115,23 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     def prometheus() -> Response:
         body, content_type = metrics.exposition()
         return Response(body, content_type=content_type)
+
+    @app.before_request
+    def refuse_encoded_slashes() -> Response | None:
+        raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
+        if "%2f" in raw.split("?", 1)[0].lower():
+            # No route's address holds an encoded slash; decoding it would change the key.
+            return _text(400, "encoded slash in the path")
+        return None
+
+    @app.errorhandler(HTTPException)
+    def one_line_errors(error: HTTPException) -> Response:
+        """Flask's own 404/405/... pages, as one line of text like every other error."""
+        response = _text(error.code or 500, f"{error.code} {error.name}")
+        allowed = error.get_response().headers.get("Allow")
+        if allowed:
+            response.headers["Allow"] = allowed
+        return response
 
     @app.after_request
     def cors(response: Response) -> Response:
@@ -215,10 +237,6 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     def tile(path: str) -> Response:
         if len(path) > MAX_PATH_LENGTH:
             return _text(400, f"path longer than {MAX_PATH_LENGTH} characters")
-        raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
-        if "%2f" in raw.split("?", 1)[0].lower():
-            # S3 keys never hold an encoded slash; decoding it would change the key.
-            return _text(400, "encoded slash in the path")
         known_miss = path.startswith(settings.miss_prefix)
         key = path[len(settings.miss_prefix) :] if known_miss else path
         return _tile_response(service, key, known_miss=known_miss)
