@@ -71,6 +71,7 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("WEB_CONCURRENCY", "1", "gunicorn worker processes (single-flight is per process: keep 1 unless CPU-bound)"),
     ("GUNICORN_THREADS", "32", "threads per gunicorn worker; also sizes the WMS and S3 pools"),
     ("GRACEFUL_TIMEOUT", "45", "seconds gunicorn gives a stopping worker to drain uploads"),
+    ("MALLOC_ARENA_MAX", "2", "glibc malloc arenas per worker (fewer: less memory with many threads)"),
     ("MAX_REQUESTS", "0", "gunicorn recycles a worker after this many requests (0: never; uploads drain first)"),
     ("PROMETHEUS_MULTIPROC_DIR", None, "where workers keep /metrics samples; unset: gunicorn.conf.py makes a temp dir"),
     ("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
