@@ -20,7 +20,6 @@ explains every column.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import io
 import json
@@ -55,7 +54,13 @@ sys.path.insert(0, str(ROOT))
 from s3maptiler.demowms import DemoWMS, unavailable_reason  # noqa: E402
 from s3maptiler.grids import WEB_MERCATOR, Tile  # noqa: E402
 from s3maptiler.wms import WMSSource, getmap_url  # noqa: E402
-from tests.servers import GunicornApp, MotoServer, free_port  # noqa: E402
+from tests.servers import (  # noqa: E402
+    GunicornApp,
+    MotoServer,
+    free_port,
+    service_cpu_seconds,
+    worker_peak_rss_mb,
+)
 
 log = logging.getLogger("bench.compare_mapproxy")
 
@@ -151,47 +156,6 @@ def warm_tiles(block: list[Tile], metatile: tuple[int, int]) -> list[Tile]:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def _stat_cpu_seconds(pid: int) -> float:
-    """utime + stime + cutime + cstime of a process, in seconds (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def worker_pids(arbiter: int) -> list[int]:
-    """The gunicorn workers: the arbiter's child processes."""
-    try:
-        return [
-            int(p) for p in Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text().split()
-        ]
-    except FileNotFoundError:
-        return []
-
-
-def service_cpu_seconds(arbiter: int) -> float:
-    """CPU seconds of a gunicorn service: the arbiter, workers it has reaped (recycled
-    by max_requests) and the live workers. Deltas of this are exact across recycling."""
-    total = _stat_cpu_seconds(arbiter)
-    for pid in worker_pids(arbiter):
-        # A worker that exits between the listing and the read is counted once reaped.
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            total += _stat_cpu_seconds(pid)
-    return total
-
-
-def worker_peak_rss_mb(arbiter: int) -> dict[int, float]:
-    """VmHWM (peak resident set) of each live worker, in megabytes (10^6 bytes)."""
-    peaks = {}
-    for pid in worker_pids(arbiter):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
-        if match:
-            peaks[pid] = int(match.group(1)) * 1024 / 1e6
-    return peaks
 
 
 def procfile_gunicorn_settings() -> dict[str, object]:

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from s3maptiler.demowms import DemoWMS  # noqa: E402
-from tests.servers import GunicornApp, MotoServer  # noqa: E402
+from tests.servers import GunicornApp, MotoServer, status_kib, worker_pids  # noqa: E402
 
 AWS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -120,17 +120,8 @@ def block(lon: float, lat: float, z: int, count: int) -> list[tuple[int, int, in
     return [(x0 + i % side, y0 + i // side, z) for i in range(count)]
 
 
-def worker_pids(arbiter: int) -> list[int]:
-    path = Path(f"/proc/{arbiter}/task/{arbiter}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
 def rss_mb(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return (status_kib(pid, "VmRSS") or 0) / 1024
 
 
 def pct(values: list[float], q: int) -> float:

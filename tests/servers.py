@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
+import re
 import shlex
 import signal
 import socket
@@ -61,6 +63,51 @@ class MotoServer:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(10)
+
+
+# --- what a running gunicorn costs, from /proc (Linux) ------------------------------
+
+
+def worker_pids(arbiter: int) -> list[int]:
+    """The gunicorn workers: the arbiter's child processes."""
+    try:
+        text = Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(pid) for pid in text.split()]
+
+
+def _stat_cpu_seconds(pid: int) -> float:
+    """utime + stime + cutime + cstime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def service_cpu_seconds(arbiter: int) -> float:
+    """CPU seconds of a gunicorn service: the arbiter, the workers it has reaped (recycled)
+    and the live workers, so deltas of this are exact across recycling."""
+    total = _stat_cpu_seconds(arbiter)
+    for pid in worker_pids(arbiter):
+        # A worker that exits between the listing and the read is counted once reaped.
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += _stat_cpu_seconds(pid)
+    return total
+
+
+def status_kib(pid: int, field: str) -> int | None:
+    """A kB field of /proc/<pid>/status (VmRSS, VmHWM), or None if the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    return int(match.group(1)) if match else None
+
+
+def worker_peak_rss_mb(arbiter: int) -> dict[int, float]:
+    """VmHWM (peak resident set) of each live worker, in megabytes (10^6 bytes)."""
+    peaks = {pid: status_kib(pid, "VmHWM") for pid in worker_pids(arbiter)}
+    return {pid: kib * 1024 / 1e6 for pid, kib in peaks.items() if kib is not None}
 
 
 def procfile_command() -> list[str]:

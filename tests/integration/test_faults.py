@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import boto3
 import pytest
@@ -27,7 +26,7 @@ from tests.badrequests import BadRequest, load_corpus, send_raw
 from tests.faults3 import FaultS3Proxy, wait_until
 from tests.faultwms import MESSAGES, FaultWMS, closed_url
 from tests.integration.conftest import AWS_ENV
-from tests.servers import GunicornApp
+from tests.servers import GunicornApp, status_kib, worker_pids
 
 pytestmark = pytest.mark.integration
 
@@ -61,16 +60,10 @@ def wait_idle(app: GunicornApp, timeout: float = 30.0) -> bool:
     return wait_until(lambda: heartbeat(app).get("uploads_pending") == 0, timeout, 0.1)
 
 
-def worker_pids(app: GunicornApp) -> list[int]:
-    pid = app.process.pid
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+    kib = status_kib(pid, "VmRSS")
+    assert kib is not None, f"no VmRSS for {pid}"
+    return kib
 
 
 def tms_key(x: int, y: int, z: int, prefix: str = "tiles/") -> str:
@@ -405,7 +398,7 @@ def test_upload_queue_overflow_serves_every_miss_counts_the_drops_and_bounds_mem
         for n in range(8):  # warm up: threads, pools, allocator, one image size
             assert session.get(f"{app.url}/tiles/14/{n}/0.png", timeout=30).status_code == 200
         assert wait_idle(app)
-        [worker] = worker_pids(app)
+        [worker] = worker_pids(app.process.pid)
         before = rss_kib(worker)
 
         proxy.hold_puts()
