@@ -717,8 +717,9 @@ def _retry_after(response: requests.Response) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _root_cause(exc: BaseException) -> str:
-    """A short, URL-free description of why a connection failed."""
+def _causes(exc: BaseException):
+    """`exc` and everything it wraps (args, reason, cause, context), each once:
+    requests and urllib3 bury the socket error several layers down."""
     seen: set[int] = set()
     pending: list[object] = [exc]
     while pending:
@@ -726,6 +727,14 @@ def _root_cause(exc: BaseException) -> str:
         if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
+        yield current
+        pending.extend(current.args[:1])
+        pending.extend([getattr(current, "reason", None), current.__cause__, current.__context__])
+
+
+def _root_cause(exc: BaseException) -> str:
+    """A short, URL-free description of why a connection failed."""
+    for current in _causes(exc):
         if isinstance(current, ConnectionRefusedError):
             return "connection refused"
         if isinstance(current, http.client.RemoteDisconnected):  # before its base class
@@ -736,27 +745,12 @@ def _root_cause(exc: BaseException) -> str:
             return "connection aborted"
         if isinstance(current, socket.gaierror):
             return "the WMS host name could not be resolved"
-        pending.extend(current.args[:1])
-        pending.extend([getattr(current, "reason", None), current.__cause__, current.__context__])
     return type(exc).__name__
 
 
 def _is_read_timeout(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    pending: list[object] = [exc]
-    while pending:
-        current = pending.pop(0)
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, (ReadTimeoutError, requests.exceptions.ReadTimeout, TimeoutError)):
-            return True
-        pending.extend(current.args[:1])
-        pending.extend([current.__cause__, current.__context__])
-    return False
-
-
-# --------------------------------------------------------------------------- client
+    timeouts = (ReadTimeoutError, requests.exceptions.ReadTimeout, TimeoutError)
+    return any(isinstance(current, timeouts) for current in _causes(exc))
 
 
 @dataclass(frozen=True)
