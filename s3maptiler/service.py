@@ -463,9 +463,10 @@ class TileService:
 
     def _upload(self, job: UploadJob) -> bool:
         queued = self.uploads.submit(job)
-        if not queued:
+        if queued:
+            metrics.UPLOAD_QUEUE.inc()  # the pool's on_result decrements it: exact, no lock
+        else:
             metrics.UPLOADS.labels("dropped").inc()
-        metrics.UPLOAD_QUEUE.set(self.uploads.stats()["pending"])
         return queued
 
     def _slice_rest(

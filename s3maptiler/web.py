@@ -71,6 +71,7 @@ def build_service(settings: Settings, store: TileStore | None = None) -> TileSer
 
 
 def _count_upload(job, outcome: str) -> None:
+    """Called once for every job the pool accepted, whatever became of it."""
     metrics.UPLOADS.labels(outcome).inc()
     metrics.UPLOAD_QUEUE.dec()
 
