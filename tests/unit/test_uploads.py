@@ -118,6 +118,7 @@ def test_all_jobs_end_up_stored(make_pool):
         "dropped": 0,
         "retried": 0,
         "pending": 0,
+        "threads": 0,  # every thread left after the drain
     }
 
 
