@@ -44,7 +44,7 @@ from s3maptiler.cli import (
     s3_options,
 )
 from s3maptiler.config import Settings
-from s3maptiler.service import LayerRuntime
+from s3maptiler.pipeline import LayerRuntime
 from s3maptiler.stores import LocalStore, S3Store, TileStore
 from s3maptiler.wms import WMSClient, WMSError
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)
     tasks_enabled: bool = False
     upload_workers: int = 4
+    upload_max_workers: int = 32  # the pool grows to this many threads while a backlog lasts
     upload_queue: int = 2000
     upload_retries: int = 3
     s3_acl: str | None = None
@@ -122,6 +124,8 @@ class Settings:
     port: int = 8000
     log_level: str = "INFO"
     service_url: str | None = None  # public URL of the service, for URLs in documents
+    spool_dir: Path = field(default_factory=lambda: default_spool_dir())
+    fleet_leases: bool = True  # share metatile renders between instances through the bucket
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -181,6 +185,12 @@ class _Reader:
         if raw not in choices:
             raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
         return raw
+
+
+def default_spool_dir() -> Path:
+    """Where the workers of a host share renders: memory-backed where the host has it."""
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    return Path(base) / f"s3maptiler-spool-{os.getuid()}"
 
 
 def check_url(name: str, url: str) -> str:
@@ -299,6 +309,13 @@ def load_settings(
     endpoint = read.text("AWS_ENDPOINT_URL_S3") or read.text("AWS_ENDPOINT_URL")
     if endpoint is not None:
         check_url("AWS_ENDPOINT_URL", endpoint)
+    upload_workers = read.integer("UPLOAD_WORKERS", 4, 1, 256)
+    upload_max_workers = read.integer("UPLOAD_MAX_WORKERS", max(32, upload_workers), 1, 1024)
+    if upload_max_workers < upload_workers:
+        raise ConfigError(
+            f"UPLOAD_MAX_WORKERS: {upload_max_workers} is below UPLOAD_WORKERS {upload_workers}"
+        )
+    spool_dir = read.text("SPOOL_DIR")
     log_level = (read.text("LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL: {log_level!r} is not a logging level")
@@ -325,7 +342,8 @@ def load_settings(
         wms_breaker_cooldown=read.number("WMS_BREAKER_COOLDOWN", 10.0, 0.1, 3600),
         cors_origins=_cors_origins(read),
         tasks_enabled=read.boolean("TASKS_ENABLED", False),
-        upload_workers=read.integer("UPLOAD_WORKERS", 4, 1, 256),
+        upload_workers=upload_workers,
+        upload_max_workers=upload_max_workers,
         upload_queue=read.integer("UPLOAD_QUEUE", 2000, 1, 1_000_000),
         upload_retries=read.integer("UPLOAD_RETRIES", 3, 0, 20),
         s3_acl=read.text("S3_ACL"),
@@ -337,5 +355,7 @@ def load_settings(
         port=read.integer("PORT", 8000, 1, 65535),
         log_level=log_level,
         service_url=_service_url(read),
+        spool_dir=Path(spool_dir) if spool_dir else default_spool_dir(),
+        fleet_leases=read.boolean("FLEET_LEASES", True),
         extra=values,
     )

@@ -28,7 +28,7 @@ class WMSUnavailable(Exception):
 class WMSGuard:
     def __init__(self, max_concurrent: int, wait: float, failures: int, cooldown: float):
         self._slots = threading.BoundedSemaphore(max_concurrent)
-        self._wait = wait
+        self.wait = wait  # seconds a GetMap may wait for a slot
         self._failures_to_open = failures
         self._cooldown = cooldown
         self._lock = threading.Lock()
@@ -40,7 +40,7 @@ class WMSGuard:
     def slot(self):
         """Hold one of the layer's WMS slots for the duration of a GetMap."""
         self._check_breaker()
-        if not self._slots.acquire(timeout=self._wait):
+        if not self._slots.acquire(timeout=self.wait):
             raise WMSUnavailable("WMS busy: too many requests waiting for it", retry_after=1)
         try:
             yield

@@ -30,8 +30,8 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .pipeline import LayerRuntime
 from .seed import BadJob, ListingCache, MetaJob, RenderCounts, render_metatile
-from .service import LayerRuntime
 from .stores import StoreError, TileStore
 from .wms import WMSClient, WMSError
 

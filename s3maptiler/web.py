@@ -19,6 +19,8 @@ from werkzeug.exceptions import HTTPException
 from . import capabilities, metrics, preview
 from .config import Settings, load_settings
 from .guard import WMSUnavailable
+from .leases import Leases
+from .pipeline import SharedBlanks
 from .service import (
     BadTileRequest,
     TileNotFound,
@@ -26,10 +28,10 @@ from .service import (
     TileRequestError,
     TileResult,
     TileService,
-    media_type,
 )
+from .spool import Spool
 from .stores import LocalStore, S3Store, TileStore, make_s3_client
-from .uploads import UploadPool
+from .uploads import UploadJob, UploadPool
 from .wms import WMSClient, WMSError
 
 log = logging.getLogger("s3maptiler.request")
@@ -39,10 +41,12 @@ MAX_PATH_LENGTH = 1024
 
 def build_service(settings: Settings, store: TileStore | None = None) -> TileService:
     """Create the per-process clients (WMS session, S3 client, upload pool) and the service."""
+    leases = None
     if store is None:
         if settings.bucket:
             client = make_s3_client(
-                max_pool_connections=settings.threads + settings.upload_workers,
+                # Request threads, upload threads and lease calls share the connections.
+                max_pool_connections=settings.threads + settings.upload_max_workers,
                 endpoint_url=settings.aws_endpoint_url,
                 region_name=settings.aws_region,
             )
@@ -52,6 +56,8 @@ def build_service(settings: Settings, store: TileStore | None = None) -> TileSer
                 acl=settings.s3_acl,
                 conditional=settings.s3_conditional_put,
             )
+            if settings.fleet_leases:
+                leases = Leases(client, settings.bucket)
         else:
             store = LocalStore(settings.local_cache_dir)
     wms = WMSClient(
@@ -60,20 +66,24 @@ def build_service(settings: Settings, store: TileStore | None = None) -> TileSer
         read_timeout=settings.wms_timeout,
         retries=settings.wms_retries,
     )
+    blanks = SharedBlanks()
+
+    def settled(job: UploadJob, outcome: str) -> None:
+        """Called once for every job the pool accepted, whatever became of it."""
+        metrics.UPLOADS.labels(outcome).inc()
+        metrics.UPLOAD_QUEUE.dec()
+        blanks.settled(job, outcome)
+
     uploads = UploadPool(
         store,
         workers=settings.upload_workers,
+        max_workers=settings.upload_max_workers,
         max_pending=settings.upload_queue,
         retries=settings.upload_retries,
-        on_result=_count_upload,
+        on_result=settled,
     )
-    return TileService(settings, store, wms, uploads)
-
-
-def _count_upload(job, outcome: str) -> None:
-    """Called once for every job the pool accepted, whatever became of it."""
-    metrics.UPLOADS.labels(outcome).inc()
-    metrics.UPLOAD_QUEUE.dec()
+    spool = Spool(settings.spool_dir)
+    return TileService(settings, store, wms, uploads, spool, leases, blanks)
 
 
 def create_app(settings: Settings | None = None, service: TileService | None = None) -> Flask:
@@ -277,7 +287,7 @@ def _wmts_kvp_request(service: TileService, args: dict[str, str]) -> TileRequest
     runtime = service.by_name.get(args["LAYER"])
     if runtime is None:
         raise TileNotFound(f"no layer named {args['LAYER'][:64]!r}")
-    ext = next((e for e, src in runtime.sources.items() if media_type(src) == args["FORMAT"]), None)
+    ext = next((e for e in runtime.sources if runtime.content_type(e) == args["FORMAT"]), None)
     if ext is None:
         raise TileNotFound(f"layer {args['LAYER']} does not serve {args['FORMAT'][:64]!r}")
     path = f"{args['TILEMATRIX']}/{args['TILEROW']}/{args['TILECOL']}.{ext}"

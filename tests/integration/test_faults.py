@@ -26,7 +26,7 @@ from tests.badrequests import BadRequest, load_corpus, send_raw
 from tests.faults3 import FaultS3Proxy, wait_until
 from tests.faultwms import MESSAGES, FaultWMS, closed_url
 from tests.integration.conftest import AWS_ENV
-from tests.servers import GunicornApp, status_kib, worker_pids
+from tests.servers import GunicornApp, status_kib, tile_keys, worker_pids
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +44,7 @@ def new_bucket(s3) -> str:
     return name
 
 
-def keys_in(s3, bucket: str) -> set[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return {item["Key"] for page in pages for item in page.get("Contents", [])}
+keys_in = tile_keys
 
 
 def heartbeat(app: GunicornApp) -> dict[str, int]:
@@ -445,6 +443,7 @@ def test_sigterm_with_thousands_of_pending_uploads_loses_none_silently(fault_wms
             "METATILE": "4x4",
             "UPLOAD_QUEUE": "4000",
             "UPLOAD_WORKERS": "8",
+            "UPLOAD_MAX_WORKERS": "8",  # a fixed pool, so thousands of uploads are pending
             "GUNICORN_THREADS": "8",
             "GRACEFUL_TIMEOUT": "30",
             "LOG_LEVEL": "WARNING",

@@ -14,7 +14,7 @@ from PIL import Image
 from s3maptiler.grids import WEB_MERCATOR, Tile
 from s3maptiler.wms import WMSSource, getmap_url
 from tests.integration.conftest import AWS_ENV
-from tests.servers import DelayProxy, GunicornApp
+from tests.servers import DelayProxy, GunicornApp, tile_keys
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def wait_for_object(s3, bucket: str, key: str, timeout: float = 15.0) -> dict:
 
 
 def keys_in(s3, bucket: str) -> list[str]:
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return sorted(tile_keys(s3, bucket))
 
 
 @pytest.fixture

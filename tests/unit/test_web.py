@@ -36,6 +36,8 @@ def make_app(tmp_path, store=None, **env):
             "WMS_SERVER": WMS,
             "MAP_LAYERS": "roads",
             "LOCAL_CACHE_DIR": str(tmp_path / "tiles"),
+            # A spool of its own: renders published by an earlier test must not answer this one.
+            "SPOOL_DIR": str(tmp_path / "spool"),
             "WMS_RETRIES": "0",
             # One GetMap per tile unless a test asks for metatiles: WMS calls map to tiles.
             "METATILE": "1x1",
@@ -53,6 +55,15 @@ def wait_uploaded(service, key, timeout=5.0):
     deadline = time.monotonic() + timeout
     while service.uploads.pending(key) is not None:
         assert time.monotonic() < deadline, "upload did not finish"
+        time.sleep(0.01)
+
+
+def wait_all_uploaded(service, submitted, timeout=5.0):
+    """Wait until `submitted` uploads were queued (the slicer queues after the answer)
+    and none is pending."""
+    deadline = time.monotonic() + timeout
+    while (stats := service.uploads.stats())["pending"] or stats["submitted"] < submitted:
+        assert time.monotonic() < deadline, "uploads did not finish"
         time.sleep(0.01)
 
 
@@ -393,23 +404,33 @@ def test_empty_tiles_can_redirect_to_one_shared_blank(tmp_path):
             tmp_path, store=S3Store("tiles-unit", s3), METATILE="2x2", EMPTY_TILES="redirect"
         )
         client = app.test_client()
-        first = client.get("/tiles/1/0/0.png")
+        first = client.get("/tiles/2/0/0.png")
         assert first.status_code == 200
-        deadline = time.monotonic() + 5  # four pointers and one blank
-        while s3.list_objects_v2(Bucket="tiles-unit")["KeyCount"] < 5:
-            assert time.monotonic() < deadline, s3.list_objects_v2(Bucket="tiles-unit")
-            time.sleep(0.02)
-        for xy in ("0/0", "0/1", "1/0", "1/1"):
-            wait_uploaded(service, f"tiles/1/{xy}.png")
-        objects = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket="tiles-unit")["Contents"]}
-        blanks = [k for k in objects if k.startswith("tiles/_blank/")]
-        assert len(blanks) == 1 and objects[blanks[0]] == len(first.data)
-        for xy in ("0/0", "0/1", "1/0", "1/1"):
-            head = s3.head_object(Bucket="tiles-unit", Key=f"tiles/1/{xy}.png")
+        wait_all_uploaded(service, 5)  # the shared blank and the four tiles
+        blanks = [
+            o["Key"]
+            for o in s3.list_objects_v2(Bucket="tiles-unit", Prefix="tiles/_blank/")["Contents"]
+        ]
+        assert len(blanks) == 1
+        # The requested tile was queued before the shared blank was known to be stored,
+        # so it is stored whole: a pointer never points at an object that is not there.
+        head = s3.head_object(Bucket="tiles-unit", Key="tiles/2/0/0.png")
+        assert head["ContentLength"] == len(first.data)
+        assert "WebsiteRedirectLocation" not in head
+
+        second = client.get("/tiles/2/2/0.png")  # another metatile of the same sea
+        assert second.data == first.data
+        second_block = [f"tiles/2/{xy}.png" for xy in ("2/0", "2/1", "3/0", "3/1")]
+        wait_all_uploaded(service, 9)
+        for key in second_block:
+            head = s3.head_object(Bucket="tiles-unit", Key=key)
             assert head["ContentLength"] == 0
             assert head["WebsiteRedirectLocation"] == "/" + blanks[0]
+        assert s3.head_object(Bucket="tiles-unit", Key=blanks[0])["ContentLength"] == len(
+            first.data
+        )
         # Read back through the service: the pointer is followed to the blank's bytes.
-        again = client.get("/tiles/1/1/1.png")
+        again = client.get("/tiles/2/3/1.png")
         assert again.headers["X-Tile-Source"] == "cache"
         assert again.data == first.data
-        assert len(wms_calls(wms)) == 1
+        assert len(wms_calls(wms)) == 2
