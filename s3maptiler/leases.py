@@ -46,18 +46,22 @@ _MAX_POLL = 1.0
 
 @dataclass(frozen=True)
 class Lease:
-    """A lease this instance holds: its key and the ETag of the record it wrote."""
+    """A lease this instance holds: its key, the ETag of the record it wrote, and
+    when it took it (wall clock)."""
 
     key: str
     etag: str
+    started: float
 
 
 @dataclass
 class Claim:
-    """What asking for a metatile's lease gave: the lease, or another's render."""
+    """What asking for a metatile's lease gave: the lease, or another's render and
+    the seconds that render took (for the next estimate)."""
 
     lease: Lease | None = None
     found: RenderedTiles | None = None
+    took: float | None = None
 
 
 class _Refused(Exception):
@@ -99,11 +103,13 @@ class Leases:
             return Claim()
 
     def _claim(self, key: str, deadline: float, budget: float, expected: float) -> Claim:
-        record = self._rendering_record(budget, expected)
+        started = time.time()
+        record = self._rendering_record(started, budget, expected)
         polls = 0  # reads of a render under way; more than none: we wait for that render
         while True:
             try:
-                return Claim(lease=Lease(key, self._put(key, record, if_none_match=True)))
+                etag = self._put(key, record, if_none_match=True)
+                return Claim(lease=Lease(key, etag, started))
             except _Refused:
                 pass
             while True:
@@ -112,11 +118,15 @@ class Leases:
                     break  # the holder gave up: race for a new lease
                 header, blob, etag = read
                 state, now = header.get("state"), time.time()
-                if state == "done" and now - float(header.get("done_at", 0)) < self.done_ttl:
+                done_at = float(header.get("done_at", 0))
+                if state == "done" and now - done_at < self.done_ttl:
                     try:
-                        return Claim(found=RenderedTiles.from_bytes(blob)[0])
+                        rendered = RenderedTiles.from_bytes(blob)[0]
                     except BadBundle as exc:
                         log.warning("lease %s holds an unreadable render: %s", key, exc)
+                    else:
+                        took = done_at - float(header.get("started", done_at))
+                        return Claim(found=rendered, took=took)
                 elif state == "rendering" and now < float(header.get("expires", 0)):
                     self._pause(header, polls, deadline)
                     polls += 1
@@ -125,7 +135,7 @@ class Leases:
                     raise from_record(header.get("failure") or {})
                 # Stale: an expired holder, an old render, a failure before our time.
                 try:
-                    return Claim(lease=Lease(key, self._put(key, record, if_match=etag)))
+                    return Claim(lease=Lease(key, self._put(key, record, if_match=etag), started))
                 except _Refused:
                     continue  # another instance took it over first: wait on it
 
@@ -136,16 +146,16 @@ class Leases:
         if left <= 0:
             raise WaitTimeout("waited too long for another instance's render")
         expected = float(header.get("expected", 1.0))
-        if polls == 0:
+        if polls == 0:  # first read: when the holder expects to be done
             due = float(header.get("started", 0)) + expected - time.time()
             pause = min(max(due * 1.1, _MIN_POLL), expected)
-        else:
-            pause = min(_MIN_POLL * 2 ** (polls + 1), _MAX_POLL)
+        else:  # late: half the expected time, doubling, so reads stay few
+            pause = min(max(expected * 2 ** (polls - 2), _MIN_POLL), _MAX_POLL)
         time.sleep(min(pause, left))
 
     def publish(self, lease: Lease, rendered: RenderedTiles) -> None:
         """Replace our lease with the finished render, for instances waiting on it."""
-        blob = rendered.to_bytes(state="done", done_at=time.time())
+        blob = rendered.to_bytes(state="done", started=lease.started, done_at=time.time())
         self._settle(lease, blob)
 
     def fail(self, lease: Lease, exc: BaseException) -> None:
@@ -163,14 +173,13 @@ class Leases:
 
     # ---------------------------------------------------------------- S3 calls
 
-    def _rendering_record(self, budget: float, expected: float) -> bytes:
-        now = time.time()
+    def _rendering_record(self, started: float, budget: float, expected: float) -> bytes:
         header = {
             "state": "rendering",
             "holder": self.holder,
-            "started": now,
+            "started": started,
             "expected": round(expected, 3),
-            "expires": now + budget,
+            "expires": started + budget,
         }
         return json.dumps(header, separators=(",", ":")).encode() + b"\n"
 

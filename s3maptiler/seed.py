@@ -552,10 +552,6 @@ class RenderCounts:
         self.getmaps += other.getmaps
 
 
-# Shared blanks known to be stored, for every seed run and worker message of this process.
-_BLANKS = SharedBlanks()
-
-
 def render_metatile(
     runtime: LayerRuntime,
     job: MetaJob,
@@ -564,13 +560,15 @@ def render_metatile(
     existing: ListingCache | None = None,
     limiter: TokenBucket | None = None,
     stop: threading.Event | None = None,
-    blanks: SharedBlanks = _BLANKS,
+    blanks: SharedBlanks | None = None,
 ) -> RenderCounts:
     """Draw one metatile with ONE GetMap and store each of the job's tiles.
 
     With ``existing`` the keys already in the store are skipped, and no GetMap is sent
-    when all of them are. Raises BadJob, WMSError (including an unusable image) or
-    StoreError; tiles stored before a StoreError stay stored.
+    when all of them are. ``blanks``: the shared blanks known to be in ``store``
+    (one registry per store, kept across jobs; None: this job's own). Raises BadJob,
+    WMSError (including an unusable image) or StoreError; tiles stored before a
+    StoreError stay stored.
     """
     meta, tiles = job_tiles(runtime, job)
     counts = RenderCounts()
@@ -589,6 +587,7 @@ def render_metatile(
         return counts
     if limiter is not None and not limiter.acquire(stop):
         raise Interrupted("stopped before the GetMap")
+    blanks = blanks or SharedBlanks()
     seeded = seed_metatile(Renderer(wms), runtime, job.ext, meta, keys, store, blanks)
     counts.getmaps = seeded.getmaps
     counts.stored = seeded.stored
@@ -790,6 +789,7 @@ def run_seed(
     done_before = journal.done() if journal is not None else set()
     limiter = TokenBucket(options.wms_rate)
     existing = ListingCache(store) if options.skip_existing else None
+    blanks = SharedBlanks()
     progress = on_progress or (lambda _n: None)
     lock = threading.Lock()
     started = time.monotonic()
@@ -800,7 +800,7 @@ def run_seed(
         try:
             if runtime is None:
                 raise BadJob(f"{job.describe()}: no layer named {job.layer!r}")
-            counts = render_metatile(runtime, job, wms, store, existing, limiter, stop)
+            counts = render_metatile(runtime, job, wms, store, existing, limiter, stop, blanks)
         except Interrupted:
             with lock:
                 report.metatiles_left += 1

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from . import metrics
-from .config import Settings
+from .config import Layer, Settings
 from .grids import GridError, Tile, TileOutOfRange, tile_lonlat_bounds
 from .guard import WMSGuard
 from .layouts import LayoutError, get_layout
@@ -320,7 +320,7 @@ class TileService:
 
     def _from_metatile(self, request: TileRequest, meta: MetaTile) -> TileResult:
         runtime = request.layer
-        flight = self._flight(runtime, request.ext, meta)
+        flight = metatile_flight(self.store.location, runtime.layer, request.ext, meta)
         future, leader = self._metatiles.join(flight)
         if not leader:
             metrics.SINGLE_FLIGHT_WAITS.inc()
@@ -332,15 +332,6 @@ class TileService:
             if not future.done():
                 future.set_exception(exc)
             raise
-
-    def _flight(self, runtime: LayerRuntime, ext: str, meta: MetaTile) -> str:
-        """The metatile's id across processes and hosts: same store, layer and geometry."""
-        layer = runtime.layer
-        text = (
-            f"{self.store.location}|{layer.name}|{layer.prefix}|{ext}|{meta.describe()}"
-            f"|{layer.metatile}|{layer.meta_buffer}"
-        )
-        return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
     def _lead(
         self, request: TileRequest, meta: MetaTile, flight: str, future: Future
@@ -359,6 +350,8 @@ class TileService:
                 expected = self._expected[runtime.layer.name]
                 claim = self.leases.claim(flight, deadline, budget, expected)
                 if claim.found is not None:
+                    if claim.took is not None:
+                        self._learn(runtime, claim.took)
                     self._publish_here(flight, claim.found, turn)
                     future.set_result(claim.found)
                     return self._result(request, claim.found.tiles[request.tile], "inflight")
@@ -480,6 +473,16 @@ class TileService:
         return TileResult(
             data, content_type, source, etag_of(data), request.layer.layer.cache_control
         )
+
+
+def metatile_flight(store_location: str, layer: Layer, ext: str, meta: MetaTile) -> str:
+    """A metatile's id across processes and hosts (hex): the same store, layer,
+    format and geometry give the same id, and so the same lock, spool entry and lease."""
+    text = (
+        f"{store_location}|{layer.name}|{layer.prefix}|{ext}|{meta.describe()}"
+        f"|{layer.metatile}|{layer.meta_buffer}"
+    )
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
 class _Slicer:

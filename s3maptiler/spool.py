@@ -103,17 +103,18 @@ class Spool:
         with contextlib.suppress(OSError):
             fcntl.lockf(self._lock_fd(), fcntl.LOCK_UN, 1, self._offset(flight))
 
-    def turn(self, flight: str, deadline: float) -> Turn:
+    def turn(self, flight: str, deadline: float, since: float | None = None) -> Turn:
         """Wait (until the monotonic `deadline`) for the metatile `flight` (a hex id):
         its render if another worker publishes one, else its lock.
 
-        Raises the failure of a leader that failed while we waited, or WaitTimeout.
+        Raises the failure of a leader that failed after `since` (wall clock; default
+        now: when the caller began to wait), or WaitTimeout.
         A spool that cannot be used (unwritable directory) is logged once and every
         caller leads: the host then draws a metatile once per worker at worst.
         """
         if self._broken:
             return Turn(held=True)
-        waiting_since = time.time()
+        waiting_since = time.time() if since is None else since
         pause = _FIRST_POLL
         try:
             while True:

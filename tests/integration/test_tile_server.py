@@ -242,7 +242,7 @@ def test_64_simultaneous_requests_make_one_getmap_and_one_upload(
 def test_4x4_metatiles_ask_the_wms_6_25_times_per_100_tiles(
     tmp_path, demo_wms, moto_server, s3, bucket
 ):
-    # One worker: single-flight is per process (two workers may both draw a metatile).
+    # Two workers: they share each metatile's render through the spool.
     service = start_app(
         tmp_path,
         demo_wms,
@@ -250,7 +250,8 @@ def test_4x4_metatiles_ask_the_wms_6_25_times_per_100_tiles(
         bucket,
         METATILE="4x4",
         META_BUFFER="32",
-        WEB_CONCURRENCY="1",
+        WEB_CONCURRENCY="2",
+        SPOOL_DIR=str(tmp_path / "spool"),
     )
     try:
         # An 8 x 8 block of zoom-13 tiles aligned on 4 x 4 metatiles: 64 tiles, 4 GetMaps.
