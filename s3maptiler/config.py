@@ -122,7 +122,6 @@ class Settings:
     port: int = 8000
     log_level: str = "INFO"
     service_url: str | None = None  # public URL of the service, for URLs in documents
-    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def store_location(self) -> str:
@@ -337,5 +336,4 @@ def load_settings(
         port=read.integer("PORT", 8000, 1, 65535),
         log_level=log_level,
         service_url=_service_url(read),
-        extra=values,
     )

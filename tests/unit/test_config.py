@@ -88,3 +88,24 @@ def test_every_setting_read_is_documented_in_example_env_and_readme():
     assert all(f"`{name}`" in readme for name in documented), [
         n for n in documented if f"`{n}`" not in readme
     ]
+
+
+def test_settings_keep_no_copy_of_the_environment():
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
+    s = settings(AWS_SECRET_ACCESS_KEY=secret, AWS_SESSION_TOKEN=secret, SOME_OTHER_TOOL=secret)
+    assert not hasattr(s, "extra")
+    # Nothing reachable from the settings object holds the secret.
+    seen, stack = set(), [s]
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        assert value != secret
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple | set | frozenset):
+            stack.extend(value)
+        elif hasattr(value, "__dataclass_fields__"):
+            stack.extend(getattr(value, name) for name in value.__dataclass_fields__)
