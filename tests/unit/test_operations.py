@@ -84,6 +84,37 @@ def test_the_breaker_opens_after_consecutive_failures_and_lets_one_trial_through
         pass
 
 
+def test_a_trial_that_gets_no_slot_lets_the_next_request_try():
+    guard = WMSGuard(max_concurrent=1, wait=0.05, failures=2, cooldown=0.1)
+    release = threading.Event()
+    holder = threading.Thread(target=lambda: _hold(guard, release))
+    holder.start()  # a GetMap that started before the WMS went away, still hanging
+    time.sleep(0.05)
+    for _ in range(2):
+        guard.failed()  # two other GetMaps timed out: the breaker opens
+    time.sleep(0.15)
+    with pytest.raises(WMSUnavailable, match="busy"), guard.slot():  # the trial: no slot
+        pass
+    release.set()
+    holder.join()
+    # The hanging GetMap ended without a verdict; the trial flag must not stay set,
+    # or every request would be refused until some other GetMap finished.
+    with guard.slot():
+        guard.succeeded()
+    with guard.slot():
+        pass
+
+
+def test_a_trial_that_raises_something_unexpected_lets_the_next_request_try():
+    guard = WMSGuard(max_concurrent=2, wait=0.05, failures=1, cooldown=0.05)
+    guard.failed()
+    time.sleep(0.1)
+    with pytest.raises(RuntimeError), guard.slot():
+        raise RuntimeError("not a WMS error")
+    with guard.slot():
+        pass
+
+
 def test_the_cap_sheds_requests_beyond_it():
     guard = WMSGuard(max_concurrent=2, wait=0.05, failures=5, cooldown=1)
     release = threading.Event()
