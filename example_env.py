@@ -39,7 +39,7 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("CORS_ORIGINS", "*", "origins allowed to read tiles and documents (comma-separated, or *)"),
     ("TILE_FORMATS", "png,jpg,jpeg", "tile extensions served; each asks the WMS for its format"),
     ("METATILE", "4x4", "tiles per WMS GetMap, columns x rows (1x1: each tile its own GetMap, bytes untouched)"),
-    ("META_BUFFER", "64", "pixels drawn around a metatile and cut away, so edge labels are whole"),
+    ("META_BUFFER", None, "pixels drawn around a metatile and cut away, so edge labels are whole; unset: 64, or 0 with METATILE=1x1"),
     ("PNG_COMPRESS_LEVEL", "6", "zlib level 0-9 of PNG tiles cut from metatiles (3: 0.4 ms/tile faster, 27% larger)"),
     ("JPEG_QUALITY", "90", "quality 1-100 of JPEG tiles cut from metatiles"),
     ("EMPTY_TILES", "store", "uniform tiles: store each, or 'redirect' each to one shared blank object"),

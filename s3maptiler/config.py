@@ -217,6 +217,7 @@ def _layer_from_env(read: _Reader) -> Layer:
     max_zoom = read.integer("MAX_ZOOM", 22, 0, 24)
     if min_zoom > max_zoom:
         raise ConfigError(f"MIN_ZOOM: {min_zoom} is above MAX_ZOOM {max_zoom}")
+    metatile = _metatile(read)
     return Layer(
         name=DEFAULT_LAYER_NAME,
         wms_url=check_url("WMS_SERVER", wms_url),
@@ -230,12 +231,18 @@ def _layer_from_env(read: _Reader) -> Layer:
         cache_control=read.text("CACHE_CONTROL", "public, max-age=86400") or "",
         min_zoom=min_zoom,
         max_zoom=max_zoom,
-        metatile=_metatile(read),
-        meta_buffer=read.integer("META_BUFFER", 64, 0, 512),
+        metatile=metatile,
+        meta_buffer=read.integer("META_BUFFER", default_meta_buffer(metatile), 0, 512),
         png_compress_level=read.integer("PNG_COMPRESS_LEVEL", 6, 0, 9),
         jpeg_quality=read.integer("JPEG_QUALITY", 90, 1, 100),
         empty_tiles=read.choice("EMPTY_TILES", "store", ("store", "redirect")),
     )
+
+
+def default_meta_buffer(metatile: tuple[int, int]) -> int:
+    """META_BUFFER when unset: 64 px around a metatile, none for 1x1, so that each
+    tile is one GetMap of exactly the tile and the WMS's bytes are passed through."""
+    return 0 if metatile == (1, 1) else 64
 
 
 def _metatile(read: _Reader) -> tuple[int, int]:

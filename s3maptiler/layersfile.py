@@ -23,6 +23,7 @@ from .config import (
     Layer,
     check_prefix,
     check_url,
+    default_meta_buffer,
 )
 from .grids import (
     Bbox,
@@ -174,6 +175,7 @@ def load_layers_file(path: Path) -> tuple[Layer, ...]:
             if required not in fields:
                 raise ConfigError(f"{where}: key {required!r} is missing")
         fields.setdefault("prefix", f"{name}/")
+        fields.setdefault("meta_buffer", default_meta_buffer(fields.get("metatile", (4, 4))))
         fields.setdefault("title", name)
         try:
             check_url("wms_url", fields["wms_url"])

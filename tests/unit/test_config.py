@@ -109,3 +109,19 @@ def test_settings_keep_no_copy_of_the_environment():
             stack.extend(value)
         elif hasattr(value, "__dataclass_fields__"):
             stack.extend(getattr(value, name) for name in value.__dataclass_fields__)
+
+
+@pytest.mark.parametrize(
+    ("env", "metatile", "buffer"),
+    [
+        ({}, (4, 4), 64),
+        ({"METATILE": "1x1"}, (1, 1), 0),  # a true pass-through: the WMS's own bytes
+        ({"METATILE": "1"}, (1, 1), 0),
+        ({"METATILE": "1x1", "META_BUFFER": "32"}, (1, 1), 32),  # explicit wins
+        ({"METATILE": "2x2"}, (2, 2), 64),
+        ({"METATILE": "2x2", "META_BUFFER": "0"}, (2, 2), 0),
+    ],
+)
+def test_metatile_1x1_draws_no_buffer_unless_asked(env, metatile, buffer):
+    (layer,) = settings(**env).layers
+    assert (layer.metatile, layer.meta_buffer) == (metatile, buffer)
