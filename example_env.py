@@ -37,7 +37,7 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("WMS_BREAKER_FAILURES", "5", "consecutive WMS timeouts/connection errors that open the circuit breaker"),
     ("WMS_BREAKER_COOLDOWN", "10", "seconds the open breaker answers 503 without asking the WMS"),
     ("CORS_ORIGINS", "*", "origins allowed to read tiles and documents (comma-separated, or *)"),
-    ("TILE_FORMATS", "png,jpg,jpeg", "tile extensions served; each asks the WMS for its format"),
+    ("TILE_FORMATS", "png,jpg,jpeg", "tile extensions served, each asks the WMS for its format; the first is what documents, ArcGIS routes and seeding use"),
     ("METATILE", "4x4", "tiles per WMS GetMap, columns x rows (1x1: each tile its own GetMap, bytes untouched)"),
     ("META_BUFFER", None, "pixels drawn around a metatile and cut away, so edge labels are whole; unset: 64, or 0 with METATILE=1x1"),
     ("PNG_COMPRESS_LEVEL", "6", "zlib level 0-9 of PNG tiles cut from metatiles (3: 0.4 ms/tile faster, 27% larger)"),

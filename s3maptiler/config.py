@@ -87,6 +87,16 @@ class Layer:
         return TILE_FORMATS[self.format]
 
     @property
+    def extension(self) -> str:
+        """The extension of the layer's own format in keys and URLs, one it serves:
+        documents, the ArcGIS routes and seeding use it (TILE_FORMATS=jpeg,png: jpeg)."""
+        own = self.tile_format
+        if own.extension in self.formats:
+            return own.extension
+        same = (ext for ext in self.formats if FORMATS.get(ext) == own.media_type)
+        return next(same, own.extension)
+
+    @property
     def tile_grid(self) -> TileGrid:
         """The layer's grid object: a custom one from the layers file, else a named one."""
         return self.grid_def or get_grid(self.grid)
@@ -206,7 +216,7 @@ def _layer_from_env(read: _Reader) -> Layer:
             "starts the bundled demo WMS when it is unset)"
         )
     formats_text = read.text("TILE_FORMATS", "png,jpg,jpeg") or ""
-    formats = tuple(f.strip().lower() for f in formats_text.split(","))
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in formats_text.split(",")))
     for ext in formats:
         if ext not in FORMATS:
             raise ConfigError(f"TILE_FORMATS: {ext!r} is not one of {', '.join(FORMATS)}")
@@ -228,6 +238,9 @@ def _layer_from_env(read: _Reader) -> Layer:
         transparent=read.boolean("WMS_TRANSPARENT", False),
         bgcolor=bgcolor,
         formats=formats,
+        # The first extension served is the layer's own format, the one documents,
+        # the ArcGIS routes and seeding use.
+        format="png" if formats[0] == "png" else "jpeg",
         cache_control=read.text("CACHE_CONTROL", "public, max-age=86400") or "",
         min_zoom=min_zoom,
         max_zoom=max_zoom,

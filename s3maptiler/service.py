@@ -223,7 +223,7 @@ class TileService:
             runtime.grid.check(tile)
         except GridError as exc:
             raise TileNotFound(f"tile out of range: {exc}") from None
-        ext = ext or runtime.layer.tile_format.extension
+        ext = ext or runtime.layer.extension
         if ext not in runtime.sources:
             raise TileNotFound(f"format .{ext} is not served by layer {layer_name}")
         try:
@@ -238,7 +238,7 @@ class TileService:
         URL ArcGIS clients know, as a key of its own: a bucket holding the published
         MapServer document fills these keys through the redirect, and serves them next."""
         runtime = self.by_name.get(name)
-        ext = runtime.layer.tile_format.extension if runtime else "png"
+        ext = runtime.layer.extension if runtime else "png"
         request = self.request_via(name, "wmts", f"{z}/{row}/{col}.{ext}")
         return dataclasses.replace(request, key=key)
 

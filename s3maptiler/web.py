@@ -229,7 +229,7 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     def arcgis_tile(layer: str, z: str, row: str, col: str) -> Response:
         def resolve():
             runtime = service.by_name.get(layer)
-            ext = runtime.layer.tile_format.extension if runtime else "png"
+            ext = runtime.layer.extension if runtime else "png"
             return service.request_via(layer, "wmts", f"{z}/{row}/{col}.{ext}")
 
         return _tile_response(service, None, resolve)
@@ -277,7 +277,9 @@ def _wmts_kvp_request(service: TileService, args: dict[str, str]) -> TileRequest
     runtime = service.by_name.get(args["LAYER"])
     if runtime is None:
         raise TileNotFound(f"no layer named {args['LAYER'][:64]!r}")
-    ext = next((e for e, src in runtime.sources.items() if media_type(src) == args["FORMAT"]), None)
+    # The layer's own extension first: the key a WMTS client's tiles are stored under.
+    served = sorted(runtime.sources, key=lambda e: e != runtime.layer.extension)
+    ext = next((e for e in served if media_type(runtime.sources[e]) == args["FORMAT"]), None)
     if ext is None:
         raise TileNotFound(f"layer {args['LAYER']} does not serve {args['FORMAT'][:64]!r}")
     path = f"{args['TILEMATRIX']}/{args['TILEROW']}/{args['TILECOL']}.{ext}"

@@ -413,3 +413,78 @@ def test_empty_tiles_can_redirect_to_one_shared_blank(tmp_path):
         assert again.headers["X-Tile-Source"] == "cache"
         assert again.data == first.data
         assert len(wms_calls(wms)) == 1
+
+
+# --- TILE_FORMATS without png -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("formats", "ext"), [("jpg", "jpg"), ("jpeg,png", "jpeg"), ("jpg,jpeg", "jpg")]
+)
+def test_the_first_tile_format_is_the_layers_own_everywhere(tmp_path, wms, formats, ext):
+    """TILE_FORMATS without png: the ArcGIS route, the TMS, WMTS and ArcGIS documents
+    and seeding all use the first format served, and every advertised URL answers."""
+    import xml.etree.ElementTree as ET
+
+    from s3maptiler import seed
+
+    wms.get(WMS, body=jpeg(), content_type="image/jpeg")
+    app, service = make_app(tmp_path, TILE_FORMATS=formats)
+    client = app.test_client()
+    (layer,) = service.settings.layers
+    assert (layer.tile_format.media_type, layer.extension) == ("image/jpeg", ext)
+    assert "png" not in layer.extension
+
+    arcgis = client.get("/arcgis/rest/services/default/MapServer/tile/3/2/4")
+    assert arcgis.status_code == 200, arcgis.text
+    assert arcgis.headers["Content-Type"] == "image/jpeg"
+    wait_uploaded(service, f"tiles/3/4/5.{ext}")
+    assert (tmp_path / f"tiles/tiles/3/4/5.{ext}").is_file()
+
+    tile_map = ET.fromstring(client.get("/1.0.0/default/").data)
+    tile_format = tile_map.find("TileFormat")
+    assert tile_format.get("extension") == ext
+    assert tile_format.get("mime-type") == "image/jpeg"
+    href = tile_map.find("TileSets/TileSet[@order='3']").get("href")
+    answer = client.get(urlsplit(f"{href}/1/1.{ext}").path)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/jpeg"
+
+    ns = {"w": "http://www.opengis.net/wmts/1.0"}
+    caps = ET.fromstring(client.get("/wmts/1.0.0/WMTSCapabilities.xml").data)
+    formats_advertised = [f.text for f in caps.iterfind(".//w:Layer/w:Format", ns)]
+    assert formats_advertised == ["image/jpeg"]
+    template = caps.find(".//w:Layer/w:ResourceURL", ns).get("template")
+    assert template.endswith(f".{ext}")
+    url = (
+        template.replace("{Style}", "default")
+        .replace("{TileMatrixSet}", "GoogleMapsCompatible")
+        .replace("{TileMatrix}", "3")
+        .replace("{TileRow}", "1")
+        .replace("{TileCol}", "1")
+    )
+    answer = client.get(urlsplit(url).path)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/jpeg"
+
+    doc = client.get("/arcgis/rest/services/default/MapServer?f=json").json
+    assert doc["tileInfo"]["format"] == "JPEG"
+    expected = "JPG,PNG32" if "png" in formats else "JPG"
+    assert doc["supportedImageFormatTypes"] == expected
+
+    runtime = service.by_name["default"]
+    jobs_ = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox((-74.0, 40.7, -73.9, 40.8)), [5]))
+    assert jobs_ and {job.ext for job in jobs_} == {ext}
+
+    # The preview asks for the same extension.
+    from s3maptiler import preview
+
+    addresses = preview.tile_addresses(layer, runtime.grid)
+    assert {a.ext for a in addresses} == {ext, ""}
+
+
+def test_png_first_keeps_png_documents(tmp_path, wms):
+    app, service = make_app(tmp_path, TILE_FORMATS="png,jpg")
+    (layer,) = service.settings.layers
+    assert (layer.format, layer.extension) == ("png", "png")
+    doc = app.test_client().get("/arcgis/rest/services/default/MapServer?f=json").json
+    assert doc["tileInfo"]["format"] == "PNG32"
+    assert doc["supportedImageFormatTypes"] == "PNG32,JPG"
