@@ -418,7 +418,8 @@ class TileService:
                     self._recent.pop(next(iter(self._recent)))
             self._slicer.submit(self._slice_rest, request, meta, work, data, tiles, flight)
         content_type = media_type(source)
-        upload = "queued" if self._upload_tile(runtime, request.key, data, uniform) else "dropped"
+        queued = self._upload_tile(runtime, request.key, request.ext, data, uniform)
+        upload = "queued" if queued else "dropped"
         result = TileResult(
             data, content_type, "render", etag_of(data), runtime.layer.cache_control, wms_ms, upload
         )
@@ -443,11 +444,13 @@ class TileService:
             metrics.WMS_SECONDS.labels(name).observe(time.perf_counter() - started)
             return data
 
-    def _upload_tile(self, runtime: LayerRuntime, key: str, data: bytes, uniform: bool) -> bool:
+    def _upload_tile(
+        self, runtime: LayerRuntime, key: str, ext: str, data: bytes, uniform: bool
+    ) -> bool:
         """Queue a rendered tile. With the layer's `empty_tiles = "redirect"`, a uniform
         tile becomes a zero-byte object redirecting to one shared blank of the same
-        bytes (written once per process), so an ocean costs one stored image."""
-        ext = key.rsplit(".", 1)[-1].lower()
+        bytes (written once per process), so an ocean costs one stored image. `ext` is
+        the tile's format: ArcGIS REST keys (`.../MapServer/tile/{z}/{row}/{col}`) have none."""
         content_type = media_type(runtime.sources[ext])
         cache_control = runtime.layer.cache_control or None
         blank = None
@@ -480,7 +483,7 @@ class TileService:
             for tile, piece in sliced.items():
                 key = runtime.key_to_store(tile, request.ext)
                 if key is not None:
-                    self._upload_tile(runtime, key, piece.data, piece.uniform)
+                    self._upload_tile(runtime, key, request.ext, piece.data, piece.uniform)
             tiles.set_result({request.tile: data, **{t: p.data for t, p in sliced.items()}})
         except BaseException as exc:  # waiters must hear of it, not hang
             log.exception("slicing metatile %s failed", meta.describe())

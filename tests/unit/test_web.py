@@ -488,3 +488,25 @@ def test_png_first_keeps_png_documents(tmp_path, wms):
     doc = app.test_client().get("/arcgis/rest/services/default/MapServer?f=json").json
     assert doc["tileInfo"]["format"] == "PNG32"
     assert doc["supportedImageFormatTypes"] == "PNG32,JPG"
+
+
+# --- ArcGIS REST keys arriving through the redirect ------------------------------------
+
+
+@pytest.mark.parametrize("form", ["tile-query", "miss-prefix"])
+@pytest.mark.parametrize(("metatile", "empty_tiles"), [("1x1", "store"), ("2x2", "redirect")])
+def test_a_redirected_arcgis_key_renders_and_is_stored_under_that_key(
+    tmp_path, wms, form, metatile, empty_tiles
+):
+    wms.get(WMS, body=png(size=512 if metatile == "2x2" else 256), content_type="image/png")
+    app, service = make_app(tmp_path, METATILE=metatile, EMPTY_TILES=empty_tiles)
+    key = "arcgis/rest/services/default/MapServer/tile/3/2/4"
+    url = f"/?tile={key}" if form == "tile-query" else f"/miss/{key}"
+    answer = app.test_client().get(url)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "image/png"
+    assert answer.headers["X-Tile-Source"] == "render"
+    service.drain(5)
+    stored = service.store.get(key)
+    assert stored is not None and stored.data == answer.data
+    assert len(wms_calls(wms)) == 1
