@@ -20,6 +20,12 @@ SETTINGS: list[tuple[str, str | None, str]] = [
         "key prefix of the tiles in the bucket, ending in '/' (may be empty)",
     ),
     ("MAP_LAYERS", None, "the WMS LAYERS parameter (comma-separated WMS layer names)"),
+    (
+        "LAYER_NAME",
+        None,
+        "the layer's name in TMS, WMTS and ArcGIS addresses; unset: <name> when TILE_PREFIX "
+        "is 1.0.0/<name>/, else default",
+    ),
     # WMS requests.
     (
         "WMS_VERSION",

@@ -46,6 +46,10 @@ DEFAULT_LAYER_NAME = "default"
 
 # A key prefix: path segments of safe characters, each followed by "/".
 _PREFIX_RE = re.compile(r"^(?:[A-Za-z0-9_.~-]+/)*$")
+# A layer name: one URL path segment in TMS, WMTS and ArcGIS addresses.
+LAYER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The Node prototype's documented prefix mirrors a TMS URL: 1.0.0/<name>/.
+_TMS_PREFIX_RE = re.compile(r"^1\.0\.0/([A-Za-z0-9_-]{1,64})/$")
 
 
 class ConfigError(ValueError):
@@ -208,6 +212,27 @@ def check_prefix(name: str, prefix: str) -> str:
     return prefix
 
 
+def default_layer_name(prefix: str) -> str:
+    """LAYER_NAME when unset: ``<name>`` for a prefix of the form ``1.0.0/<name>/``
+    (the prototype's ``TILE_PREFIX=1.0.0/tms-mercator-naip/``), so the layer's TMS
+    address is the prefix itself; ``default`` for any other prefix.
+
+    >>> default_layer_name("1.0.0/tms-mercator-naip/"), default_layer_name("tiles/")
+    ('tms-mercator-naip', 'default')
+    """
+    match = _TMS_PREFIX_RE.match(prefix)
+    return match[1] if match else DEFAULT_LAYER_NAME
+
+
+def _layer_name(read: _Reader, prefix: str) -> str:
+    name = read.text("LAYER_NAME")
+    if name is None:
+        return default_layer_name(prefix)
+    if not LAYER_NAME_RE.match(name):
+        raise ConfigError(f"LAYER_NAME: {name[:80]!r} must be 1-64 letters, digits, _ or -")
+    return name
+
+
 def _layer_from_env(read: _Reader) -> Layer:
     wms_url = read.text("WMS_SERVER")
     if wms_url is None:
@@ -228,11 +253,12 @@ def _layer_from_env(read: _Reader) -> Layer:
     if min_zoom > max_zoom:
         raise ConfigError(f"MIN_ZOOM: {min_zoom} is above MAX_ZOOM {max_zoom}")
     metatile = _metatile(read)
+    prefix = check_prefix("TILE_PREFIX", read.text("TILE_PREFIX", "tiles/") or "")
     return Layer(
-        name=DEFAULT_LAYER_NAME,
+        name=_layer_name(read, prefix),
         wms_url=check_url("WMS_SERVER", wms_url),
         wms_layers=read.text("MAP_LAYERS") or _missing("MAP_LAYERS", "the WMS LAYERS to draw"),
-        prefix=check_prefix("TILE_PREFIX", read.text("TILE_PREFIX", "tiles/") or ""),
+        prefix=prefix,
         wms_styles=read.values.get("WMS_STYLES", "").strip(),
         wms_version=read.choice("WMS_VERSION", "1.1.1", WMS_VERSIONS),
         transparent=read.boolean("WMS_TRANSPARENT", False),

@@ -4,17 +4,29 @@ Tile addresses, all mapping to the S3 key the tile is stored under:
 - `/<key>`                the key itself, e.g. `/tiles/3/4/2.png` (a plain tile server)
 - `/<MISS_PREFIX><key>`   an S3 website redirect with `ReplaceKeyPrefixWith`: a known miss
 - `/?tile=<key>`          the Node prototype's redirect form: a known miss
+- the fixed routes `/1.0.0/<layer>/...` (TMS), `/wmts/1.0.0/<layer>/...` and `/wmts?...`
+  (WMTS REST and KVP), `/arcgis/rest/services/<layer>/MapServer/tile/...` (ArcGIS):
+  the layer's own key.
+
+A path that is a configured layer's key is that key, before any fixed route (so
+`TILE_PREFIX=1.0.0/<name>/` serves `/1.0.0/<name>/{z}/{x}/{y}.png` as keys). A
+redirected key shaped like a fixed route (a bucket holding the service's documents
+misses on those) is that route's tile, stored under exactly the key that missed; a
+WMTS KVP query has no key of its own and is stored under the layer's key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from urllib.parse import parse_qsl
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import MapAdapter
 
 from . import capabilities, metrics, preview
 from .config import Settings, load_settings
@@ -26,6 +38,7 @@ from .service import (
     TileRequestError,
     TileResult,
     TileService,
+    check_key,
     media_type,
 )
 from .stores import LocalStore, S3Store, TileStore, make_s3_client
@@ -125,6 +138,16 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
             return _text(400, "encoded slash in the path")
         return None
 
+    @app.before_request
+    def keys_before_fixed_routes() -> Response | None:
+        """A configured layer's key is that key, whichever route its path looks like."""
+        if request.method not in ("GET", "HEAD") or request.endpoint == "tile":
+            return None  # the catch-all reads keys itself
+        path = request.path[1:]
+        if service.owns(path):
+            return _tile_response(service, path)
+        return None
+
     @app.errorhandler(HTTPException)
     def one_line_errors(error: HTTPException) -> Response:
         """Flask's own 404/405/... pages, as one line of text like every other error."""
@@ -151,11 +174,15 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
             response.headers["Access-Control-Max-Age"] = "86400"
         return response
 
+    def key_request(key: str) -> TileRequest:
+        return _key_request(service, app.url_map.bind("localhost"), key, request.args)
+
     @app.get("/")
     def root() -> Response:
         key = request.args.get("tile")
         if key is not None:
-            return _tile_response(service, key.lstrip("/"), known_miss=True)
+            key = key.lstrip("/")
+            return _tile_response(service, key, lambda: key_request(key), known_miss=True)
         return Response(preview.index_page(service), mimetype="text/html")
 
     def base_url() -> str:
@@ -202,37 +229,29 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
         response.headers["Access-Control-Allow-Origin"] = "*"
         return response
 
+    def fixed_route(endpoint: str, values: Mapping[str, str]) -> Response:
+        route = TILE_ROUTES[endpoint]
+        return _tile_response(service, None, lambda: route(service, values, request.args))
+
     @app.get("/1.0.0/<layer>/<z>/<x>/<y>")
-    def tms_tile(layer: str, z: str, x: str, y: str) -> Response:
-        return _tile_response(
-            service, None, lambda: service.request_via(layer, "tms", f"{z}/{x}/{y}")
-        )
+    def tms_tile(**values: str) -> Response:
+        return fixed_route("tms_tile", values)
 
     @app.get("/wmts/1.0.0/<layer>/<style>/<matrix_set>/<z>/<row>/<col>")
-    def wmts_rest_tile(layer, style, matrix_set, z, row, col) -> Response:
-        return _tile_response(
-            service, None, lambda: _wmts_request(service, layer, matrix_set, f"{z}/{row}/{col}")
-        )
+    def wmts_rest_tile(**values: str) -> Response:
+        return fixed_route("wmts_rest_tile", values)
 
     @app.get("/wmts")
     def wmts_kvp() -> Response:
         args = {k.upper(): v for k, v in request.args.items()}
-        if args.get("SERVICE", "WMTS").upper() != "WMTS":
-            return _text(400, "SERVICE must be WMTS")
-        if args.get("REQUEST", "").lower() == "getcapabilities":
+        wmts = args.get("SERVICE", "WMTS").upper() == "WMTS"
+        if wmts and args.get("REQUEST", "").lower() == "getcapabilities":
             return wmts_capabilities()
-        if args.get("REQUEST", "").lower() != "gettile":
-            return _text(400, "REQUEST must be GetCapabilities or GetTile")
-        return _tile_response(service, None, lambda: _wmts_kvp_request(service, args))
+        return fixed_route("wmts_kvp", {})
 
     @app.get("/arcgis/rest/services/<layer>/MapServer/tile/<z>/<row>/<col>")
-    def arcgis_tile(layer: str, z: str, row: str, col: str) -> Response:
-        def resolve():
-            runtime = service.by_name.get(layer)
-            ext = runtime.layer.extension if runtime else "png"
-            return service.request_via(layer, "wmts", f"{z}/{row}/{col}.{ext}")
-
-        return _tile_response(service, None, resolve)
+    def arcgis_tile(**values: str) -> Response:
+        return fixed_route("arcgis_tile", values)
 
     @app.get("/<path:path>")
     def tile(path: str) -> Response:
@@ -240,7 +259,7 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
             return _text(400, f"path longer than {MAX_PATH_LENGTH} characters")
         known_miss = path.startswith(settings.miss_prefix)
         key = path[len(settings.miss_prefix) :] if known_miss else path
-        return _tile_response(service, key, known_miss=known_miss)
+        return _tile_response(service, key, lambda: key_request(key), known_miss=known_miss)
 
     return app
 
@@ -257,6 +276,71 @@ def _document(body: str | bytes, content_type: str) -> Response:
     response = Response(body, content_type=content_type)
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
+
+
+# --- the fixed tile routes -------------------------------------------------------------
+# Each turns a route's URL values and query into the tile it names, for a request at
+# the route and for a redirected miss whose key has the route's shape alike.
+
+
+def _tms_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+    path = f"{values['z']}/{values['x']}/{values['y']}"
+    return service.request_via(values["layer"], "tms", path)
+
+
+def _wmts_rest_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+    path = f"{values['z']}/{values['row']}/{values['col']}"
+    return _wmts_request(service, values["layer"], values["matrix_set"], path)
+
+
+def _wmts_kvp_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+    upper = {k.upper(): v for k, v in args.items()}
+    if upper.get("SERVICE", "WMTS").upper() != "WMTS":
+        raise BadTileRequest("SERVICE must be WMTS")
+    if upper.get("REQUEST", "").lower() != "gettile":
+        raise BadTileRequest("REQUEST must be GetCapabilities or GetTile")
+    return _wmts_kvp_request(service, upper)
+
+
+def _arcgis_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+    runtime = service.by_name.get(values["layer"])
+    ext = runtime.layer.extension if runtime else "png"
+    path = f"{values['z']}/{values['row']}/{values['col']}.{ext}"
+    return service.request_via(values["layer"], "wmts", path)
+
+
+TILE_ROUTES: dict[str, Callable[..., TileRequest]] = {
+    "tms_tile": _tms_route,
+    "wmts_rest_tile": _wmts_rest_route,
+    "wmts_kvp": _wmts_kvp_route,
+    "arcgis_tile": _arcgis_route,
+}
+
+
+def _key_request(
+    service: TileService, routes: MapAdapter, key: str, args: Mapping[str, str]
+) -> TileRequest:
+    """The tile a key (from the miss prefix, `?tile=` or the path) names.
+
+    A configured layer's key first. Else a key shaped like a fixed route: that
+    route's tile, stored under exactly this key (a WMTS KVP query, which no key can
+    hold, under the layer's own key). Else the layer key's own error.
+    """
+    if service.owns(key):
+        return service.resolve(key)
+    check_key(key)
+    path, mark, query = key.partition("?")
+    try:
+        endpoint, values = routes.match("/" + path, method="GET")
+    except HTTPException:  # no route, or one that only redirects (a missing slash)
+        endpoint, values = None, {}
+    route = TILE_ROUTES.get(str(endpoint))
+    if route is None or (mark and endpoint != "wmts_kvp"):
+        return service.resolve(key)
+    tile_request = route(service, values, dict(parse_qsl(query, True)) if mark else args)
+    if endpoint == "wmts_kvp":
+        return tile_request
+    return dataclasses.replace(tile_request, key=key)
 
 
 def _wmts_request(service: TileService, layer: str, matrix_set: str, path: str) -> TileRequest:
@@ -301,6 +385,8 @@ def _tile_response(
         response = _text(exc.status, str(exc))
         _log(key or request.path, None, response.status_code, started)
         return response
+    # S3 redirected `key`: known to be missing only when the tile is stored under it.
+    known_miss = known_miss and tile_request.key == key
     try:
         result = service.get(tile_request, known_miss=known_miss)
     except WMSError as exc:

@@ -125,3 +125,30 @@ def test_settings_keep_no_copy_of_the_environment():
 def test_metatile_1x1_draws_no_buffer_unless_asked(env, metatile, buffer):
     (layer,) = settings(**env).layers
     assert (layer.metatile, layer.meta_buffer) == (metatile, buffer)
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({}, "default"),
+        ({"TILE_PREFIX": "1.0.0/tms-mercator-naip/"}, "tms-mercator-naip"),
+        ({"TILE_PREFIX": "1.0.0/roads_2024/"}, "roads_2024"),
+        ({"TILE_PREFIX": "roads/"}, "default"),
+        ({"TILE_PREFIX": "1.0.0/a/b/"}, "default"),  # not of the form 1.0.0/<name>/
+        ({"TILE_PREFIX": "1.0.0/a.b/"}, "default"),  # '.' is no layer-name character
+        ({"TILE_PREFIX": "2.0.0/naip/"}, "default"),
+        ({"TILE_PREFIX": ""}, "default"),
+        ({"TILE_PREFIX": "1.0.0/naip/", "LAYER_NAME": "aerial"}, "aerial"),
+        ({"LAYER_NAME": "roads"}, "roads"),
+    ],
+)
+def test_layer_name_defaults_from_a_tms_shaped_prefix(env, name):
+    (layer,) = settings(**env).layers
+    assert layer.name == name
+
+
+@pytest.mark.parametrize("bad", ["a b", "a/b", "..", "x" * 65, "naïve", "a.b"])
+def test_a_bad_layer_name_fails_at_start_up(bad):
+    with pytest.raises(ConfigError) as info:
+        settings(LAYER_NAME=bad)
+    assert str(info.value).startswith("LAYER_NAME:") and "\n" not in str(info.value)
