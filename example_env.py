@@ -63,7 +63,7 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("LOCAL_CACHE_DIR", "var/tiles", "directory store used when BUCKET_NAME is unset"),
     ("UPLOAD_WORKERS", "4", "background upload threads per process"),
     ("UPLOAD_QUEUE", "2000", "tiles waiting for upload per process; more are dropped and counted"),
-    ("UPLOAD_RETRIES", "3", "retries of a failed upload, with exponential backoff"),
+    ("UPLOAD_RETRIES", "3", "retries of a PutObject by the S3 client (botocore standard mode): at most 1+UPLOAD_RETRIES PutObjects per tile"),
     ("S3_ACL", None, "canned ACL for uploads (e.g. public-read); unset: none, use a bucket policy"),
     ("S3_CONDITIONAL_PUT", "true", "upload with If-None-Match: * so a tile is written once"),
     ("AWS_ENDPOINT_URL", None, "S3-compatible endpoint (MinIO, moto); AWS_ENDPOINT_URL_S3 wins"),

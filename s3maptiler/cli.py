@@ -698,7 +698,7 @@ def purge_command(
         )
     except (purge.InvalidSelection, LayoutError) as err:
         raise ConfigProblem(str(err)) from None
-    client = _client(env, endpoint_url, pool=workers + 1)
+    client = _client(env, endpoint_url, pool=workers + 1, attempts=5)
     with _progress(None, "list", unit="key") as bar:
         try:
             found = purge.find_tiles(client, name, key_prefix, selection, on_listed=bar.update)

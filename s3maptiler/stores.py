@@ -11,8 +11,11 @@ Two implementations of one small interface:
   Writes are atomic (temporary file + ``os.replace``); content types are sniffed
   from the bytes so no sidecar files are needed.
 
-Every failure is a `StoreError` whose ``retryable`` flag tells the upload pool
-whether trying again can help.
+Every failure is a `StoreError` whose ``retryable`` flag says whether trying again
+could help. Retrying is the S3 client's job alone: botocore's "standard" mode with a
+total attempt budget (`make_s3_client`), never a second loop on top. Which S3 errors
+are worth another try is written once, in `is_retryable`, for the stores, bulk
+uploads and purges alike.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
@@ -42,6 +46,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 __all__ = [
+    "RETRYABLE_CODES",
     "InvalidKeyError",
     "LocalStore",
     "S3Store",
@@ -51,6 +56,7 @@ __all__ = [
     "StoreUnavailable",
     "StoredTile",
     "TileStore",
+    "is_retryable",
     "make_s3_client",
     "sniff_content_type",
     "supports_if_none_match",
@@ -61,8 +67,10 @@ log = logging.getLogger(__name__)
 GENERIC_CONTENT_TYPES = frozenset({"", "binary/octet-stream", "application/octet-stream"})
 """Content types that say nothing; a read falls back to sniffing the bytes."""
 
-# S3 error codes that mean "try again later". Any 5xx and 429 are retryable too.
-_RETRYABLE_CODES = frozenset(
+# S3 error codes that mean "try again later"; any 5xx and 429 are retryable too.
+# Not RequestTimeTooSkewed: botocore does not correct the clock for S3, so a retry is
+# signed with the same wrong time and refused again (fix the host's clock instead).
+RETRYABLE_CODES = frozenset(
     {
         "SlowDown",
         "Throttling",
@@ -94,6 +102,7 @@ class StoreError(Exception):
     """
 
     retryable: bool = False
+    attempts: int | None = None  # requests the S3 client made, retries included, if known
 
     def __init__(self, message: str, retryable: bool | None = None):
         super().__init__(message)
@@ -222,12 +231,31 @@ def _error_code(err: ClientError) -> tuple[str, int]:
     return code, status
 
 
+def is_retryable(err: BaseException) -> bool:
+    """True when the same S3 call may succeed later: throttling, 5xx, lost connections.
+
+    The one definition of a retryable S3 error (RequestTimeTooSkewed is not one)."""
+    if isinstance(err, ClientError):
+        code, status = _error_code(err)
+        return code in RETRYABLE_CODES or status >= 500 or status == 429
+    return isinstance(
+        err, BotoConnectionError | HTTPClientError | IncompleteReadError | ConnectionClosedError
+    )
+
+
 def _client_error(err: ClientError, what: str) -> StoreError:
     """Translate a botocore ClientError into the matching StoreError subclass."""
+    error = _classified_client_error(err, what)
+    retries = err.response.get("ResponseMetadata", {}).get("RetryAttempts")
+    error.attempts = None if retries is None else int(retries) + 1
+    return error
+
+
+def _classified_client_error(err: ClientError, what: str) -> StoreError:
     code, status = _error_code(err)
     message = err.response.get("Error", {}).get("Message") or code or "unknown error"
     text = f"{what}: {code or status} {message}".strip()
-    if code in _RETRYABLE_CODES or status >= 500 or status == 429:
+    if is_retryable(err):
         return StoreUnavailable(text)
     if code in _ACCESS_DENIED_CODES or status == 403:
         return StoreAccessDenied(text)
@@ -245,7 +273,7 @@ def _boto_error(err: BotoCoreError, what: str) -> StoreError:
     """Translate a botocore transport/configuration error into a StoreError."""
     if isinstance(err, NoCredentialsError | PartialCredentialsError):
         return StoreAccessDenied(f"{what}: no usable AWS credentials ({err})")
-    if isinstance(err, BotoConnectionError | HTTPClientError | IncompleteReadError):
+    if is_retryable(err):
         return StoreUnavailable(f"{what}: {err}")
     return StoreError(f"{what}: {err}", retryable=False)
 

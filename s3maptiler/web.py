@@ -48,25 +48,26 @@ from .wms import WMSClient, WMSError
 log = logging.getLogger("s3maptiler.request")
 
 MAX_PATH_LENGTH = 1024
+# S3 requests per tile read (GetObject), retries included: a read is on the request
+# path, so a throttled store costs a little latency, then the tile is rendered.
+READ_ATTEMPTS = 3
 
 
 def build_service(settings: Settings, store: TileStore | None = None) -> TileService:
-    """Create the per-process clients (WMS session, S3 client, upload pool) and the service."""
+    """Create the per-process clients (WMS session, S3 clients, upload pool) and the service.
+
+    Two S3 clients, one retry policy (botocore "standard"), two budgets: reads make
+    at most READ_ATTEMPTS requests, uploads at most 1 + UPLOAD_RETRIES PutObjects.
+    A given `store` (tests) serves both."""
+    upload_store = store
     if store is None:
         if settings.bucket:
-            client = make_s3_client(
-                max_pool_connections=settings.threads + settings.upload_workers,
-                endpoint_url=settings.aws_endpoint_url,
-                region_name=settings.aws_region,
-            )
-            store = S3Store(
-                settings.bucket,
-                client,
-                acl=settings.s3_acl,
-                conditional=settings.s3_conditional_put,
+            store = _s3_store(settings, settings.threads, READ_ATTEMPTS)
+            upload_store = _s3_store(
+                settings, settings.upload_workers, 1 + settings.upload_retries
             )
         else:
-            store = LocalStore(settings.local_cache_dir)
+            store = upload_store = LocalStore(settings.local_cache_dir)
     wms = WMSClient(
         pool_size=settings.threads,
         connect_timeout=settings.wms_connect_timeout,
@@ -74,13 +75,25 @@ def build_service(settings: Settings, store: TileStore | None = None) -> TileSer
         retries=settings.wms_retries,
     )
     uploads = UploadPool(
-        store,
+        upload_store,
         workers=settings.upload_workers,
         max_pending=settings.upload_queue,
-        retries=settings.upload_retries,
         on_result=_count_upload,
     )
     return TileService(settings, store, wms, uploads)
+
+
+def _s3_store(settings: Settings, threads: int, attempts: int) -> S3Store:
+    assert settings.bucket is not None
+    client = make_s3_client(
+        max_pool_connections=threads,
+        endpoint_url=settings.aws_endpoint_url,
+        region_name=settings.aws_region,
+        max_attempts=attempts,
+    )
+    return S3Store(
+        settings.bucket, client, acl=settings.s3_acl, conditional=settings.s3_conditional_put
+    )
 
 
 def _count_upload(job, outcome: str) -> None:
@@ -111,7 +124,7 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
         if request.args.get("deep") not in ("1", "true"):
             counts = " ".join(
                 f"uploads_{name}={stats[name]}"
-                for name in ("pending", "stored", "failed", "dropped", "retried")
+                for name in ("pending", "stored", "failed", "dropped")
             )
             return _text(200, f"ok {counts}")
         # Deep: the store and every WMS, each with a short timeout, reported one by one.

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
@@ -31,8 +32,7 @@ from tests.servers import GunicornApp, status_kib, worker_pids
 pytestmark = pytest.mark.integration
 
 WMS_RETRIES = 2
-UPLOAD_RETRIES = 1
-BOTO_ATTEMPTS = 3  # make_s3_client's total_max_attempts
+UPLOAD_RETRIES = 2  # the S3 client's retry budget for uploads: 3 PutObjects per tile
 
 
 # --------------------------------------------------------------------------- helpers
@@ -325,18 +325,18 @@ def test_s3_put_failures_still_serve_the_tile_then_count_the_upload_failed(
     finally:
         s3_proxy.clear()
 
+    # One retry policy, the S3 client's: exactly its budget for a retryable fault, one
+    # PutObject for any other, and never a second loop on top.
     seen = s3_proxy.failed_keys.count(f"{s3_app.bucket}/{key}")
-    most = BOTO_ATTEMPTS * (1 + UPLOAD_RETRIES)
-    if retryable:
-        assert 1 + UPLOAD_RETRIES <= seen <= most, f"{seen} PutObjects for one tile"
-        attempts = 1 + UPLOAD_RETRIES
-    else:
-        assert 1 <= seen <= most, f"{seen} PutObjects for one tile"
-        attempts = 1
+    attempts = 1 + UPLOAD_RETRIES if retryable else 1
+    assert seen == attempts, f"{seen} PutObjects for one tile"
+    for other in others:
+        assert s3_proxy.failed_keys.count(f"{s3_app.bucket}/{other}") == attempts
     assert s3_proxy.counts()["forwarded"] == 0
     assert not keys_in(s3, s3_app.bucket) & {key, *others}
-    failed = re.findall(rf"upload failed key={re.escape(key)} .*attempts=(\d+)", s3_app.log())
-    assert failed == [str(attempts)], s3_app.log()[-2000:]
+    failed = re.findall(rf"upload failed key={re.escape(key)} .*attempts=(\S+)", s3_app.log())
+    # A connection reset leaves no S3 answer to count the attempts from.
+    assert failed == ["?" if fault == "reset" else str(attempts)], s3_app.log()[-2000:]
 
     # The fault cleared: the same miss renders again and is stored this time.
     again = requests.get(f"{s3_app.url}/miss/{key}", timeout=30)
@@ -355,6 +355,39 @@ def test_s3_throttling_that_passes_is_absorbed_by_retries(s3_app, s3_proxy, faul
     # Two SlowDowns, then the SDK's third attempt goes through: one job, stored.
     assert (s3_proxy.failed_keys.count(where), s3_proxy.forwarded_keys.count(where)) == (2, 1)
     assert f"upload failed key={key}" not in s3_app.log()
+
+
+def test_slowdown_costs_at_most_one_plus_upload_retries_puts_per_tile(fault_wms, moto_server, s3):
+    """The shipped defaults (UPLOAD_RETRIES=3, METATILE=4x4) while S3 answers every
+    PutObject with SlowDown: each of the metatile's 16 tiles costs exactly 4 PutObjects,
+    where the stacked retries of before cost up to 12."""
+    proxy = FaultS3Proxy(moto_server.url).start()
+    bucket = new_bucket(s3)
+    app = start(
+        {
+            "WMS_SERVER": fault_wms.url,
+            "MAP_LAYERS": "roads",
+            "BUCKET_NAME": bucket,
+            "AWS_ENDPOINT_URL": proxy.url,
+            "GUNICORN_THREADS": "8",
+        }
+    )
+    try:
+        fault_wms.reset("ok")
+        proxy.fail_puts("slowdown")
+        answer = requests.get(f"{app.url}/tiles/12/1204/2556.png", timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert wait_idle(app, 120), "failing uploads must end, not stay pending"
+        per_tile = Counter(proxy.failed_keys)
+        assert len(per_tile) == 16, per_tile
+        assert set(per_tile.values()) == {4}, per_tile
+        assert proxy.counts()["forwarded"] == 0
+        failed = re.findall(r"upload failed key=\S+ .*attempts=(\S+)", app.log())
+        assert failed == ["4"] * 16, app.log()[-2000:]
+    finally:
+        proxy.clear()
+        app.stop()
+        proxy.stop()
 
 
 def test_heartbeat_shows_failed_and_dropped_uploads(s3_app, s3_proxy, fault_wms, keys):

@@ -517,3 +517,65 @@ def test_local_key_under_a_file_is_a_miss(tmp_path):
 )
 def test_sniff_content_type(data, expected):
     assert sniff_content_type(data) == expected
+
+
+# --- one retry policy -----------------------------------------------------------------
+
+
+def _client_error(code: str, status: int):
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutObject",
+    )
+
+
+def test_one_definition_of_a_retryable_s3_error_for_stores_bulk_and_purge():
+    from s3maptiler import bulk, purge
+
+    assert bulk.is_retryable is stores.is_retryable
+    assert "is_retryable" not in vars(purge) or purge.is_retryable is stores.is_retryable
+    assert stores.is_retryable(_client_error("SlowDown", 503))
+    assert stores.is_retryable(_client_error("Whatever", 500))
+    assert stores.is_retryable(_client_error("TooMany", 429))
+    # A retry is signed with the same wrong clock: never retryable, anywhere.
+    skewed = _client_error("RequestTimeTooSkewed", 403)
+    assert not stores.is_retryable(skewed) and not bulk.is_retryable(skewed)
+    assert not stores._client_error(skewed, "PutObject").retryable
+
+
+def test_a_store_error_tells_how_many_requests_the_client_made(stubbed):
+    client, stubber = stubbed
+    stubber.add_client_error(
+        "put_object",
+        service_error_code="SlowDown",
+        http_status_code=503,
+        response_meta={"RetryAttempts": 3},
+    )
+    with pytest.raises(StoreUnavailable) as info:
+        S3Store(BUCKET, client).put("a.png", PNG, "image/png", None)
+    assert info.value.attempts == 4
+
+
+def test_the_service_reads_and_uploads_with_their_own_retry_budgets(tmp_path):
+    from s3maptiler.config import load_settings
+    from s3maptiler.web import READ_ATTEMPTS, build_service
+
+    settings = load_settings(
+        {
+            "WMS_SERVER": "http://wms.test/",
+            "MAP_LAYERS": "x",
+            "BUCKET_NAME": BUCKET,
+            "UPLOAD_RETRIES": "2",
+            "UPLOAD_WORKERS": "3",
+        },
+        dotenv_path=None,
+    )
+    service = build_service(settings)
+    reads = service.store.client.meta.config
+    uploads = service.uploads.store.client.meta.config
+    assert reads.retries == {"mode": "standard", "total_max_attempts": READ_ATTEMPTS}
+    assert uploads.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert uploads.max_pool_connections == 3
+    assert service.uploads.store.bucket == BUCKET
