@@ -63,6 +63,7 @@ def build_service(settings: Settings, store: TileStore | None = None) -> TileSer
     if store is None:
         if settings.bucket:
             store = _s3_store(settings, settings.threads, READ_ATTEMPTS)
+            store.on_read_denied = metrics.STORE_READS_DENIED.inc
             upload_store = _s3_store(
                 settings, settings.upload_workers, 1 + settings.upload_retries
             )
@@ -129,6 +130,8 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
             return _text(200, f"ok {counts}")
         # Deep: the store and every WMS, each with a short timeout, reported one by one.
         checks = {"store": _check(service.store.check)}
+        denied = service.store.read_problem()
+        checks["store_reads"] = "ok" if denied is None else f"failing: {denied}"
         for runtime in service.layers:
             source = next(iter(runtime.sources.values()))
             checks[f"wms:{runtime.layer.name}"] = _check(

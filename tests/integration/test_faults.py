@@ -390,6 +390,34 @@ def test_slowdown_costs_at_most_one_plus_upload_retries_puts_per_tile(fault_wms,
         proxy.stop()
 
 
+def test_reads_denied_are_counted_reported_and_logged_at_a_bounded_rate(
+    s3_app, s3_proxy, fault_wms, keys
+):
+    """A role without s3:GetObject: every read is a 403. The tiles are still served
+    (rendered), but the operator can see it: /metrics counts the denied reads, the deep
+    heartbeat fails with the reason, and the log says so once a minute, not per tile."""
+    fault_wms.reset("ok")
+    assert wait_idle(s3_app, 60)
+    s3_proxy.deny_gets()
+    try:
+        for _ in range(5):
+            answer = requests.get(f"{s3_app.url}/{keys()}", timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["X-Tile-Source"] == "render"
+        assert s3_proxy.gets_denied == 5  # one GetObject per tile: a 403 is not retried
+        exposition = requests.get(f"{s3_app.url}/metrics", timeout=10).text
+        counted = re.search(r"^s3maptiler_store_reads_denied_total (\S+)$", exposition, re.M)
+        assert counted and float(counted[1]) == 5, exposition[-2000:]
+        deep = requests.get(f"{s3_app.url}/heartbeat?deep=1", timeout=30)
+        assert deep.status_code == 503
+        check = deep.json()["checks"]["store_reads"]
+        assert check.startswith("failing: reads denied: 5 GetObject(s) answered 403"), check
+        assert "s3:GetObject" in check
+        assert s3_app.log().count("S3 denied") == 1, s3_app.log()[-3000:]
+    finally:
+        s3_proxy.deny_gets(False)
+
+
 def test_heartbeat_shows_failed_and_dropped_uploads(s3_app, s3_proxy, fault_wms, keys):
     fault_wms.reset("ok")
     s3_proxy.fail_puts("500")
