@@ -71,6 +71,11 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     # Process.
     ("PUBLIC_URL", None, "public URL of the bucket (website or CloudFront) for `s3maptiler publish`"),
     ("SERVICE_URL", None, "the service's public URL, for URLs in its documents; unset: the request's host"),
+    (
+        "METRICS_ALLOW",
+        "127.0.0.0/8,::1",
+        "networks (CIDRs) that may read /metrics: the peer and every X-Forwarded-For hop must be in them; off: no /metrics",
+    ),
     ("TASKS_ENABLED", "false", "serve POST /tasks/seed (an Elastic Beanstalk worker tier's SQS daemon)"),
     ("HOST", "127.0.0.1", "address to listen on"),
     ("PORT", "8000", "port to listen on (Elastic Beanstalk's nginx forwards to 8000)"),

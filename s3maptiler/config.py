@@ -11,6 +11,7 @@ the setting and what is wrong with it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -42,6 +43,11 @@ TILE_FORMATS: dict[str, TileFormat] = {
 }
 
 WMS_VERSIONS = ("1.1.1", "1.3.0")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Who may read /metrics by default: the instance itself (a local agent scraping
+# 127.0.0.1:8000); through nginx and the load balancer nobody, as the client's own
+# address is in X-Forwarded-For.
+DEFAULT_METRICS_ALLOW = "127.0.0.0/8,::1"
 DEFAULT_LAYER_NAME = "default"
 
 # A key prefix: path segments of safe characters, each followed by "/".
@@ -136,6 +142,11 @@ class Settings:
     port: int = 8000
     log_level: str = "INFO"
     service_url: str | None = None  # public URL of the service, for URLs in documents
+    # Networks that may read /metrics (every hop of a request must be in one); None: off.
+    metrics_allow: tuple[IPNetwork, ...] | None = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1"),
+    )
 
     @property
     def store_location(self) -> str:
@@ -302,6 +313,22 @@ def _cors_origins(read: _Reader) -> tuple[str, ...]:
     return origins
 
 
+def _metrics_allow(read: _Reader) -> tuple[IPNetwork, ...] | None:
+    raw = read.text("METRICS_ALLOW", DEFAULT_METRICS_ALLOW) or DEFAULT_METRICS_ALLOW
+    if raw.lower() == "off":
+        return None
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"METRICS_ALLOW: {item[:60]!r} is not an IP network such as 10.0.0.0/16 "
+                "(or set off)"
+            ) from None
+    return tuple(networks)
+
+
 def _service_url(read: _Reader) -> str | None:
     url = read.text("SERVICE_URL")
     return check_url("SERVICE_URL", url).rstrip("/") if url else None
@@ -382,4 +409,5 @@ def load_settings(
         port=read.integer("PORT", 8000, 1, 65535),
         log_level=log_level,
         service_url=_service_url(read),
+        metrics_allow=_metrics_allow(read),
     )

@@ -18,6 +18,7 @@ WMTS KVP query has no key of its own and is stored under the layer's key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import logging
 import time
@@ -25,11 +26,12 @@ from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl
 
 from flask import Flask, Response, request
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
 from . import capabilities, metrics, preview
-from .config import Settings, load_settings
+from .config import IPNetwork, Settings, load_settings
 from .guard import WMSUnavailable
 from .service import (
     BadTileRequest,
@@ -143,8 +145,15 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
 
     @app.get("/metrics")
     def prometheus() -> Response:
+        if settings.metrics_allow is None:
+            return _text(404, "404 Not Found")  # METRICS_ALLOW=off: as if there were none
+        refused = _refused_hop(settings.metrics_allow, request.remote_addr, request.headers)
+        if refused is not None:
+            return _text(403, f"metrics: {refused[:64]} is not in METRICS_ALLOW")
         body, content_type = metrics.exposition()
-        return Response(body, content_type=content_type)
+        response = Response(body, content_type=content_type)
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     @app.before_request
     def refuse_encoded_slashes() -> Response | None:
@@ -278,6 +287,32 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
         return _tile_response(service, key, lambda: key_request(key), known_miss=known_miss)
 
     return app
+
+
+def _refused_hop(
+    allowed: tuple[IPNetwork, ...], peer: str | None, headers: Headers
+) -> str | None:
+    """The first address of a request's path that is in none of `allowed`, else None.
+
+    The path is the peer (behind Elastic Beanstalk, nginx on 127.0.0.1) and every
+    address in X-Forwarded-For and X-Real-IP (the load balancer, the client, and
+    whatever the client wrote itself). All must be allowed: a forged entry can only
+    make a request less allowed, so no count of trusted proxies is needed.
+    """
+    hops = [peer or ""]
+    for name in ("X-Forwarded-For", "X-Real-IP"):
+        for value in headers.getlist(name):
+            hops.extend(part.strip() for part in value.split(","))
+    for hop in hops:
+        try:
+            address = ipaddress.ip_address(hop.strip("[]"))
+        except ValueError:
+            return hop or "an unknown address"
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not any(address in network for network in allowed):
+            return hop
+    return None
 
 
 def _check(probe: Callable[[], object]) -> str:
