@@ -86,6 +86,11 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("MAX_REQUESTS", "0", "gunicorn recycles a worker after this many requests (0: never; uploads drain first)"),
     ("PROMETHEUS_MULTIPROC_DIR", None, "where workers keep /metrics samples; unset: gunicorn.conf.py makes a temp dir"),
     ("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    (
+        "DEMO_DIR",
+        None,
+        "the demo WMS's folder (demo.map), when WMS_SERVER is unset; unset: demo/ beside the package, then in the working directory",
+    ),
 ]
 
 
