@@ -517,10 +517,14 @@ def test_a_redirected_arcgis_key_renders_and_is_stored_under_that_key(
 PROTOTYPE_PREFIX = "1.0.0/tms-mercator-naip/"
 
 
+@pytest.mark.parametrize("name", [None, "aerial"])
 @pytest.mark.parametrize("form", ["path", "tile-query", "miss-prefix"])
-def test_a_layer_key_wins_over_the_fixed_tms_route(tmp_path, wms, form):
+def test_a_layer_key_wins_over_the_fixed_tms_route(tmp_path, wms, form, name):
+    """Named after the prefix, the TMS route and the key agree anyway; named otherwise
+    (LAYER_NAME=aerial), the path is still the key, never 'no layer named ...'."""
     wms.get(WMS, body=png(), content_type="image/png")
-    app, service = make_app(tmp_path, TILE_PREFIX=PROTOTYPE_PREFIX)
+    env = {"TILE_PREFIX": PROTOTYPE_PREFIX, **({"LAYER_NAME": name} if name else {})}
+    app, service = make_app(tmp_path, **env)
     client = app.test_client()
     key = f"{PROTOTYPE_PREFIX}3/4/5.png"
     url = {"path": f"/{key}", "tile-query": f"/?tile={key}", "miss-prefix": f"/miss/{key}"}
@@ -534,6 +538,26 @@ def test_a_layer_key_wins_over_the_fixed_tms_route(tmp_path, wms, form):
     assert again.data == first.data
     assert client.head(f"/{key}").headers["X-Tile-Source"] == "cache"
     assert len(wms_calls(wms)) == 1
+
+
+def test_a_layers_file_key_shaped_like_the_tms_route_is_its_own_layout(tmp_path, wms):
+    """prefix 1.0.0/naip/ with the xyz layout: /1.0.0/naip/3/4/2.png is that layer's
+    XYZ key (row 2 from the top), not the TMS route of a layer called naip."""
+    wms.get(WMS, body=png(), content_type="image/png")
+    layers = tmp_path / "layers.toml"
+    layers.write_text(
+        f'wms_url = "{WMS}"\nwms_layers = "x"\nmetatile = 1\n'
+        '[layers.naip]\nprefix = "naip/"\n'
+        '[layers.photos]\nprefix = "1.0.0/naip/"\nlayout = "xyz"\n'
+    )
+    app, service = make_app(tmp_path, LAYERS_FILE=str(layers))
+    answer = app.test_client().get("/1.0.0/naip/3/4/2.png")
+    assert answer.status_code == 200, answer.text
+    service.drain(5)
+    assert service.store.get("1.0.0/naip/3/4/2.png").data == answer.data
+    assert service.store.get("naip/3/4/5.png") is None  # not the TMS route's tile
+    bbox = parse_qs(urlsplit(wms_calls(wms)[0].request.url).query)["BBOX"][0]
+    assert [float(v) for v in bbox.split(",")] == pytest.approx(mercator_bbox(4, 2, 3))
 
 
 def test_the_layer_named_by_the_prefix_has_its_key_urls_in_the_tms_document(tmp_path, wms):
