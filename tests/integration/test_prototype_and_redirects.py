@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.faults3 import wait_until
 from tests.integration.conftest import AWS_ENV, need
 from tests.servers import GunicornApp
 
@@ -63,6 +64,10 @@ def new_bucket(s3) -> str:
     name = f"proto-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+def heartbeat(app: GunicornApp) -> str:
+    return requests.get(f"{app.url}/heartbeat", timeout=10).text
 
 
 def colours(data: bytes) -> int:
@@ -118,6 +123,8 @@ def test_the_prototype_configuration_renders_stores_and_serves_its_keys(
     stored = wait_for_object(s3, prototype.bucket, key)
     assert stored["ContentType"] == "image/png"
     assert stored["Body"].read() == first.content
+    # Until its PutObject has returned, the tile is served from the upload queue.
+    assert wait_until(lambda: "uploads_pending=0" in heartbeat(prototype), 30)
 
     hit = requests.get(f"{prototype.url}/{key}", timeout=60)
     assert hit.status_code == 200
