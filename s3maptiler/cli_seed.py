@@ -269,7 +269,7 @@ def seed_command(
             raise ConfigProblem("--zoom is required (e.g. --zoom 0-14)")
         zooms = _zooms(zoom, runtime)
         coverage = _coverage(bbox, geojson)
-        ext = (ext or runtime.layer.tile_format.extension).lower()
+        ext = (ext or runtime.layer.extension).lower()
         if ext not in runtime.sources:
             raise ConfigProblem(
                 f"--format {ext}: layer {runtime.layer.name} serves {runtime.layer.formats}"

@@ -11,6 +11,7 @@ the setting and what is wrong with it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tempfile
@@ -43,10 +44,19 @@ TILE_FORMATS: dict[str, TileFormat] = {
 }
 
 WMS_VERSIONS = ("1.1.1", "1.3.0")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Who may read /metrics by default: the instance itself (a local agent scraping
+# 127.0.0.1:8000); through nginx and the load balancer nobody, as the client's own
+# address is in X-Forwarded-For.
+DEFAULT_METRICS_ALLOW = "127.0.0.0/8,::1"
 DEFAULT_LAYER_NAME = "default"
 
 # A key prefix: path segments of safe characters, each followed by "/".
 _PREFIX_RE = re.compile(r"^(?:[A-Za-z0-9_.~-]+/)*$")
+# A layer name: one URL path segment in TMS, WMTS and ArcGIS addresses.
+LAYER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The Node prototype's documented prefix mirrors a TMS URL: 1.0.0/<name>/.
+_TMS_PREFIX_RE = re.compile(r"^1\.0\.0/([A-Za-z0-9_-]{1,64})/$")
 
 
 class ConfigError(ValueError):
@@ -88,6 +98,16 @@ class Layer:
         return TILE_FORMATS[self.format]
 
     @property
+    def extension(self) -> str:
+        """The extension of the layer's own format in keys and URLs, one it serves:
+        documents, the ArcGIS routes and seeding use it (TILE_FORMATS=jpeg,png: jpeg)."""
+        own = self.tile_format
+        if own.extension in self.formats:
+            return own.extension
+        same = (ext for ext in self.formats if FORMATS.get(ext) == own.media_type)
+        return next(same, own.extension)
+
+    @property
     def tile_grid(self) -> TileGrid:
         """The layer's grid object: a custom one from the layers file, else a named one."""
         return self.grid_def or get_grid(self.grid)
@@ -126,7 +146,11 @@ class Settings:
     service_url: str | None = None  # public URL of the service, for URLs in documents
     spool_dir: Path = field(default_factory=lambda: default_spool_dir())
     fleet_leases: bool = True  # share metatile renders between instances through the bucket
-    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # Networks that may read /metrics (every hop of a request must be in one); None: off.
+    metrics_allow: tuple[IPNetwork, ...] | None = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1"),
+    )
 
     @property
     def store_location(self) -> str:
@@ -209,6 +233,27 @@ def check_prefix(name: str, prefix: str) -> str:
     return prefix
 
 
+def default_layer_name(prefix: str) -> str:
+    """LAYER_NAME when unset: ``<name>`` for a prefix of the form ``1.0.0/<name>/``
+    (the prototype's ``TILE_PREFIX=1.0.0/tms-mercator-naip/``), so the layer's TMS
+    address is the prefix itself; ``default`` for any other prefix.
+
+    >>> default_layer_name("1.0.0/tms-mercator-naip/"), default_layer_name("tiles/")
+    ('tms-mercator-naip', 'default')
+    """
+    match = _TMS_PREFIX_RE.match(prefix)
+    return match[1] if match else DEFAULT_LAYER_NAME
+
+
+def _layer_name(read: _Reader, prefix: str) -> str:
+    name = read.text("LAYER_NAME")
+    if name is None:
+        return default_layer_name(prefix)
+    if not LAYER_NAME_RE.match(name):
+        raise ConfigError(f"LAYER_NAME: {name[:80]!r} must be 1-64 letters, digits, _ or -")
+    return name
+
+
 def _layer_from_env(read: _Reader) -> Layer:
     wms_url = read.text("WMS_SERVER")
     if wms_url is None:
@@ -217,7 +262,7 @@ def _layer_from_env(read: _Reader) -> Layer:
             "starts the bundled demo WMS when it is unset)"
         )
     formats_text = read.text("TILE_FORMATS", "png,jpg,jpeg") or ""
-    formats = tuple(f.strip().lower() for f in formats_text.split(","))
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in formats_text.split(",")))
     for ext in formats:
         if ext not in FORMATS:
             raise ConfigError(f"TILE_FORMATS: {ext!r} is not one of {', '.join(FORMATS)}")
@@ -228,25 +273,36 @@ def _layer_from_env(read: _Reader) -> Layer:
     max_zoom = read.integer("MAX_ZOOM", 22, 0, 24)
     if min_zoom > max_zoom:
         raise ConfigError(f"MIN_ZOOM: {min_zoom} is above MAX_ZOOM {max_zoom}")
+    metatile = _metatile(read)
+    prefix = check_prefix("TILE_PREFIX", read.text("TILE_PREFIX", "tiles/") or "")
     return Layer(
-        name=DEFAULT_LAYER_NAME,
+        name=_layer_name(read, prefix),
         wms_url=check_url("WMS_SERVER", wms_url),
         wms_layers=read.text("MAP_LAYERS") or _missing("MAP_LAYERS", "the WMS LAYERS to draw"),
-        prefix=check_prefix("TILE_PREFIX", read.text("TILE_PREFIX", "tiles/") or ""),
+        prefix=prefix,
         wms_styles=read.values.get("WMS_STYLES", "").strip(),
         wms_version=read.choice("WMS_VERSION", "1.1.1", WMS_VERSIONS),
         transparent=read.boolean("WMS_TRANSPARENT", False),
         bgcolor=bgcolor,
         formats=formats,
+        # The first extension served is the layer's own format, the one documents,
+        # the ArcGIS routes and seeding use.
+        format="png" if formats[0] == "png" else "jpeg",
         cache_control=read.text("CACHE_CONTROL", "public, max-age=86400") or "",
         min_zoom=min_zoom,
         max_zoom=max_zoom,
-        metatile=_metatile(read),
-        meta_buffer=read.integer("META_BUFFER", 64, 0, 512),
+        metatile=metatile,
+        meta_buffer=read.integer("META_BUFFER", default_meta_buffer(metatile), 0, 512),
         png_compress_level=read.integer("PNG_COMPRESS_LEVEL", 6, 0, 9),
         jpeg_quality=read.integer("JPEG_QUALITY", 90, 1, 100),
         empty_tiles=read.choice("EMPTY_TILES", "store", ("store", "redirect")),
     )
+
+
+def default_meta_buffer(metatile: tuple[int, int]) -> int:
+    """META_BUFFER when unset: 64 px around a metatile, none for 1x1, so that each
+    tile is one GetMap of exactly the tile and the WMS's bytes are passed through."""
+    return 0 if metatile == (1, 1) else 64
 
 
 def _metatile(read: _Reader) -> tuple[int, int]:
@@ -265,6 +321,22 @@ def _cors_origins(read: _Reader) -> tuple[str, ...]:
         if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
             raise ConfigError(f"CORS_ORIGINS: {origin!r} is not * or an origin like https://host")
     return origins
+
+
+def _metrics_allow(read: _Reader) -> tuple[IPNetwork, ...] | None:
+    raw = read.text("METRICS_ALLOW", DEFAULT_METRICS_ALLOW) or DEFAULT_METRICS_ALLOW
+    if raw.lower() == "off":
+        return None
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"METRICS_ALLOW: {item[:60]!r} is not an IP network such as 10.0.0.0/16 "
+                "(or set off)"
+            ) from None
+    return tuple(networks)
 
 
 def _service_url(read: _Reader) -> str | None:
@@ -357,5 +429,5 @@ def load_settings(
         service_url=_service_url(read),
         spool_dir=Path(spool_dir) if spool_dir else default_spool_dir(),
         fleet_leases=read.boolean("FLEET_LEASES", True),
-        extra=values,
+        metrics_allow=_metrics_allow(read),
     )

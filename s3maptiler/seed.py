@@ -356,7 +356,7 @@ def plan_jobs(
 ) -> Iterator[MetaJob]:
     """Every metatile of ``zooms`` with at least one tile touching ``coverage``, zoom by
     zoom, top-left first. A job lists its tiles only when not all of them are covered."""
-    ext = ext or runtime.layer.tile_format.extension
+    ext = ext or runtime.layer.extension
     cols, rows = runtime.layer.metatile
     for z in zooms:
         matrix_cols, matrix_rows = runtime.grid.matrix_size(z)

@@ -31,7 +31,6 @@ import functools
 import hashlib
 import io
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -58,7 +57,6 @@ from .wms import WMSClient
 log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 512
-ARCGIS_TILE_KEY = re.compile(r"arcgis/rest/services/([^/]+)/MapServer/tile/([^/]+)/([^/]+)/([^/]+)")
 SLICER_THREADS = 2
 # Metatiles queued or encoding in the background, each holding its decoded image
 # (about 5 MB for 4x4 tiles with a 64 px buffer); past this the leader encodes inline.
@@ -158,19 +156,10 @@ class TileService:
 
     def resolve(self, key: str) -> TileRequest:
         """Parse an S3 key (no leading slash) into a tile of a configured layer."""
-        if len(key) > MAX_KEY_LENGTH:
-            raise BadTileRequest(f"key longer than {MAX_KEY_LENGTH} characters")
-        if not key.isascii() or not key.isprintable() or "\\" in key:
-            raise BadTileRequest("key has characters a tile key never has")
-        parts = key.split("/")
-        if any(part in ("", ".", "..") for part in parts):
-            raise BadTileRequest("key has an empty, '.' or '..' segment")
-        runtime = next((rt for rt in self._by_prefix if key.startswith(rt.layer.prefix)), None)
+        check_key(key)
+        runtime = self._owner(key)
         if runtime is None:
-            arcgis = ARCGIS_TILE_KEY.fullmatch(key)
-            if arcgis is None:
-                raise TileNotFound("no layer serves this key prefix")
-            return self._arcgis_key(key, *arcgis.groups())
+            raise TileNotFound("no layer serves this key prefix")
         layer = runtime.layer
         try:
             parsed = runtime.layout.parse(key[len(layer.prefix) :], runtime.grid)
@@ -193,7 +182,7 @@ class TileService:
             runtime.grid.check(tile)
         except GridError as exc:
             raise TileNotFound(f"tile out of range: {exc}") from None
-        ext = ext or runtime.layer.tile_format.extension
+        ext = ext or runtime.layer.extension
         if ext not in runtime.sources:
             raise TileNotFound(f"format .{ext} is not served by layer {layer_name}")
         try:
@@ -203,14 +192,24 @@ class TileService:
             raise TileNotFound(f"layer {layer_name} cannot store this tile: {exc}") from None
         return self._checked(runtime, tile, ext, key)
 
-    def _arcgis_key(self, key: str, name: str, z: str, row: str, col: str) -> TileRequest:
-        """`arcgis/rest/services/<layer>/MapServer/tile/{z}/{row}/{col}`, the only tile
-        URL ArcGIS clients know, as a key of its own: a bucket holding the published
-        MapServer document fills these keys through the redirect, and serves them next."""
-        runtime = self.by_name.get(name)
-        ext = runtime.layer.tile_format.extension if runtime else "png"
-        request = self.request_via(name, "wmts", f"{z}/{row}/{col}.{ext}")
-        return dataclasses.replace(request, key=key)
+    def _owner(self, key: str) -> LayerRuntime | None:
+        """The layer whose prefix `key` starts with (the longest such prefix)."""
+        return next((rt for rt in self._by_prefix if key.startswith(rt.layer.prefix)), None)
+
+    def owns(self, key: str) -> bool:
+        """Whether `key` is a configured layer's key: its prefix, then a path in its
+        layout (a tile in range or not). Such a key is that layer's tile before any
+        other reading of the path (e.g. `TILE_PREFIX=1.0.0/<name>/` and `/1.0.0/...`)."""
+        runtime = self._owner(key) if len(key) <= MAX_KEY_LENGTH else None
+        if runtime is None:
+            return False
+        try:
+            runtime.layout.parse(key[len(runtime.layer.prefix) :], runtime.grid)
+        except LayoutError:
+            return False
+        except GridError:
+            return True  # the layer's key shape, outside its grid: the layer answers 404
+        return True
 
     def request_via(self, layer_name: str, layout_name: str, path: str) -> TileRequest:
         """A tile of a named layer addressed in another layout, e.g. "tms" for
@@ -473,6 +472,17 @@ class TileService:
         return TileResult(
             data, content_type, source, etag_of(data), request.layer.layer.cache_control
         )
+
+
+def check_key(key: str) -> None:
+    """BadTileRequest unless `key` could be an S3 key the service writes: bounded,
+    printable ASCII, no backslash, no empty, '.' or '..' segment."""
+    if len(key) > MAX_KEY_LENGTH:
+        raise BadTileRequest(f"key longer than {MAX_KEY_LENGTH} characters")
+    if not key.isascii() or not key.isprintable() or "\\" in key:
+        raise BadTileRequest("key has characters a tile key never has")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise BadTileRequest("key has an empty, '.' or '..' segment")
 
 
 def metatile_flight(store_location: str, layer: Layer, ext: str, meta: MetaTile) -> str:

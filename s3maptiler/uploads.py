@@ -6,9 +6,12 @@ renders the tile again); a background producer (the slicer of a metatile) may wa
 for room instead, so a burst of renders slows down rather than loses tiles. The
 pool starts ``workers`` threads and grows, one thread per ``_BACKLOG_PER_THREAD``
 queued jobs, up to ``max_workers`` while a backlog lasts; threads beyond
-``workers`` leave after ``_IDLE_EXIT`` idle seconds. Workers retry retryable store
-errors with exponential backoff; everything is counted. While a tile waits or uploads, its bytes are
-served from ``pending(key)`` so a second request does not render it again.
+``workers`` leave after ``_IDLE_EXIT`` idle seconds. Each job is one ``store.put``:
+retries are the store's own (the S3 client's botocore "standard" retries, with a
+total attempt budget of 1 + UPLOAD_RETRIES), never a second loop here, so a
+throttled tile costs at most that many PutObjects. Everything is counted. While a
+tile waits or uploads, its bytes are served from ``pending(key)`` so a second
+request does not render it again.
 
 Shutdown: ``drain(timeout)`` (called from gunicorn's ``worker_exit`` hook) stops
 intake and waits for queued work. If nobody drains, the non-daemon workers still
@@ -50,7 +53,7 @@ class UploadError(Exception):
 
 
 class InvalidPoolSettings(UploadError, ValueError):
-    """A pool was constructed with impossible settings (no workers, negative retries...)."""
+    """A pool was constructed with impossible settings (no workers, no room for a job)."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,10 @@ class UploadPool:
     created before gunicorn forks; more start while jobs queue up, up to
     `max_workers` (default: `workers`, a fixed pool). `max_pending` bounds queued +
     uploading jobs, and so the memory the pool holds: about `max_pending` tiles.
-    A job whose store raises a retryable StoreError is tried up to `retries` more
-    times, sleeping ``backoff * 2**attempt`` seconds between tries; a
-    non-retryable error fails it at once. `on_result(job, outcome)` is called
-    from a worker thread after each job with "stored", "exists" or "failed"
-    (and with "dropped" for queued jobs that ``drain`` had to abandon).
+    A job is put once; a StoreError (after the store's own retries) fails it.
+    `on_result(job, outcome)` is called from a worker thread after each job with
+    "stored", "exists" or "failed" (and with "dropped" for queued jobs that
+    ``drain`` had to abandon).
 
     Counters (``stats()``) satisfy: submitted = stored + exists + failed +
     dropped + pending.
@@ -87,8 +89,6 @@ class UploadPool:
         workers: int = 4,
         max_pending: int = 2000,
         max_workers: int | None = None,
-        retries: int = 3,
-        backoff: float = 0.2,
         on_result: Callable[[UploadJob, str], None] | None = None,
     ):
         if workers < 1:
@@ -97,16 +97,10 @@ class UploadPool:
             raise InvalidPoolSettings(f"max_workers must be at least workers ({workers})")
         if max_pending < 1:
             raise InvalidPoolSettings(f"max_pending must be at least 1, got {max_pending}")
-        if retries < 0:
-            raise InvalidPoolSettings(f"retries must not be negative, got {retries}")
-        if backoff < 0:
-            raise InvalidPoolSettings(f"backoff must not be negative, got {backoff}")
         self.store = store
         self.workers = workers
         self.max_workers = max_workers or workers
         self.max_pending = max_pending
-        self.retries = retries
-        self.backoff = backoff
         self.on_result = on_result
 
         # One lock guards all state below; it is never held during I/O or callbacks.
@@ -122,8 +116,7 @@ class UploadPool:
         self._threads: list[threading.Thread] = []
         self._started = 0  # threads ever started, for their names
         self._closing = False
-        self._abandon = threading.Event()  # set when drain gives up: stop retrying
-        self._counts = dict.fromkeys(("submitted", STORED, EXISTS, FAILED, DROPPED, "retried"), 0)
+        self._counts = dict.fromkeys(("submitted", STORED, EXISTS, FAILED, DROPPED), 0)
 
     # --- request side ---------------------------------------------------------------
 
@@ -163,11 +156,8 @@ class UploadPool:
             return jobs[-1].data if jobs else None
 
     def stats(self) -> dict[str, int]:
-        """Counters since start: submitted, stored, exists, failed, dropped, retried,
-        pending, and the upload threads running now.
-
-        ``retried`` counts extra attempts (a job stored on its third try adds 2).
-        """
+        """Counters since start: submitted, stored, exists, failed, dropped, pending,
+        and the upload threads running now."""
         with self._lock:
             return {**self._counts, "pending": self._pending_count, "threads": len(self._threads)}
 
@@ -197,8 +187,6 @@ class UploadPool:
             for job in abandoned:
                 self._forget(job)
                 self._counts[DROPPED] += 1
-            if unfinished:
-                self._abandon.set()
             threads = list(self._threads)
         if unfinished:
             log.error(
@@ -259,37 +247,28 @@ class UploadPool:
             self._report(job, outcome)
 
     def _upload(self, job: UploadJob) -> str:
-        """Put one job, retrying retryable errors; "stored", "exists" or "failed"."""
-        attempt = 0
-        while True:
-            try:
-                # Only stores that can redirect hear of it; every other store stays simple.
-                extra = {"redirect_to": job.redirect_to} if job.redirect_to else {}
-                outcome = self.store.put(
-                    job.key, job.data, job.content_type, job.cache_control, **extra
-                )
-            except StoreError as err:
-                if not err.retryable or attempt >= self.retries:
-                    reason = str(err) if err.retryable else f"{err} (not retryable)"
-                    return self._failed(job, attempt + 1, reason)
-                delay = self.backoff * 2**attempt
-                attempt += 1
-                with self._lock:
-                    self._counts["retried"] += 1
-                if self._abandon.wait(delay):
-                    return self._failed(job, attempt, f"{err} (abandoned by drain)")
-            except Exception as err:  # a bug in a store must not kill the worker
-                log.debug("store raised", exc_info=True)
-                return self._failed(job, attempt + 1, f"unexpected {type(err).__name__}: {err}")
-            else:
-                return EXISTS if outcome == EXISTS else STORED
+        """Put one job once (the store retries as its client is configured);
+        "stored", "exists" or "failed"."""
+        try:
+            # Only stores that can redirect hear of it; every other store stays simple.
+            extra = {"redirect_to": job.redirect_to} if job.redirect_to else {}
+            outcome = self.store.put(
+                job.key, job.data, job.content_type, job.cache_control, **extra
+            )
+        except StoreError as err:
+            reason = str(err) if err.retryable else f"{err} (not retryable)"
+            return self._failed(job, reason, err.attempts)
+        except Exception as err:  # a bug in a store must not kill the worker
+            log.debug("store raised", exc_info=True)
+            return self._failed(job, f"unexpected {type(err).__name__}: {err}", None)
+        return EXISTS if outcome == EXISTS else STORED
 
-    def _failed(self, job: UploadJob, attempts: int, reason: str) -> str:
+    def _failed(self, job: UploadJob, reason: str, attempts: int | None) -> str:
         log.warning(
-            "upload failed key=%s store=%s attempts=%d reason=%s",
+            "upload failed key=%s store=%s attempts=%s reason=%s",
             job.key,
             self.store.location,
-            attempts,
+            "?" if attempts is None else attempts,
             reason,
         )
         return FAILED

@@ -60,8 +60,8 @@ def keys_in(s3, bucket: str) -> list[str]:
 
 @pytest.fixture
 def app(tmp_path, demo_wms, moto_server, bucket):
-    # 1x1: each tile is its own GetMap, so its bytes can be compared with a direct one.
-    service = start_app(tmp_path, demo_wms, moto_server, bucket, METATILE="1x1", META_BUFFER="0")
+    # 1x1 (META_BUFFER unset, so 0): each tile is its own GetMap, passed through untouched.
+    service = start_app(tmp_path, demo_wms, moto_server, bucket, METATILE="1x1")
     yield service
     service.stop()
 
@@ -83,6 +83,7 @@ def test_miss_equals_direct_wms_then_stored_then_served_from_cache(app, demo_wms
     assert served.size == (256, 256)
     assert len(served.getcolors(65536)) > 1, "the NYC tile should not be blank"
     assert served.tobytes() == expected.tobytes()
+    assert answer.content == direct.content, "METATILE=1x1 passes the WMS's bytes through"
 
     stored = wait_for_object(s3, bucket, key)
     assert stored["ContentType"] == "image/png"
