@@ -146,9 +146,9 @@ class Leases:
         if left <= 0:
             raise WaitTimeout("waited too long for another instance's render")
         expected = float(header.get("expected", 1.0))
-        if polls == 0:  # first read: when the holder expects to be done
+        if polls == 0:  # first read: a little after the holder expects to be done
             due = float(header.get("started", 0)) + expected - time.time()
-            pause = min(max(due * 1.1, _MIN_POLL), expected)
+            pause = min(max(due + 0.25 * expected, _MIN_POLL), 1.25 * expected)
         else:  # late: half the expected time, doubling, so reads stay few
             pause = min(max(expected * 2 ** (polls - 2), _MIN_POLL), _MAX_POLL)
         time.sleep(min(pause, left))
