@@ -42,7 +42,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from s3maptiler.demowms import DemoWMS  # noqa: E402
-from tests.servers import GunicornApp, MotoServer, status_kib, worker_pids  # noqa: E402
+from tests.servers import (  # noqa: E402
+    DelayProxy,
+    GunicornApp,
+    MotoServer,
+    status_kib,
+    worker_pids,
+)
 
 AWS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -196,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="extra environment of the service, e.g. MAX_REQUESTS=0 (repeatable)",
     )
+    parser.add_argument(
+        "--s3-latency-ms",
+        type=float,
+        default=0.0,
+        help="milliseconds added to every S3 request (a proxy in front of moto)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args(argv)
     random.seed(args.seed)
@@ -222,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
             timeout=30,
         ).content
         seed_bucket(s3, bucket, hit_tiles, sample)
+        s3_url = moto.url
+        if args.s3_latency_ms:
+            slow = DelayProxy(moto.url, args.s3_latency_ms / 1000).start()
+            stack.callback(slow.stop)
+            s3_url = slow.url
 
         app = GunicornApp(
             {
@@ -229,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 "WMS_SERVER": wms.url,
                 "MAP_LAYERS": wms.layers,
                 "BUCKET_NAME": bucket,
-                "AWS_ENDPOINT_URL": moto.url,
+                "AWS_ENDPOINT_URL": s3_url,
                 "LOCAL_CACHE_DIR": f"{tmp}/tiles",
                 "LOG_LEVEL": args.log_level,
                 **dict(item.split("=", 1) for item in args.env),

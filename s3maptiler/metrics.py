@@ -53,7 +53,9 @@ STORE_READS_DENIED = Counter(
 )
 SINGLE_FLIGHT_WAITS = Counter(
     "s3maptiler_single_flight_waits_total",
-    "Requests that waited for another request's store read or render.",
+    "Requests served by another's store read or render, by where that ran: another"
+    " thread of the worker, another worker of the host, or another instance.",
+    ["ring"],
 )
 
 

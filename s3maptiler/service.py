@@ -276,7 +276,7 @@ class TileService:
     def _read_once(self, key: str) -> StoredTile | None:
         future, leader = self._reads.join(key)
         if not leader:
-            metrics.SINGLE_FLIGHT_WAITS.inc()
+            metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
             return wait_for(future, STORE_READ_PATIENCE, f"the store read of {key}")
         try:
             stored = self._read_store(key)
@@ -298,7 +298,7 @@ class TileService:
         """A tile that is its own GetMap; `meta` when it still has a buffer to cut."""
         future, leader = self._tiles.join(request.key)
         if not leader:
-            metrics.SINGLE_FLIGHT_WAITS.inc()
+            metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
             data = wait_for(future, self.patience(request.layer), request.key)
             return self._result(request, data, "inflight")
         runtime, ext = request.layer, request.ext
@@ -322,7 +322,7 @@ class TileService:
         flight = metatile_flight(self.store.location, runtime.layer, request.ext, meta)
         future, leader = self._metatiles.join(flight)
         if not leader:
-            metrics.SINGLE_FLIGHT_WAITS.inc()
+            metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
             rendered = wait_for(future, self.patience(runtime), meta.describe())
             return self._result(request, rendered.tiles[request.tile], "inflight")
         try:
@@ -340,6 +340,7 @@ class TileService:
         deadline = time.monotonic() + self.patience(runtime)
         turn = self.spool.turn(flight, deadline) if self.spool else Turn(held=True)
         if turn.found is not None:
+            metrics.SINGLE_FLIGHT_WAITS.labels("worker").inc()
             future.set_result(turn.found)
             return self._result(request, turn.found.tiles[request.tile], "inflight")
         lease = None
@@ -349,6 +350,7 @@ class TileService:
                 expected = self._expected[runtime.layer.name]
                 claim = self.leases.claim(flight, deadline, budget, expected)
                 if claim.found is not None:
+                    metrics.SINGLE_FLIGHT_WAITS.labels("instance").inc()
                     if claim.took is not None:
                         self._learn(runtime, claim.took)
                     self._publish_here(flight, claim.found, turn)
