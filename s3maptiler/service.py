@@ -312,6 +312,7 @@ class TileService:
             return result
         data = tiles.result(self._wait_timeout).get(request.tile)
         if data is not None:
+            self._store_alias(request, data)
             return self._result(request, data, "inflight")
         return self._reuse(request) or self._render(request, meta, flight)[0]
 
@@ -367,12 +368,37 @@ class TileService:
                 return reused, _done({request.tile: reused.data})
         return self._render(request, meta, flight)
 
+    def _layout_key(self, request: TileRequest) -> str | None:
+        """The layer's own key of the tile when the request came by another key (an
+        ArcGIS REST key), else None. A metatile's tiles are stored under layout keys."""
+        key = request.layer.key_to_store(request.tile, request.ext)
+        return key if key != request.key else None
+
+    def _store_alias(self, request: TileRequest, data: bytes) -> None:
+        """Also store a tile cut from another request's metatile under the key this
+        request came by, so the next request for that key is a hit too."""
+        if self._layout_key(request) is None:
+            return
+        runtime = request.layer
+        uniform = runtime.layer.empty_tiles == "redirect" and uniform_tile(data)
+        self._upload_tile(runtime, request.key, request.ext, data, uniform)
+
     def _reuse(self, request: TileRequest) -> TileResult | None:
-        """The tile from the upload queue or the store, after a recent render."""
+        """The tile from the upload queue or the store, after a recent render: under
+        the request's key, or under the layer's own key (then stored under both)."""
         data = self.uploads.pending(request.key)
         if data is not None:
             return self._result(request, data, "inflight")
         stored = self._read_store(request.key)
+        alias = self._layout_key(request) if stored is None else None
+        if alias is not None:
+            data = self.uploads.pending(alias)
+            if data is not None:
+                self._store_alias(request, data)
+                return self._result(request, data, "inflight")
+            stored = self._read_store(alias)
+            if stored is not None:
+                self._store_alias(request, stored.data)
         if stored is None:
             return None
         return TileResult(
@@ -418,7 +444,11 @@ class TileService:
                     self._recent.pop(next(iter(self._recent)))
             self._slicer.submit(self._slice_rest, request, meta, work, data, tiles, flight)
         content_type = media_type(source)
-        upload = "queued" if self._upload_tile(runtime, request.key, data, uniform) else "dropped"
+        queued = self._upload_tile(runtime, request.key, request.ext, data, uniform)
+        upload = "queued" if queued else "dropped"
+        layout_key = self._layout_key(request)
+        if layout_key is not None:  # asked by an ArcGIS REST key: the layer's key too
+            self._upload_tile(runtime, layout_key, request.ext, data, uniform)
         result = TileResult(
             data, content_type, "render", etag_of(data), runtime.layer.cache_control, wms_ms, upload
         )
@@ -443,11 +473,13 @@ class TileService:
             metrics.WMS_SECONDS.labels(name).observe(time.perf_counter() - started)
             return data
 
-    def _upload_tile(self, runtime: LayerRuntime, key: str, data: bytes, uniform: bool) -> bool:
+    def _upload_tile(
+        self, runtime: LayerRuntime, key: str, ext: str, data: bytes, uniform: bool
+    ) -> bool:
         """Queue a rendered tile. With the layer's `empty_tiles = "redirect"`, a uniform
         tile becomes a zero-byte object redirecting to one shared blank of the same
-        bytes (written once per process), so an ocean costs one stored image."""
-        ext = key.rsplit(".", 1)[-1].lower()
+        bytes (written once per process), so an ocean costs one stored image. `ext` is
+        the tile's format: ArcGIS REST keys (`.../MapServer/tile/{z}/{row}/{col}`) have none."""
         content_type = media_type(runtime.sources[ext])
         cache_control = runtime.layer.cache_control or None
         blank = None
@@ -480,7 +512,7 @@ class TileService:
             for tile, piece in sliced.items():
                 key = runtime.key_to_store(tile, request.ext)
                 if key is not None:
-                    self._upload_tile(runtime, key, piece.data, piece.uniform)
+                    self._upload_tile(runtime, key, request.ext, piece.data, piece.uniform)
             tiles.set_result({request.tile: data, **{t: p.data for t, p in sliced.items()}})
         except BaseException as exc:  # waiters must hear of it, not hang
             log.exception("slicing metatile %s failed", meta.describe())
