@@ -1,0 +1,177 @@
+"""The S3 website endpoint for real: LocalStack's S3 runs the routing rules that
+`s3maptiler bucket setup` writes, and the loop bucket -> 307 -> service -> upload ->
+bucket goes round once per tile.
+
+moto stores a website configuration but serves no website endpoint; these tests use
+LocalStack (see s3maptiler/localwebsite.py), with the demo MapServer behind the service.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.website import Loop, cli, new_bucket_name, setup_bucket, start_service
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LAYERS = """\
+wms_url = "{wms}"
+wms_layers = "demo"
+cache_control = "public, max-age=600"
+max_zoom = 16
+
+[layers.demo]
+prefix = "tiles/"
+"""
+# Manhattan at zoom 12, TMS numbering (y from the bottom), as the layer's keys are.
+TILE = "tiles/12/1205/2556.png"
+
+
+@pytest.fixture(scope="module")
+def loop(localstack, demo_wms, tmp_path_factory):
+    layers = tmp_path_factory.mktemp("website") / "layers.toml"
+    layers.write_text(LAYERS.format(wms=demo_wms.url))
+    bucket = new_bucket_name()
+    app = start_service(localstack, bucket, layers)
+    setup_bucket(localstack, bucket, app.url, ("tiles/",))
+    yield Loop(localstack, app, demo_wms), bucket
+    app.stop()
+
+
+def test_bucket_setup_with_a_local_tiler_url_then_check_reports_clean(localstack):
+    bucket = new_bucket_name()
+    localstack.client().create_bucket(Bucket=bucket)
+    where = ["--bucket", bucket, "--endpoint-url", localstack.url, "--prefix", "tiles/"]
+    tiler = "http://127.0.0.1:8123"
+
+    # A new bucket has Block Public Access on (LocalStack as S3 since April 2023; moto
+    # leaves it off): the public-read policy is refused until the user allows relaxing it.
+    refused = cli("bucket", "setup", *where, "--tiler-url", tiler)
+    assert refused.returncode == 1 and "--relax-public-access-block" in refused.stderr
+    setup = cli("bucket", "setup", *where, "--tiler-url", tiler, "--relax-public-access-block")
+    assert setup.returncode == 0, setup.stderr
+    assert f"-> 307 {tiler}/miss/" in setup.stdout
+    # Only the relaxing is warned about: a loopback tiler over http is no cause for one.
+    assert setup.stderr.splitlines() == [
+        f"warning: Block Public Access on {bucket} was relaxed "
+        "(BlockPublicPolicy=false, RestrictPublicBuckets=false)"
+    ]
+    check = cli("bucket", "check", *where, "--tiler-url", tiler)
+    assert (check.returncode, check.stdout.splitlines()[-1]) == (
+        0,
+        f"bucket check s3://{bucket}: ok",
+    )
+
+    # The rules as LocalStack runs them: a missing tile is a 307 to the tiler, with CORS.
+    miss = localstack.website_get(bucket, "/tiles/3/4/2.png", {"Origin": "http://map.test"})
+    assert miss.status_code == 307
+    assert miss.headers["Location"] == f"{tiler}/miss/tiles/3/4/2.png"
+    assert miss.headers["Access-Control-Allow-Origin"] == "*"
+    # Not a tile prefix: S3's own 404, no redirect.
+    assert localstack.website_get(bucket, "/elsewhere/3/4/2.png").status_code == 404
+
+    # Checked against the production default (https to a host name), the same bucket
+    # is wrong in exactly the Protocol and HostName of each rule.
+    strict = cli("bucket", "check", *where, "--tiler-host", "tiles-api.example.com")
+    assert strict.returncode == 1
+    problems = strict.stdout.splitlines()[:-1]
+    assert len(problems) == 2 * 2, strict.stdout  # 404 and 403 rule x Protocol, HostName
+    assert all("Protocol is 'http'" in p or "HostName is" in p for p in problems)
+
+
+def test_bucket_setup_defaults_to_https_and_covers_arcgis_rest_tiles(localstack):
+    bucket = new_bucket_name()
+    localstack.client().create_bucket(Bucket=bucket)
+    where = ["--bucket", bucket, "--endpoint-url", localstack.url]
+    setup = cli(
+        "bucket",
+        "setup",
+        *where,
+        "--tiler-host",
+        "tiles-api.example.com",
+        "--prefix",
+        "tiles/",
+        "--prefix",
+        "arcgis/rest/services/",
+        "--no-public-read",
+    )
+    assert setup.returncode == 0, setup.stderr
+    miss = localstack.website_get(bucket, "/tiles/3/4/2.png")
+    assert (miss.status_code, miss.headers["Location"]) == (
+        307,
+        "https://tiles-api.example.com/miss/tiles/3/4/2.png",
+    )
+    arcgis = localstack.website_get(bucket, "/arcgis/rest/services/demo/MapServer/tile/3/2/4")
+    assert arcgis.headers["Location"] == (
+        "https://tiles-api.example.com/miss/arcgis/rest/services/demo/MapServer/tile/3/2/4"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8123/api", "ftp://127.0.0.1", "http://user@host", "http://host:99999"],
+)
+def test_a_bad_tiler_url_is_one_line_and_writes_nothing(localstack, url):
+    bucket = new_bucket_name()
+    client = localstack.client()
+    client.create_bucket(Bucket=bucket)
+    done = cli(
+        "bucket", "setup", "--bucket", bucket, "--endpoint-url", localstack.url, "--tiler-url", url
+    )
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    with pytest.raises(client.exceptions.ClientError, match="NoSuchWebsiteConfiguration"):
+        client.get_bucket_website(Bucket=bucket)
+
+
+def test_a_plain_http_tiler_elsewhere_gets_a_warning(localstack):
+    bucket = new_bucket_name()
+    localstack.client().create_bucket(Bucket=bucket)
+    done = cli(
+        "bucket",
+        "setup",
+        "--bucket",
+        bucket,
+        "--endpoint-url",
+        localstack.url,
+        "--tiler-url",
+        "http://tiles-api.example.com",
+        "--no-public-read",
+        "--dry-run",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warning: misses will be redirected over plain http" in done.stderr
+
+
+def test_a_missing_tile_goes_round_the_loop_once(loop):
+    loop, bucket = loop
+    stack = loop.stack
+    getmaps, served = loop.getmaps(), loop.service_tile_requests()
+
+    miss = stack.website_get(bucket, "/" + TILE)
+    assert miss.status_code == 307
+    assert miss.headers["Location"] == f"{loop.app.url}/miss/{TILE}"
+    rendered = requests.get(miss.headers["Location"], timeout=60)
+    assert rendered.status_code == 200, rendered.text
+    assert rendered.headers["X-Tile-Source"] == "render"
+    assert rendered.headers["Content-Type"] == "image/png"
+    assert loop.getmaps() == getmaps + 1  # one GetMap: the tile's metatile
+    loop.wait_uploads()
+
+    hit = stack.website_get(bucket, "/" + TILE)
+    assert hit.status_code == 200
+    assert hit.headers["Content-Type"] == "image/png"
+    assert hit.content == rendered.content  # the bytes the service answered
+    assert hit.headers["ETag"] == rendered.headers["ETag"]
+    image = Image.open(io.BytesIO(hit.content))
+    assert image.size == (256, 256) and len(image.convert("RGB").getcolors(1 << 16)) > 10
+    # The neighbours of the metatile were stored too: the bucket serves them, no GetMap.
+    loop.wait_stored(bucket, "tiles/12/1204/2556.png")
+    neighbour = stack.website_get(bucket, "/tiles/12/1204/2556.png")
+    assert neighbour.status_code == 200
+    assert loop.getmaps() == getmaps + 1
+    assert loop.service_tile_requests() == served + 1
