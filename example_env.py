@@ -63,7 +63,7 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("AWS_ENDPOINT_URL", None, "S3-compatible endpoint (MinIO, moto); AWS_ENDPOINT_URL_S3 wins"),
     ("AWS_REGION", None, "AWS region of the bucket (AWS_DEFAULT_REGION also works)"),
     # Process.
-    ("PUBLIC_URL", None, "public URL of the bucket (website or CloudFront) for `s3maptiler publish`"),
+    ("PUBLIC_URL", None, "public URL of the bucket (website or CloudFront): `s3maptiler publish`, the preview's bucket address; unset: the S3 website endpoint of BUCKET_NAME in AWS_REGION"),
     ("SERVICE_URL", None, "the service's public URL, for URLs in its documents; unset: the request's host"),
     ("TASKS_ENABLED", "false", "serve POST /tasks/seed (an Elastic Beanstalk worker tier's SQS daemon)"),
     ("HOST", "127.0.0.1", "address to listen on"),

@@ -44,6 +44,7 @@ from tests.browser.test_preview import (
     tiles_on_screen,
 )
 from tests.integration.conftest import demo_wms, localstack, need  # noqa: F401 - fixtures
+from tests.servers import free_port
 from tests.website import Loop, new_bucket_name, setup_bucket, start_service
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
@@ -314,4 +315,108 @@ def test_first_load_goes_through_the_service_and_the_reload_comes_from_the_bucke
     finally:
         if pages is not None:
             pages.stop()
+        app.stop()
+
+
+# --------------------------------------------------------------------------- the preview
+
+
+def preview_state(page) -> dict:
+    return page.evaluate(
+        """() => ({
+            state: document.documentElement.dataset.mapState,
+            address: document.documentElement.dataset.address,
+            loaded: Number(document.documentElement.dataset.tilesLoaded),
+            failed: Number(document.documentElement.dataset.tilesFailed),
+            redirected: Number(document.documentElement.dataset.tilesRedirected),
+            counts: Object.fromEntries([...document.querySelectorAll('[data-count]')]
+                .map((e) => [e.dataset.count, Number(e.textContent)])),
+        })"""
+    )
+
+
+def wait_preview(page) -> dict:
+    page.wait_for_function(
+        "() => document.documentElement.dataset.mapState === 'idle'"
+        " && Number(document.documentElement.dataset.tilesLoaded) > 0",
+        timeout=LOAD_TIMEOUT_MS,
+    )
+    return preview_state(page)
+
+
+def test_the_preview_draws_the_bucket_and_tells_bucket_tiles_from_redirected_ones(
+    localstack,  # noqa: F811 - the imported fixture
+    demo_wms,  # noqa: F811 - the imported fixture
+    browser,
+    tmp_path,
+):
+    layers_file = tmp_path / "layers.toml"
+    layers_file.write_text(LAYERS.format(wms=demo_wms.url, metatile="4x4", buffer=64))
+    bucket = new_bucket_name()
+    website = localstack.website_url(bucket)
+    app = start_service(localstack, bucket, layers_file, PUBLIC_URL=website)
+    try:
+        setup_bucket(localstack, bucket, app.url, ("tiles/",))
+        loop = Loop(localstack, app, demo_wms)
+        page = browser.new_page()
+        watched = Watched(page)
+        lon, lat = NEW_YORK
+        served = loop.service_tile_requests()
+
+        page.goto(f"{app.url}/preview/demo?lon={lon}&lat={lat}&z={Z}")
+        first = wait_preview(page)
+        assert watched.errors == []
+        assert first["address"] == "bucket"  # the production path comes first
+        assert page.locator("#template").inner_text() == f"{website}/tiles/{{z}}/{{x}}/{{-y}}.png"
+        counts = first["counts"]
+        assert first["failed"] == 0 and counts["error"] == 0
+        # Every tile either straight from the bucket or through its 307 to the service.
+        assert first["redirected"] > 0 and counts["render"] > 0, first
+        assert counts["render"] + counts["inflight"] + counts["cache"] == first["redirected"]
+        assert counts["bucket"] + first["redirected"] == first["loaded"], first
+        assert loop.service_tile_requests() - served == first["redirected"]
+        screenshot(page, "preview-bucket-first-load")
+
+        loop.wait_uploads()
+        getmaps, served = loop.getmaps(), loop.service_tile_requests()
+        watched.clear()
+        page.reload()
+        again = wait_preview(page)
+        assert again["counts"]["bucket"] == again["loaded"] == first["loaded"], again
+        assert again["redirected"] == 0
+        assert loop.getmaps() == getmaps
+        assert loop.service_tile_requests() == served
+        assert not [url for url, _, _ in watched.to(app.url) if "/miss/" in url or "/tiles/" in url]
+        screenshot(page, "preview-bucket-reload")
+        page.close()
+    finally:
+        app.stop()
+
+
+def test_the_preview_says_in_one_line_when_the_bucket_does_not_answer(
+    localstack,  # noqa: F811 - the imported fixture
+    demo_wms,  # noqa: F811 - the imported fixture
+    browser,
+    tmp_path,
+):
+    layers_file = tmp_path / "layers.toml"
+    layers_file.write_text(LAYERS.format(wms=demo_wms.url, metatile="4x4", buffer=64))
+    nowhere = f"http://nowhere.s3-website.localhost:{free_port()}"  # nothing listens
+    app = start_service(localstack, new_bucket_name(), layers_file, PUBLIC_URL=nowhere)
+    try:
+        page = browser.new_page()
+        lon, lat = NEW_YORK
+        page.goto(f"{app.url}/preview/demo?lon={lon}&lat={lat}&z={Z}")
+        banner = page.locator("#bucket-problem")
+        banner.wait_for(state="visible", timeout=LOAD_TIMEOUT_MS)
+        text = banner.inner_text()
+        assert nowhere in text and "\n" not in text.strip(), text
+        assert preview_state(page)["state"] == "unreachable"
+        page.screenshot(path=str(SCREENSHOTS / "preview-bucket-unreachable.png"))
+        # The other addresses still draw the map from the service.
+        page.select_option("#address", "keys")
+        state = wait_preview(page)
+        assert state["failed"] == 0 and banner.is_hidden()
+        page.close()
+    finally:
         app.stop()
