@@ -226,20 +226,22 @@ def test_first_load_goes_through_the_service_and_the_reload_comes_from_the_bucke
     layers_file = tmp_path / "layers.toml"
     buffer = 0 if metatile == "1x1" else 64  # 1x1 without a buffer: the WMS's own bytes
     layers_file.write_text(LAYERS.format(wms=demo_wms.url, metatile=metatile, buffer=buffer))
-    app = start_service(localstack, bucket, layers_file)
-    pages = None
+    website = localstack.website_url(bucket)
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in ("ol.js", "ol.css"):
+        shutil.copy(STATIC_DIR / "vendor" / "ol" / name, site / name)
+    lon, lat = NEW_YORK
+    (site / "index.html").write_text(PAGE.format(website=website, lon=lon, lat=lat, z=Z))
+    pages = PageServer(site)
+    # The public case allows every origin; the other only the map's page, as a locked
+    # down deployment would: a redirected miss then arrives with "Origin: null".
+    cors = "*" if policy == "public" else pages.url
+    app = start_service(localstack, bucket, layers_file, CORS_ORIGINS=cors)
     try:
         # The console script's set-up, with the service on plain http at 127.0.0.1.
         setup_bucket(localstack, bucket, app.url, ("tiles/",), deny_listing=policy != "public")
         loop = Loop(localstack, app, demo_wms)
-        website = localstack.website_url(bucket)
-        site = tmp_path / "site"
-        site.mkdir()
-        for name in ("ol.js", "ol.css"):
-            shutil.copy(STATIC_DIR / "vendor" / "ol" / name, site / name)
-        lon, lat = NEW_YORK
-        (site / "index.html").write_text(PAGE.format(website=website, lon=lon, lat=lat, z=Z))
-        pages = PageServer(site)
 
         page = browser.new_page()
         watched = Watched(page)
@@ -313,8 +315,7 @@ def test_first_load_goes_through_the_service_and_the_reload_comes_from_the_bucke
         assert Image.open(io.BytesIO(body)).size == (256, 256)
         page.close()
     finally:
-        if pages is not None:
-            pages.stop()
+        pages.stop()
         app.stop()
 
 
