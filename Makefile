@@ -5,11 +5,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint system localstack setup setup-dev viewer bundle clean
+.PHONY: run run-website test lint system localstack setup setup-dev viewer bundle clean
 
 run: setup system
 	-bash scripts/build-viewer.sh
 	$(BIN)/python application.py
+
+# The same, with a local S3 website endpoint (LocalStack) in front: the whole loop of
+# bucket -> 307 -> service -> upload -> bucket, on this machine (see README).
+run-website: setup system localstack
+	-bash scripts/build-viewer.sh
+	LOCAL_WEBSITE=true $(BIN)/python application.py
 
 test: setup-dev system localstack
 	$(BIN)/ruff check .

@@ -6,8 +6,9 @@ does: ``GET /<key>`` with ``Host: <bucket>.s3-website.<domain>`` is answered lik
 website endpoint, with the bucket's routing rules, index document and CORS.
 
 Used by the tests and by ``make run-website`` (``LOCAL_WEBSITE=true python
-application.py``). LocalStack lives in ``.venv-localstack/``, installed by
-``scripts/install-localstack.sh`` from ``requirements-localstack.txt``.
+application.py``, see :func:`start_for_service`). LocalStack lives in
+``.venv-localstack/``, installed by ``scripts/install-localstack.sh`` from
+``requirements-localstack.txt``.
 
 The website endpoint of a bucket is ``http://<bucket>.s3-website.localhost:<port>``:
 LocalStack accepts any domain after ``s3-website.``, and browsers (Chromium, Firefox)
@@ -203,6 +204,58 @@ class LocalStack:
 
     def __repr__(self) -> str:
         return f"LocalStack({self.url})"
+
+
+def start_for_service(environ: dict[str, str] = os.environ) -> LocalStack:  # noqa: B006
+    """Start LocalStack for ``LOCAL_WEBSITE=true python application.py`` and point the
+    service's settings in `environ` at it: ``BUCKET_NAME`` (default s3maptiler-demo),
+    ``AWS_ENDPOINT_URL``, LocalStack's fake credentials and ``PUBLIC_URL``, the bucket's
+    website endpoint. Call :func:`prepare_bucket` once the settings are loaded."""
+    port = int(environ.get("LOCAL_WEBSITE_PORT") or 4566)
+    stack = LocalStack(port).start()
+    bucket = environ.get("BUCKET_NAME") or "s3maptiler-demo"
+    environ.update(
+        {
+            "BUCKET_NAME": bucket,
+            "AWS_ENDPOINT_URL": stack.url,
+            "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+            "AWS_DEFAULT_REGION": CREDENTIALS["region_name"],
+            "PUBLIC_URL": stack.website_url(bucket),
+        }
+    )
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        environ.pop(name, None)
+    return stack
+
+
+def prepare_bucket(stack: LocalStack, settings: Any) -> list[str]:
+    """Make the service's bucket on `stack` a self-completing tile cache, as ``s3maptiler
+    bucket setup --tiler-url http://<host>:<port>`` and ``s3maptiler publish`` would:
+    routing rules to the service over plain http, CORS, public read, and the TMS, WMTS
+    and ArcGIS documents. Returns one line per step."""
+    from . import bucket as bucket_docs
+    from . import publish
+    from .capabilities import ARCGIS_SERVICES_PREFIX
+
+    client = stack.client()
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket=settings.bucket)
+    prefixes = [layer.prefix for layer in settings.layers] + [ARCGIS_SERVICES_PREFIX]
+    spec = bucket_docs.BucketSpec(
+        bucket=settings.bucket,
+        tiler_host=f"{settings.host}:{settings.port}",
+        tiler_protocol="http",
+        prefixes=tuple(dict.fromkeys(prefixes)),
+        miss_prefix=settings.miss_prefix,
+        relax_public_access_block=True,  # LocalStack, as S3, creates buckets with it on
+        public_keys=publish.SERVICE_DOCUMENT_KEYS,
+    )
+    steps = [step.summary for step in bucket_docs.setup_bucket(client, spec)]
+    docs, _skipped = publish.documents(settings.layers, settings.bucket_url)
+    outcome = publish.publish(client, settings.bucket, docs)
+    steps.append(f"published {sum(v == 'written' for v in outcome.values())} documents")
+    return steps
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,11 +9,20 @@ LocalStack (see s3maptiler/localwebsite.py), with the demo MapServer behind the 
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import requests
 from PIL import Image
 
+from s3maptiler import localwebsite
+from s3maptiler.demowms import unavailable_reason
+from tests.integration.conftest import need
+from tests.servers import ROOT, free_port, wait_http
 from tests.website import Loop, cli, new_bucket_name, setup_bucket, start_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -175,3 +184,50 @@ def test_a_missing_tile_goes_round_the_loop_once(loop):
     assert neighbour.status_code == 200
     assert loop.getmaps() == getmaps + 1
     assert loop.service_tile_requests() == served + 1
+
+
+def test_local_website_true_runs_the_whole_loop_from_application_py(tmp_path):
+    """`make run-website`: LOCAL_WEBSITE=true python application.py starts the demo WMS,
+    LocalStack and the service, and sets the bucket up; SIGTERM stops all three."""
+    need(unavailable_reason())
+    need(localwebsite.unavailable_reason())
+    port, website_port = free_port(), free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LOCAL_WEBSITE": "true",
+        "PORT": str(port),
+        "LOCAL_WEBSITE_PORT": str(website_port),
+        "LOCAL_CACHE_DIR": str(tmp_path / "unused"),
+    }
+    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "application.py")],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/heartbeat", timeout=90, process=process)
+        stack = localwebsite.LocalStack(website_port)  # the one application.py started
+        miss = stack.website_get("s3maptiler-demo", "/" + TILE)
+        assert miss.status_code == 307, (tmp_path / "run.log").read_text()
+        assert miss.headers["Location"] == f"http://127.0.0.1:{port}/miss/{TILE}"
+        rendered = requests.get(miss.headers["Location"], timeout=60)
+        assert rendered.headers["X-Tile-Source"] == "render"
+        deadline = time.monotonic() + 30
+        while (hit := stack.website_get("s3maptiler-demo", "/" + TILE)).status_code != 200:
+            assert time.monotonic() < deadline, "the tile never reached the bucket"
+            time.sleep(0.2)
+        assert hit.content == rendered.content
+        # The published documents and the preview's bucket address come with it.
+        capabilities = stack.website_get("s3maptiler-demo", "/1.0.0/tilemapservice.xml")
+        assert capabilities.status_code == 200
+        preview = requests.get(f"http://127.0.0.1:{port}/preview/default", timeout=30).text
+        assert f"http://s3maptiler-demo.s3-website.localhost:{website_port}/tiles/" in preview
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+        log.close()
+    with pytest.raises(requests.ConnectionError):  # LocalStack stopped with it
+        requests.get(f"http://127.0.0.1:{website_port}/_localstack/health", timeout=5)
