@@ -82,6 +82,12 @@ def test_bucket_setup_with_a_local_tiler_url_then_check_reports_clean(localstack
     assert miss.headers["Access-Control-Allow-Origin"] == "*"
     # Not a tile prefix: S3's own 404, no redirect.
     assert localstack.website_get(bucket, "/elsewhere/3/4/2.png").status_code == 404
+    # LocalStack's own name for the endpoint (the issue's) is the same endpoint.
+    documented = f"{bucket}.s3-website.localhost.localstack.cloud:{localstack.port}"
+    same = requests.get(
+        localstack.url + "/tiles/3/4/2.png", headers={"Host": documented}, allow_redirects=False
+    )
+    assert (same.status_code, same.headers["Location"]) == (307, miss.headers["Location"])
 
     # Checked against the production default (https to a host name), the same bucket
     # is wrong in exactly the Protocol and HostName of each rule.
