@@ -117,6 +117,17 @@
     if (text !== null) html.dataset.mapState = 'unreachable';
   }
 
+  // An https page may not fetch from a plain-http bucket (mixed content): say why.
+  function checkMixedContent() {
+    if (address.external && window.location.protocol === 'https:' &&
+        address.base.startsWith('http:')) {
+      showProblem(
+        `The bucket's URL ${config.bucketUrl} is plain http and this page is https, so ` +
+          'the browser blocks it: give PUBLIC_URL an https URL (e.g. CloudFront).',
+      );
+    }
+  }
+
   function showCounts() {
     for (const [name, value] of Object.entries(counts)) {
       const element = document.querySelector(`[data-count="${name}"]`);
@@ -204,7 +215,7 @@
       .catch(() => {
         record(coord, 'error', 'network', gen);
         tile.setState(TILE_ERROR);
-        if (external && gen === generation) {
+        if (external && gen === generation && problem.hidden) {
           showProblem(
             `The bucket at ${config.bucketUrl} does not answer this page (not running, ` +
               'not reachable, or no CORS for it): pick another address in the panel.',
@@ -337,6 +348,7 @@
     template.textContent = address.template;
     generation += 1;
     resetCounts();
+    checkMixedContent();
     html.dataset.mapState = 'loading';
     updateLink();
     if (pointer) showTileAt(pointer); // the same tile, at its address in this layout
@@ -355,6 +367,7 @@
   select.value = address.id;
   template.textContent = address.template;
   resetCounts();
+  checkMixedContent();
   html.dataset.address = address.id;
   window.s3maptilerPreview = { map: map, tileGrid: tileGrid, useAddress: useAddress };
 })();
