@@ -182,7 +182,7 @@
     asked += 1;
     inFlight.add(tile);
     askedIn.set(tile, gen);
-    html.dataset.mapState = 'loading';
+    if (problem.hidden) html.dataset.mapState = 'loading'; // else it stays 'unreachable'
     const coord = tile.getTileCoord();
     const external = address.external;
     fetch(src, { cache: 'no-store' })
@@ -348,8 +348,8 @@
     template.textContent = address.template;
     generation += 1;
     resetCounts();
-    checkMixedContent();
     html.dataset.mapState = 'loading';
+    checkMixedContent();
     updateLink();
     if (pointer) showTileAt(pointer); // the same tile, at its address in this layout
     // A new key makes the source drop its tiles and ask again at the new URLs.

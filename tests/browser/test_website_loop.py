@@ -412,6 +412,8 @@ def test_the_preview_says_in_one_line_when_the_bucket_does_not_answer(
         banner.wait_for(state="visible", timeout=LOAD_TIMEOUT_MS)
         text = banner.inner_text()
         assert nowhere in text and "\n" not in text.strip(), text
+        # The page stays in that state, not 'loading' or 'idle', while tiles keep failing.
+        page.wait_for_timeout(500)
         assert preview_state(page)["state"] == "unreachable"
         page.screenshot(path=str(SCREENSHOTS / "preview-bucket-unreachable.png"))
         # The other addresses still draw the map from the service.
