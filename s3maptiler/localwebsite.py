@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,15 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 class LocalStack:
@@ -125,6 +134,8 @@ class LocalStack:
         reason = unavailable_reason()
         if reason:
             raise LocalStackError(reason)
+        if _port_in_use(self.port):
+            raise LocalStackError(f"port {self.port} on 127.0.0.1 is in use")
         self._root = Path(tempfile.mkdtemp(prefix="s3maptiler-localstack-"))
         env = {
             # Only what LocalStack needs: no AWS settings of the caller leak in.
@@ -206,13 +217,21 @@ class LocalStack:
         return f"LocalStack({self.url})"
 
 
-def start_for_service(environ: dict[str, str] = os.environ) -> LocalStack:  # noqa: B006
+def start_for_service(environ: MutableMapping[str, str] | None = None) -> LocalStack:
     """Start LocalStack for ``LOCAL_WEBSITE=true python application.py`` and point the
-    service's settings in `environ` at it: ``BUCKET_NAME`` (default s3maptiler-demo),
-    ``AWS_ENDPOINT_URL``, LocalStack's fake credentials and ``PUBLIC_URL``, the bucket's
-    website endpoint. Call :func:`prepare_bucket` once the settings are loaded."""
-    port = int(environ.get("LOCAL_WEBSITE_PORT") or 4566)
-    stack = LocalStack(port).start()
+    service's settings in `environ` (default: the process's) at it: ``BUCKET_NAME``
+    (default s3maptiler-demo), ``AWS_ENDPOINT_URL``, LocalStack's fake credentials and
+    ``PUBLIC_URL``, the bucket's website endpoint. Call :func:`prepare_bucket` once the
+    settings are loaded. Raises LocalStackError with a one-line message."""
+    environ = os.environ if environ is None else environ
+    raw = (environ.get("LOCAL_WEBSITE_PORT") or "4566").strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise LocalStackError(f"LOCAL_WEBSITE_PORT: expected a port number, got {raw!r}")
+    try:
+        stack = LocalStack(int(raw)).start()
+    except LocalStackError as exc:
+        first = str(exc).splitlines()[0]
+        raise LocalStackError(f"{first} (LOCAL_WEBSITE_PORT picks another port)") from None
     bucket = environ.get("BUCKET_NAME") or "s3maptiler-demo"
     environ.update(
         {

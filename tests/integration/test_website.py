@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -237,3 +238,28 @@ def test_local_website_true_runs_the_whole_loop_from_application_py(tmp_path):
         log.close()
     with pytest.raises(requests.ConnectionError):  # LocalStack stopped with it
         requests.get(f"http://127.0.0.1:{website_port}/_localstack/health", timeout=5)
+
+
+@pytest.mark.parametrize("port", ["abc", "busy"])
+def test_local_website_with_a_bad_or_busy_port_is_one_line_and_exit_2(port, tmp_path):
+    need(localwebsite.unavailable_reason())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        value = str(taken.getsockname()[1]) if port == "busy" else port
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "application.py")],
+            cwd=tmp_path,
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "LOCAL_WEBSITE": "true",
+                "LOCAL_WEBSITE_PORT": value,
+                "PORT": str(free_port()),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "LOCAL_WEBSITE_PORT" in done.stderr
