@@ -11,7 +11,7 @@ application.py``, see :func:`start_for_service`). LocalStack lives in
 ``requirements-localstack.txt``.
 
 The website endpoint of a bucket is ``http://<bucket>.s3-website.localhost:<port>``:
-LocalStack accepts any domain after ``s3-website.``, and browsers (Chromium, Firefox)
+LocalStack accepts any domain after ``s3-website.``, and Chromium
 and curl (so GDAL) resolve every ``*.localhost`` name to the loopback address
 themselves, with no DNS and no hosts file. Python's resolver does not, so Python code
 sends the request to 127.0.0.1 with that Host header (:meth:`LocalStack.website_get`).
