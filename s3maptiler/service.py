@@ -312,8 +312,8 @@ class TileService:
             return result
         data = tiles.result(self._wait_timeout).get(request.tile)
         if data is not None:
-            self._store_alias(request, data)
-            return self._result(request, data, "inflight")
+            upload = self._store_alias(request, data)
+            return self._result(request, data, "inflight", upload)
         return self._reuse(request) or self._render(request, meta, flight)[0]
 
     def _once(self, flight: Hashable, work: Callable[[], T]) -> tuple[T, bool]:
@@ -374,14 +374,16 @@ class TileService:
         key = request.layer.key_to_store(request.tile, request.ext)
         return key if key != request.key else None
 
-    def _store_alias(self, request: TileRequest, data: bytes) -> None:
+    def _store_alias(self, request: TileRequest, data: bytes) -> str:
         """Also store a tile cut from another request's metatile under the key this
-        request came by, so the next request for that key is a hit too."""
+        request came by, so the next request for that key is a hit too. Returns the
+        upload outcome for the log: "queued", "dropped", or "-" (nothing to store)."""
         if self._layout_key(request) is None:
-            return
+            return "-"
         runtime = request.layer
         uniform = runtime.layer.empty_tiles == "redirect" and uniform_tile(data)
-        self._upload_tile(runtime, request.key, request.ext, data, uniform)
+        queued = self._upload_tile(runtime, request.key, request.ext, data, uniform)
+        return "queued" if queued else "dropped"
 
     def _reuse(self, request: TileRequest) -> TileResult | None:
         """The tile from the upload queue or the store, after a recent render: under
@@ -394,11 +396,11 @@ class TileService:
         if alias is not None:
             data = self.uploads.pending(alias)
             if data is not None:
-                self._store_alias(request, data)
-                return self._result(request, data, "inflight")
+                return self._result(request, data, "inflight", self._store_alias(request, data))
             stored = self._read_store(alias)
-            if stored is not None:
-                self._store_alias(request, stored.data)
+            upload = self._store_alias(request, stored.data) if stored is not None else "-"
+        else:
+            upload = "-"
         if stored is None:
             return None
         return TileResult(
@@ -407,6 +409,7 @@ class TileService:
             "cache",
             stored.etag or etag_of(stored.data),
             request.layer.layer.cache_control,
+            upload=upload,
         )
 
     def _render(
@@ -545,10 +548,17 @@ class TileService:
             "queued" if queued else "dropped",
         )
 
-    def _result(self, request: TileRequest, data: bytes, source: str) -> TileResult:
+    def _result(
+        self, request: TileRequest, data: bytes, source: str, upload: str = "-"
+    ) -> TileResult:
         content_type = media_type(request.layer.sources[request.ext])
         return TileResult(
-            data, content_type, source, etag_of(data), request.layer.layer.cache_control
+            data,
+            content_type,
+            source,
+            etag_of(data),
+            request.layer.layer.cache_control,
+            upload=upload,
         )
 
 
