@@ -20,6 +20,12 @@ SETTINGS: list[tuple[str, str | None, str]] = [
         "key prefix of the tiles in the bucket, ending in '/' (may be empty)",
     ),
     ("MAP_LAYERS", None, "the WMS LAYERS parameter (comma-separated WMS layer names)"),
+    (
+        "LAYER_NAME",
+        None,
+        "the layer's name in TMS, WMTS and ArcGIS addresses; unset: <name> when TILE_PREFIX "
+        "is 1.0.0/<name>/, else default",
+    ),
     # WMS requests.
     (
         "WMS_VERSION",
@@ -37,9 +43,9 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("WMS_BREAKER_FAILURES", "5", "consecutive WMS timeouts/connection errors that open the circuit breaker"),
     ("WMS_BREAKER_COOLDOWN", "10", "seconds the open breaker answers 503 without asking the WMS"),
     ("CORS_ORIGINS", "*", "origins allowed to read tiles and documents (comma-separated, or *)"),
-    ("TILE_FORMATS", "png,jpg,jpeg", "tile extensions served; each asks the WMS for its format"),
+    ("TILE_FORMATS", "png,jpg,jpeg", "tile extensions served, each asks the WMS for its format; the first is what documents, ArcGIS routes and seeding use"),
     ("METATILE", "4x4", "tiles per WMS GetMap, columns x rows (1x1: each tile its own GetMap, bytes untouched)"),
-    ("META_BUFFER", "64", "pixels drawn around a metatile and cut away, so edge labels are whole"),
+    ("META_BUFFER", None, "pixels drawn around a metatile and cut away, so edge labels are whole; unset: 64, or 0 with METATILE=1x1"),
     ("PNG_COMPRESS_LEVEL", "6", "zlib level 0-9 of PNG tiles cut from metatiles (3: 0.4 ms/tile faster, 27% larger)"),
     ("JPEG_QUALITY", "90", "quality 1-100 of JPEG tiles cut from metatiles"),
     ("EMPTY_TILES", "store", "uniform tiles: store each, or 'redirect' each to one shared blank object"),
@@ -55,9 +61,10 @@ SETTINGS: list[tuple[str, str | None, str]] = [
         "path prefix the S3 redirect rule adds (ReplaceKeyPrefixWith): a known miss",
     ),
     ("LOCAL_CACHE_DIR", "var/tiles", "directory store used when BUCKET_NAME is unset"),
-    ("UPLOAD_WORKERS", "4", "background upload threads per process"),
+    ("UPLOAD_WORKERS", "4", "upload threads per process while idle; more start while uploads queue up"),
+    ("UPLOAD_MAX_WORKERS", "32", "upload threads per process at most (each holds one S3 connection)"),
     ("UPLOAD_QUEUE", "2000", "tiles waiting for upload per process; more are dropped and counted"),
-    ("UPLOAD_RETRIES", "3", "retries of a failed upload, with exponential backoff"),
+    ("UPLOAD_RETRIES", "3", "retries of a PutObject by the S3 client (botocore standard mode): at most 1+UPLOAD_RETRIES PutObjects per tile"),
     ("S3_ACL", None, "canned ACL for uploads (e.g. public-read); unset: none, use a bucket policy"),
     ("S3_CONDITIONAL_PUT", "true", "upload with If-None-Match: * so a tile is written once"),
     ("AWS_ENDPOINT_URL", None, "S3-compatible endpoint (MinIO, moto); AWS_ENDPOINT_URL_S3 wins"),
@@ -68,16 +75,28 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     # Process.
     ("PUBLIC_URL", None, "public URL of the bucket (website or CloudFront): `s3maptiler publish`, the preview's bucket address; unset: the S3 website endpoint of BUCKET_NAME in AWS_REGION"),
     ("SERVICE_URL", None, "the service's public URL, for URLs in its documents; unset: the request's host"),
+    (
+        "METRICS_ALLOW",
+        "127.0.0.0/8,::1",
+        "networks (CIDRs) that may read /metrics: the peer and every X-Forwarded-For hop must be in them; off: no /metrics",
+    ),
     ("TASKS_ENABLED", "false", "serve POST /tasks/seed (an Elastic Beanstalk worker tier's SQS daemon)"),
     ("HOST", "127.0.0.1", "address to listen on"),
     ("PORT", "8000", "port to listen on (Elastic Beanstalk's nginx forwards to 8000)"),
-    ("WEB_CONCURRENCY", "1", "gunicorn worker processes (single-flight is per process: keep 1 unless CPU-bound)"),
+    ("WEB_CONCURRENCY", "cores", "gunicorn worker processes; default one per CPU core (workers share renders)"),
+    ("SPOOL_DIR", "/dev/shm/s3maptiler-spool-<uid>", "where a host's workers share metatile locks and finished renders (local disk or memory)"),
+    ("FLEET_LEASES", "true", "with BUCKET_NAME: instances share metatile renders through lease objects under _leases/"),
     ("GUNICORN_THREADS", "32", "threads per gunicorn worker; also sizes the WMS and S3 pools"),
     ("GRACEFUL_TIMEOUT", "45", "seconds gunicorn gives a stopping worker to drain uploads"),
     ("MALLOC_ARENA_MAX", "2", "glibc malloc arenas per worker (fewer: less memory with many threads)"),
     ("MAX_REQUESTS", "0", "gunicorn recycles a worker after this many requests (0: never; uploads drain first)"),
     ("PROMETHEUS_MULTIPROC_DIR", None, "where workers keep /metrics samples; unset: gunicorn.conf.py makes a temp dir"),
     ("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    (
+        "DEMO_DIR",
+        None,
+        "the demo WMS's folder (demo.map), when WMS_SERVER is unset; unset: demo/ beside the package, then in the working directory",
+    ),
 ]
 
 

@@ -17,10 +17,10 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
-# One worker by default: single-flight and metatile sharing are per process, so a
-# second worker could draw the same metatile again; the service needs only a few ms of
-# CPU per tile, so one process with many threads keeps a small instance WMS-bound.
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# One worker per core by default: the workers of a host share each metatile's render
+# (file locks and a spool, s3maptiler/spool.py), so more workers add CPU for
+# decoding and encoding without asking the WMS again.
+workers = int(os.environ.get("WEB_CONCURRENCY") or len(os.sched_getaffinity(0)))
 threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 # With gthread, `timeout` is a liveness heartbeat, not a request limit: WMS and S3
 # calls carry their own timeouts.

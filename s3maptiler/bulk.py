@@ -36,18 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    HTTPClientError,
-    IncompleteReadError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.grids import MERCATOR_EXTENT, Bbox, GridError, TileGrid
 from s3maptiler.layouts import Layout, LayoutError
-from s3maptiler.stores import sniff_content_type
+from s3maptiler.stores import is_retryable, sniff_content_type
 
 __all__ = [
     "UPLOADED",
@@ -89,19 +82,6 @@ SKIPPED = "skipped"
 FAILED = "failed"
 
 _LEVEL_DIR_RE = re.compile(r"L[0-9]{2,}")
-# S3 error codes worth another try; any 5xx and 429 are too.
-_RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "InternalError",
-        "ServiceUnavailable",
-    }
-)
 # Longest single backoff in seconds, however many attempts came before.
 _MAX_BACKOFF = 20.0
 _LAST_MODIFIED_RE = re.compile(rb"<LastModified>[^<]*</LastModified>")
@@ -297,17 +277,6 @@ class RemoteObject:
         """
         etag = self.etag.strip('"').lower()
         return self.size == size and "-" not in etag and etag == md5_hex
-
-
-def is_retryable(err: BaseException) -> bool:
-    """True when the same S3 call may succeed later: throttling, 5xx, lost connections."""
-    if isinstance(err, ClientError):
-        code = str(err.response.get("Error", {}).get("Code", ""))
-        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        return code in _RETRYABLE_CODES or status >= 500 or status == 429
-    return isinstance(
-        err, BotoConnectionError | HTTPClientError | IncompleteReadError | ConnectionClosedError
-    )
 
 
 def describe_error(err: BaseException) -> str:

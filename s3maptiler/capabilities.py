@@ -515,7 +515,7 @@ def tile_map(layer: Layer, base_url: str, mode: str = "service") -> str:
         width=str(grid.tile_size),
         height=str(grid.tile_size),
         **{"mime-type": fmt.media_type},
-        extension=fmt.extension,
+        extension=layer.extension,
     )
     tile_sets = _sub(root, "TileSets", profile=_tms_profile(grid))
     if mode == "service":
@@ -577,7 +577,7 @@ def _kvp_operation(parent: ET.Element, name: str, href: str) -> None:
 
 
 def _resource_template(view: _View, base: str, mode: str) -> str:
-    ext = view.layer.tile_format.extension
+    ext = view.layer.extension
     if mode == "service":
         return (
             f"{base}/wmts/1.0.0/{_segment(view.name)}"
@@ -768,10 +768,18 @@ def arcgis_mapserver(layer: Layer) -> dict[str, Any]:
         "minScale": arcgis_scale(grid, view.zooms.start),
         "maxScale": arcgis_scale(grid, view.zooms.stop - 1),
         "units": "esriDecimalDegrees" if crs.kind == "geographic" else "esriMeters",
-        "supportedImageFormatTypes": "PNG32,PNG24,PNG,JPG",
+        "supportedImageFormatTypes": _arcgis_formats(layer),
         "capabilities": ARCGIS_CAPABILITIES,
         "exportTilesAllowed": False,
     }
+
+
+def _arcgis_formats(layer: Layer) -> str:
+    """Esri's names of the image formats the layer serves, its own first."""
+    png = "PNG8" if layer.format == "png8" else "PNG32"
+    served = [layer.extension, *layer.formats]
+    names = ("JPG" if ext in ("jpg", "jpeg") else png for ext in served)
+    return ",".join(dict.fromkeys(names))
 
 
 def json_document(

@@ -34,7 +34,7 @@ from s3maptiler import bucket as bucket_docs
 from s3maptiler import bulk, purge
 from s3maptiler import publish as publish_docs
 from s3maptiler.capabilities import ARCGIS_SERVICES_PREFIX, arcgis_service_path, json_document
-from s3maptiler.config import ConfigError, Layer, Settings, load_settings
+from s3maptiler.config import ConfigError, Layer, Settings, default_layer_name, load_settings
 from s3maptiler.grids import Bbox, GridError, TileGrid, get_grid
 from s3maptiler.layouts import LAYOUTS, LayoutError, get_layout
 from s3maptiler.stores import make_s3_client
@@ -136,12 +136,13 @@ class Environment:
         if len(layers) > 1:
             known = ", ".join(layer.name for layer in layers)
             raise ConfigProblem(f"several layers are configured ({known}); pick one with --layer")
+        # As the service reads them: TILE_PREFIX unset or empty means tiles/.
+        prefix = self.get("TILE_PREFIX") or "tiles/"
         return Layer(
-            name="default",
+            name=self.get("LAYER_NAME") or default_layer_name(prefix),
             wms_url="",
             wms_layers="",
-            # As the service reads it: unset or empty means tiles/.
-            prefix=self.get("TILE_PREFIX") or "tiles/",
+            prefix=prefix,
             cache_control=self.get("CACHE_CONTROL") or DEFAULT_CACHE_CONTROL,
         )
 
@@ -748,7 +749,7 @@ def purge_command(
         )
     except (purge.InvalidSelection, LayoutError) as err:
         raise ConfigProblem(str(err)) from None
-    client = _client(env, endpoint_url, pool=workers + 1)
+    client = _client(env, endpoint_url, pool=workers + 1, attempts=5)
     with _progress(None, "list", unit="key") as bar:
         try:
             found = purge.find_tiles(client, name, key_prefix, selection, on_listed=bar.update)

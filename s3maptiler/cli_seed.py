@@ -44,7 +44,7 @@ from s3maptiler.cli import (
     s3_options,
 )
 from s3maptiler.config import Settings
-from s3maptiler.service import LayerRuntime
+from s3maptiler.pipeline import LayerRuntime, SharedBlanks
 from s3maptiler.stores import LocalStore, S3Store, TileStore
 from s3maptiler.wms import WMSClient, WMSError
 
@@ -269,7 +269,7 @@ def seed_command(
             raise ConfigProblem("--zoom is required (e.g. --zoom 0-14)")
         zooms = _zooms(zoom, runtime)
         coverage = _coverage(bbox, geojson)
-        ext = (ext or runtime.layer.tile_format.extension).lower()
+        ext = (ext or runtime.layer.extension).lower()
         if ext not in runtime.sources:
             raise ConfigProblem(
                 f"--format {ext}: layer {runtime.layer.name} serves {runtime.layer.formats}"
@@ -451,8 +451,10 @@ def worker_command(
     wms = _wms(settings, 2)
     sqs = _sqs(env, endpoint_url, read_timeout=wait_seconds + 10.0)
 
+    blanks = SharedBlanks()  # the shared blanks known to be in `store`, across messages
+
     def handler(body: str) -> seeding.RenderCounts:
-        return sqs_jobs.handle_message(body, layers, wms, store)
+        return sqs_jobs.handle_message(body, layers, wms, store, blanks)
 
     click.echo(f"worker: {queue} -> {store.location}", err=True)
     try:

@@ -11,8 +11,10 @@ the setting and what is wrong with it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +44,19 @@ TILE_FORMATS: dict[str, TileFormat] = {
 }
 
 WMS_VERSIONS = ("1.1.1", "1.3.0")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Who may read /metrics by default: the instance itself (a local agent scraping
+# 127.0.0.1:8000); through nginx and the load balancer nobody, as the client's own
+# address is in X-Forwarded-For.
+DEFAULT_METRICS_ALLOW = "127.0.0.0/8,::1"
 DEFAULT_LAYER_NAME = "default"
 
 # A key prefix: path segments of safe characters, each followed by "/".
 _PREFIX_RE = re.compile(r"^(?:[A-Za-z0-9_.~-]+/)*$")
+# A layer name: one URL path segment in TMS, WMTS and ArcGIS addresses.
+LAYER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The Node prototype's documented prefix mirrors a TMS URL: 1.0.0/<name>/.
+_TMS_PREFIX_RE = re.compile(r"^1\.0\.0/([A-Za-z0-9_-]{1,64})/$")
 
 
 class ConfigError(ValueError):
@@ -87,6 +98,16 @@ class Layer:
         return TILE_FORMATS[self.format]
 
     @property
+    def extension(self) -> str:
+        """The extension of the layer's own format in keys and URLs, one it serves:
+        documents, the ArcGIS routes and seeding use it (TILE_FORMATS=jpeg,png: jpeg)."""
+        own = self.tile_format
+        if own.extension in self.formats:
+            return own.extension
+        same = (ext for ext in self.formats if FORMATS.get(ext) == own.media_type)
+        return next(same, own.extension)
+
+    @property
     def tile_grid(self) -> TileGrid:
         """The layer's grid object: a custom one from the layers file, else a named one."""
         return self.grid_def or get_grid(self.grid)
@@ -111,6 +132,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)
     tasks_enabled: bool = False
     upload_workers: int = 4
+    upload_max_workers: int = 32  # the pool grows to this many threads while a backlog lasts
     upload_queue: int = 2000
     upload_retries: int = 3
     s3_acl: str | None = None
@@ -123,7 +145,13 @@ class Settings:
     port: int = 8000
     log_level: str = "INFO"
     service_url: str | None = None  # public URL of the service, for URLs in documents
-    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    spool_dir: Path = field(default_factory=lambda: default_spool_dir())
+    fleet_leases: bool = True  # share metatile renders between instances through the bucket
+    # Networks that may read /metrics (every hop of a request must be in one); None: off.
+    metrics_allow: tuple[IPNetwork, ...] | None = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1"),
+    )
 
     @property
     def bucket_url(self) -> str | None:
@@ -223,6 +251,12 @@ def website_endpoint(bucket: str, region: str) -> str:
     return f"http://{bucket}.s3-website{separator}{region}.amazonaws.com"
 
 
+def default_spool_dir() -> Path:
+    """Where the workers of a host share renders: memory-backed where the host has it."""
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    return Path(base) / f"s3maptiler-spool-{os.getuid()}"
+
+
 def check_url(name: str, url: str) -> str:
     if not re.match(r"^https?://[^/\s?#]+", url) or any(c.isspace() for c in url):
         raise ConfigError(f"{name}: expected an http:// or https:// URL, got {url!r}")
@@ -239,6 +273,27 @@ def check_prefix(name: str, prefix: str) -> str:
     return prefix
 
 
+def default_layer_name(prefix: str) -> str:
+    """LAYER_NAME when unset: ``<name>`` for a prefix of the form ``1.0.0/<name>/``
+    (the prototype's ``TILE_PREFIX=1.0.0/tms-mercator-naip/``), so the layer's TMS
+    address is the prefix itself; ``default`` for any other prefix.
+
+    >>> default_layer_name("1.0.0/tms-mercator-naip/"), default_layer_name("tiles/")
+    ('tms-mercator-naip', 'default')
+    """
+    match = _TMS_PREFIX_RE.match(prefix)
+    return match[1] if match else DEFAULT_LAYER_NAME
+
+
+def _layer_name(read: _Reader, prefix: str) -> str:
+    name = read.text("LAYER_NAME")
+    if name is None:
+        return default_layer_name(prefix)
+    if not LAYER_NAME_RE.match(name):
+        raise ConfigError(f"LAYER_NAME: {name[:80]!r} must be 1-64 letters, digits, _ or -")
+    return name
+
+
 def _layer_from_env(read: _Reader) -> Layer:
     wms_url = read.text("WMS_SERVER")
     if wms_url is None:
@@ -247,7 +302,7 @@ def _layer_from_env(read: _Reader) -> Layer:
             "starts the bundled demo WMS when it is unset)"
         )
     formats_text = read.text("TILE_FORMATS", "png,jpg,jpeg") or ""
-    formats = tuple(f.strip().lower() for f in formats_text.split(","))
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in formats_text.split(",")))
     for ext in formats:
         if ext not in FORMATS:
             raise ConfigError(f"TILE_FORMATS: {ext!r} is not one of {', '.join(FORMATS)}")
@@ -258,25 +313,36 @@ def _layer_from_env(read: _Reader) -> Layer:
     max_zoom = read.integer("MAX_ZOOM", 22, 0, 24)
     if min_zoom > max_zoom:
         raise ConfigError(f"MIN_ZOOM: {min_zoom} is above MAX_ZOOM {max_zoom}")
+    metatile = _metatile(read)
+    prefix = check_prefix("TILE_PREFIX", read.text("TILE_PREFIX", "tiles/") or "")
     return Layer(
-        name=DEFAULT_LAYER_NAME,
+        name=_layer_name(read, prefix),
         wms_url=check_url("WMS_SERVER", wms_url),
         wms_layers=read.text("MAP_LAYERS") or _missing("MAP_LAYERS", "the WMS LAYERS to draw"),
-        prefix=check_prefix("TILE_PREFIX", read.text("TILE_PREFIX", "tiles/") or ""),
+        prefix=prefix,
         wms_styles=read.values.get("WMS_STYLES", "").strip(),
         wms_version=read.choice("WMS_VERSION", "1.1.1", WMS_VERSIONS),
         transparent=read.boolean("WMS_TRANSPARENT", False),
         bgcolor=bgcolor,
         formats=formats,
+        # The first extension served is the layer's own format, the one documents,
+        # the ArcGIS routes and seeding use.
+        format="png" if formats[0] == "png" else "jpeg",
         cache_control=read.text("CACHE_CONTROL", "public, max-age=86400") or "",
         min_zoom=min_zoom,
         max_zoom=max_zoom,
-        metatile=_metatile(read),
-        meta_buffer=read.integer("META_BUFFER", 64, 0, 512),
+        metatile=metatile,
+        meta_buffer=read.integer("META_BUFFER", default_meta_buffer(metatile), 0, 512),
         png_compress_level=read.integer("PNG_COMPRESS_LEVEL", 6, 0, 9),
         jpeg_quality=read.integer("JPEG_QUALITY", 90, 1, 100),
         empty_tiles=read.choice("EMPTY_TILES", "store", ("store", "redirect")),
     )
+
+
+def default_meta_buffer(metatile: tuple[int, int]) -> int:
+    """META_BUFFER when unset: 64 px around a metatile, none for 1x1, so that each
+    tile is one GetMap of exactly the tile and the WMS's bytes are passed through."""
+    return 0 if metatile == (1, 1) else 64
 
 
 def _metatile(read: _Reader) -> tuple[int, int]:
@@ -295,6 +361,22 @@ def _cors_origins(read: _Reader) -> tuple[str, ...]:
         if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
             raise ConfigError(f"CORS_ORIGINS: {origin!r} is not * or an origin like https://host")
     return origins
+
+
+def _metrics_allow(read: _Reader) -> tuple[IPNetwork, ...] | None:
+    raw = read.text("METRICS_ALLOW", DEFAULT_METRICS_ALLOW) or DEFAULT_METRICS_ALLOW
+    if raw.lower() == "off":
+        return None
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"METRICS_ALLOW: {item[:60]!r} is not an IP network such as 10.0.0.0/16 "
+                "(or set off)"
+            ) from None
+    return tuple(networks)
 
 
 def _service_url(read: _Reader, name: str = "SERVICE_URL") -> str | None:
@@ -339,6 +421,13 @@ def load_settings(
     endpoint = read.text("AWS_ENDPOINT_URL_S3") or read.text("AWS_ENDPOINT_URL")
     if endpoint is not None:
         check_url("AWS_ENDPOINT_URL", endpoint)
+    upload_workers = read.integer("UPLOAD_WORKERS", 4, 1, 256)
+    upload_max_workers = read.integer("UPLOAD_MAX_WORKERS", max(32, upload_workers), 1, 1024)
+    if upload_max_workers < upload_workers:
+        raise ConfigError(
+            f"UPLOAD_MAX_WORKERS: {upload_max_workers} is below UPLOAD_WORKERS {upload_workers}"
+        )
+    spool_dir = read.text("SPOOL_DIR")
     log_level = (read.text("LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL: {log_level!r} is not a logging level")
@@ -365,7 +454,8 @@ def load_settings(
         wms_breaker_cooldown=read.number("WMS_BREAKER_COOLDOWN", 10.0, 0.1, 3600),
         cors_origins=_cors_origins(read),
         tasks_enabled=read.boolean("TASKS_ENABLED", False),
-        upload_workers=read.integer("UPLOAD_WORKERS", 4, 1, 256),
+        upload_workers=upload_workers,
+        upload_max_workers=upload_max_workers,
         upload_queue=read.integer("UPLOAD_QUEUE", 2000, 1, 1_000_000),
         upload_retries=read.integer("UPLOAD_RETRIES", 3, 0, 20),
         s3_acl=read.text("S3_ACL"),
@@ -378,5 +468,7 @@ def load_settings(
         port=read.integer("PORT", 8000, 1, 65535),
         log_level=log_level,
         service_url=_service_url(read),
-        extra=values,
+        spool_dir=Path(spool_dir) if spool_dir else default_spool_dir(),
+        fleet_leases=read.boolean("FLEET_LEASES", True),
+        metrics_allow=_metrics_allow(read),
     )

@@ -6,10 +6,14 @@ requests (plain CGI costs ~80 ms a request for fork and mapfile load). lighttpd'
 statistics page counts the requests that reached ``mapserv`` exactly, which is how
 tests count WMS calls.
 
-    python -m s3maptiler.demowms [--port N] [--processes N]
+    python -m s3maptiler.demowms [--port N] [--processes N] [--demo-dir DIR]
 
 The map is ``demo/demo.map``; its data is built on first use by
-``demo/build_data.py`` into ``demo/build/``.
+``demo/build_data.py`` into ``demo/build/``. The ``demo/`` folder is found by
+:func:`find_demo_dir`: an explicit argument, else ``$DEMO_DIR``, else ``demo/``
+beside the package (a checkout or an editable install), else ``demo/`` in the
+current directory (the repository root, where ``make run`` and the Procfile run),
+so the package also works installed anywhere else.
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_DIR = REPO / "demo"
-MAPFILE = DEMO_DIR / "demo.map"
+#: The environment variable naming the demo folder (the one holding demo.map).
+DEMO_DIR_VARIABLE = "DEMO_DIR"
+MAPFILE_NAME = "demo.map"
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 INSTALL_HINT = "run `sudo bash scripts/install-system-packages.sh`"
 
@@ -73,27 +77,60 @@ def _which(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
 
 
-def _build_module() -> ModuleType:
-    """demo/build_data.py, loaded by path (demo/ is data, not a package)."""
-    name = "s3maptiler._demo_build_data"
-    module = sys.modules.get(name)
+def find_demo_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding ``demo.map`` and ``build_data.py``.
+
+    Looked for in this order: ``explicit``; the ``DEMO_DIR`` environment variable;
+    ``demo/`` beside the package (a checkout, an editable install); ``demo/`` in the
+    current directory. An explicit folder or ``DEMO_DIR`` must hold ``demo.map``.
+    Raises NotInstalledError with one line naming ``DEMO_DIR`` otherwise.
+    """
+    named = explicit if explicit is not None else os.environ.get(DEMO_DIR_VARIABLE) or None
+    if named is not None:
+        folder = Path(named).expanduser().resolve()
+        if not (folder / MAPFILE_NAME).is_file():
+            raise NotInstalledError(f"{DEMO_DIR_VARIABLE}: no {MAPFILE_NAME} in {folder}")
+        return folder
+    beside_package = Path(__file__).resolve().parent.parent / "demo"
+    for folder in (beside_package, Path.cwd() / "demo"):
+        if (folder / MAPFILE_NAME).is_file():
+            return folder.resolve()
+    raise NotInstalledError(
+        f"no demo/{MAPFILE_NAME} beside the package or in {Path.cwd()}: set "
+        f"{DEMO_DIR_VARIABLE} to the demo folder of an s3maptiler checkout"
+    )
+
+
+_BUILD_MODULES: dict[Path, ModuleType] = {}
+
+
+def _build_module(demo_dir: Path) -> ModuleType:
+    """``demo_dir/build_data.py``, loaded by path (demo/ is data, not a package)."""
+    module = _BUILD_MODULES.get(demo_dir)
     if module is None:
-        spec = importlib.util.spec_from_file_location(name, DEMO_DIR / "build_data.py")
-        if spec is None or spec.loader is None:
-            raise NotInstalledError(f"cannot load {DEMO_DIR / 'build_data.py'}")
+        script = demo_dir / "build_data.py"
+        name = f"s3maptiler._demo_build_data_{len(_BUILD_MODULES)}"
+        spec = importlib.util.spec_from_file_location(name, script)
+        if spec is None or spec.loader is None or not script.is_file():
+            raise NotInstalledError(f"cannot load {script}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
+        _BUILD_MODULES[demo_dir] = module
     return module
 
 
-def unavailable_reason() -> str | None:
+def unavailable_reason(demo_dir: str | os.PathLike[str] | None = None) -> str | None:
     """None when the demo WMS can run here, else one line naming what is missing."""
+    try:
+        build = _build_module(find_demo_dir(demo_dir))
+    except NotInstalledError as exc:
+        return f"demo WMS: {exc}"
     missing = [name for name in ("mapserv", "lighttpd") if _which(name) is None]
     if not FONT.exists():
         missing.append(str(FONT))
     # The data tools matter only until the data has been built once.
-    if not _build_module().is_complete():
+    if not build.is_complete():
         tools = ("ogr2ogr", "gdal_translate", "gdal_rasterize", "gdaldem", "shptree")
         missing += [tool for tool in tools if _which(tool) is None]
     if missing:
@@ -101,9 +138,9 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def ensure_demo_data() -> Path:
+def ensure_demo_data(demo_dir: str | os.PathLike[str] | None = None) -> Path:
     """Build ``demo/build/`` unless complete; return it. See demo/build_data.py."""
-    return _build_module().ensure_demo_data()
+    return _build_module(find_demo_dir(demo_dir)).ensure_demo_data()
 
 
 def free_port() -> int:
@@ -159,10 +196,17 @@ class DemoWMS:
     layers = DEMO_LAYERS
 
     def __init__(
-        self, port: int | None = None, fcgi_processes: int = 4, workdir: Path | None = None
+        self,
+        port: int | None = None,
+        fcgi_processes: int = 4,
+        workdir: Path | None = None,
+        demo_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        """`demo_dir`: the folder holding demo.map; None: :func:`find_demo_dir`'s lookup."""
         if fcgi_processes < 1:
             raise ValueError("fcgi_processes must be at least 1")
+        self._demo_dir = demo_dir
+        self.mapfile: Path | None = None
         self._pick_port = port is None
         self.port = port if port is not None else free_port()
         self.fcgi_processes = fcgi_processes
@@ -189,10 +233,12 @@ class DemoWMS:
         """
         if self.process is not None:
             return self
-        reason = unavailable_reason()
+        reason = unavailable_reason(self._demo_dir)
         if reason:
             raise NotInstalledError(reason)
-        ensure_demo_data()
+        demo_dir = find_demo_dir(self._demo_dir)
+        self.mapfile = demo_dir / MAPFILE_NAME
+        ensure_demo_data(demo_dir)
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="s3maptiler-wms-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -241,7 +287,7 @@ class DemoWMS:
             '    MS_MAP_NO_PATH "1"\n'
             "  END\n"
             "  MAPS\n"
-            f'    DEMO "{MAPFILE}"\n'
+            f'    DEMO "{self.mapfile}"\n'
             "  END\n"
             "END\n"
         )
@@ -261,7 +307,7 @@ server.max-fds = 4096
 status.statistics-url = "{STATISTICS_PATH}"
 # Per request: mapserv reads the mapfile name from its request environment.
 setenv.add-environment = (
-  "MS_MAPFILE" => "{MAPFILE}",
+  "MS_MAPFILE" => "{self.mapfile}",
   "MAPSERVER_CONFIG_FILE" => "{ms_config}",
 )
 fastcgi.server = ("{WMS_PATH}" => ((
@@ -397,6 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m s3maptiler.demowms", description=__doc__)
     parser.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--processes", type=int, default=4, help="mapserv FastCGI processes")
+    parser.add_argument(
+        "--demo-dir", help="the folder holding demo.map (default: $DEMO_DIR, then demo/ found)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -404,7 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
     try:
-        wms = DemoWMS(port=args.port, fcgi_processes=args.processes).start()
+        wms = DemoWMS(
+            port=args.port, fcgi_processes=args.processes, demo_dir=args.demo_dir
+        ).start()
     except DemoWMSError as exc:
         log.error("%s", exc)
         return 1

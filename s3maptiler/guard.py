@@ -28,7 +28,7 @@ class WMSUnavailable(Exception):
 class WMSGuard:
     def __init__(self, max_concurrent: int, wait: float, failures: int, cooldown: float):
         self._slots = threading.BoundedSemaphore(max_concurrent)
-        self._wait = wait
+        self.wait = wait  # seconds a GetMap may wait for a slot
         self._failures_to_open = failures
         self._cooldown = cooldown
         self._lock = threading.Lock()
@@ -39,15 +39,23 @@ class WMSGuard:
     @contextmanager
     def slot(self):
         """Hold one of the layer's WMS slots for the duration of a GetMap."""
-        self._check_breaker()
-        if not self._slots.acquire(timeout=self._wait):
-            raise WMSUnavailable("WMS busy: too many requests waiting for it", retry_after=1)
+        trial = self._check_breaker()
         try:
-            yield
+            if not self._slots.acquire(timeout=self.wait):
+                raise WMSUnavailable("WMS busy: too many requests waiting for it", retry_after=1)
+            try:
+                yield
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            if trial:
+                # However the trial ended (no slot, an unexpected error, or after
+                # succeeded()/failed() already cleared it), the next request may try.
+                with self._lock:
+                    self._trial = False
 
-    def _check_breaker(self) -> None:
+    def _check_breaker(self) -> bool:
+        """Raise while the breaker is open; True when this request is the trial."""
         with self._lock:
             now = time.monotonic()
             if now < self._open_until:
@@ -57,6 +65,8 @@ class WMSGuard:
                 if self._trial:  # one request is already testing the WMS
                     raise WMSUnavailable("WMS unreachable: not asking it for a while", 1)
                 self._trial = True
+                return True
+            return False
 
     def succeeded(self) -> None:
         with self._lock:

@@ -30,8 +30,8 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .pipeline import LayerRuntime, SharedBlanks
 from .seed import BadJob, ListingCache, MetaJob, RenderCounts, render_metatile
-from .service import LayerRuntime
 from .stores import StoreError, TileStore
 from .wms import WMSClient, WMSError
 
@@ -166,20 +166,23 @@ def handle_message(
     layers: Mapping[str, LayerRuntime],
     wms: WMSClient,
     store: TileStore,
+    blanks: SharedBlanks | None = None,
 ) -> RenderCounts:
     """Draw and store every metatile of one message; the work of the worker and of
-    ``POST /tasks/seed``. Raises BadMessage (malformed, unknown layer or metatile) or
-    JobFailed after trying every metatile, when any of them failed."""
+    ``POST /tasks/seed``. ``blanks``: the shared blanks known to be in ``store``,
+    kept by the caller across messages. Raises BadMessage (malformed, unknown layer or
+    metatile) or JobFailed after trying every metatile, when any of them failed."""
     message = decode_message(body)
     runtime = layers.get(message.layer)
     if runtime is None:
         raise BadMessage(f"no layer named {message.layer[:64]!r}")
     existing = ListingCache(store) if message.skip_existing else None
+    blanks = blanks or SharedBlanks()
     total = RenderCounts()
     failed: list[tuple[MetaJob, JobFailed]] = []
     for job in message.metatiles:
         try:
-            total.add(render_metatile(runtime, job, wms, store, existing))
+            total.add(render_metatile(runtime, job, wms, store, existing, blanks=blanks))
         except BadJob as exc:
             raise BadMessage(str(exc)) from None
         except WMSError as exc:

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import (
+    LAYER_NAME_RE,
     TILE_FORMATS,
     WMS_VERSIONS,
     ConfigError,
     Layer,
     check_prefix,
     check_url,
+    default_meta_buffer,
 )
 from .grids import (
     Bbox,
@@ -37,7 +39,6 @@ from .grids import (
 )
 from .layouts import LAYOUTS
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 GRID_KEYS = {"srs", "origin", "tile_size", "resolutions", "bbox", "arcgis_tileinfo", "arcgis_conf"}
 
 
@@ -174,6 +175,7 @@ def load_layers_file(path: Path) -> tuple[Layer, ...]:
             if required not in fields:
                 raise ConfigError(f"{where}: key {required!r} is missing")
         fields.setdefault("prefix", f"{name}/")
+        fields.setdefault("meta_buffer", default_meta_buffer(fields.get("metatile", (4, 4))))
         fields.setdefault("title", name)
         try:
             check_url("wms_url", fields["wms_url"])
@@ -225,7 +227,7 @@ def _tables(path: Path, section: str, tables: Any):
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: [{section}] must hold tables")
     for name, table in tables.items():
-        if not _NAME_RE.match(name):
+        if not LAYER_NAME_RE.match(name):
             raise ConfigError(f"{path}: {section} name {name!r} must be letters, digits, _ or -")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section}.{name} must be a table")

@@ -46,6 +46,11 @@ UPLOAD_QUEUE = Gauge(
     "Tiles waiting for or in upload.",
     multiprocess_mode="livesum",
 )
+STORE_READS_DENIED = Counter(
+    "s3maptiler_store_reads_denied_total",
+    "Tile reads the store refused with 403 (no s3:GetObject, or a missing key without "
+    "s3:ListBucket); each is rendered as a miss.",
+)
 SINGLE_FLIGHT_WAITS = Counter(
     "s3maptiler_single_flight_waits_total",
     "Requests that waited for another request's store read or render.",

@@ -134,8 +134,7 @@ def projection_of(grid: TileGrid) -> str:
 
 def _tile_ext(layer: Layer) -> str:
     """The extension the map asks for: the layer's advertised format, if it serves it."""
-    own = layer.tile_format.extension
-    return own if own in layer.formats else layer.formats[0]
+    return layer.extension
 
 
 def tile_addresses(

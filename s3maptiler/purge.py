@@ -23,12 +23,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3maptiler.bulk import (
-    backoff_delay,
-    describe_error,
-    is_retryable,
-    skip_listing_timestamps,
-)
+from s3maptiler.bulk import describe_error, skip_listing_timestamps
 from s3maptiler.grids import Bbox, GridError, Tile, TileGrid, tile_lonlat_bounds
 from s3maptiler.layouts import Layout, LayoutError
 
@@ -193,27 +188,20 @@ class DeleteReport:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
 
 
-def _delete_batch(
-    client: Any, bucket: str, keys: Sequence[str], retries: int, backoff: float
-) -> list[tuple[str, str]]:
-    """Delete up to 1000 keys; the (key, reason) pairs S3 did not delete."""
+def _delete_batch(client: Any, bucket: str, keys: Sequence[str]) -> list[tuple[str, str]]:
+    """Delete up to 1000 keys; the (key, reason) pairs S3 did not delete. Retries are
+    the client's own (botocore "standard" mode, `make_s3_client`), no loop here."""
     request = {"Objects": [{"Key": k} for k in keys], "Quiet": True}
-    attempt = 0
-    while True:
-        try:
-            answer = client.delete_objects(Bucket=bucket, Delete=request)
-        except (ClientError, BotoCoreError) as err:
-            attempt += 1
-            if attempt > retries or not is_retryable(err):
-                reason = describe_error(err)
-                log.warning("DeleteObjects failed for %d keys: %s", len(keys), reason)
-                return [(k, reason) for k in keys]
-            time.sleep(backoff_delay(attempt, backoff))
-            continue
-        return [
-            (e.get("Key", "?"), f"{e.get('Code', '?')} {e.get('Message', '')}".strip())
-            for e in answer.get("Errors", [])
-        ]
+    try:
+        answer = client.delete_objects(Bucket=bucket, Delete=request)
+    except (ClientError, BotoCoreError) as err:
+        reason = describe_error(err)
+        log.warning("DeleteObjects failed for %d keys: %s", len(keys), reason)
+        return [(k, reason) for k in keys]
+    return [
+        (e.get("Key", "?"), f"{e.get('Code', '?')} {e.get('Message', '')}".strip())
+        for e in answer.get("Errors", [])
+    ]
 
 
 def delete_keys(
@@ -222,8 +210,6 @@ def delete_keys(
     keys: Iterable[str],
     batch_size: int = MAX_DELETE_BATCH,
     workers: int = 4,
-    retries: int = 4,
-    backoff: float = 0.25,
     on_deleted: Callable[[int], None] | None = None,
 ) -> DeleteReport:
     """Delete `keys` in DeleteObjects batches of `batch_size` (at most 1000), `workers`
@@ -238,7 +224,7 @@ def delete_keys(
     if batches:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             results = pool.map(
-                lambda batch: (batch, _delete_batch(client, bucket, batch, retries, backoff)),
+                lambda batch: (batch, _delete_batch(client, bucket, batch)),
                 batches,
             )
             for batch, failures in results:

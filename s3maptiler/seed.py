@@ -7,12 +7,14 @@ the covered tiles it must store. A tile "touches" the coverage when they share a
 positive area: a tile that only meets the coverage along an edge or at a corner is
 left out, as :meth:`~s3maptiler.grids.TileGrid.tiles_in` leaves it out for a bbox.
 
-:func:`render_metatile` does the work of one job: ONE GetMap, sliced with the layer's
-encoder, each covered tile written straight to the store (seeding is itself the
-background job, so no upload queue). :func:`run_seed` runs jobs on a bounded thread
-pool behind a :class:`TokenBucket` that caps GetMaps per second, writes every finished
-metatile to a :class:`Journal` (JSON lines) so an interrupted run resumes where it
-stopped, and every failed metatile to a failures file that can be replayed.
+:func:`render_metatile` does the work of one job through the service's own render
+pipeline (:mod:`s3maptiler.pipeline`): ONE GetMap, sliced with the layer's encoder,
+blank tiles treated by the layer's ``empty_tiles`` policy, each covered tile written
+straight to the store (seeding is itself the background job, so no upload queue).
+:func:`run_seed` runs jobs on a bounded thread pool behind a :class:`TokenBucket`
+that caps GetMaps per second, writes every finished metatile to a :class:`Journal`
+(JSON lines) so an interrupted run resumes where it stopped, and every failed
+metatile to a failures file that can be replayed.
 
 ``skip_existing`` never sends a HEAD per tile: keys are listed with ListObjectsV2, one
 listing per key "directory" (``prefix/z/x/`` for TMS and XYZ, ``prefix/z/row/`` for
@@ -40,10 +42,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .config import Layer
 from .grids import Bbox, GridError, Tile, TileGrid, lonlat_to_tile, tile_lonlat_bounds
 from .guard import WMSGuard
-from .metatile import MetaTile, MetaTileError, decode_metatile, metatile_for, slice_image
-from .service import LayerRuntime, media_type
+from .metatile import MetaTile, metatile_for
+from .pipeline import LayerRuntime, Renderer, SharedBlanks, seed_metatile
 from .stores import LocalStore, S3Store, StoreError, TileStore
-from .wms import WMSBadImage, WMSClient, WMSError
+from .wms import WMSClient, WMSError
 
 __all__ = [
     "Coverage",
@@ -354,7 +356,7 @@ def plan_jobs(
 ) -> Iterator[MetaJob]:
     """Every metatile of ``zooms`` with at least one tile touching ``coverage``, zoom by
     zoom, top-left first. A job lists its tiles only when not all of them are covered."""
-    ext = ext or runtime.layer.tile_format.extension
+    ext = ext or runtime.layer.extension
     cols, rows = runtime.layer.metatile
     for z in zooms:
         matrix_cols, matrix_rows = runtime.grid.matrix_size(z)
@@ -558,12 +560,15 @@ def render_metatile(
     existing: ListingCache | None = None,
     limiter: TokenBucket | None = None,
     stop: threading.Event | None = None,
+    blanks: SharedBlanks | None = None,
 ) -> RenderCounts:
     """Draw one metatile with ONE GetMap and store each of the job's tiles.
 
     With ``existing`` the keys already in the store are skipped, and no GetMap is sent
-    when all of them are. Raises BadJob, WMSError (including an unusable image) or
-    StoreError; tiles stored before a StoreError stay stored.
+    when all of them are. ``blanks``: the shared blanks known to be in ``store``
+    (one registry per store, kept across jobs; None: this job's own). Raises BadJob,
+    WMSError (including an unusable image) or StoreError; tiles stored before a
+    StoreError stay stored.
     """
     meta, tiles = job_tiles(runtime, job)
     counts = RenderCounts()
@@ -582,21 +587,11 @@ def render_metatile(
         return counts
     if limiter is not None and not limiter.acquire(stop):
         raise Interrupted("stopped before the GetMap")
-    source = runtime.sources[job.ext]
-    counts.getmaps = 1
-    image = wms.get_map(source, meta.bbox, meta.width, meta.height)
-    try:
-        sliced = slice_image(decode_metatile(image, meta), meta, runtime.encoders[job.ext], keys)
-    except MetaTileError as exc:
-        raise WMSBadImage(f"metatile image unusable: {exc}") from None
-    content_type = media_type(source)
-    cache_control = runtime.layer.cache_control or None
-    for tile, key in keys.items():
-        outcome = store.put(key, sliced[tile].data, content_type, cache_control)
-        if outcome == "exists":
-            counts.existing += 1
-        else:
-            counts.stored += 1
+    blanks = blanks or SharedBlanks()
+    seeded = seed_metatile(Renderer(wms), runtime, job.ext, meta, keys, store, blanks)
+    counts.getmaps = seeded.getmaps
+    counts.stored = seeded.stored
+    counts.existing += seeded.existing
     return counts
 
 
@@ -794,6 +789,7 @@ def run_seed(
     done_before = journal.done() if journal is not None else set()
     limiter = TokenBucket(options.wms_rate)
     existing = ListingCache(store) if options.skip_existing else None
+    blanks = SharedBlanks()
     progress = on_progress or (lambda _n: None)
     lock = threading.Lock()
     started = time.monotonic()
@@ -804,7 +800,7 @@ def run_seed(
         try:
             if runtime is None:
                 raise BadJob(f"{job.describe()}: no layer named {job.layer!r}")
-            counts = render_metatile(runtime, job, wms, store, existing, limiter, stop)
+            counts = render_metatile(runtime, job, wms, store, existing, limiter, stop, blanks)
         except Interrupted:
             with lock:
                 report.metatiles_left += 1
@@ -884,15 +880,12 @@ def estimate(
     picked = list(jobs[::step])[:sample]
     took: list[float] = []
     deadline = time.monotonic() + budget
+    renderer = Renderer(wms)
     for job in picked:
         runtime = layers[job.layer]
         meta, tiles = job_tiles(runtime, job)
         started = time.monotonic()
-        image = wms.get_map(runtime.sources[job.ext], meta.bbox, meta.width, meta.height)
-        try:
-            slice_image(decode_metatile(image, meta), meta, runtime.encoders[job.ext], tiles)
-        except MetaTileError as exc:
-            raise WMSBadImage(f"metatile image unusable: {exc}") from None
+        renderer.metatile(runtime, job.ext, meta).encode(tiles)
         took.append(time.monotonic() - started)
         if time.monotonic() > deadline:
             break

@@ -1,9 +1,27 @@
-"""The tile path: cache read, single-flight render from the WMS, background upload.
+"""The tile path: cache read, single flight (process, host, fleet), render, upload.
 
 `TileService` knows nothing about HTTP. `resolve()` turns an S3 key into a
 `TileRequest` or raises `TileNotFound`/`BadTileRequest`; `get()` returns the tile's
 bytes and where they came from. The key a tile is uploaded under is the key its
 request was parsed from, so the next request for that key is a hit.
+
+A miss for a tile of a metatile goes through three rings of single flight, each
+"lock, re-check, render, publish":
+
+1. the threads of this process (:mod:`s3maptiler.singleflight`): one leads, the
+   others wait for its future;
+2. the workers of this host (:mod:`s3maptiler.spool`): the leader takes the
+   metatile's file lock, or reads the render another worker publishes;
+3. the instances of the fleet (:mod:`s3maptiler.leases`): the leader takes the
+   metatile's lease in the bucket, or serves the render another instance puts there.
+
+Only then is the WMS asked, once, through :mod:`s3maptiler.pipeline`. The requested
+tile is answered as soon as it is encoded; the rest of the metatile is encoded by
+the slicer, published to the other rings and queued for upload.
+
+Every wait for someone else's render lasts at most `patience`: twice the render's
+own budget (the leader may itself wait that long before it renders). A waiter
+whose leader failed answers with the leader's error (502/503/504), never a 500.
 """
 
 from __future__ import annotations
@@ -13,42 +31,44 @@ import functools
 import hashlib
 import io
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
-from typing import TypeVar
 
 from PIL import Image
 
 from . import metrics
-from .config import TILE_FORMATS, Layer, Settings, TileFormat
-from .grids import GridError, Tile, TileGrid, TileOutOfRange, tile_lonlat_bounds
+from .config import Layer, Settings
+from .grids import GridError, Tile, TileOutOfRange, tile_lonlat_bounds
 from .guard import WMSGuard
-from .layouts import Layout, LayoutError, get_layout
-from .metatile import (
-    Encoder,
-    MetaTile,
-    MetaTileError,
-    decode_metatile,
-    metatile_for,
-    slice_image,
-    uniform_tile,
-)
-from .stores import StoreError, TileStore
-from .uploads import UploadJob, UploadPool
-from .wms import WMSBadImage, WMSClient, WMSError, WMSSource
+from .layouts import LayoutError, get_layout
+from .leases import Lease, Leases
+from .metatile import MetaTile, SlicedTile, uniform_tile
+from .pipeline import Cut, LayerRuntime, RenderedTiles, Renderer, SharedBlanks, overlaps
+from .singleflight import RenderFailed, SingleFlight, wait_for
+from .spool import Spool, Turn
+from .stores import StoredTile, StoreError, TileStore
+from .uploads import UploadPool
+from .wms import WMSClient
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MAX_KEY_LENGTH = 512
-RECENT_METATILES = 4096  # remembered to avoid drawing a metatile twice in quick succession
-ARCGIS_TILE_KEY = re.compile(r"arcgis/rest/services/([^/]+)/MapServer/tile/([^/]+)/([^/]+)/([^/]+)")
+SLICER_THREADS = 2
+# Metatiles queued or encoding in the background, each holding its decoded image
+# (about 5 MB for 4x4 tiles with a 64 px buffer); past this the leader encodes inline.
+SLICER_BACKLOG = 8
+# Seconds a request thread waits for room in a full upload queue before dropping its
+# tile; background encoding waits up to the render budget.
+UPLOAD_WAIT = 1.0
+# Seconds a request waits for another thread's read of the same key: the S3 client's
+# own budget (three attempts of a 3 s connect and a 10 s read) with some slack.
+STORE_READ_PATIENCE = 45.0
+# Weight of the newest render in the running average a lease tells waiters to expect.
+_EXPECTED_WEIGHT = 0.2
 
 
 class TileRequestError(Exception):
@@ -63,69 +83,6 @@ class BadTileRequest(TileRequestError):
 
 class TileNotFound(TileRequestError):
     status = 404
-
-
-@dataclass(frozen=True)
-class LayerRuntime:
-    """A configured layer with its grid, layout and WMS sources resolved once."""
-
-    layer: Layer
-    grid: TileGrid
-    layout: Layout
-    sources: dict[str, WMSSource]  # by tile extension
-    encoders: dict[str, Encoder]  # by tile extension, for tiles cut from metatiles
-    guard: WMSGuard  # cap on concurrent GetMaps and circuit breaker for the layer's WMS
-
-    def metatile_of(self, tile: Tile) -> MetaTile | None:
-        """The metatile drawn for `tile`; None when the layer draws tiles one by one."""
-        if self.layer.metatile == (1, 1) and self.layer.meta_buffer == 0:
-            return None
-        return metatile_for(self.grid, tile, self.layer.metatile, self.layer.meta_buffer)
-
-    def key_to_store(self, tile: Tile, ext: str) -> str | None:
-        """The key of a neighbour cut from a metatile, or None when it is not worth
-        storing (outside the layer's extent, or not expressible in its layout)."""
-        extent = self.layer.extent
-        if extent is not None and not _overlaps(tile_lonlat_bounds(self.grid, tile), extent):
-            return None
-        try:
-            return self.layer.prefix + self.layout.format(tile, ext, self.grid)
-        except (LayoutError, GridError):
-            return None
-
-    @classmethod
-    def build(cls, layer: Layer, guard: WMSGuard) -> LayerRuntime:
-        grid = layer.tile_grid
-        sources = {
-            ext: WMSSource(
-                url=layer.wms_url,
-                layers=layer.wms_layers,
-                styles=layer.wms_styles,
-                version=layer.wms_version,
-                srs=grid.srs,
-                image_format=format_for(layer, ext).wms_format,
-                transparent=layer.transparent,
-                bgcolor=layer.bgcolor,
-            )
-            for ext in layer.formats
-        }
-        encoders = {
-            ext: Encoder(
-                format=format_for(layer, ext).name,
-                png_compress_level=layer.png_compress_level,
-                jpeg_quality=layer.jpeg_quality,
-            )
-            for ext in layer.formats
-        }
-        return cls(layer, grid, get_layout(layer.layout), sources, encoders, guard)
-
-
-def format_for(layer: Layer, ext: str) -> TileFormat:
-    """The encoding of a layer's tiles with this extension (png8 layers keep their palette)."""
-    own = layer.tile_format
-    if ext == own.extension or (own.extension == "jpg" and ext == "jpeg"):
-        return own
-    return TILE_FORMATS["jpeg" if ext in ("jpg", "jpeg") else ext]
 
 
 @dataclass(frozen=True)
@@ -154,13 +111,26 @@ def etag_of(data: bytes) -> str:
 
 
 class TileService:
-    """Cache read, then render; one render per tile key at a time in this process."""
+    """Cache read, then render; each metatile drawn once by the process, host and fleet."""
 
-    def __init__(self, settings: Settings, store: TileStore, wms: WMSClient, uploads: UploadPool):
+    def __init__(
+        self,
+        settings: Settings,
+        store: TileStore,
+        wms: WMSClient,
+        uploads: UploadPool,
+        spool: Spool | None = None,
+        leases: Leases | None = None,
+        blanks: SharedBlanks | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.wms = wms
         self.uploads = uploads
+        self.spool = spool
+        self.leases = leases
+        self.blanks = blanks or SharedBlanks()
+        self.renderer = Renderer(wms)
         self.layers = [
             LayerRuntime.build(
                 layer,
@@ -176,31 +146,20 @@ class TileService:
         self.by_name = {runtime.layer.name: runtime for runtime in self.layers}
         # Longest prefix first, so a layer nested under another's prefix still wins.
         self._by_prefix = sorted(self.layers, key=lambda rt: len(rt.layer.prefix), reverse=True)
-        self._inflight: dict[Hashable, Future] = {}
-        self._recent: dict[Hashable, None] = {}  # metatiles drawn lately, oldest first
-        self._slicing: dict[Hashable, Future] = {}  # metatiles whose other tiles are encoding
-        self._blanks: set[str] = set()  # shared blank tiles this process has queued
-        # Encodes the rest of a metatile after the requested tile has been answered.
-        self._slicer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="slicer")
-        self._inflight_lock = threading.Lock()
-        # A waiter gives up on another thread's render after the WMS could have answered.
-        self._wait_timeout = settings.wms_connect_timeout + settings.wms_timeout + 1.0
+        self._reads: SingleFlight[StoredTile | None] = SingleFlight()
+        self._tiles: SingleFlight[bytes] = SingleFlight()
+        self._metatiles: SingleFlight[RenderedTiles] = SingleFlight()
+        self._slicer = _Slicer(SLICER_THREADS, SLICER_BACKLOG)
+        self._expected = {runtime.layer.name: 1.0 for runtime in self.layers}
+
+    # ------------------------------------------------------------------ addresses
 
     def resolve(self, key: str) -> TileRequest:
         """Parse an S3 key (no leading slash) into a tile of a configured layer."""
-        if len(key) > MAX_KEY_LENGTH:
-            raise BadTileRequest(f"key longer than {MAX_KEY_LENGTH} characters")
-        if not key.isascii() or not key.isprintable() or "\\" in key:
-            raise BadTileRequest("key has characters a tile key never has")
-        parts = key.split("/")
-        if any(part in ("", ".", "..") for part in parts):
-            raise BadTileRequest("key has an empty, '.' or '..' segment")
-        runtime = next((rt for rt in self._by_prefix if key.startswith(rt.layer.prefix)), None)
+        check_key(key)
+        runtime = self._owner(key)
         if runtime is None:
-            arcgis = ARCGIS_TILE_KEY.fullmatch(key)
-            if arcgis is None:
-                raise TileNotFound("no layer serves this key prefix")
-            return self._arcgis_key(key, *arcgis.groups())
+            raise TileNotFound("no layer serves this key prefix")
         layer = runtime.layer
         try:
             parsed = runtime.layout.parse(key[len(layer.prefix) :], runtime.grid)
@@ -223,7 +182,7 @@ class TileService:
             runtime.grid.check(tile)
         except GridError as exc:
             raise TileNotFound(f"tile out of range: {exc}") from None
-        ext = ext or runtime.layer.tile_format.extension
+        ext = ext or runtime.layer.extension
         if ext not in runtime.sources:
             raise TileNotFound(f"format .{ext} is not served by layer {layer_name}")
         try:
@@ -233,14 +192,24 @@ class TileService:
             raise TileNotFound(f"layer {layer_name} cannot store this tile: {exc}") from None
         return self._checked(runtime, tile, ext, key)
 
-    def _arcgis_key(self, key: str, name: str, z: str, row: str, col: str) -> TileRequest:
-        """`arcgis/rest/services/<layer>/MapServer/tile/{z}/{row}/{col}`, the only tile
-        URL ArcGIS clients know, as a key of its own: a bucket holding the published
-        MapServer document fills these keys through the redirect, and serves them next."""
-        runtime = self.by_name.get(name)
-        ext = runtime.layer.tile_format.extension if runtime else "png"
-        request = self.request_via(name, "wmts", f"{z}/{row}/{col}.{ext}")
-        return dataclasses.replace(request, key=key)
+    def _owner(self, key: str) -> LayerRuntime | None:
+        """The layer whose prefix `key` starts with (the longest such prefix)."""
+        return next((rt for rt in self._by_prefix if key.startswith(rt.layer.prefix)), None)
+
+    def owns(self, key: str) -> bool:
+        """Whether `key` is a configured layer's key: its prefix, then a path in its
+        layout (a tile in range or not). Such a key is that layer's tile before any
+        other reading of the path (e.g. `TILE_PREFIX=1.0.0/<name>/` and `/1.0.0/...`)."""
+        runtime = self._owner(key) if len(key) <= MAX_KEY_LENGTH else None
+        if runtime is None:
+            return False
+        try:
+            runtime.layout.parse(key[len(runtime.layer.prefix) :], runtime.grid)
+        except LayoutError:
+            return False
+        except GridError:
+            return True  # the layer's key shape, outside its grid: the layer answers 404
+        return True
 
     def request_via(self, layer_name: str, layout_name: str, path: str) -> TileRequest:
         """A tile of a named layer addressed in another layout, e.g. "tms" for
@@ -264,89 +233,63 @@ class TileService:
             raise TileNotFound(
                 f"zoom {tile.z} outside {layer.min_zoom}..{layer.max_zoom} of layer {layer.name}"
             )
-        outside = layer.extent is not None and not _overlaps(
+        outside = layer.extent is not None and not overlaps(
             tile_lonlat_bounds(runtime.grid, tile), layer.extent
         )
         if outside and layer.outside_extent == "404":
             raise TileNotFound(f"tile outside the extent of layer {layer.name}")
         return TileRequest(runtime, tile, ext, key, outside)
 
+    # ------------------------------------------------------------------ the tile path
+
     def get(self, request: TileRequest, known_miss: bool = False) -> TileResult:
         """The tile's bytes: from the upload queue, the store, or a render.
 
         `known_miss` skips the store read: S3 has just redirected this key to us.
-        Concurrent requests for one key share one store read and one render; requests
-        for tiles of one metatile share its GetMap. Raises WMSError when the WMS
-        fails; nothing is stored then.
+        Concurrent requests for one key share one store read; requests for tiles of
+        one metatile share its GetMap, across threads, workers and instances. Raises
+        WMSError (or WMSUnavailable) when no tile can be had; nothing is stored then.
         """
         if request.outside_extent:
             return self._blank(request)
         pending = self.uploads.pending(request.key)
         if pending is not None:
             return self._result(request, pending, "inflight")
-        result, leader = self._once(request.key, lambda: self._load(request, known_miss))
-        if leader:
-            return result
-        return dataclasses.replace(result, source="inflight", wms_ms=None, upload="-")
-
-    def _load(self, request: TileRequest, known_miss: bool) -> TileResult:
-        """Read the store (the winner of the key's single flight only), else render."""
         if self.settings.cache_read and not known_miss:
-            stored = self._read_store(request.key)
+            stored = self._read_once(request.key)
             if stored is not None:
-                return TileResult(
-                    stored.data,
-                    stored.content_type,
-                    "cache",
-                    stored.etag or etag_of(stored.data),
-                    request.layer.layer.cache_control,
-                )
+                etag = stored.etag or etag_of(stored.data)
+                cache_control = request.layer.layer.cache_control
+                return TileResult(stored.data, stored.content_type, "cache", etag, cache_control)
+        reused = self._from_layout_key(request)
+        if reused is not None:
+            return reused
         meta = request.layer.metatile_of(request.tile)
-        if meta is None:
-            return self._render(request, None)[0]
-        flight = (request.layer.layer.name, request.ext, meta)
-        (result, tiles), leader = self._once(
-            flight, lambda: self._render_metatile(request, meta, flight)
-        )
-        if leader:
-            return result
-        data = tiles.result(self._wait_timeout).get(request.tile)
-        if data is not None:
-            upload = self._store_alias(request, data)
-            return self._result(request, data, "inflight", upload)
-        return self._reuse(request) or self._render(request, meta, flight)[0]
+        if meta is None or len(meta.columns) * len(meta.rows) == 1:
+            # One tile per GetMap: only this process's threads coalesce. Two workers
+            # asking for the very same tile at once is rare, and the conditional PUT
+            # still stores it once.
+            return self._single(request, meta)
+        return self._from_metatile(request, meta)
 
-    def _once(self, flight: Hashable, work: Callable[[], T]) -> tuple[T, bool]:
-        """Run `work` unless another thread is running it for the same `flight`: then
-        wait for that one (up to the WMS's own timeouts) and share its outcome.
-        Returns the value and whether this thread did the work."""
-        with self._inflight_lock:
-            future = self._inflight.get(flight)
-            leader = future is None
-            if leader:
-                future = self._inflight[flight] = Future()
+    def patience(self, runtime: LayerRuntime) -> float:
+        """Seconds to wait for another's render: it may wait its budget, then render."""
+        return 2 * self.renderer.budget(runtime)
+
+    def _read_once(self, key: str) -> StoredTile | None:
+        future, leader = self._reads.join(key)
         if not leader:
-            try:
-                metrics.SINGLE_FLIGHT_WAITS.inc()
-                return future.result(self._wait_timeout), False
-            except FutureTimeout:
-                log.warning(
-                    "waited %.1fs for another request, going ahead: %s", self._wait_timeout, flight
-                )
-                return work(), True
+            metrics.SINGLE_FLIGHT_WAITS.inc()
+            return wait_for(future, STORE_READ_PATIENCE, f"the store read of {key}")
         try:
-            value = work()
+            stored = self._read_store(key)
         except BaseException as exc:
             future.set_exception(exc)
             raise
-        else:
-            future.set_result(value)
-            return value, True
-        finally:
-            with self._inflight_lock:
-                self._inflight.pop(flight, None)
+        future.set_result(stored)
+        return stored
 
-    def _read_store(self, key: str):
+    def _read_store(self, key: str) -> StoredTile | None:
         try:
             return self.store.get(key)
         except StoreError as exc:
@@ -354,223 +297,301 @@ class TileService:
             log.warning("store read failed, rendering instead key=%s reason=%s", key, exc)
             return None
 
-    def _render_metatile(
-        self, request: TileRequest, meta: MetaTile, flight: Hashable
-    ) -> tuple[TileResult, Future]:
-        """Draw the metatile, unless another request drew it a moment ago: a request
-        that read the store just before that render finished must not draw it again."""
-        slicing = self._slicing.get(flight)
-        if slicing is not None:
-            futures_wait([slicing], self._wait_timeout)
-        if flight in self._recent:
-            reused = self._reuse(request)
-            if reused is not None:
-                return reused, _done({request.tile: reused.data})
-        return self._render(request, meta, flight)
+    def _single(self, request: TileRequest, meta: MetaTile | None) -> TileResult:
+        """A tile that is its own GetMap; `meta` when it still has a buffer to cut."""
+        future, leader = self._tiles.join(request.key)
+        if not leader:
+            metrics.SINGLE_FLIGHT_WAITS.inc()
+            data = wait_for(future, self.patience(request.layer), request.key)
+            return self._result(request, data, "inflight")
+        runtime, ext = request.layer, request.ext
+        try:
+            started = time.perf_counter()
+            if meta is None:
+                piece = self.renderer.tile(runtime, ext, request.tile)
+            else:
+                piece = self.renderer.metatile(runtime, ext, meta).encode([request.tile])
+                piece = piece[request.tile]
+            wms_ms = (time.perf_counter() - started) * 1000
+            upload = self._upload(runtime, ext, request.key, piece, UPLOAD_WAIT)
+            self._upload_layout_key(request, piece)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        future.set_result(piece.data)  # after queueing: pending() answers from now on
+        return self._rendered(request, piece.data, wms_ms, upload)
+
+    def _from_metatile(self, request: TileRequest, meta: MetaTile) -> TileResult:
+        runtime = request.layer
+        flight = metatile_flight(self.store.location, runtime.layer, request.ext, meta)
+        future, leader = self._metatiles.join(flight)
+        if not leader:
+            metrics.SINGLE_FLIGHT_WAITS.inc()
+            rendered = wait_for(future, self.patience(runtime), meta.describe())
+            return self._shared(request, rendered.tiles[request.tile])
+        try:
+            return self._lead(request, meta, flight, future)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            raise
+
+    def _lead(
+        self, request: TileRequest, meta: MetaTile, flight: str, future: Future
+    ) -> TileResult:
+        """This thread leads the metatile in its process: the host and fleet next."""
+        runtime, ext = request.layer, request.ext
+        deadline = time.monotonic() + self.patience(runtime)
+        turn = self.spool.turn(flight, deadline) if self.spool else Turn(held=True)
+        if turn.found is not None:
+            future.set_result(turn.found)
+            return self._shared(request, turn.found.tiles[request.tile])
+        lease = None
+        try:
+            if self.leases is not None:
+                budget = self.renderer.budget(runtime)
+                expected = self._expected[runtime.layer.name]
+                claim = self.leases.claim(flight, deadline, budget, expected)
+                if claim.found is not None:
+                    if claim.took is not None:
+                        self._learn(runtime, claim.took)
+                    self._publish_here(flight, claim.found, turn)
+                    future.set_result(claim.found)
+                    return self._shared(request, claim.found.tiles[request.tile])
+                lease = claim.lease
+            started = time.perf_counter()
+            cut = self.renderer.metatile(runtime, ext, meta)
+            wms_ms = (time.perf_counter() - started) * 1000
+            first = cut.encode([request.tile])[request.tile]
+        except BaseException as exc:
+            self._failed(flight, turn, lease, exc)
+            raise
+        upload = self._upload(runtime, ext, request.key, first, UPLOAD_WAIT)
+        self._upload_layout_key(request, first)
+        finish = functools.partial(
+            self._finish, request, cut, first.data, flight, future, turn, lease, started
+        )
+        abandon = functools.partial(
+            self._failed, flight, turn, lease, RenderFailed("the service is stopping"), future
+        )
+        self._slicer.run(finish, abandon)
+        return self._rendered(request, first.data, wms_ms, upload)
+
+    def _finish(
+        self,
+        request: TileRequest,
+        cut: Cut,
+        first: bytes,
+        flight: str,
+        future: Future,
+        turn: Turn,
+        lease: Lease | None,
+        started: float,
+    ) -> None:
+        """Encode the rest of the metatile, publish it to every ring, queue its uploads."""
+        runtime, ext = request.layer, request.ext
+        try:
+            rest = cut.encode(t for t in cut.meta.tiles() if t != request.tile)
+            tiles = {request.tile: first, **{tile: piece.data for tile, piece in rest.items()}}
+            rendered = RenderedTiles(runtime.content_type(ext), tiles)
+            self._publish_here(flight, rendered, turn)
+            future.set_result(rendered)
+        except BaseException as exc:
+            log.exception("slicing metatile %s failed", cut.meta.describe())
+            self._failed(flight, turn, lease, exc, future)
+            return
+        self._learn(runtime, time.perf_counter() - started)
+        if lease is not None:
+            self.leases.publish(lease, rendered)
+        wait = self.renderer.budget(runtime)
+        for tile, piece in rest.items():
+            key = runtime.key_to_store(tile, ext)
+            if key is not None:
+                self._upload(runtime, ext, key, piece, wait)
+
+    def _publish_here(self, flight: str, rendered: RenderedTiles, turn: Turn) -> None:
+        """Hand a finished render to this host's other workers, then let them go."""
+        if self.spool is not None:
+            self.spool.publish(flight, rendered)
+        turn.release()
+
+    def _failed(
+        self,
+        flight: str,
+        turn: Turn,
+        lease: Lease | None,
+        exc: BaseException,
+        future: Future | None = None,
+    ) -> None:
+        """Tell every ring that waits on this render that it failed, and how."""
+        if self.spool is not None:
+            self.spool.publish_failure(flight, exc)
+        turn.release()
+        if lease is not None:
+            self.leases.fail(lease, exc)
+        if future is not None and not future.done():
+            future.set_exception(exc)
+
+    def _learn(self, runtime: LayerRuntime, seconds: float) -> None:
+        name = runtime.layer.name
+        self._expected[name] += _EXPECTED_WEIGHT * (seconds - self._expected[name])
+
+    def _upload(
+        self, runtime: LayerRuntime, ext: str, key: str, piece: SlicedTile, wait: float
+    ) -> str:
+        """Queue a rendered tile through the layer's blank policy: "queued" or "dropped"."""
+        outcome = "queued"
+        for job in self.blanks.jobs(runtime, ext, key, piece):
+            if self.uploads.submit(job, wait):
+                metrics.UPLOAD_QUEUE.inc()  # the pool's on_result decrements it: exact, no lock
+            else:
+                metrics.UPLOADS.labels("dropped").inc()
+                self.blanks.settled(job, "dropped")
+                outcome = "dropped"
+        return outcome
+
+    # ------------------------------------------------------------------ other keys
 
     def _layout_key(self, request: TileRequest) -> str | None:
         """The layer's own key of the tile when the request came by another key (an
-        ArcGIS REST key), else None. A metatile's tiles are stored under layout keys."""
+        ArcGIS REST key through the redirect), else None. Tiles cut from a metatile
+        are stored under their layout keys."""
         key = request.layer.key_to_store(request.tile, request.ext)
         return key if key != request.key else None
 
-    def _store_alias(self, request: TileRequest, data: bytes) -> str:
-        """Also store a tile cut from another request's metatile under the key this
-        request came by, so the next request for that key is a hit too. Returns the
-        upload outcome for the log: "queued", "dropped", or "-" (nothing to store)."""
-        if self._layout_key(request) is None:
-            return "-"
-        runtime = request.layer
-        uniform = runtime.layer.empty_tiles == "redirect" and uniform_tile(data)
-        queued = self._upload_tile(runtime, request.key, request.ext, data, uniform)
-        return "queued" if queued else "dropped"
-
-    def _reuse(self, request: TileRequest) -> TileResult | None:
-        """The tile from the upload queue or the store, after a recent render: under
-        the request's key, or under the layer's own key (then stored under both)."""
-        data = self.uploads.pending(request.key)
+    def _from_layout_key(self, request: TileRequest) -> TileResult | None:
+        """A tile asked by another key that is already queued or stored under the
+        layer's own key (a neighbour's metatile drew it): no GetMap, and it is stored
+        under the key it was asked by too, so that key's next request is a hit."""
+        alias = self._layout_key(request)
+        if alias is None or not self.settings.cache_read:
+            return None
+        data = self.uploads.pending(alias)
         if data is not None:
-            return self._result(request, data, "inflight")
-        stored = self._read_store(request.key)
-        alias = self._layout_key(request) if stored is None else None
-        if alias is not None:
-            data = self.uploads.pending(alias)
-            if data is not None:
-                return self._result(request, data, "inflight", self._store_alias(request, data))
-            stored = self._read_store(alias)
-            upload = self._store_alias(request, stored.data) if stored is not None else "-"
-        else:
-            upload = "-"
+            return self._shared(request, data)
+        stored = self._read_once(alias)
         if stored is None:
             return None
-        return TileResult(
-            stored.data,
-            stored.content_type,
-            "cache",
-            stored.etag or etag_of(stored.data),
-            request.layer.layer.cache_control,
-            upload=upload,
-        )
+        result = self._shared(request, stored.data)
+        return dataclasses.replace(result, source="cache", etag=stored.etag or result.etag)
 
-    def _render(
-        self, request: TileRequest, meta: MetaTile | None, flight: Hashable = None
-    ) -> tuple[TileResult, Future]:
-        """One GetMap for the tile (meta None) or its metatile. The requested tile is
-        answered as soon as it is encoded; the other tiles of a metatile are encoded
-        in the background. Returns the result and a future of every tile's bytes."""
+    def _shared(self, request: TileRequest, data: bytes) -> TileResult:
+        """A tile of another request's render ("inflight"): its uploads queued that
+        tile under the layer's own key; a request by another key stores it there too."""
+        result = self._result(request, data, "inflight")
+        if self._layout_key(request) is None:
+            return result
         runtime = request.layer
-        source = runtime.sources[request.ext]
-        started = time.perf_counter()
-        if meta is None:
-            # 1x1 without a buffer: the WMS's bytes are the tile, no decode or re-encode.
-            size = runtime.grid.tile_size
-            bbox = runtime.grid.tile_bbox(request.tile)
-            data = self._get_map(runtime, source, bbox, size, size)
-            wms_ms = (time.perf_counter() - started) * 1000
-            tiles = _done({request.tile: data})
-            # Only the redirect option needs to know; it costs one small decode.
-            uniform = runtime.layer.empty_tiles == "redirect" and uniform_tile(data)
-        else:
-            image = self._get_map(runtime, source, meta.bbox, meta.width, meta.height)
-            wms_ms = (time.perf_counter() - started) * 1000
-            encoder = runtime.encoders[request.ext]
-            try:
-                work = encoder.prepare(decode_metatile(image, meta))
-                data, uniform = slice_image(work, meta, encoder, [request.tile])[request.tile]
-            except MetaTileError as exc:
-                raise WMSBadImage(f"metatile image unusable: {exc}") from None
-            tiles = Future()
-            with self._inflight_lock:
-                self._slicing[flight] = tiles
-                self._recent[flight] = None
-                if len(self._recent) > RECENT_METATILES:
-                    self._recent.pop(next(iter(self._recent)))
-            self._slicer.submit(self._slice_rest, request, meta, work, data, tiles, flight)
-        content_type = media_type(source)
-        queued = self._upload_tile(runtime, request.key, request.ext, data, uniform)
-        upload = "queued" if queued else "dropped"
-        layout_key = self._layout_key(request)
-        if layout_key is not None:  # asked by an ArcGIS REST key: the layer's key too
-            self._upload_tile(runtime, layout_key, request.ext, data, uniform)
-        result = TileResult(
-            data, content_type, "render", etag_of(data), runtime.layer.cache_control, wms_ms, upload
-        )
-        return result, tiles
+        uniform = runtime.layer.empty_tiles == "redirect" and uniform_tile(data)
+        upload = self._upload(runtime, request.ext, request.key, SlicedTile(data, uniform), 0)
+        return dataclasses.replace(result, upload=upload)
 
-    def _get_map(self, runtime: LayerRuntime, source: WMSSource, bbox, width: int, height: int):
-        """One GetMap through the layer's guard, counted in the metrics."""
-        name = runtime.layer.name
-        with runtime.guard.slot():
-            started = time.perf_counter()
-            try:
-                data = self.wms.get_map(source, bbox, width, height)
-            except WMSError as exc:
-                metrics.WMS_ERRORS.labels(name, exc.kind).inc()
-                # Only an unreachable WMS trips the breaker; an error answer means it is up.
-                if exc.kind in ("timeout", "connection"):
-                    runtime.guard.failed()
-                else:
-                    runtime.guard.succeeded()
-                raise
-            runtime.guard.succeeded()
-            metrics.WMS_SECONDS.labels(name).observe(time.perf_counter() - started)
-            return data
-
-    def _upload_tile(
-        self, runtime: LayerRuntime, key: str, ext: str, data: bytes, uniform: bool
-    ) -> bool:
-        """Queue a rendered tile. With the layer's `empty_tiles = "redirect"`, a uniform
-        tile becomes a zero-byte object redirecting to one shared blank of the same
-        bytes (written once per process), so an ocean costs one stored image. `ext` is
-        the tile's format: ArcGIS REST keys (`.../MapServer/tile/{z}/{row}/{col}`) have none."""
-        content_type = media_type(runtime.sources[ext])
-        cache_control = runtime.layer.cache_control or None
-        blank = None
-        if uniform and runtime.layer.empty_tiles == "redirect":
-            digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-            blank = f"{runtime.layer.prefix}_blank/{digest}.{ext}"
-            with self._inflight_lock:
-                first = blank not in self._blanks
-                self._blanks.add(blank)
-            if first:
-                self._upload(UploadJob(blank, data, content_type, cache_control))
-        return self._upload(UploadJob(key, data, content_type, cache_control, blank))
-
-    def _upload(self, job: UploadJob) -> bool:
-        queued = self.uploads.submit(job)
-        if queued:
-            metrics.UPLOAD_QUEUE.inc()  # the pool's on_result decrements it: exact, no lock
-        else:
-            metrics.UPLOADS.labels("dropped").inc()
-        return queued
-
-    def _slice_rest(
-        self, request, meta: MetaTile, work, data: bytes, tiles: Future, flight: Hashable
-    ) -> None:
-        """Encode and queue the other tiles of a metatile (runs on the slicer thread)."""
-        runtime = request.layer
-        try:
-            rest = [tile for tile in meta.tiles() if tile != request.tile]
-            sliced = slice_image(work, meta, runtime.encoders[request.ext], rest)
-            for tile, piece in sliced.items():
-                key = runtime.key_to_store(tile, request.ext)
-                if key is not None:
-                    self._upload_tile(runtime, key, request.ext, piece.data, piece.uniform)
-            tiles.set_result({request.tile: data, **{t: p.data for t, p in sliced.items()}})
-        except BaseException as exc:  # waiters must hear of it, not hang
-            log.exception("slicing metatile %s failed", meta.describe())
-            tiles.set_exception(exc)
-        finally:
-            with self._inflight_lock:
-                self._slicing.pop(flight, None)
+    def _upload_layout_key(self, request: TileRequest, piece: SlicedTile) -> None:
+        """A tile rendered for a request by another key: under the layer's key too."""
+        alias = self._layout_key(request)
+        if alias is not None:
+            self._upload(request.layer, request.ext, alias, piece, UPLOAD_WAIT)
 
     def drain(self, timeout: float) -> int:
         """Finish slicing, then the uploads, within `timeout` seconds; returns how
         many uploads were left undone (on shutdown: gunicorn's worker_exit)."""
         deadline = time.monotonic() + timeout
-        self._slicer.shutdown(wait=True)
+        self._slicer.drain(deadline)
         return self.uploads.drain(max(deadline - time.monotonic(), 0.1))
+
+    # ------------------------------------------------------------------ answers
 
     def _blank(self, request: TileRequest) -> TileResult:
         """Outside the layer's extent: a blank tile, stored like any other so the S3
         redirect does not send this key back to the service forever."""
-        content_type = media_type(request.layer.sources[request.ext])
+        content_type = request.layer.content_type(request.ext)
         data = blank_tile(content_type, request.layer.grid.tile_size)
-        cache_control = request.layer.layer.cache_control
-        queued = self._upload(UploadJob(request.key, data, content_type, cache_control))
-        return TileResult(
-            data,
-            content_type,
-            "blank",
-            etag_of(data),
-            cache_control,
-            None,
-            "queued" if queued else "dropped",
-        )
+        upload = self._upload(request.layer, request.ext, request.key, SlicedTile(data, False), 0)
+        result = self._result(request, data, "blank")
+        return dataclasses.replace(result, upload=upload)
 
-    def _result(
-        self, request: TileRequest, data: bytes, source: str, upload: str = "-"
-    ) -> TileResult:
-        content_type = media_type(request.layer.sources[request.ext])
+    def _rendered(self, request: TileRequest, data: bytes, wms_ms: float, upload: str):
+        result = self._result(request, data, "render")
+        return dataclasses.replace(result, wms_ms=wms_ms, upload=upload)
+
+    def _result(self, request: TileRequest, data: bytes, source: str) -> TileResult:
+        content_type = request.layer.content_type(request.ext)
         return TileResult(
-            data,
-            content_type,
-            source,
-            etag_of(data),
-            request.layer.layer.cache_control,
-            upload=upload,
+            data, content_type, source, etag_of(data), request.layer.layer.cache_control
         )
 
 
-def _done(value) -> Future:
-    future: Future = Future()
-    future.set_result(value)
-    return future
+def check_key(key: str) -> None:
+    """BadTileRequest unless `key` could be an S3 key the service writes: bounded,
+    printable ASCII, no backslash, no empty, '.' or '..' segment."""
+    if len(key) > MAX_KEY_LENGTH:
+        raise BadTileRequest(f"key longer than {MAX_KEY_LENGTH} characters")
+    if not key.isascii() or not key.isprintable() or "\\" in key:
+        raise BadTileRequest("key has characters a tile key never has")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise BadTileRequest("key has an empty, '.' or '..' segment")
 
 
-def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    """Whether two (west, south, east, north) boxes share more than an edge."""
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+def metatile_flight(store_location: str, layer: Layer, ext: str, meta: MetaTile) -> str:
+    """A metatile's id across processes and hosts (hex): the same store, layer,
+    format and geometry give the same id, and so the same lock, spool entry and lease."""
+    text = (
+        f"{store_location}|{layer.name}|{layer.prefix}|{ext}|{meta.describe()}"
+        f"|{layer.metatile}|{layer.meta_buffer}"
+    )
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+class _Slicer:
+    """Encodes the rest of each metatile after its first tile was answered.
+
+    At most `backlog` metatiles are queued or encoding at once, each holding its
+    decoded image; past that `run` encodes on the caller's thread, so memory stays
+    bounded and a burst slows its own requests down instead. `drain` keeps to its
+    deadline: jobs not started by then are abandoned (their waiters get a 502).
+    """
+
+    def __init__(self, threads: int, backlog: int):
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="slicer")
+        self._room = threading.BoundedSemaphore(backlog)
+        self._lock = threading.Lock()
+        self._jobs: dict[Future, Callable[[], None]] = {}
+        self._closed = False
+
+    def run(self, work: Callable[[], None], abandon: Callable[[], None]) -> None:
+        if self._closed or not self._room.acquire(blocking=False):
+            work()
+            return
+        try:
+            job = self._executor.submit(work)
+        except RuntimeError:  # shut down meanwhile
+            self._room.release()
+            work()
+            return
+        with self._lock:
+            self._jobs[job] = abandon
+        job.add_done_callback(self._done)
+
+    def _done(self, job: Future) -> None:
+        with self._lock:
+            self._jobs.pop(job, None)
+        self._room.release()
+
+    def drain(self, deadline: float) -> None:
+        self._closed = True
+        with self._lock:
+            jobs = list(self._jobs)
+        futures_wait(jobs, max(deadline - time.monotonic(), 0.0))
+        with self._lock:
+            left = dict(self._jobs)
+        for job, abandon in left.items():
+            if job.cancel():
+                abandon()
+        if left:
+            log.error(
+                "%d metatiles not finished when draining; their tiles are not stored", len(left)
+            )
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @functools.cache
@@ -582,8 +603,3 @@ def blank_tile(media_type: str, size: int) -> bytes:
     else:
         Image.new("RGBA", (size, size), (0, 0, 0, 0)).save(out, "PNG", optimize=True)
     return out.getvalue()
-
-
-def media_type(source: WMSSource) -> str:
-    """The Content-Type of a tile: the WMS FORMAT without parameters ("; mode=8bit")."""
-    return source.image_format.split(";", 1)[0].strip()

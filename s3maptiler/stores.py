@@ -11,8 +11,11 @@ Two implementations of one small interface:
   Writes are atomic (temporary file + ``os.replace``); content types are sniffed
   from the bytes so no sidecar files are needed.
 
-Every failure is a `StoreError` whose ``retryable`` flag tells the upload pool
-whether trying again can help.
+Every failure is a `StoreError` whose ``retryable`` flag says whether trying again
+could help. Retrying is the S3 client's job alone: botocore's "standard" mode with a
+total attempt budget (`make_s3_client`), never a second loop on top. Which S3 errors
+are worth another try is written once, in `is_retryable`, for the stores, bulk
+uploads and purges alike.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
@@ -42,6 +48,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 __all__ = [
+    "RETRYABLE_CODES",
     "InvalidKeyError",
     "LocalStore",
     "S3Store",
@@ -51,6 +58,7 @@ __all__ = [
     "StoreUnavailable",
     "StoredTile",
     "TileStore",
+    "is_retryable",
     "make_s3_client",
     "sniff_content_type",
     "supports_if_none_match",
@@ -61,8 +69,10 @@ log = logging.getLogger(__name__)
 GENERIC_CONTENT_TYPES = frozenset({"", "binary/octet-stream", "application/octet-stream"})
 """Content types that say nothing; a read falls back to sniffing the bytes."""
 
-# S3 error codes that mean "try again later". Any 5xx and 429 are retryable too.
-_RETRYABLE_CODES = frozenset(
+# S3 error codes that mean "try again later"; any 5xx and 429 are retryable too.
+# Not RequestTimeTooSkewed: botocore does not correct the clock for S3, so a retry is
+# signed with the same wrong time and refused again (fix the host's clock instead).
+RETRYABLE_CODES = frozenset(
     {
         "SlowDown",
         "Throttling",
@@ -94,6 +104,7 @@ class StoreError(Exception):
     """
 
     retryable: bool = False
+    attempts: int | None = None  # requests the S3 client made, retries included, if known
 
     def __init__(self, message: str, retryable: bool | None = None):
         super().__init__(message)
@@ -165,6 +176,10 @@ class TileStore(ABC):
     def check(self) -> None:
         """Cheap reachability check for start-up and deep health; StoreError if not usable."""
 
+    def read_problem(self) -> str | None:
+        """A one-line reason when recent reads were refused (deep health), else None."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r})"
 
@@ -197,23 +212,58 @@ def sniff_content_type(data: bytes) -> str | None:
 
 # --- S3 -----------------------------------------------------------------------------
 
-# "Once per process": a gunicorn worker logs the hint once, not once per tile.
-_access_denied_warned = False
-_access_denied_lock = threading.Lock()
+# Reads S3 refuses with 403 are misses (the tile is rendered), counted, and logged at
+# most once per this many seconds with the count since the last line.
+DENIED_LOG_INTERVAL = 60.0
+# A refused read this recent (seconds) makes the deep health check report it.
+DENIED_RECENT = 300.0
+_DENIED_HINT = (
+    "grant the role s3:GetObject on the tile prefixes, and s3:ListBucket "
+    "(without it a missing tile reads as 403 too)"
+)
 
 
-def _warn_access_denied_once(location: str, key: str) -> None:
-    global _access_denied_warned
-    with _access_denied_lock:
-        if _access_denied_warned:
-            return
-        _access_denied_warned = True
-    log.warning(
-        "S3 answered 403 AccessDenied reading %s/%s; treating 403 as a miss from now on "
-        "(grant s3:ListBucket so missing keys answer 404, and check s3:GetObject)",
-        location,
-        key,
-    )
+class _ReadDenials:
+    """403s on GetObject: how many, the last one, and when they were last logged."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.total = 0
+        self.unlogged = 0
+        self.logged_at: float | None = None
+        self.last_at: float | None = None
+        self.last_key = ""
+
+    def record(self, location: str, key: str) -> None:
+        with self.lock:
+            now = self.clock()
+            self.total += 1
+            self.unlogged += 1
+            self.last_at, self.last_key = now, key
+            due = self.logged_at is None or now - self.logged_at >= DENIED_LOG_INTERVAL
+            if due:
+                count, self.unlogged, self.logged_at = self.unlogged, 0, now
+        if due:
+            log.warning(
+                "S3 denied %d read(s) of %s with 403 AccessDenied (%d since start), the last "
+                "%s; they are rendered as misses, so the cache is not read: %s",
+                count,
+                location,
+                self.total,
+                key,
+                _DENIED_HINT,
+            )
+
+    def problem(self) -> str | None:
+        with self.lock:
+            if self.last_at is None or self.clock() - self.last_at > DENIED_RECENT:
+                return None
+            age = self.clock() - self.last_at
+            return (
+                f"reads denied: {self.total} GetObject(s) answered 403 AccessDenied, the "
+                f"last {age:.0f} s ago ({self.last_key[:120]}); {_DENIED_HINT}"
+            )
 
 
 def _error_code(err: ClientError) -> tuple[str, int]:
@@ -222,12 +272,31 @@ def _error_code(err: ClientError) -> tuple[str, int]:
     return code, status
 
 
+def is_retryable(err: BaseException) -> bool:
+    """True when the same S3 call may succeed later: throttling, 5xx, lost connections.
+
+    The one definition of a retryable S3 error (RequestTimeTooSkewed is not one)."""
+    if isinstance(err, ClientError):
+        code, status = _error_code(err)
+        return code in RETRYABLE_CODES or status >= 500 or status == 429
+    return isinstance(
+        err, BotoConnectionError | HTTPClientError | IncompleteReadError | ConnectionClosedError
+    )
+
+
 def _client_error(err: ClientError, what: str) -> StoreError:
     """Translate a botocore ClientError into the matching StoreError subclass."""
+    error = _classified_client_error(err, what)
+    retries = err.response.get("ResponseMetadata", {}).get("RetryAttempts")
+    error.attempts = None if retries is None else int(retries) + 1
+    return error
+
+
+def _classified_client_error(err: ClientError, what: str) -> StoreError:
     code, status = _error_code(err)
     message = err.response.get("Error", {}).get("Message") or code or "unknown error"
     text = f"{what}: {code or status} {message}".strip()
-    if code in _RETRYABLE_CODES or status >= 500 or status == 429:
+    if is_retryable(err):
         return StoreUnavailable(text)
     if code in _ACCESS_DENIED_CODES or status == 403:
         return StoreAccessDenied(text)
@@ -245,7 +314,7 @@ def _boto_error(err: BotoCoreError, what: str) -> StoreError:
     """Translate a botocore transport/configuration error into a StoreError."""
     if isinstance(err, NoCredentialsError | PartialCredentialsError):
         return StoreAccessDenied(f"{what}: no usable AWS credentials ({err})")
-    if isinstance(err, BotoConnectionError | HTTPClientError | IncompleteReadError):
+    if is_retryable(err):
         return StoreUnavailable(f"{what}: {err}")
     return StoreError(f"{what}: {err}", retryable=False)
 
@@ -320,8 +389,11 @@ class S3Store(TileStore):
         acl: str | None = None,
         conditional: bool = True,
         metadata: dict[str, str] | None = None,
+        on_read_denied: Callable[[], None] | None = None,
     ):
         self.bucket = bucket
+        self.on_read_denied = on_read_denied  # e.g. a metric's inc, called once per 403 read
+        self._denials = _ReadDenials()
         self.client = client
         self.acl = acl
         self.metadata = dict(metadata) if metadata else None
@@ -334,7 +406,8 @@ class S3Store(TileStore):
             )
 
     def get(self, key: str) -> StoredTile | None:
-        """One GetObject. None for NoSuchKey/404 and for 403 (missing key without ListBucket)."""
+        """One GetObject. None for NoSuchKey/404, and for 403: a missing key when the role
+        lacks s3:ListBucket, or no s3:GetObject at all (counted, see read_problem)."""
         what = f"GetObject {self.location}/{key}"
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
@@ -343,7 +416,7 @@ class S3Store(TileStore):
             if code in _MISSING_KEY_CODES:
                 return None
             if code in _MISSING_KEY_ACCESS_CODES:
-                _warn_access_denied_once(self.location, key)
+                self._read_denied(key)
                 return None
             raise _client_error(err, what) from err
         except BotoCoreError as err:
@@ -364,6 +437,17 @@ class S3Store(TileStore):
             # Objects uploaded by other tools often lack a type; the bytes know better.
             content_type = sniff_content_type(data) or "application/octet-stream"
         return StoredTile(data, content_type, response.get("ETag"))
+
+    def _read_denied(self, key: str) -> None:
+        """A 403 on GetObject: a missing key without s3:ListBucket, or no s3:GetObject.
+        Either way a miss to render; counted, and logged at a bounded rate."""
+        self._denials.record(self.location, key)
+        if self.on_read_denied is not None:
+            self.on_read_denied()
+
+    def read_problem(self) -> str | None:
+        """Why reads are refused, when a GetObject answered 403 in the last DENIED_RECENT s."""
+        return self._denials.problem()
 
     def put(
         self,

@@ -39,7 +39,9 @@ def seed_task() -> Response:
     message_id = request.headers.get("X-Aws-Sqsd-Msgid", "-")
     started = time.perf_counter()
     try:
-        counts = handle_message(request.get_data(), service.by_name, service.wms, service.store)
+        counts = handle_message(
+            request.get_data(), service.by_name, service.wms, service.store, service.blanks
+        )
     except BadMessage as exc:
         log.warning("task seed msgid=%s status=400 reason=%s", message_id, exc)
         return _answer(400, {"error": str(exc)})

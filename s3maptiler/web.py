@@ -4,21 +4,37 @@ Tile addresses, all mapping to the S3 key the tile is stored under:
 - `/<key>`                the key itself, e.g. `/tiles/3/4/2.png` (a plain tile server)
 - `/<MISS_PREFIX><key>`   an S3 website redirect with `ReplaceKeyPrefixWith`: a known miss
 - `/?tile=<key>`          the Node prototype's redirect form: a known miss
+- the fixed routes `/1.0.0/<layer>/...` (TMS), `/wmts/1.0.0/<layer>/...` and `/wmts?...`
+  (WMTS REST and KVP), `/arcgis/rest/services/<layer>/MapServer/tile/...` (ArcGIS):
+  the layer's own key.
+
+A path that is a configured layer's key is that key, before any fixed route (so
+`TILE_PREFIX=1.0.0/<name>/` serves `/1.0.0/<name>/{z}/{x}/{y}.png` as keys). A
+redirected key shaped like a fixed route (a bucket holding the service's documents
+misses on those) is that route's tile, stored under exactly the key that missed; a
+WMTS KVP query has no key of its own and is stored under the layer's key.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from urllib.parse import parse_qsl
 
 from flask import Flask, Response, request
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import MapAdapter
 
 from . import capabilities, metrics, preview
-from .config import Settings, load_settings
+from .config import IPNetwork, Settings, load_settings
 from .guard import WMSUnavailable
+from .leases import Leases
+from .pipeline import SharedBlanks
 from .service import (
     BadTileRequest,
     TileNotFound,
@@ -26,54 +42,76 @@ from .service import (
     TileRequestError,
     TileResult,
     TileService,
-    media_type,
+    check_key,
 )
+from .spool import Spool
 from .stores import LocalStore, S3Store, TileStore, make_s3_client
-from .uploads import UploadPool
+from .uploads import UploadJob, UploadPool
 from .wms import WMSClient, WMSError
 
 log = logging.getLogger("s3maptiler.request")
 
 MAX_PATH_LENGTH = 1024
+# S3 requests per tile read (GetObject), retries included: a read is on the request
+# path, so a throttled store costs a little latency, then the tile is rendered.
+READ_ATTEMPTS = 3
 
 
 def build_service(settings: Settings, store: TileStore | None = None) -> TileService:
-    """Create the per-process clients (WMS session, S3 client, upload pool) and the service."""
+    """Create the per-process clients (WMS session, S3 clients, upload pool) and the service.
+
+    Two S3 clients, one retry policy (botocore "standard"), two budgets: reads (and
+    the fleet's leases) make at most READ_ATTEMPTS requests, uploads at most
+    1 + UPLOAD_RETRIES PutObjects. A given `store` (tests) serves both."""
+    upload_store = store
+    leases = None
     if store is None:
         if settings.bucket:
-            client = make_s3_client(
-                max_pool_connections=settings.threads + settings.upload_workers,
-                endpoint_url=settings.aws_endpoint_url,
-                region_name=settings.aws_region,
+            store = _s3_store(settings, settings.threads, READ_ATTEMPTS)
+            store.on_read_denied = metrics.STORE_READS_DENIED.inc
+            upload_store = _s3_store(
+                settings, settings.upload_max_workers, 1 + settings.upload_retries
             )
-            store = S3Store(
-                settings.bucket,
-                client,
-                acl=settings.s3_acl,
-                conditional=settings.s3_conditional_put,
-            )
+            if settings.fleet_leases:
+                leases = Leases(store.client, settings.bucket)
         else:
-            store = LocalStore(settings.local_cache_dir)
+            store = upload_store = LocalStore(settings.local_cache_dir)
     wms = WMSClient(
         pool_size=settings.threads,
         connect_timeout=settings.wms_connect_timeout,
         read_timeout=settings.wms_timeout,
         retries=settings.wms_retries,
     )
+    blanks = SharedBlanks()
+
+    def settled(job: UploadJob, outcome: str) -> None:
+        """Called once for every job the pool accepted, whatever became of it."""
+        metrics.UPLOADS.labels(outcome).inc()
+        metrics.UPLOAD_QUEUE.dec()
+        blanks.settled(job, outcome)
+
     uploads = UploadPool(
-        store,
+        upload_store,
         workers=settings.upload_workers,
+        max_workers=settings.upload_max_workers,
         max_pending=settings.upload_queue,
-        retries=settings.upload_retries,
-        on_result=_count_upload,
+        on_result=settled,
     )
-    return TileService(settings, store, wms, uploads)
+    spool = Spool(settings.spool_dir)
+    return TileService(settings, store, wms, uploads, spool, leases, blanks)
 
 
-def _count_upload(job, outcome: str) -> None:
-    """Called once for every job the pool accepted, whatever became of it."""
-    metrics.UPLOADS.labels(outcome).inc()
-    metrics.UPLOAD_QUEUE.dec()
+def _s3_store(settings: Settings, threads: int, attempts: int) -> S3Store:
+    assert settings.bucket is not None
+    client = make_s3_client(
+        max_pool_connections=threads,
+        endpoint_url=settings.aws_endpoint_url,
+        region_name=settings.aws_region,
+        max_attempts=attempts,
+    )
+    return S3Store(
+        settings.bucket, client, acl=settings.s3_acl, conditional=settings.s3_conditional_put
+    )
 
 
 def create_app(settings: Settings | None = None, service: TileService | None = None) -> Flask:
@@ -98,11 +136,13 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
         if request.args.get("deep") not in ("1", "true"):
             counts = " ".join(
                 f"uploads_{name}={stats[name]}"
-                for name in ("pending", "stored", "failed", "dropped", "retried")
+                for name in ("pending", "stored", "failed", "dropped")
             )
             return _text(200, f"ok {counts}")
         # Deep: the store and every WMS, each with a short timeout, reported one by one.
         checks = {"store": _check(service.store.check)}
+        denied = service.store.read_problem()
+        checks["store_reads"] = "ok" if denied is None else f"failing: {denied}"
         for runtime in service.layers:
             source = next(iter(runtime.sources.values()))
             checks[f"wms:{runtime.layer.name}"] = _check(
@@ -114,8 +154,15 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
 
     @app.get("/metrics")
     def prometheus() -> Response:
+        if settings.metrics_allow is None:
+            return _text(404, "404 Not Found")  # METRICS_ALLOW=off: as if there were none
+        refused = _refused_hop(settings.metrics_allow, request.remote_addr, request.headers)
+        if refused is not None:
+            return _text(403, f"metrics: {refused[:64]} is not in METRICS_ALLOW")
         body, content_type = metrics.exposition()
-        return Response(body, content_type=content_type)
+        response = Response(body, content_type=content_type)
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     @app.before_request
     def refuse_encoded_slashes() -> Response | None:
@@ -123,6 +170,16 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
         if "%2f" in raw.split("?", 1)[0].lower():
             # No route's address holds an encoded slash; decoding it would change the key.
             return _text(400, "encoded slash in the path")
+        return None
+
+    @app.before_request
+    def keys_before_fixed_routes() -> Response | None:
+        """A configured layer's key is that key, whichever route its path looks like."""
+        if request.method not in ("GET", "HEAD") or request.endpoint == "tile":
+            return None  # the catch-all reads keys itself
+        path = request.path[1:]
+        if service.owns(path):
+            return _tile_response(service, path)
         return None
 
     @app.errorhandler(HTTPException)
@@ -157,11 +214,15 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
             response.headers["Access-Control-Max-Age"] = "86400"
         return response
 
+    def key_request(key: str) -> TileRequest:
+        return _key_request(service, app.url_map.bind("localhost"), key, request.args)
+
     @app.get("/")
     def root() -> Response:
         key = request.args.get("tile")
         if key is not None:
-            return _tile_response(service, key.lstrip("/"), known_miss=True)
+            key = key.lstrip("/")
+            return _tile_response(service, key, lambda: key_request(key), known_miss=True)
         return Response(preview.index_page(service), mimetype="text/html")
 
     def base_url() -> str:
@@ -208,37 +269,29 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
         response.headers["Access-Control-Allow-Origin"] = "*"
         return response
 
+    def fixed_route(endpoint: str, values: Mapping[str, str]) -> Response:
+        route = TILE_ROUTES[endpoint]
+        return _tile_response(service, None, lambda: route(service, values, request.args))
+
     @app.get("/1.0.0/<layer>/<z>/<x>/<y>")
-    def tms_tile(layer: str, z: str, x: str, y: str) -> Response:
-        return _tile_response(
-            service, None, lambda: service.request_via(layer, "tms", f"{z}/{x}/{y}")
-        )
+    def tms_tile(**values: str) -> Response:
+        return fixed_route("tms_tile", values)
 
     @app.get("/wmts/1.0.0/<layer>/<style>/<matrix_set>/<z>/<row>/<col>")
-    def wmts_rest_tile(layer, style, matrix_set, z, row, col) -> Response:
-        return _tile_response(
-            service, None, lambda: _wmts_request(service, layer, matrix_set, f"{z}/{row}/{col}")
-        )
+    def wmts_rest_tile(**values: str) -> Response:
+        return fixed_route("wmts_rest_tile", values)
 
     @app.get("/wmts")
     def wmts_kvp() -> Response:
         args = {k.upper(): v for k, v in request.args.items()}
-        if args.get("SERVICE", "WMTS").upper() != "WMTS":
-            return _text(400, "SERVICE must be WMTS")
-        if args.get("REQUEST", "").lower() == "getcapabilities":
+        wmts = args.get("SERVICE", "WMTS").upper() == "WMTS"
+        if wmts and args.get("REQUEST", "").lower() == "getcapabilities":
             return wmts_capabilities()
-        if args.get("REQUEST", "").lower() != "gettile":
-            return _text(400, "REQUEST must be GetCapabilities or GetTile")
-        return _tile_response(service, None, lambda: _wmts_kvp_request(service, args))
+        return fixed_route("wmts_kvp", {})
 
     @app.get("/arcgis/rest/services/<layer>/MapServer/tile/<z>/<row>/<col>")
-    def arcgis_tile(layer: str, z: str, row: str, col: str) -> Response:
-        def resolve():
-            runtime = service.by_name.get(layer)
-            ext = runtime.layer.tile_format.extension if runtime else "png"
-            return service.request_via(layer, "wmts", f"{z}/{row}/{col}.{ext}")
-
-        return _tile_response(service, None, resolve)
+    def arcgis_tile(**values: str) -> Response:
+        return fixed_route("arcgis_tile", values)
 
     @app.get("/<path:path>")
     def tile(path: str) -> Response:
@@ -246,9 +299,35 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
             return _text(400, f"path longer than {MAX_PATH_LENGTH} characters")
         known_miss = path.startswith(settings.miss_prefix)
         key = path[len(settings.miss_prefix) :] if known_miss else path
-        return _tile_response(service, key, known_miss=known_miss)
+        return _tile_response(service, key, lambda: key_request(key), known_miss=known_miss)
 
     return app
+
+
+def _refused_hop(
+    allowed: tuple[IPNetwork, ...], peer: str | None, headers: Headers
+) -> str | None:
+    """The first address of a request's path that is in none of `allowed`, else None.
+
+    The path is the peer (behind Elastic Beanstalk, nginx on 127.0.0.1) and every
+    address in X-Forwarded-For and X-Real-IP (the load balancer, the client, and
+    whatever the client wrote itself). All must be allowed: a forged entry can only
+    make a request less allowed, so no count of trusted proxies is needed.
+    """
+    hops = [peer or ""]
+    for name in ("X-Forwarded-For", "X-Real-IP"):
+        for value in headers.getlist(name):
+            hops.extend(part.strip() for part in value.split(","))
+    for hop in hops:
+        try:
+            address = ipaddress.ip_address(hop.strip("[]"))
+        except ValueError:
+            return hop or "an unknown address"
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not any(address in network for network in allowed):
+            return hop
+    return None
 
 
 def _check(probe: Callable[[], object]) -> str:
@@ -263,6 +342,71 @@ def _document(body: str | bytes, content_type: str) -> Response:
     response = Response(body, content_type=content_type)
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
+
+
+# --- the fixed tile routes -------------------------------------------------------------
+# Each turns a route's URL values and query into the tile it names, for a request at
+# the route and for a redirected miss whose key has the route's shape alike.
+
+
+def _tms_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+    path = f"{values['z']}/{values['x']}/{values['y']}"
+    return service.request_via(values["layer"], "tms", path)
+
+
+def _wmts_rest_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+    path = f"{values['z']}/{values['row']}/{values['col']}"
+    return _wmts_request(service, values["layer"], values["matrix_set"], path)
+
+
+def _wmts_kvp_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+    upper = {k.upper(): v for k, v in args.items()}
+    if upper.get("SERVICE", "WMTS").upper() != "WMTS":
+        raise BadTileRequest("SERVICE must be WMTS")
+    if upper.get("REQUEST", "").lower() != "gettile":
+        raise BadTileRequest("REQUEST must be GetCapabilities or GetTile")
+    return _wmts_kvp_request(service, upper)
+
+
+def _arcgis_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+    runtime = service.by_name.get(values["layer"])
+    ext = runtime.layer.extension if runtime else "png"
+    path = f"{values['z']}/{values['row']}/{values['col']}.{ext}"
+    return service.request_via(values["layer"], "wmts", path)
+
+
+TILE_ROUTES: dict[str, Callable[..., TileRequest]] = {
+    "tms_tile": _tms_route,
+    "wmts_rest_tile": _wmts_rest_route,
+    "wmts_kvp": _wmts_kvp_route,
+    "arcgis_tile": _arcgis_route,
+}
+
+
+def _key_request(
+    service: TileService, routes: MapAdapter, key: str, args: Mapping[str, str]
+) -> TileRequest:
+    """The tile a key (from the miss prefix, `?tile=` or the path) names.
+
+    A configured layer's key first. Else a key shaped like a fixed route: that
+    route's tile, stored under exactly this key (a WMTS KVP query, which no key can
+    hold, under the layer's own key). Else the layer key's own error.
+    """
+    if service.owns(key):
+        return service.resolve(key)
+    check_key(key)
+    path, mark, query = key.partition("?")
+    try:
+        endpoint, values = routes.match("/" + path, method="GET")
+    except HTTPException:  # no route, or one that only redirects (a missing slash)
+        endpoint, values = None, {}
+    route = TILE_ROUTES.get(str(endpoint))
+    if route is None or (mark and endpoint != "wmts_kvp"):
+        return service.resolve(key)
+    tile_request = route(service, values, dict(parse_qsl(query, True)) if mark else args)
+    if endpoint == "wmts_kvp":
+        return tile_request
+    return dataclasses.replace(tile_request, key=key)
 
 
 def _wmts_request(service: TileService, layer: str, matrix_set: str, path: str) -> TileRequest:
@@ -283,7 +427,9 @@ def _wmts_kvp_request(service: TileService, args: dict[str, str]) -> TileRequest
     runtime = service.by_name.get(args["LAYER"])
     if runtime is None:
         raise TileNotFound(f"no layer named {args['LAYER'][:64]!r}")
-    ext = next((e for e, src in runtime.sources.items() if media_type(src) == args["FORMAT"]), None)
+    # The layer's own extension first: the key a WMTS client's tiles are stored under.
+    served = sorted(runtime.sources, key=lambda e: e != runtime.layer.extension)
+    ext = next((e for e in served if runtime.content_type(e) == args["FORMAT"]), None)
     if ext is None:
         raise TileNotFound(f"layer {args['LAYER']} does not serve {args['FORMAT'][:64]!r}")
     path = f"{args['TILEMATRIX']}/{args['TILEROW']}/{args['TILECOL']}.{ext}"
@@ -305,6 +451,8 @@ def _tile_response(
         response = _text(exc.status, str(exc))
         _log(key or request.path, None, response.status_code, started)
         return response
+    # S3 redirected `key`: known to be missing only when the tile is stored under it.
+    known_miss = known_miss and tile_request.key == key
     try:
         result = service.get(tile_request, known_miss=known_miss)
     except WMSError as exc:

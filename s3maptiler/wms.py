@@ -861,6 +861,15 @@ class WMSClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def budget(self) -> float:
+        """Seconds one :meth:`get_map` can take at most: every attempt's connect and
+        read timeouts plus the longest wait between attempts."""
+        waits = sum(
+            max(self.max_retry_after, self.backoff * 2**attempt * 1.25)
+            for attempt in range(self.retries)
+        )
+        return (self.retries + 1) * (self.connect_timeout + self.read_timeout) + waits
+
     @property
     def requests_sent(self) -> int:
         """Number of HTTP requests sent to any WMS so far (every attempt counts)."""

@@ -5,6 +5,9 @@
 #   lighttpd           FastCGI host for mapserv; its statistics page counts WMS calls
 #   gdal-bin           ogr2ogr, gdal_translate, gdal_rasterize, gdaldem: demo data
 #   fonts-dejavu-core  DejaVu Sans for the demo map's labels (demo/fonts.txt)
+#   chromium           headless browser tests of the preview
+#   nginx              the load balancer in front of several instances (scale-out tests
+#                      and bench), and a logging proxy that counts S3 requests
 #
 # Idempotent and silent when everything is installed. As root on Debian/Ubuntu it
 # installs what is missing (apt-get update only then); otherwise it prints one line
@@ -12,7 +15,7 @@
 # CI=true, where they fail).
 set -euo pipefail
 
-packages=(cgi-mapserver mapserver-bin lighttpd gdal-bin fonts-dejavu-core chromium)
+packages=(cgi-mapserver mapserver-bin lighttpd gdal-bin fonts-dejavu-core chromium nginx)
 
 missing=()
 for package in "${packages[@]}"; do
@@ -30,7 +33,7 @@ fi
 echo "installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 
-# Installing lighttpd would otherwise start Debian's own lighttpd service on port 80;
+# Installing lighttpd or nginx would otherwise start Debian's own service on port 80;
 # the project only ever runs lighttpd itself, on 127.0.0.1. policy-rc.d exit 101 =
 # "action forbidden"; remove it afterwards only if this script created it.
 policy=/usr/sbin/policy-rc.d

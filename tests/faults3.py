@@ -10,7 +10,9 @@ forwarded to moto unchanged, except PutObject requests while a fault is armed:
   some S3-compatible stores and proxies answer 403).
 
 ``fail_puts(fault, times)`` arms a fault for the next `times` PutObjects (None:
-always); ``clear()`` disarms it. ``hold_puts()`` makes PutObjects wait until
+always); ``clear()`` disarms it. ``deny_gets(True)`` answers every GetObject with
+403 ``AccessDenied``, as S3 does for a role without ``s3:GetObject`` (`gets_denied`
+counts them). ``hold_puts()`` makes PutObjects wait until
 ``release_puts()``; ``delay`` seconds are added to every PutObject. Counters:
 `puts_seen`, `puts_failed`, `puts_forwarded` and the keys of forwarded PUTs.
 """
@@ -29,6 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 FAULTS = ("slowdown", "500", "reset", "expired")
 
 _ERRORS = {
+    "denied": (403, "AccessDenied", "Access Denied"),
     "slowdown": (503, "SlowDown", "Please reduce your request rate."),
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
     "expired": (400, "ExpiredToken", "The provided token has expired."),
@@ -47,6 +50,15 @@ def error_xml(code: str, message: str, resource: str) -> bytes:
         f"<Resource>{resource}</Resource><RequestId>{request_id}</RequestId>"
         f"<HostId>faults3</HostId></Error>"
     ).encode()
+
+
+def get_object_key(method: str, path: str) -> str | None:
+    """The ``bucket/key`` a path-style GetObject reads, else None (listings included)."""
+    if method not in ("GET", "HEAD"):
+        return None
+    parts = urlsplit(path)
+    bucket, _, key = parts.path.lstrip("/").partition("/")
+    return f"{bucket}/{unquote(key)}" if bucket and key else None
 
 
 def put_object_key(method: str, path: str) -> str | None:
@@ -73,6 +85,8 @@ class FaultS3Proxy:
         self.puts_forwarded = 0
         self.forwarded_keys: list[str] = []
         self.failed_keys: list[str] = []
+        self.gets_denied = 0
+        self._deny_gets = False
         self._fault: str | None = None
         self._times: int | None = None
         self._lock = threading.Lock()
@@ -103,6 +117,17 @@ class FaultS3Proxy:
             raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
         with self._lock:
             self._fault, self._times = fault, times
+
+    def deny_gets(self, deny: bool = True) -> None:
+        """Answer every GetObject with 403 AccessDenied (or stop doing so)."""
+        with self._lock:
+            self._deny_gets = deny
+
+    def _take_get(self, key: str) -> bool:
+        with self._lock:
+            if self._deny_gets:
+                self.gets_denied += 1
+            return self._deny_gets
 
     def clear(self) -> None:
         """Forward every request again."""
@@ -162,6 +187,10 @@ class FaultS3Proxy:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                read = get_object_key(self.command, self.path)
+                if read is not None and proxy._take_get(read):
+                    self._fail("denied", read)
+                    return
                 key = put_object_key(self.command, self.path)
                 if key is not None:
                     fault = proxy._take_fault(key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -245,6 +246,52 @@ def test_runs_in_the_foreground_and_stops_on_sigterm(http):
         for leftover in started:
             if alive(leftover.pid):
                 os.kill(leftover.pid, signal.SIGKILL)
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("how", ["--demo-dir", "DEMO_DIR"])
+def test_an_installed_copy_of_the_package_serves_the_demo_it_is_pointed_at(
+    http, tmp_path, how
+):
+    """The package copied into a site-packages of its own, run from an unrelated folder:
+    nothing beside it or in the working directory is a demo folder."""
+    require_installed()
+    site = tmp_path / "site-packages"
+    shutil.copytree(
+        REPO / "s3maptiler", site / "s3maptiler", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    argv = [sys.executable, "-m", "s3maptiler.demowms", "--processes", "1"]
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("DEMO_DIR", None)
+    if how == "--demo-dir":
+        argv += ["--demo-dir", str(REPO / "demo")]
+    else:
+        env["DEMO_DIR"] = str(REPO / "demo")
+    proc = subprocess.Popen(
+        argv,
+        cwd=elsewhere,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    try:
+        url = wait_for_url(proc, timeout=60)
+        answer = http.get(url, params={"SERVICE": "WMS", "REQUEST": "GetCapabilities"})
+        assert answer.status_code == 200 and b"<WMS_Capabilities" in answer.content
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         proc.stderr.close()
 
 

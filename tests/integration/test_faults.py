@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
@@ -26,13 +27,12 @@ from tests.badrequests import BadRequest, load_corpus, send_raw
 from tests.faults3 import FaultS3Proxy, wait_until
 from tests.faultwms import MESSAGES, FaultWMS, closed_url
 from tests.integration.conftest import AWS_ENV
-from tests.servers import GunicornApp, status_kib, worker_pids
+from tests.servers import GunicornApp, status_kib, tile_keys, worker_pids
 
 pytestmark = pytest.mark.integration
 
 WMS_RETRIES = 2
-UPLOAD_RETRIES = 1
-BOTO_ATTEMPTS = 3  # make_s3_client's total_max_attempts
+UPLOAD_RETRIES = 2  # the S3 client's retry budget for uploads: 3 PutObjects per tile
 
 
 # --------------------------------------------------------------------------- helpers
@@ -44,9 +44,7 @@ def new_bucket(s3) -> str:
     return name
 
 
-def keys_in(s3, bucket: str) -> set[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return {item["Key"] for page in pages for item in page.get("Contents", [])}
+keys_in = tile_keys
 
 
 def heartbeat(app: GunicornApp) -> dict[str, int]:
@@ -325,18 +323,18 @@ def test_s3_put_failures_still_serve_the_tile_then_count_the_upload_failed(
     finally:
         s3_proxy.clear()
 
+    # One retry policy, the S3 client's: exactly its budget for a retryable fault, one
+    # PutObject for any other, and never a second loop on top.
     seen = s3_proxy.failed_keys.count(f"{s3_app.bucket}/{key}")
-    most = BOTO_ATTEMPTS * (1 + UPLOAD_RETRIES)
-    if retryable:
-        assert 1 + UPLOAD_RETRIES <= seen <= most, f"{seen} PutObjects for one tile"
-        attempts = 1 + UPLOAD_RETRIES
-    else:
-        assert 1 <= seen <= most, f"{seen} PutObjects for one tile"
-        attempts = 1
+    attempts = 1 + UPLOAD_RETRIES if retryable else 1
+    assert seen == attempts, f"{seen} PutObjects for one tile"
+    for other in others:
+        assert s3_proxy.failed_keys.count(f"{s3_app.bucket}/{other}") == attempts
     assert s3_proxy.counts()["forwarded"] == 0
     assert not keys_in(s3, s3_app.bucket) & {key, *others}
-    failed = re.findall(rf"upload failed key={re.escape(key)} .*attempts=(\d+)", s3_app.log())
-    assert failed == [str(attempts)], s3_app.log()[-2000:]
+    failed = re.findall(rf"upload failed key={re.escape(key)} .*attempts=(\S+)", s3_app.log())
+    # A connection reset leaves no S3 answer to count the attempts from.
+    assert failed == ["?" if fault == "reset" else str(attempts)], s3_app.log()[-2000:]
 
     # The fault cleared: the same miss renders again and is stored this time.
     again = requests.get(f"{s3_app.url}/miss/{key}", timeout=30)
@@ -355,6 +353,71 @@ def test_s3_throttling_that_passes_is_absorbed_by_retries(s3_app, s3_proxy, faul
     # Two SlowDowns, then the SDK's third attempt goes through: one job, stored.
     assert (s3_proxy.failed_keys.count(where), s3_proxy.forwarded_keys.count(where)) == (2, 1)
     assert f"upload failed key={key}" not in s3_app.log()
+
+
+def test_slowdown_costs_at_most_one_plus_upload_retries_puts_per_tile(fault_wms, moto_server, s3):
+    """The shipped defaults (UPLOAD_RETRIES=3, METATILE=4x4) while S3 answers every
+    PutObject with SlowDown: each of the metatile's 16 tiles costs exactly 4 PutObjects,
+    where the stacked retries of before cost up to 12."""
+    proxy = FaultS3Proxy(moto_server.url).start()
+    bucket = new_bucket(s3)
+    app = start(
+        {
+            "WMS_SERVER": fault_wms.url,
+            "MAP_LAYERS": "roads",
+            "BUCKET_NAME": bucket,
+            "AWS_ENDPOINT_URL": proxy.url,
+            "GUNICORN_THREADS": "8",
+        }
+    )
+    try:
+        fault_wms.reset("ok")
+        proxy.fail_puts("slowdown")
+        answer = requests.get(f"{app.url}/tiles/12/1204/2556.png", timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert wait_idle(app, 120), "failing uploads must end, not stay pending"
+        # The metatile's lease is a PUT too: its claim fails after the read budget (3
+        # attempts) and the service renders without it, as it must.
+        per_lease = Counter(k for k in proxy.failed_keys if "/_leases/" in k)
+        assert list(per_lease.values()) == [3], per_lease
+        per_tile = Counter(k for k in proxy.failed_keys if "/_leases/" not in k)
+        assert len(per_tile) == 16, per_tile
+        assert set(per_tile.values()) == {4}, per_tile
+        assert proxy.counts()["forwarded"] == 0
+        failed = re.findall(r"upload failed key=\S+ .*attempts=(\S+)", app.log())
+        assert failed == ["4"] * 16, app.log()[-2000:]
+    finally:
+        proxy.clear()
+        app.stop()
+        proxy.stop()
+
+
+def test_reads_denied_are_counted_reported_and_logged_at_a_bounded_rate(
+    s3_app, s3_proxy, fault_wms, keys
+):
+    """A role without s3:GetObject: every read is a 403. The tiles are still served
+    (rendered), but the operator can see it: /metrics counts the denied reads, the deep
+    heartbeat fails with the reason, and the log says so once a minute, not per tile."""
+    fault_wms.reset("ok")
+    assert wait_idle(s3_app, 60)
+    s3_proxy.deny_gets()
+    try:
+        for _ in range(5):
+            answer = requests.get(f"{s3_app.url}/{keys()}", timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["X-Tile-Source"] == "render"
+        assert s3_proxy.gets_denied == 5  # one GetObject per tile: a 403 is not retried
+        exposition = requests.get(f"{s3_app.url}/metrics", timeout=10).text
+        counted = re.search(r"^s3maptiler_store_reads_denied_total (\S+)$", exposition, re.M)
+        assert counted and float(counted[1]) == 5, exposition[-2000:]
+        deep = requests.get(f"{s3_app.url}/heartbeat?deep=1", timeout=30)
+        assert deep.status_code == 503
+        check = deep.json()["checks"]["store_reads"]
+        assert check.startswith("failing: reads denied: 5 GetObject(s) answered 403"), check
+        assert "s3:GetObject" in check
+        assert s3_app.log().count("S3 denied") == 1, s3_app.log()[-3000:]
+    finally:
+        s3_proxy.deny_gets(False)
 
 
 def test_heartbeat_shows_failed_and_dropped_uploads(s3_app, s3_proxy, fault_wms, keys):
@@ -445,6 +508,7 @@ def test_sigterm_with_thousands_of_pending_uploads_loses_none_silently(fault_wms
             "METATILE": "4x4",
             "UPLOAD_QUEUE": "4000",
             "UPLOAD_WORKERS": "8",
+            "UPLOAD_MAX_WORKERS": "8",  # a fixed pool, so thousands of uploads are pending
             "GUNICORN_THREADS": "8",
             "GRACEFUL_TIMEOUT": "30",
             "LOG_LEVEL": "WARNING",

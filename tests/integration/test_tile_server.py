@@ -14,7 +14,7 @@ from PIL import Image
 from s3maptiler.grids import WEB_MERCATOR, Tile
 from s3maptiler.wms import WMSSource, getmap_url
 from tests.integration.conftest import AWS_ENV
-from tests.servers import DelayProxy, GunicornApp
+from tests.servers import DelayProxy, GunicornApp, tile_keys
 
 pytestmark = pytest.mark.integration
 
@@ -55,13 +55,13 @@ def wait_for_object(s3, bucket: str, key: str, timeout: float = 15.0) -> dict:
 
 
 def keys_in(s3, bucket: str) -> list[str]:
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return sorted(tile_keys(s3, bucket))
 
 
 @pytest.fixture
 def app(tmp_path, demo_wms, moto_server, bucket):
-    # 1x1: each tile is its own GetMap, so its bytes can be compared with a direct one.
-    service = start_app(tmp_path, demo_wms, moto_server, bucket, METATILE="1x1", META_BUFFER="0")
+    # 1x1 (META_BUFFER unset, so 0): each tile is its own GetMap, passed through untouched.
+    service = start_app(tmp_path, demo_wms, moto_server, bucket, METATILE="1x1")
     yield service
     service.stop()
 
@@ -83,6 +83,7 @@ def test_miss_equals_direct_wms_then_stored_then_served_from_cache(app, demo_wms
     assert served.size == (256, 256)
     assert len(served.getcolors(65536)) > 1, "the NYC tile should not be blank"
     assert served.tobytes() == expected.tobytes()
+    assert answer.content == direct.content, "METATILE=1x1 passes the WMS's bytes through"
 
     stored = wait_for_object(s3, bucket, key)
     assert stored["ContentType"] == "image/png"
@@ -242,7 +243,7 @@ def test_64_simultaneous_requests_make_one_getmap_and_one_upload(
 def test_4x4_metatiles_ask_the_wms_6_25_times_per_100_tiles(
     tmp_path, demo_wms, moto_server, s3, bucket
 ):
-    # One worker: single-flight is per process (two workers may both draw a metatile).
+    # Two workers: they share each metatile's render through the spool.
     service = start_app(
         tmp_path,
         demo_wms,
@@ -250,7 +251,8 @@ def test_4x4_metatiles_ask_the_wms_6_25_times_per_100_tiles(
         bucket,
         METATILE="4x4",
         META_BUFFER="32",
-        WEB_CONCURRENCY="1",
+        WEB_CONCURRENCY="2",
+        SPOOL_DIR=str(tmp_path / "spool"),
     )
     try:
         # An 8 x 8 block of zoom-13 tiles aligned on 4 x 4 metatiles: 64 tiles, 4 GetMaps.

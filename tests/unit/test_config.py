@@ -109,3 +109,67 @@ def test_the_bucket_url_is_public_url_else_the_aws_website_endpoint():
     assert load_settings(public, dotenv_path=None).bucket_url == "https://d123.cloudfront.net"
     with pytest.raises(ConfigError, match="PUBLIC_URL"):
         load_settings({**base, "PUBLIC_URL": "d123.cloudfront.net"}, dotenv_path=None)
+
+
+def test_settings_keep_no_copy_of_the_environment():
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
+    s = settings(AWS_SECRET_ACCESS_KEY=secret, AWS_SESSION_TOKEN=secret, SOME_OTHER_TOOL=secret)
+    assert not hasattr(s, "extra")
+    # Nothing reachable from the settings object holds the secret.
+    seen, stack = set(), [s]
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        assert value != secret
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple | set | frozenset):
+            stack.extend(value)
+        elif hasattr(value, "__dataclass_fields__"):
+            stack.extend(getattr(value, name) for name in value.__dataclass_fields__)
+
+
+@pytest.mark.parametrize(
+    ("env", "metatile", "buffer"),
+    [
+        ({}, (4, 4), 64),
+        ({"METATILE": "1x1"}, (1, 1), 0),  # a true pass-through: the WMS's own bytes
+        ({"METATILE": "1"}, (1, 1), 0),
+        ({"METATILE": "1x1", "META_BUFFER": "32"}, (1, 1), 32),  # explicit wins
+        ({"METATILE": "2x2"}, (2, 2), 64),
+        ({"METATILE": "2x2", "META_BUFFER": "0"}, (2, 2), 0),
+    ],
+)
+def test_metatile_1x1_draws_no_buffer_unless_asked(env, metatile, buffer):
+    (layer,) = settings(**env).layers
+    assert (layer.metatile, layer.meta_buffer) == (metatile, buffer)
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({}, "default"),
+        ({"TILE_PREFIX": "1.0.0/tms-mercator-naip/"}, "tms-mercator-naip"),
+        ({"TILE_PREFIX": "1.0.0/roads_2024/"}, "roads_2024"),
+        ({"TILE_PREFIX": "roads/"}, "default"),
+        ({"TILE_PREFIX": "1.0.0/a/b/"}, "default"),  # not of the form 1.0.0/<name>/
+        ({"TILE_PREFIX": "1.0.0/a.b/"}, "default"),  # '.' is no layer-name character
+        ({"TILE_PREFIX": "2.0.0/naip/"}, "default"),
+        ({"TILE_PREFIX": ""}, "default"),
+        ({"TILE_PREFIX": "1.0.0/naip/", "LAYER_NAME": "aerial"}, "aerial"),
+        ({"LAYER_NAME": "roads"}, "roads"),
+    ],
+)
+def test_layer_name_defaults_from_a_tms_shaped_prefix(env, name):
+    (layer,) = settings(**env).layers
+    assert layer.name == name
+
+
+@pytest.mark.parametrize("bad", ["a b", "a/b", "..", "x" * 65, "naïve", "a.b"])
+def test_a_bad_layer_name_fails_at_start_up(bad):
+    with pytest.raises(ConfigError) as info:
+        settings(LAYER_NAME=bad)
+    assert str(info.value).startswith("LAYER_NAME:") and "\n" not in str(info.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -185,16 +186,20 @@ def open_target(client, method: str, target: str, headers: dict[str, str]):
 
 
 def make_harness(env: dict[str, str], mock: responses.RequestsMock) -> Harness:
-    settings_ = load_settings({"WMS_RETRIES": "0", "LOG_LEVEL": "WARNING", **env}, dotenv_path=None)
+    # A spool of its own: renders published by an earlier test must not answer this one.
+    spool = tempfile.mkdtemp(prefix="spool-")
+    settings_ = load_settings(
+        {"WMS_RETRIES": "0", "LOG_LEVEL": "WARNING", "SPOOL_DIR": spool, **env}, dotenv_path=None
+    )
     store = RecordingStore()
     service = build_service(settings_, store=store)
     harness = Harness(create_app(settings_, service), service, store)
 
     submit = service.uploads.submit
 
-    def recording_submit(job):
+    def recording_submit(job, wait=0.0):
         harness.submissions.append((threading.get_ident(), job.key))
-        return submit(job)
+        return submit(job, wait)
 
     service.uploads.submit = recording_submit  # the pool's own counters stay exact
 

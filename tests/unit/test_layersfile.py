@@ -147,3 +147,39 @@ prefix = "b/"
         assert grid.srs == "EPSG:3857"
         assert grid.max_zoom == 5 and layer.max_zoom == 5
         assert grid.matrix_size(5) == (32, 32)
+
+
+def test_metatile_1x1_draws_no_buffer_unless_asked(tmp_path):
+    layers = load(
+        tmp_path,
+        """
+wms_url = "http://wms.test/"
+wms_layers = "x"
+[layers.plain]
+[layers.single]
+metatile = "1x1"
+[layers.single_buffered]
+metatile = 1
+meta_buffer = 16
+""",
+    )
+    got = {layer.name: (layer.metatile, layer.meta_buffer) for layer in layers}
+    assert got == {
+        "plain": ((4, 4), 64),
+        "single": ((1, 1), 0),
+        "single_buffered": ((1, 1), 16),
+    }
+
+
+def test_a_top_level_meta_buffer_is_explicit_for_1x1_layers(tmp_path):
+    (layer,) = load(
+        tmp_path,
+        """
+wms_url = "http://wms.test/"
+wms_layers = "x"
+meta_buffer = 8
+[layers.single]
+metatile = "1x1"
+""",
+    )
+    assert (layer.metatile, layer.meta_buffer) == ((1, 1), 8)

@@ -22,7 +22,7 @@ def test_deep_heartbeat_reports_store_and_wms(tmp_path, wms):
     app, _ = make_app(tmp_path)
     answer = app.test_client().get("/heartbeat?deep=1")
     assert answer.status_code == 200
-    assert answer.json["checks"] == {"store": "ok", "wms:default": "ok"}
+    assert answer.json["checks"] == {"store": "ok", "store_reads": "ok", "wms:default": "ok"}
     assert app.test_client().get("/heartbeat").text.startswith("ok")
 
 
@@ -99,6 +99,37 @@ def test_the_breaker_opens_after_consecutive_failures_and_lets_one_trial_through
         pass
 
 
+def test_a_trial_that_gets_no_slot_lets_the_next_request_try():
+    guard = WMSGuard(max_concurrent=1, wait=0.05, failures=2, cooldown=0.1)
+    release = threading.Event()
+    holder = threading.Thread(target=lambda: _hold(guard, release))
+    holder.start()  # a GetMap that started before the WMS went away, still hanging
+    time.sleep(0.05)
+    for _ in range(2):
+        guard.failed()  # two other GetMaps timed out: the breaker opens
+    time.sleep(0.15)
+    with pytest.raises(WMSUnavailable, match="busy"), guard.slot():  # the trial: no slot
+        pass
+    release.set()
+    holder.join()
+    # The hanging GetMap ended without a verdict; the trial flag must not stay set,
+    # or every request would be refused until some other GetMap finished.
+    with guard.slot():
+        guard.succeeded()
+    with guard.slot():
+        pass
+
+
+def test_a_trial_that_raises_something_unexpected_lets_the_next_request_try():
+    guard = WMSGuard(max_concurrent=2, wait=0.05, failures=1, cooldown=0.05)
+    guard.failed()
+    time.sleep(0.1)
+    with pytest.raises(RuntimeError), guard.slot():
+        raise RuntimeError("not a WMS error")
+    with guard.slot():
+        pass
+
+
 def test_the_cap_sheds_requests_beyond_it():
     guard = WMSGuard(max_concurrent=2, wait=0.05, failures=5, cooldown=1)
     release = threading.Event()
@@ -128,3 +159,56 @@ def test_a_down_wms_is_answered_503_without_asking_it(tmp_path):
     assert statuses[:2] == [502, 502]
     assert statuses[2:] == [503, 503, 503]
     assert calls == 2  # WMS_RETRIES is 0 in these tests: one call per failed tile
+
+
+# --- who may read /metrics --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("allow", "peer", "forwarded", "status"),
+    [
+        # The default: the instance itself only.
+        (None, "127.0.0.1", None, 200),
+        (None, "::1", None, 200),
+        # Through Elastic Beanstalk: nginx on 127.0.0.1, X-Forwarded-For "client, ALB".
+        (None, "127.0.0.1", "203.0.113.9, 10.0.1.17", 403),
+        (None, "10.0.1.17", None, 403),
+        # A forged entry cannot help: the proxies' own entries are still there.
+        (None, "127.0.0.1", "127.0.0.1, 203.0.113.9, 10.0.1.17", 403),
+        ("127.0.0.0/8,10.0.0.0/16", "127.0.0.1", "10.0.5.5, 10.0.1.17", 200),
+        ("127.0.0.0/8,10.0.0.0/16", "127.0.0.1", "10.0.5.5, 203.0.113.9, 10.0.1.17", 403),
+        ("127.0.0.0/8,10.0.0.0/16", "127.0.0.1", "unknown, 10.0.1.17", 403),
+        ("127.0.0.0/8,10.0.0.0/16", "127.0.0.1", "", 403),
+        ("0.0.0.0/0,::/0", "198.51.100.1", "203.0.113.9", 200),
+        ("off", "127.0.0.1", None, 404),
+    ],
+)
+def test_metrics_answer_only_allowed_networks(tmp_path, allow, peer, forwarded, status):
+    env = {} if allow is None else {"METRICS_ALLOW": allow}
+    app, _ = make_app(tmp_path, **env)
+    headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
+    answer = app.test_client().get(
+        "/metrics", headers=headers, environ_base={"REMOTE_ADDR": peer}
+    )
+    assert answer.status_code == status, answer.text
+    if status == 200:
+        assert "s3maptiler_tile_requests_total" in answer.text
+        assert answer.headers["Cache-Control"] == "no-store"
+    else:
+        assert answer.text.count("\n") == 1 and "s3maptiler_" not in answer.text
+    if status == 403:
+        assert "METRICS_ALLOW" in answer.text
+
+
+def test_x_real_ip_is_a_hop_too(tmp_path):
+    app, _ = make_app(tmp_path)
+    answer = app.test_client().get("/metrics", headers={"X-Real-IP": "203.0.113.9"})
+    assert answer.status_code == 403
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.0/33", "localhost", "10.0.0.0/8,", "on"])
+def test_a_bad_metrics_allow_fails_at_start_up(tmp_path, bad):
+    from s3maptiler.config import ConfigError
+
+    with pytest.raises(ConfigError, match="^METRICS_ALLOW: "):
+        make_app(tmp_path, METRICS_ALLOW=bad)

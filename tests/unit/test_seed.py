@@ -15,8 +15,9 @@ from PIL import Image
 from s3maptiler import jobs, seed
 from s3maptiler.config import Layer, Settings
 from s3maptiler.grids import Tile, tile_lonlat_bounds
-from s3maptiler.service import LayerRuntime, TileService
-from s3maptiler.stores import LocalStore
+from s3maptiler.pipeline import LayerRuntime
+from s3maptiler.service import TileService
+from s3maptiler.stores import LocalStore, S3Store
 from s3maptiler.uploads import UploadPool
 from s3maptiler.wms import WMSClient, WMSConnectionError
 
@@ -258,6 +259,29 @@ def test_run_seed_stores_every_covered_tile_with_one_getmap_per_metatile(tmp_pat
     )
     assert len(wms.calls) == len(planned)
     assert again.skipped == len(expected) and again.done == 0
+
+
+def test_seeding_honours_empty_tiles_redirect_through_the_shared_pipeline():
+    """Seeding once ignored the layer's blank policy; it now renders through the
+    service's own pipeline: a uniform tile is a pointer to one shared blank."""
+    runtime = seed.layer_runtime(make_layer(empty_tiles="redirect"))
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="seeded")
+        store = S3Store("seeded", s3)
+        planned = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox(NYC), [12]))
+        report = seed.run_seed({"demo": runtime}, planned, FakeWMS(), store, seed.SeedOptions(1))
+        keys = {runtime.key_to_store(t, "png") for t in planned_tiles(runtime, planned)}
+        heads = {k: s3.head_object(Bucket="seeded", Key=k) for k in keys}
+        pointers = {k for k, h in heads.items() if "WebsiteRedirectLocation" in h}
+        (blank,) = {heads[k]["WebsiteRedirectLocation"] for k in pointers}
+        assert blank.startswith("/tiles/_blank/")
+        stored_blank = s3.get_object(Bucket="seeded", Key=blank[1:])["Body"].read()
+        assert Image.open(io.BytesIO(stored_blank)).size == (256, 256)
+        # Only the first uniform tile, written before its blank was, is stored whole.
+        assert len(pointers) == len(keys) - 1
+        assert all(heads[k]["ContentLength"] == 0 for k in pointers)
+        assert report.done == len(keys)
 
 
 def test_interrupted_run_resumes_from_its_journal(tmp_path, runtime):

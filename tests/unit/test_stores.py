@@ -74,11 +74,6 @@ def stubbed():
         stubber.assert_no_pending_responses()
 
 
-@pytest.fixture
-def fresh_403_warning(monkeypatch):
-    monkeypatch.setattr(stores, "_access_denied_warned", False)
-
-
 # --- S3Store with moto --------------------------------------------------------------
 
 
@@ -171,19 +166,44 @@ def test_s3_location(s3):
 # --- S3Store with a Stubber ---------------------------------------------------------
 
 
-def test_s3_get_403_is_a_miss_warned_once(stubbed, fresh_403_warning, caplog):
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_s3_get_403_is_a_miss_counted_and_warned_at_a_bounded_rate(stubbed, caplog):
     client, stubber = stubbed
-    for _ in range(2):
+    for _ in range(5):
         stubber.add_client_error(
             "get_object", service_error_code="AccessDenied", http_status_code=403
         )
-    store = S3Store(BUCKET, client)
+    counted = []
+    store = S3Store(BUCKET, client, on_read_denied=lambda: counted.append(1))
+    clock = store._denials.clock = FakeClock()
+    assert store.read_problem() is None
     with caplog.at_level(logging.WARNING, logger="s3maptiler.stores"):
-        assert store.get("a.png") is None
-        assert store.get("b.png") is None
-    warnings = [r for r in caplog.records if "403" in r.getMessage()]
-    assert len(warnings) == 1
-    assert "s3:ListBucket" in warnings[0].getMessage()
+        assert store.get("a.png") is None  # logged: the first
+        clock.now += 10
+        assert store.get("b.png") is None  # not logged: within the interval
+        assert store.get("c.png") is None
+        clock.now += stores.DENIED_LOG_INTERVAL
+        assert store.get("d.png") is None  # logged, with the count since the last line
+        assert store.get("e.png") is None
+    assert len(counted) == 5
+    warnings = [r.getMessage() for r in caplog.records if "403" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert "denied 1 read(s)" in warnings[0] and "a.png" in warnings[0]
+    assert "denied 3 read(s)" in warnings[1] and "(4 since start)" in warnings[1]
+    assert all("s3:GetObject" in w and "s3:ListBucket" in w for w in warnings)
+
+    problem = store.read_problem()
+    assert problem is not None and "5 GetObject(s) answered 403" in problem
+    assert "\n" not in problem
+    clock.now += stores.DENIED_RECENT + 1
+    assert store.read_problem() is None  # fixed roles stop being reported
 
 
 def test_s3_get_is_a_single_get_object(stubbed):
@@ -517,3 +537,65 @@ def test_local_key_under_a_file_is_a_miss(tmp_path):
 )
 def test_sniff_content_type(data, expected):
     assert sniff_content_type(data) == expected
+
+
+# --- one retry policy -----------------------------------------------------------------
+
+
+def _client_error(code: str, status: int):
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutObject",
+    )
+
+
+def test_one_definition_of_a_retryable_s3_error_for_stores_bulk_and_purge():
+    from s3maptiler import bulk, purge
+
+    assert bulk.is_retryable is stores.is_retryable
+    assert "is_retryable" not in vars(purge) or purge.is_retryable is stores.is_retryable
+    assert stores.is_retryable(_client_error("SlowDown", 503))
+    assert stores.is_retryable(_client_error("Whatever", 500))
+    assert stores.is_retryable(_client_error("TooMany", 429))
+    # A retry is signed with the same wrong clock: never retryable, anywhere.
+    skewed = _client_error("RequestTimeTooSkewed", 403)
+    assert not stores.is_retryable(skewed) and not bulk.is_retryable(skewed)
+    assert not stores._client_error(skewed, "PutObject").retryable
+
+
+def test_a_store_error_tells_how_many_requests_the_client_made(stubbed):
+    client, stubber = stubbed
+    stubber.add_client_error(
+        "put_object",
+        service_error_code="SlowDown",
+        http_status_code=503,
+        response_meta={"RetryAttempts": 3},
+    )
+    with pytest.raises(StoreUnavailable) as info:
+        S3Store(BUCKET, client).put("a.png", PNG, "image/png", None)
+    assert info.value.attempts == 4
+
+
+def test_the_service_reads_and_uploads_with_their_own_retry_budgets(tmp_path):
+    from s3maptiler.config import load_settings
+    from s3maptiler.web import READ_ATTEMPTS, build_service
+
+    settings = load_settings(
+        {
+            "WMS_SERVER": "http://wms.test/",
+            "MAP_LAYERS": "x",
+            "BUCKET_NAME": BUCKET,
+            "UPLOAD_RETRIES": "2",
+            "UPLOAD_WORKERS": "3",
+        },
+        dotenv_path=None,
+    )
+    service = build_service(settings)
+    reads = service.store.client.meta.config
+    uploads = service.uploads.store.client.meta.config
+    assert reads.retries == {"mode": "standard", "total_max_attempts": READ_ATTEMPTS}
+    assert uploads.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert uploads.max_pool_connections == settings.upload_max_workers  # one per upload thread
+    assert service.uploads.store.bucket == BUCKET

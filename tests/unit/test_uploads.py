@@ -1,4 +1,4 @@
-"""Background upload pool: bounded, retried, drained, counted."""
+"""Background upload pool: bounded, one put per job (no retries of its own), drained, counted."""
 
 from __future__ import annotations
 
@@ -116,8 +116,8 @@ def test_all_jobs_end_up_stored(make_pool):
         "exists": 0,
         "failed": 0,
         "dropped": 0,
-        "retried": 0,
         "pending": 0,
+        "threads": 0,  # every thread left after the drain
     }
 
 
@@ -160,63 +160,41 @@ def test_drain_uploads_1000_jobs_into_s3(monkeypatch, make_pool):
         assert pool.pending("tiles/0.png") is None
 
 
-# --- retries and failures -----------------------------------------------------------
+# --- failures: one put per job, retries are the store's ------------------------------
 
 
-def test_retryable_errors_are_retried_until_stored(make_pool):
-    store = FakeStore(fail_times=2)
+@pytest.mark.parametrize(
+    "error",
+    [StoreUnavailable("503 SlowDown please"), StoreError("AccessDenied", retryable=False)],
+)
+def test_a_failed_put_fails_the_job_without_a_second_try(make_pool, caplog, error):
+    """The S3 client already retried (botocore, 1 + UPLOAD_RETRIES attempts): the pool
+    must not multiply that budget with a loop of its own."""
+    store = FakeStore(fail_times=10**6, error=error)
     outcomes = []
-    pool = make_pool(store, retries=3, backoff=0, on_result=lambda j, o: outcomes.append(o))
-    pool.submit(job(1))
-    pool.drain(HANG_GUARD)
-
-    assert store.calls["tiles/1.png"] == 3
-    assert store.objects == {"tiles/1.png": b"png-1"}
-    assert outcomes == ["stored"]
-    stats = pool.stats()
-    assert (stats["retried"], stats["stored"], stats["failed"]) == (2, 1, 0)
-
-
-def test_always_retryable_fails_after_one_plus_retries_calls(make_pool, caplog):
-    store = FakeStore(fail_times=10**6, error=StoreUnavailable("503 SlowDown please"))
-    outcomes = []
-    pool = make_pool(store, retries=3, backoff=0, on_result=lambda j, o: outcomes.append(o))
+    pool = make_pool(store, on_result=lambda j, o: outcomes.append(o))
     with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
         pool.submit(job(1))
         pool.drain(HANG_GUARD)
 
-    assert store.calls["tiles/1.png"] == 4
+    assert store.calls["tiles/1.png"] == 1
     assert outcomes == ["failed"]
     assert pool.stats()["failed"] == 1
-    assert pool.stats()["retried"] == 3
+    assert "retried" not in pool.stats()
     failed_lines = [r for r in caplog.records if "tiles/1.png" in r.getMessage()]
     assert len(failed_lines) == 1
     assert failed_lines[0].levelno == logging.WARNING
-    assert "503 SlowDown please" in failed_lines[0].getMessage()
+    assert str(error) in failed_lines[0].getMessage()
 
 
-def test_non_retryable_error_fails_after_one_call(make_pool, caplog):
-    store = FakeStore(fail_times=10**6, error=StoreError("AccessDenied", retryable=False))
-    pool = make_pool(store, retries=5, backoff=0)
+def test_the_attempts_the_client_made_are_logged(make_pool, caplog):
+    error = StoreUnavailable("PutObject s3://b/k: SlowDown")
+    error.attempts = 4
+    pool = make_pool(FakeStore(fail_times=1, error=error))
     with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
         pool.submit(job(1))
         pool.drain(HANG_GUARD)
-    assert store.calls["tiles/1.png"] == 1
-    assert pool.stats()["failed"] == 1
-    assert pool.stats()["retried"] == 0
-    assert "AccessDenied" in caplog.text
-
-
-def test_backoff_doubles(make_pool, monkeypatch):
-    store = FakeStore(fail_times=3)
-    pool = make_pool(store, retries=3, backoff=0.25)
-    sleeps = []
-    # The pool sleeps on its abandon event, so drain can cut a backoff short.
-    monkeypatch.setattr(pool._abandon, "wait", lambda delay: sleeps.append(delay) or False)
-    pool.submit(job(1))
-    pool.drain(HANG_GUARD)
-    assert sleeps == [0.25, 0.5, 1.0]
-    assert pool.stats()["stored"] == 1
+    assert "attempts=4 " in caplog.text
 
 
 def test_a_store_bug_does_not_kill_the_worker(make_pool, caplog):
@@ -227,7 +205,7 @@ def test_a_store_bug_does_not_kill_the_worker(make_pool, caplog):
             return super().put(key, data, content_type, cache_control, redirect_to)
 
     store = Broken()
-    pool = make_pool(store, workers=1, backoff=0)
+    pool = make_pool(store, workers=1)
     with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
         pool.submit(job("bad"))
         pool.submit(job("good"))
@@ -376,21 +354,9 @@ def test_drain_timeout_reports_what_was_lost(make_pool, caplog):
     assert_counts_add_up(stats)
 
 
-def test_drain_cuts_backoff_short(make_pool):
-    # A long backoff must not keep a worker (and so the process) alive after drain gives up.
-    store = FakeStore(fail_times=10**6)
-    pool = make_pool(store, workers=1, retries=5, backoff=3600)
-    pool.submit(job(1))
-    assert store.entered.wait(HANG_GUARD)
-    assert pool.drain(0.05) == 1
-    assert pool.drain(HANG_GUARD) == 0  # the worker woke up and gave the job up
-    assert pool.stats()["failed"] == 1
-    assert store.calls["tiles/1.png"] == 1
-
-
 @pytest.mark.parametrize(
     "kwargs",
-    [{"workers": 0}, {"max_pending": 0}, {"retries": -1}, {"backoff": -0.1}],
+    [{"workers": 0}, {"max_pending": 0}],
 )
 def test_impossible_settings_are_refused(kwargs):
     with pytest.raises(InvalidPoolSettings):

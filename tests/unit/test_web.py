@@ -36,6 +36,8 @@ def make_app(tmp_path, store=None, **env):
             "WMS_SERVER": WMS,
             "MAP_LAYERS": "roads",
             "LOCAL_CACHE_DIR": str(tmp_path / "tiles"),
+            # A spool of its own: renders published by an earlier test must not answer this one.
+            "SPOOL_DIR": str(tmp_path / "spool"),
             "WMS_RETRIES": "0",
             # One GetMap per tile unless a test asks for metatiles: WMS calls map to tiles.
             "METATILE": "1x1",
@@ -53,6 +55,15 @@ def wait_uploaded(service, key, timeout=5.0):
     deadline = time.monotonic() + timeout
     while service.uploads.pending(key) is not None:
         assert time.monotonic() < deadline, "upload did not finish"
+        time.sleep(0.01)
+
+
+def wait_all_uploaded(service, submitted, timeout=5.0):
+    """Wait until `submitted` uploads were queued (the slicer queues after the answer)
+    and none is pending."""
+    deadline = time.monotonic() + timeout
+    while (stats := service.uploads.stats())["pending"] or stats["submitted"] < submitted:
+        assert time.monotonic() < deadline, "uploads did not finish"
         time.sleep(0.01)
 
 
@@ -393,26 +404,314 @@ def test_empty_tiles_can_redirect_to_one_shared_blank(tmp_path):
             tmp_path, store=S3Store("tiles-unit", s3), METATILE="2x2", EMPTY_TILES="redirect"
         )
         client = app.test_client()
-        first = client.get("/tiles/1/0/0.png")
+        first = client.get("/tiles/2/0/0.png")
         assert first.status_code == 200
-        deadline = time.monotonic() + 5  # four pointers and one blank
-        while s3.list_objects_v2(Bucket="tiles-unit")["KeyCount"] < 5:
-            assert time.monotonic() < deadline, s3.list_objects_v2(Bucket="tiles-unit")
-            time.sleep(0.02)
-        for xy in ("0/0", "0/1", "1/0", "1/1"):
-            wait_uploaded(service, f"tiles/1/{xy}.png")
-        objects = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket="tiles-unit")["Contents"]}
-        blanks = [k for k in objects if k.startswith("tiles/_blank/")]
-        assert len(blanks) == 1 and objects[blanks[0]] == len(first.data)
-        for xy in ("0/0", "0/1", "1/0", "1/1"):
-            head = s3.head_object(Bucket="tiles-unit", Key=f"tiles/1/{xy}.png")
+        wait_all_uploaded(service, 5)  # the shared blank and the four tiles
+        blanks = [
+            o["Key"]
+            for o in s3.list_objects_v2(Bucket="tiles-unit", Prefix="tiles/_blank/")["Contents"]
+        ]
+        assert len(blanks) == 1
+        # The requested tile was queued before the shared blank was known to be stored,
+        # so it is stored whole: a pointer never points at an object that is not there.
+        head = s3.head_object(Bucket="tiles-unit", Key="tiles/2/0/0.png")
+        assert head["ContentLength"] == len(first.data)
+        assert "WebsiteRedirectLocation" not in head
+
+        second = client.get("/tiles/2/2/0.png")  # another metatile of the same sea
+        assert second.data == first.data
+        second_block = [f"tiles/2/{xy}.png" for xy in ("2/0", "2/1", "3/0", "3/1")]
+        wait_all_uploaded(service, 9)
+        for key in second_block:
+            head = s3.head_object(Bucket="tiles-unit", Key=key)
             assert head["ContentLength"] == 0
             assert head["WebsiteRedirectLocation"] == "/" + blanks[0]
+        assert s3.head_object(Bucket="tiles-unit", Key=blanks[0])["ContentLength"] == len(
+            first.data
+        )
         # Read back through the service: the pointer is followed to the blank's bytes.
-        again = client.get("/tiles/1/1/1.png")
+        again = client.get("/tiles/2/3/1.png")
         assert again.headers["X-Tile-Source"] == "cache"
         assert again.data == first.data
-        assert len(wms_calls(wms)) == 1
+        assert len(wms_calls(wms)) == 2
+
+
+# --- TILE_FORMATS without png -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("formats", "ext"), [("jpg", "jpg"), ("jpeg,png", "jpeg"), ("jpg,jpeg", "jpg")]
+)
+def test_the_first_tile_format_is_the_layers_own_everywhere(tmp_path, wms, formats, ext):
+    """TILE_FORMATS without png: the ArcGIS route, the TMS, WMTS and ArcGIS documents
+    and seeding all use the first format served, and every advertised URL answers."""
+    import xml.etree.ElementTree as ET
+
+    from s3maptiler import seed
+
+    wms.get(WMS, body=jpeg(), content_type="image/jpeg")
+    app, service = make_app(tmp_path, TILE_FORMATS=formats)
+    client = app.test_client()
+    (layer,) = service.settings.layers
+    assert (layer.tile_format.media_type, layer.extension) == ("image/jpeg", ext)
+    assert "png" not in layer.extension
+
+    arcgis = client.get("/arcgis/rest/services/default/MapServer/tile/3/2/4")
+    assert arcgis.status_code == 200, arcgis.text
+    assert arcgis.headers["Content-Type"] == "image/jpeg"
+    wait_uploaded(service, f"tiles/3/4/5.{ext}")
+    assert (tmp_path / f"tiles/tiles/3/4/5.{ext}").is_file()
+
+    tile_map = ET.fromstring(client.get("/1.0.0/default/").data)
+    tile_format = tile_map.find("TileFormat")
+    assert tile_format.get("extension") == ext
+    assert tile_format.get("mime-type") == "image/jpeg"
+    href = tile_map.find("TileSets/TileSet[@order='3']").get("href")
+    answer = client.get(urlsplit(f"{href}/1/1.{ext}").path)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/jpeg"
+
+    ns = {"w": "http://www.opengis.net/wmts/1.0"}
+    caps = ET.fromstring(client.get("/wmts/1.0.0/WMTSCapabilities.xml").data)
+    formats_advertised = [f.text for f in caps.iterfind(".//w:Layer/w:Format", ns)]
+    assert formats_advertised == ["image/jpeg"]
+    template = caps.find(".//w:Layer/w:ResourceURL", ns).get("template")
+    assert template.endswith(f".{ext}")
+    url = (
+        template.replace("{Style}", "default")
+        .replace("{TileMatrixSet}", "GoogleMapsCompatible")
+        .replace("{TileMatrix}", "3")
+        .replace("{TileRow}", "1")
+        .replace("{TileCol}", "1")
+    )
+    answer = client.get(urlsplit(url).path)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/jpeg"
+
+    doc = client.get("/arcgis/rest/services/default/MapServer?f=json").json
+    assert doc["tileInfo"]["format"] == "JPEG"
+    expected = "JPG,PNG32" if "png" in formats else "JPG"
+    assert doc["supportedImageFormatTypes"] == expected
+
+    runtime = service.by_name["default"]
+    jobs_ = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox((-74.0, 40.7, -73.9, 40.8)), [5]))
+    assert jobs_ and {job.ext for job in jobs_} == {ext}
+
+    # The preview asks for the same extension.
+    from s3maptiler import preview
+
+    addresses = preview.tile_addresses(layer, runtime.grid)
+    assert {a.ext for a in addresses} == {ext, ""}
+
+
+def test_png_first_keeps_png_documents(tmp_path, wms):
+    app, service = make_app(tmp_path, TILE_FORMATS="png,jpg")
+    (layer,) = service.settings.layers
+    assert (layer.format, layer.extension) == ("png", "png")
+    doc = app.test_client().get("/arcgis/rest/services/default/MapServer?f=json").json
+    assert doc["tileInfo"]["format"] == "PNG32"
+    assert doc["supportedImageFormatTypes"] == "PNG32,JPG"
+
+
+# --- ArcGIS REST keys arriving through the redirect ------------------------------------
+
+
+@pytest.mark.parametrize("form", ["tile-query", "miss-prefix"])
+@pytest.mark.parametrize(("metatile", "empty_tiles"), [("1x1", "store"), ("2x2", "redirect")])
+def test_a_redirected_arcgis_key_renders_and_is_stored_under_that_key(
+    tmp_path, wms, form, metatile, empty_tiles
+):
+    wms.get(WMS, body=png(size=512 if metatile == "2x2" else 256), content_type="image/png")
+    app, service = make_app(tmp_path, METATILE=metatile, EMPTY_TILES=empty_tiles)
+    key = "arcgis/rest/services/default/MapServer/tile/3/2/4"
+    url = f"/?tile={key}" if form == "tile-query" else f"/miss/{key}"
+    answer = app.test_client().get(url)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "image/png"
+    assert answer.headers["X-Tile-Source"] == "render"
+    service.drain(5)
+    stored = service.store.get(key)
+    assert stored is not None and stored.data == answer.data
+    assert len(wms_calls(wms)) == 1
+
+
+# --- keys before fixed routes; route-shaped keys through the redirect --------------------
+
+PROTOTYPE_PREFIX = "1.0.0/tms-mercator-naip/"
+
+
+@pytest.mark.parametrize("name", [None, "aerial"])
+@pytest.mark.parametrize("form", ["path", "tile-query", "miss-prefix"])
+def test_a_layer_key_wins_over_the_fixed_tms_route(tmp_path, wms, form, name):
+    """Named after the prefix, the TMS route and the key agree anyway; named otherwise
+    (LAYER_NAME=aerial), the path is still the key, never 'no layer named ...'."""
+    wms.get(WMS, body=png(), content_type="image/png")
+    env = {"TILE_PREFIX": PROTOTYPE_PREFIX, **({"LAYER_NAME": name} if name else {})}
+    app, service = make_app(tmp_path, **env)
+    client = app.test_client()
+    key = f"{PROTOTYPE_PREFIX}3/4/5.png"
+    url = {"path": f"/{key}", "tile-query": f"/?tile={key}", "miss-prefix": f"/miss/{key}"}
+    first = client.get(url[form])
+    assert first.status_code == 200, first.text
+    assert first.headers["X-Tile-Source"] == "render"
+    service.drain(5)
+    assert service.store.get(key).data == first.data
+    again = client.get(f"/{key}")
+    assert (again.status_code, again.headers["X-Tile-Source"]) == (200, "cache")
+    assert again.data == first.data
+    assert client.head(f"/{key}").headers["X-Tile-Source"] == "cache"
+    assert len(wms_calls(wms)) == 1
+
+
+def test_a_layers_file_key_shaped_like_the_tms_route_is_its_own_layout(tmp_path, wms):
+    """prefix 1.0.0/naip/ with the xyz layout: /1.0.0/naip/3/4/2.png is that layer's
+    XYZ key (row 2 from the top), not the TMS route of a layer called naip."""
+    wms.get(WMS, body=png(), content_type="image/png")
+    layers = tmp_path / "layers.toml"
+    layers.write_text(
+        f'wms_url = "{WMS}"\nwms_layers = "x"\nmetatile = 1\n'
+        '[layers.naip]\nprefix = "naip/"\n'
+        '[layers.photos]\nprefix = "1.0.0/naip/"\nlayout = "xyz"\n'
+    )
+    app, service = make_app(tmp_path, LAYERS_FILE=str(layers))
+    answer = app.test_client().get("/1.0.0/naip/3/4/2.png")
+    assert answer.status_code == 200, answer.text
+    service.drain(5)
+    assert service.store.get("1.0.0/naip/3/4/2.png").data == answer.data
+    assert service.store.get("naip/3/4/5.png") is None  # not the TMS route's tile
+    bbox = parse_qs(urlsplit(wms_calls(wms)[0].request.url).query)["BBOX"][0]
+    assert [float(v) for v in bbox.split(",")] == pytest.approx(mercator_bbox(4, 2, 3))
+
+
+def test_the_layer_named_by_the_prefix_has_its_key_urls_in_the_tms_document(tmp_path, wms):
+    import xml.etree.ElementTree as ET
+
+    app, service = make_app(tmp_path, TILE_PREFIX=PROTOTYPE_PREFIX)
+    client = app.test_client()
+    assert service.settings.layers[0].name == "tms-mercator-naip"
+    service_doc = ET.fromstring(client.get("/1.0.0/").data)
+    href = service_doc.find("TileMaps/TileMap").get("href")
+    assert urlsplit(href).path == "/1.0.0/tms-mercator-naip"
+    tile_map = ET.fromstring(client.get(urlsplit(href).path).data)
+    tile_set = tile_map.find("TileSets/TileSet[@order='3']").get("href")
+    # The tile URLs the document gives are the keys in the bucket.
+    assert urlsplit(tile_set).path == f"/{PROTOTYPE_PREFIX}3"
+    assert client.get("/1.0.0/tms-mercator-naip/").status_code == 200
+    assert client.get("/wmts/1.0.0/WMTSCapabilities.xml").data.count(
+        b"<ows:Identifier>tms-mercator-naip</ows:Identifier>"
+    ) == 1
+    assert client.get("/arcgis/rest/services/tms-mercator-naip/MapServer?f=json").status_code == 200
+
+
+def test_bad_keys_under_a_tms_shaped_prefix_touch_nothing(tmp_path, wms):
+    app, service = make_app(tmp_path, TILE_PREFIX=PROTOTYPE_PREFIX)
+    client = app.test_client()
+    for path, status in [
+        (f"/{PROTOTYPE_PREFIX}3/4/05.png", 400),
+        (f"/{PROTOTYPE_PREFIX}3/9/5.png", 404),
+        (f"/{PROTOTYPE_PREFIX}3/4/5.gif", 404),
+        (f"/miss/{PROTOTYPE_PREFIX}40/4/5.png", 404),
+        (f"/?tile={PROTOTYPE_PREFIX}3/4/-5.png", 400),
+    ]:
+        answer = client.get(path)
+        assert answer.status_code == status, (path, answer.text)
+        assert answer.text.count("\n") == 1
+    service.drain(5)
+    assert wms_calls(wms) == []
+    assert not (tmp_path / "tiles").exists()
+
+
+ROUTE_KEYS = [
+    # (key that missed, tile in XYZ terms (x, y, z), Content-Type)
+    ("1.0.0/default/3/4/5.png", (4, 2, 3), "image/png"),
+    ("1.0.0/default/3/4/5.jpg", (4, 2, 3), "image/jpeg"),
+    ("wmts/1.0.0/default/default/GoogleMapsCompatible/3/2/4.png", (4, 2, 3), "image/png"),
+    ("arcgis/rest/services/default/MapServer/tile/3/2/4", (4, 2, 3), "image/png"),
+]
+
+
+@pytest.mark.parametrize("form", ["tile-query", "miss-prefix"])
+@pytest.mark.parametrize(("key", "xyz", "content_type"), ROUTE_KEYS)
+def test_a_redirected_route_shaped_key_is_stored_under_that_key(
+    tmp_path, wms, form, key, xyz, content_type
+):
+    body = png() if content_type == "image/png" else jpeg()
+    wms.get(WMS, body=body, content_type=content_type)
+    app, service = make_app(tmp_path)
+    url = f"/?tile={key}" if form == "tile-query" else f"/miss/{key}"
+    answer = app.test_client().get(url)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == content_type
+    service.drain(5)
+    assert service.store.get(key).data == answer.data
+    request = parse_qs(urlsplit(wms_calls(wms)[0].request.url).query)
+    x, y, z = xyz
+    expected = ",".join(repr(v) for v in mercator_bbox(x, y, z))
+    assert [float(v) for v in request["BBOX"][0].split(",")] == pytest.approx(
+        [float(v) for v in expected.split(",")]
+    )
+    assert len(wms_calls(wms)) == 1
+
+
+def mercator_bbox(x, y, z):
+    from s3maptiler.grids import WEB_MERCATOR, Tile
+
+    return tuple(WEB_MERCATOR.tile_bbox(Tile(x, y, z)))
+
+
+KVP = (
+    "wmts?SERVICE=WMTS&REQUEST=GetTile&LAYER=default&STYLE=default&FORMAT=image/png"
+    "&TILEMATRIXSET=GoogleMapsCompatible&TILEMATRIX=3&TILEROW=2&TILECOL=4"
+)
+
+
+@pytest.mark.parametrize("form", ["tile-query", "miss-prefix"])
+def test_a_redirected_wmts_kvp_query_is_stored_under_the_layers_key(tmp_path, wms, form):
+    from urllib.parse import quote
+
+    wms.get(WMS, body=png(), content_type="image/png")
+    app, service = make_app(tmp_path)
+    url = f"/?tile={quote(KVP, safe='')}" if form == "tile-query" else f"/miss/{KVP}"
+    answer = app.test_client().get(url)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "image/png"
+    service.drain(5)
+    assert service.store.get("tiles/3/4/5.png").data == answer.data  # TMS row 7-2 = 5
+    # No key holds a query: nothing stored under "wmts".
+    assert service.store.get("wmts") is None
+    # The layer's key may well be cached: a KVP miss reads the store first.
+    again = app.test_client().get(url)
+    assert again.headers["X-Tile-Source"] == "cache"
+    assert len(wms_calls(wms)) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "status"),
+    [
+        ("1.0.0/nope/3/4/5.png", 404),
+        ("1.0.0/default/3/4/05.png", 400),
+        ("wmts/1.0.0/default/default/WorldCRS84Quad/3/2/4.png", 404),
+        ("wmts/1.0.0/default/st\u00fcl/GoogleMapsCompatible/3/2/4.png", 400),
+        ("wmts/1.0.0/default/../GoogleMapsCompatible/3/2/4.png", 400),
+        ("arcgis/rest/services/default/MapServer/tile/3/2/99", 404),
+        ("arcgis/rest/services/default/MapServer/tile/3/2", 404),
+        ("wmts?SERVICE=WMTS&REQUEST=GetCapabilities", 400),
+        ("wmts?SERVICE=WMS&REQUEST=GetTile", 400),
+        ("1.0.0/", 400),
+        ("1.0.0/default/", 400),
+        ("1.0.0/default", 404),
+    ],
+)
+def test_bad_route_shaped_keys_touch_nothing(tmp_path, wms, key, status):
+    from urllib.parse import quote
+
+    app, service = make_app(tmp_path)
+    client = app.test_client()
+    for url in (f"/?tile={quote(key, safe='')}", f"/miss/{quote(key, safe='/?=&')}"):
+        answer = client.get(url)
+        assert answer.status_code == status, (url, answer.text)
+        assert answer.text.count("\n") == 1
+    service.drain(5)
+    assert wms_calls(wms) == []
+    assert not (tmp_path / "tiles").exists()
 
 
 def test_redirected_arcgis_rest_keys_render_once_and_are_stored_under_their_own_keys(
