@@ -227,11 +227,11 @@ def test_local_website_true_runs_the_whole_loop_from_application_py(tmp_path):
             assert time.monotonic() < deadline, "the tile never reached the bucket"
             time.sleep(0.2)
         assert hit.content == rendered.content
-        # The published documents and the preview's bucket address come with it.
+        # The published documents come with it, and the pages name the bucket's URL.
         capabilities = stack.website_get("s3maptiler-demo", "/1.0.0/tilemapservice.xml")
         assert capabilities.status_code == 200
-        preview = requests.get(f"http://127.0.0.1:{port}/preview/default", timeout=30).text
-        assert f"http://s3maptiler-demo.s3-website.localhost:{website_port}/tiles/" in preview
+        index = requests.get(f"http://127.0.0.1:{port}/", timeout=30).text
+        assert f"http://s3maptiler-demo.s3-website.localhost:{website_port}</code>" in index
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
