@@ -5,13 +5,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint system setup setup-dev viewer bundle clean
+.PHONY: run run-website test lint system localstack setup setup-dev viewer bundle clean
 
 run: setup system
 	-bash scripts/build-viewer.sh
 	$(BIN)/python application.py
 
-test: setup-dev system
+# The same, with a local S3 website endpoint (LocalStack) in front: the whole loop of
+# bucket -> 307 -> service -> upload -> bucket, on this machine (see README).
+run-website: setup system localstack
+	-bash scripts/build-viewer.sh
+	LOCAL_WEBSITE=true $(BIN)/python application.py
+
+test: setup-dev system localstack
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -20,6 +26,10 @@ lint: setup-dev
 
 system:
 	bash scripts/install-system-packages.sh
+
+# LocalStack's S3 in .venv-localstack/ (Python 3.13, pinned in requirements-localstack.txt).
+localstack:
+	bash scripts/install-localstack.sh
 
 # OpenLayers for the preview page, from the npm registry (pinned in viewer/).
 viewer:
@@ -45,4 +55,4 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt pyproject.toml
 	touch $(VENV)/.runtime $@
 
 clean:
-	rm -rf $(VENV) var demo/build .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-localstack var demo/build .pytest_cache .ruff_cache

@@ -69,8 +69,11 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("S3_CONDITIONAL_PUT", "true", "upload with If-None-Match: * so a tile is written once"),
     ("AWS_ENDPOINT_URL", None, "S3-compatible endpoint (MinIO, moto); AWS_ENDPOINT_URL_S3 wins"),
     ("AWS_REGION", None, "AWS region of the bucket (AWS_DEFAULT_REGION also works)"),
+    # The whole loop on this machine (`make run-website`).
+    ("LOCAL_WEBSITE", "false", "`python application.py` also starts LocalStack's S3 and makes BUCKET_NAME (default s3maptiler-demo) there a tile cache whose website endpoint redirects misses here"),
+    ("LOCAL_WEBSITE_PORT", "4566", "port of that LocalStack; the bucket's website is http://<bucket>.s3-website.localhost:<port>/"),
     # Process.
-    ("PUBLIC_URL", None, "public URL of the bucket (website or CloudFront) for `s3maptiler publish`"),
+    ("PUBLIC_URL", None, "public URL of the bucket (website or CloudFront): `s3maptiler publish`, the preview's bucket address; unset: the S3 website endpoint of BUCKET_NAME in AWS_REGION"),
     ("SERVICE_URL", None, "the service's public URL, for URLs in its documents; unset: the request's host"),
     (
         "METRICS_ALLOW",

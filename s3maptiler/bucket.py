@@ -4,7 +4,8 @@ Pure functions build each document from a :class:`BucketSpec`:
 
 - :func:`website_configuration`: static website hosting whose routing rules send both
   404 and 403 misses under each tile prefix to the tiler with a **307** over **https**
-  (``ReplaceKeyPrefixWith`` = miss prefix + tile prefix);
+  (``ReplaceKeyPrefixWith`` = miss prefix + tile prefix); plain http and a port only
+  for a tiler named by URL (:func:`parse_tiler_url`), e.g. on this machine;
 - :func:`cors_configuration`: GET/HEAD from the configured origins;
 - :func:`lifecycle_configuration`: optional expiry per prefix;
 - :func:`public_read_policy`: public ``s3:GetObject`` on the tile prefixes (no ACLs);
@@ -49,6 +50,7 @@ __all__ = [
     "cors_configuration",
     "instance_role_policy",
     "lifecycle_configuration",
+    "parse_tiler_url",
     "plan_setup",
     "public_read_policy",
     "read_current",
@@ -73,6 +75,8 @@ POLICY_SID = "S3maptilerPublicReadTiles"
 
 _HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOST_RE = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
+_PORT_RE = re.compile(r"[1-9][0-9]{0,4}")
+PROTOCOLS = ("https", "http")
 _PREFIX_RE = re.compile(r"(?:[A-Za-z0-9_.~-]+/)*")
 # What a CORS origin may look like: "*", or scheme://host[:port] with at most one "*".
 _ORIGIN_RE = re.compile(r"\*|https?://[A-Za-z0-9*.-]+(?::[0-9]{1,5})?")
@@ -130,6 +134,39 @@ def validate_host(host: str) -> str:
     return text
 
 
+def _validate_redirect_host(host: str) -> str:
+    """A host name with an optional ``:port`` (what a tiler URL names), lower-cased."""
+    name, colon, port = host.strip().lower().rpartition(":") if ":" in host else (host, "", "")
+    if colon and (_PORT_RE.fullmatch(port) is None or int(port) > 65535):
+        raise InvalidSpec(f"tiler host {host!r}: port {port!r} is not a port number")
+    return validate_host(name) + (f":{port}" if colon else "")
+
+
+def parse_tiler_url(url: str) -> tuple[str, str]:
+    """(protocol, host[:port]) of the tiler's URL, for a redirect to it.
+
+    The default redirect is https to a bare host name; a URL can name plain http and
+    a port, as a service on this machine needs. Only scheme, host and port: the miss
+    path is always ``/<miss prefix><key>``.
+
+    >>> parse_tiler_url("http://127.0.0.1:8000")
+    ('http', '127.0.0.1:8000')
+    >>> parse_tiler_url("https://Tiles-API.example.com/")
+    ('https', 'tiles-api.example.com')
+    """
+    text = url.strip() if isinstance(url, str) else ""
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme.lower() not in PROTOCOLS:
+        raise InvalidSpec(f"tiler URL {url!r} must start with http:// or https://")
+    host = rest[:-1] if rest.endswith("/") else rest
+    if not host or any(c in host for c in "/?#@") or any(c.isspace() for c in host):
+        raise InvalidSpec(
+            f"tiler URL {url!r}: give scheme, host and port only (e.g. http://127.0.0.1:8000); "
+            "misses always go to /<miss prefix><key>"
+        )
+    return scheme.lower(), _validate_redirect_host(host)
+
+
 def check_prefix(prefix: str, what: str = "prefix") -> str:
     """`prefix` unchanged if it is a usable S3 key prefix: empty, or '/'-terminated parts
     of letters, digits and ``_.~-``, with no leading '/', '.' or '..' parts."""
@@ -147,12 +184,15 @@ def check_prefix(prefix: str, what: str = "prefix") -> str:
 class BucketSpec:
     """What a tile bucket should look like.
 
+    `tiler_host`: where misses go, a host name (a ``:port`` only with a tiler URL);
+    `tiler_protocol`: ``https``, or ``http`` for a tiler on this machine;
     `prefixes`: tile key prefixes (``tiles/``); `miss_prefix`: the path prefix the
     tiler recognises as a redirected miss (``miss/``); `expire_days`: lifecycle
     expiry in days, None for no lifecycle rule; `cors_origins`: browser origins
     allowed to GET/HEAD tiles; `public_read`: grant anonymous ``s3:GetObject`` on the
-    prefixes through the bucket policy; `relax_public_access_block`: allow this
-    module to turn off BlockPublicPolicy and RestrictPublicBuckets.
+    prefixes (and on `public_keys`, single objects such as the published documents)
+    through the bucket policy; `relax_public_access_block`: allow this module to turn
+    off BlockPublicPolicy and RestrictPublicBuckets.
     """
 
     bucket: str
@@ -164,10 +204,14 @@ class BucketSpec:
     public_read: bool = True
     relax_public_access_block: bool = False
     index_document: str = "index.html"
+    tiler_protocol: str = "https"
+    public_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.tiler_host is not None:
-            object.__setattr__(self, "tiler_host", validate_host(self.tiler_host))
+            object.__setattr__(self, "tiler_host", _validate_redirect_host(self.tiler_host))
+        if self.tiler_protocol not in PROTOCOLS:
+            raise InvalidSpec(f"tiler protocol {self.tiler_protocol!r} is not https or http")
         prefixes = tuple(dict.fromkeys(check_prefix(p) for p in self.prefixes))
         if not prefixes:
             raise InvalidSpec("at least one tile prefix is needed")
@@ -202,7 +246,9 @@ class BucketSpec:
 # --- documents (pure) ---------------------------------------------------------------
 
 
-def routing_rules(tiler_host: str, prefixes: Sequence[str], miss_prefix: str) -> list[dict]:
+def routing_rules(
+    tiler_host: str, prefixes: Sequence[str], miss_prefix: str, protocol: str = "https"
+) -> list[dict]:
     """Two routing rules per prefix (404 and 403) that 307-redirect misses to the tiler.
 
     ``KeyPrefixEquals`` is the tile prefix and ``ReplaceKeyPrefixWith`` the miss
@@ -211,8 +257,12 @@ def routing_rules(tiler_host: str, prefixes: Sequence[str], miss_prefix: str) ->
     ``KeyPrefixEquals``; S3 then prepends ``ReplaceKeyPrefixWith`` to the whole key,
     which is the same thing. 307, not S3's default 301: a permanent redirect is cached
     by browsers and would keep sending the tile to the tiler after it is in S3.
+    `tiler_host` may carry a ``:port`` and `protocol` be ``http`` only for a tiler
+    on this machine (see :func:`parse_tiler_url`).
     """
-    host = validate_host(tiler_host)
+    host = _validate_redirect_host(tiler_host)
+    if protocol not in PROTOCOLS:
+        raise InvalidSpec(f"tiler protocol {protocol!r} is not https or http")
     rules = []
     for prefix in prefixes:
         for code in MISS_CODES:
@@ -225,7 +275,7 @@ def routing_rules(tiler_host: str, prefixes: Sequence[str], miss_prefix: str) ->
                     "Redirect": {
                         # Website endpoints are HTTP only; without this the tiler
                         # would be asked over plain HTTP too.
-                        "Protocol": "https",
+                        "Protocol": protocol,
                         "HostName": host,
                         "ReplaceKeyPrefixWith": miss_prefix + prefix,
                         "HttpRedirectCode": "307",
@@ -244,7 +294,9 @@ def website_configuration(spec: BucketSpec) -> dict:
         raise InvalidSpec("a tiler host is needed for the website routing rules")
     return {
         "IndexDocument": {"Suffix": spec.index_document},
-        "RoutingRules": routing_rules(spec.tiler_host, spec.prefixes, spec.miss_prefix),
+        "RoutingRules": routing_rules(
+            spec.tiler_host, spec.prefixes, spec.miss_prefix, spec.tiler_protocol
+        ),
     }
 
 
@@ -285,14 +337,17 @@ def lifecycle_configuration(prefixes: Sequence[str], expire_days: int) -> dict:
     }
 
 
-def _object_arns(bucket: str, prefixes: Iterable[str]) -> list[str]:
-    return [f"arn:aws:s3:::{bucket}/{prefix}*" for prefix in prefixes]
+def _object_arns(bucket: str, prefixes: Iterable[str], keys: Iterable[str] = ()) -> list[str]:
+    return [f"arn:aws:s3:::{bucket}/{prefix}*" for prefix in prefixes] + [
+        f"arn:aws:s3:::{bucket}/{key}" for key in keys
+    ]
 
 
-def public_read_policy(bucket: str, prefixes: Sequence[str]) -> dict:
-    """A bucket policy statement granting anyone ``s3:GetObject`` on the tile prefixes,
-    as a whole policy document. Read access through the policy, never through ACLs:
-    buckets created since April 2023 refuse ACLs."""
+def public_read_policy(bucket: str, prefixes: Sequence[str], keys: Sequence[str] = ()) -> dict:
+    """A bucket policy statement granting anyone ``s3:GetObject`` on the tile prefixes
+    (and on single `keys`, such as the published service documents), as a whole policy
+    document. Read access through the policy, never through ACLs: buckets created
+    since April 2023 refuse ACLs."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -301,7 +356,7 @@ def public_read_policy(bucket: str, prefixes: Sequence[str]) -> dict:
                 "Effect": "Allow",
                 "Principal": "*",
                 "Action": "s3:GetObject",
-                "Resource": _object_arns(bucket, prefixes),
+                "Resource": _object_arns(bucket, prefixes, keys),
             }
         ],
     }
@@ -430,7 +485,7 @@ def _merged_lifecycle(spec: BucketSpec, current: list | None) -> dict:
 
 
 def _merged_policy(spec: BucketSpec, current: dict | None) -> dict:
-    ours = public_read_policy(spec.bucket, spec.prefixes)
+    ours = public_read_policy(spec.bucket, spec.prefixes, spec.public_keys)
     if not current:
         return ours
     merged = dict(current)
@@ -532,7 +587,7 @@ def plan_setup(spec: BucketSpec, current: CurrentConfig | None = None) -> list[S
             {"Bucket": b, "WebsiteConfiguration": website},
             website,
             f"website hosting: 404 and 403 misses under {', '.join(map(repr, spec.prefixes))} "
-            f"-> 307 https://{spec.tiler_host}/{spec.miss_prefix}...",
+            f"-> 307 {spec.tiler_protocol}://{spec.tiler_host}/{spec.miss_prefix}...",
         )
     ]
     cors = _merged_cors(spec, current.cors_rules)
@@ -583,7 +638,7 @@ def plan_setup(spec: BucketSpec, current: CurrentConfig | None = None) -> list[S
                 {"Bucket": b, "Policy": json.dumps(policy)},
                 policy,
                 "bucket policy: public s3:GetObject on "
-                + ", ".join(_object_arns(b, spec.prefixes)),
+                + ", ".join(_object_arns(b, spec.prefixes, spec.public_keys)),
             )
         )
     return steps
@@ -651,7 +706,7 @@ def _check_rule(spec: BucketSpec, rules: list[dict], prefix: str, code: str) -> 
         return [Finding("website", f"no routing rule redirects {where} to the tiler")]
     redirect = matching[0].get("Redirect") or {}
     want = {
-        "Protocol": "https",
+        "Protocol": spec.tiler_protocol,
         "ReplaceKeyPrefixWith": spec.miss_prefix + prefix,
         "HttpRedirectCode": "307",
     }
@@ -750,7 +805,7 @@ def _grants_public_get(statement: dict, arn: str) -> bool:
 def _check_policy(spec: BucketSpec, policy: dict | None) -> list[Finding]:
     statements = _as_list((policy or {}).get("Statement", []))
     findings = []
-    for arn in _object_arns(spec.bucket, spec.prefixes):
+    for arn in _object_arns(spec.bucket, spec.prefixes, spec.public_keys):
         if not any(_grants_public_get(s, arn) for s in statements if isinstance(s, dict)):
             findings.append(Finding("policy", f"no statement grants public s3:GetObject on {arn}"))
     return findings

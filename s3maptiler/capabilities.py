@@ -399,10 +399,14 @@ def tile_map_path(layer: Layer, mode: str = "service") -> str:
     return f"{layer.prefix}tilemapresource.xml"
 
 
+#: Where every layer's ArcGIS REST service lives under the base URL (and in a bucket).
+ARCGIS_SERVICES_PREFIX = "arcgis/rest/services/"
+
+
 def arcgis_service_path(layer: Layer) -> str:
     """Path of a layer's ArcGIS MapServer under the base URL; clients append
     ``?f=json`` for :func:`arcgis_mapserver` and ``/tile/{level}/{row}/{col}`` for tiles."""
-    return f"arcgis/rest/services/{_segment(layer.name)}/MapServer"
+    return f"{ARCGIS_SERVICES_PREFIX}{_segment(layer.name)}/MapServer"
 
 
 # --------------------------------------------------------------------------- XML

@@ -33,7 +33,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from s3maptiler import bucket as bucket_docs
 from s3maptiler import bulk, purge
 from s3maptiler import publish as publish_docs
-from s3maptiler.capabilities import arcgis_service_path, json_document
+from s3maptiler.capabilities import ARCGIS_SERVICES_PREFIX, arcgis_service_path, json_document
 from s3maptiler.config import ConfigError, Layer, Settings, default_layer_name, load_settings
 from s3maptiler.grids import Bbox, GridError, TileGrid, get_grid
 from s3maptiler.layouts import LAYOUTS, LayoutError, get_layout
@@ -147,12 +147,17 @@ class Environment:
         )
 
     def prefixes(self) -> tuple[str, ...]:
-        """Every configured tile prefix (all layers), else ``TILE_PREFIX``."""
+        """Every configured tile prefix (all layers), else ``TILE_PREFIX``; then the
+        ArcGIS REST prefix, whose ``.../MapServer/tile/{z}/{row}/{col}`` keys are the
+        tile URLs of the MapServer documents ``publish`` writes: a miss there goes to
+        the service like any other, and fills that key."""
         if self.settings is None and self.get("LAYERS_FILE"):
             raise ConfigProblem(str(self.settings_error))
         if self.settings:
-            return tuple(dict.fromkeys(layer.prefix for layer in self.settings.layers))
-        return (self.layer(None).prefix,)
+            layers = tuple(layer.prefix for layer in self.settings.layers)
+        else:
+            layers = (self.layer(None).prefix,)
+        return tuple(dict.fromkeys((*layers, ARCGIS_SERVICES_PREFIX)))
 
 
 def load_environment(dotenv_path: str | Path = ".env") -> Environment:
@@ -472,7 +477,8 @@ def bucket_spec_options(command: Callable) -> Callable:
                 "prefixes",
                 multiple=True,
                 metavar="PREFIX",
-                help="Tile prefix (repeatable; default: every configured layer's, TILE_PREFIX).",
+                help="Tile prefix (repeatable; default: every configured layer's, TILE_PREFIX, "
+                "and arcgis/rest/services/ for ArcGIS REST tile URLs).",
             ),
             click.option(
                 "--miss-prefix",
@@ -503,10 +509,38 @@ def bucket_spec_options(command: Callable) -> Callable:
     return command
 
 
+def _tiler(tiler_host: str | None, tiler_url: str | None) -> tuple[str, str | None]:
+    """(protocol, host[:port]) from --tiler-host or --tiler-url (at most one)."""
+    if tiler_host and tiler_url:
+        raise ConfigProblem("give --tiler-host or --tiler-url, not both")
+    if tiler_url is None:
+        return "https", tiler_host
+    try:
+        protocol, host = bucket_docs.parse_tiler_url(tiler_url)
+    except bucket_docs.InvalidSpec as err:
+        raise ConfigProblem(str(err)) from None
+    if protocol == "http" and host.split(":")[0] not in _LOCAL_HOSTS:
+        click.echo(
+            f"warning: misses will be redirected over plain http to {host}; plain http is "
+            "meant for a tiler on this machine, use https (--tiler-host) elsewhere",
+            err=True,
+        )
+    return protocol, host
+
+
+# Hosts for which a plain-http tiler is expected (a service on this machine).
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+TILER_URL_HELP = (
+    "The service's URL instead of --tiler-host: plain http and a port for local use, "
+    "e.g. http://127.0.0.1:8000 (the default is https to --tiler-host)."
+)
+
+
 def _spec(
     env: Environment,
     bucket: str | None,
-    tiler_host: str | None,
+    tiler: tuple[str, str | None],
     prefixes: tuple[str, ...],
     miss_prefix: str | None,
     expire_days: int | None,
@@ -514,23 +548,28 @@ def _spec(
     public_read: bool,
     relax: bool = False,
 ) -> bucket_docs.BucketSpec:
+    protocol, tiler_host = tiler
     try:
         return bucket_docs.BucketSpec(
             bucket=_bucket(env, bucket),
             tiler_host=tiler_host,
+            tiler_protocol=protocol,
             prefixes=prefixes or env.prefixes(),
             miss_prefix=miss_prefix or env.get("MISS_PREFIX") or "miss/",
             expire_days=expire_days,
             cors_origins=cors_origins or ("*",),
             public_read=public_read,
             relax_public_access_block=relax,
+            # The service documents `publish` writes outside the tile prefixes.
+            public_keys=publish_docs.SERVICE_DOCUMENT_KEYS,
         )
     except bucket_docs.InvalidSpec as err:
         raise ConfigProblem(str(err)) from None
 
 
 @bucket_group.command("setup")
-@click.option("--tiler-host", required=True, metavar="HOST", help="The service's host name.")
+@click.option("--tiler-host", metavar="HOST", help="The service's host name (https).")
+@click.option("--tiler-url", metavar="URL", help=TILER_URL_HELP)
 @bucket_spec_options
 @click.option(
     "--relax-public-access-block",
@@ -541,7 +580,8 @@ def _spec(
 @click.pass_context
 def bucket_setup(
     ctx: click.Context,
-    tiler_host: str,
+    tiler_host: str | None,
+    tiler_url: str | None,
     bucket: str | None,
     endpoint_url: str | None,
     prefixes: tuple[str, ...],
@@ -559,10 +599,12 @@ def bucket_setup(
     are not s3maptiler's are kept. Prints the IAM policy for the service's role.
     """
     env = _env(ctx)
+    if not tiler_host and not tiler_url:
+        raise ConfigProblem("where do misses go? pass --tiler-host HOST or --tiler-url URL")
     spec = _spec(
         env,
         bucket,
-        tiler_host,
+        _tiler(tiler_host, tiler_url),
         prefixes,
         miss_prefix,
         expire_days,
@@ -601,11 +643,13 @@ def bucket_setup(
 
 @bucket_group.command("check")
 @click.option("--tiler-host", metavar="HOST", help="The host redirects must go to.")
+@click.option("--tiler-url", metavar="URL", help=TILER_URL_HELP)
 @bucket_spec_options
 @click.pass_context
 def bucket_check(
     ctx: click.Context,
     tiler_host: str | None,
+    tiler_url: str | None,
     bucket: str | None,
     endpoint_url: str | None,
     prefixes: tuple[str, ...],
@@ -617,7 +661,14 @@ def bucket_check(
     """Report what is missing or wrong on a bucket, one finding per line; exit 1 if any."""
     env = _env(ctx)
     spec = _spec(
-        env, bucket, tiler_host, prefixes, miss_prefix, expire_days, cors_origins, public_read
+        env,
+        bucket,
+        _tiler(tiler_host, tiler_url),
+        prefixes,
+        miss_prefix,
+        expire_days,
+        cors_origins,
+        public_read,
     )
     findings = bucket_docs.check_bucket(_client(env, endpoint_url, pool=2), spec)
     for finding in findings:

@@ -139,6 +139,7 @@ class Settings:
     s3_conditional_put: bool = True
     aws_endpoint_url: str | None = None
     aws_region: str | None = None
+    public_url: str | None = None  # the bucket's public URL (website endpoint, CloudFront)
     threads: int = 32
     host: str = "127.0.0.1"
     port: int = 8000
@@ -151,6 +152,16 @@ class Settings:
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1"),
     )
+
+    @property
+    def bucket_url(self) -> str | None:
+        """Where browsers get the bucket's tiles: PUBLIC_URL, else the bucket's S3 website
+        endpoint on AWS (bucket and region known, no custom AWS_ENDPOINT_URL), else None."""
+        if self.public_url:
+            return self.public_url
+        if self.bucket and self.aws_region and not self.aws_endpoint_url:
+            return website_endpoint(self.bucket, self.aws_region)
+        return None
 
     @property
     def store_location(self) -> str:
@@ -209,6 +220,35 @@ class _Reader:
         if raw not in choices:
             raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
         return raw
+
+
+# Regions whose website endpoints are s3-website-<region> (a dash); every other region's
+# is s3-website.<region> (a dot). From the AWS list of website endpoints.
+_DASH_WEBSITE_REGIONS = frozenset(
+    {
+        "us-east-1",
+        "us-west-1",
+        "us-west-2",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ap-northeast-1",
+        "eu-west-1",
+        "sa-east-1",
+        "us-gov-west-1",
+    }
+)
+
+
+def website_endpoint(bucket: str, region: str) -> str:
+    """The S3 static website endpoint of a bucket on AWS (HTTP only).
+
+    >>> website_endpoint("my-tiles", "us-east-1")
+    'http://my-tiles.s3-website-us-east-1.amazonaws.com'
+    >>> website_endpoint("my-tiles", "eu-central-1")
+    'http://my-tiles.s3-website.eu-central-1.amazonaws.com'
+    """
+    separator = "-" if region in _DASH_WEBSITE_REGIONS else "."
+    return f"http://{bucket}.s3-website{separator}{region}.amazonaws.com"
 
 
 def default_spool_dir() -> Path:
@@ -339,9 +379,9 @@ def _metrics_allow(read: _Reader) -> tuple[IPNetwork, ...] | None:
     return tuple(networks)
 
 
-def _service_url(read: _Reader) -> str | None:
-    url = read.text("SERVICE_URL")
-    return check_url("SERVICE_URL", url).rstrip("/") if url else None
+def _service_url(read: _Reader, name: str = "SERVICE_URL") -> str | None:
+    url = read.text(name)
+    return check_url(name, url).rstrip("/") if url else None
 
 
 def _missing(name: str, what: str) -> str:
@@ -422,6 +462,7 @@ def load_settings(
         s3_conditional_put=read.boolean("S3_CONDITIONAL_PUT", True),
         aws_endpoint_url=endpoint,
         aws_region=read.text("AWS_REGION") or read.text("AWS_DEFAULT_REGION"),
+        public_url=_service_url(read, "PUBLIC_URL"),
         threads=read.integer("GUNICORN_THREADS", 32, 1, 1024),
         host=read.text("HOST", "127.0.0.1") or "127.0.0.1",
         port=read.integer("PORT", 8000, 1, 65535),

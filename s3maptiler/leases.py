@@ -220,8 +220,12 @@ class Leases:
 
 
 def _refused(exc: ClientError) -> bool:
-    """412 (the condition failed), 409 (a concurrent conditional write) or 404."""
+    """412 (the condition failed), 409 (a concurrent conditional write) or 404 (the
+    lease is gone). Not a missing bucket, also a 404: that is no lease to race for,
+    and taking it for one made claim() put and get in a loop forever."""
     error = exc.response.get("Error", {})
+    if error.get("Code") == "NoSuchBucket":
+        return False
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return status in (404, 409, 412) or error.get("Code") in (
         "PreconditionFailed",

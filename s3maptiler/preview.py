@@ -11,6 +11,13 @@ the ArcGIS REST route; a switch on the page picks one. Each tile is fetched with
 ``fetch()`` so the page can read its ``X-Tile-Source`` header (cache, render,
 inflight, blank) and outline the tile in that colour.
 
+When the bucket has a public URL (``PUBLIC_URL``, or the S3 website endpoint of
+``BUCKET_NAME`` in ``AWS_REGION``), the first address, and the one shown, is the
+production path: the layer's keys under that URL. A tile the bucket has is drawn from
+the bucket ("bucket"); a missing one comes through S3's 307 from the service, and is
+outlined by what the service said (render, inflight, cache). When the bucket does not
+answer at all, the page says so in one line instead of drawing an empty map.
+
 OpenLayers is not copied into the repository: ``scripts/build-viewer.sh`` installs the
 version pinned in ``viewer/package-lock.json`` and copies its built files to
 ``static/vendor/``. When they are missing the page says how to build them.
@@ -87,12 +94,13 @@ class TileAddress:
     ``ext`` is set. ``template`` is the same written out for people.
     """
 
-    id: str  # "keys", "tms", "wmts", "arcgis"
+    id: str  # "bucket", "keys", "tms", "wmts", "arcgis"
     label: str
     base: str  # URL path, ends in "/"
     layout: str  # tms, xyz, wmts, arcgis or quadkey: how (z, x, y) becomes a path
     ext: str  # "" for the ArcGIS REST route, which has no extension
     template: str
+    external: bool = False  # on another origin (the bucket), not the service
 
 
 # How each layout writes a tile, for people: y and row count from the top, -y from the bottom.
@@ -129,18 +137,35 @@ def _tile_ext(layer: Layer) -> str:
     return layer.extension
 
 
-def tile_addresses(layer: Layer, grid: TileGrid, root: str = "") -> list[TileAddress]:
-    """Every address the service answers for ``layer``'s tiles, its own keys first.
+def tile_addresses(
+    layer: Layer, grid: TileGrid, root: str = "", bucket_url: str | None = None
+) -> list[TileAddress]:
+    """Every address of ``layer``'s tiles: the bucket's first when ``bucket_url`` (its
+    public URL) is known, then those the service answers, its own keys first.
 
     ``root`` is the URL path the service is mounted under ("" at the host's root).
     """
     ext = _tile_ext(layer)
+    bucket = []
+    if bucket_url:
+        base = f"{bucket_url.rstrip('/')}/{layer.prefix}"
+        bucket.append(
+            TileAddress(
+                "bucket",
+                "the bucket (S3 website)",
+                base,
+                layer.layout,
+                ext,
+                _template(base, layer.layout, ext),
+                external=True,
+            )
+        )
     name = quote(layer.name, safe="")
     keys = f"{root}/{layer.prefix}"
     tms = f"{root}/1.0.0/{name}/"
     wmts = f"{root}/wmts/1.0.0/{name}/default/{capabilities.tile_matrix_set_id(grid)}/"
     arcgis = f"{root}/{capabilities.arcgis_service_path(layer)}/tile/"
-    return [
+    return bucket + [
         TileAddress(
             "keys",
             f"S3 keys ({layer.layout})",
@@ -169,14 +194,17 @@ def _data_extent(layer: Layer, projection: str) -> list[float] | None:
     return [west, south, east, north]
 
 
-def preview_config(layer: Layer, grid: TileGrid, root: str = "") -> dict[str, Any]:
+def preview_config(
+    layer: Layer, grid: TileGrid, root: str = "", bucket_url: str | None = None
+) -> dict[str, Any]:
     """What the page's script needs to draw ``layer``: a JSON-able dict.
 
     Per zoom level from 0 to the layer's last: ``resolutions`` (CRS units per pixel),
     ``origins`` (top-left corner of tile (0, 0), CRS units) and ``sizes`` (columns,
     rows). Tiles are addressed as in :mod:`s3maptiler.grids`, row counted from the top,
     which is also how OpenLayers counts them. ``extent`` is the grid's bbox in CRS
-    units; ``dataExtent`` the layer's extent in decimal degrees (or None).
+    units; ``dataExtent`` the layer's extent in decimal degrees (or None);
+    ``bucketUrl`` the bucket's public URL (or None), whose address comes first.
     Raises :class:`UnsupportedGrid` when the map cannot draw the grid.
     """
     projection = projection_of(grid)
@@ -197,7 +225,8 @@ def preview_config(layer: Layer, grid: TileGrid, root: str = "") -> dict[str, An
         "sizes": [list(grid.matrix_size(z)) for z in zooms],
         "minZoom": min(layer.min_zoom, zooms.stop - 1),
         "maxZoom": zooms.stop - 1,
-        "addresses": [asdict(a) for a in tile_addresses(layer, grid, root)],
+        "addresses": [asdict(a) for a in tile_addresses(layer, grid, root, bucket_url)],
+        "bucketUrl": bucket_url.rstrip("/") if bucket_url else None,
     }
 
 
@@ -268,6 +297,7 @@ def index_page(service: Any) -> str:
         "index.html",
         rows=rows,
         store=service.settings.store_location,
+        bucket_url=service.settings.bucket_url,
         root=root,
         tms_service=f"{root}/{capabilities.tms_service_path()}",
         wmts_capabilities=f"{root}/{capabilities.WMTS_CAPABILITIES_PATH}",
@@ -289,7 +319,9 @@ def preview(layer: str) -> Response:
         problem = f"The map library is not built ({', '.join(missing)} missing): {BUILD_HINT}."
     else:
         try:
-            config = preview_config(runtime.layer, runtime.grid, _root())
+            config = preview_config(
+                runtime.layer, runtime.grid, _root(), service.settings.bucket_url
+            )
         except PreviewError as exc:
             problem = f"This layer cannot be previewed: {exc}."
     if problem:

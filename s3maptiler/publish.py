@@ -20,6 +20,11 @@ from . import capabilities
 from .config import Layer
 
 DOCUMENT_CACHE_CONTROL = "public, max-age=300"
+#: Documents written outside every layer's prefix; `bucket setup` makes them public too.
+SERVICE_DOCUMENT_KEYS = (
+    capabilities.tms_service_path("keys"),
+    capabilities.WMTS_CAPABILITIES_PATH,
+)
 
 
 @dataclass(frozen=True)

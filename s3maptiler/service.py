@@ -46,7 +46,7 @@ from .grids import GridError, Tile, TileOutOfRange, tile_lonlat_bounds
 from .guard import WMSGuard
 from .layouts import LayoutError, get_layout
 from .leases import Lease, Leases
-from .metatile import MetaTile, SlicedTile
+from .metatile import MetaTile, SlicedTile, uniform_tile
 from .pipeline import Cut, LayerRuntime, RenderedTiles, Renderer, SharedBlanks, overlaps
 from .singleflight import RenderFailed, SingleFlight, wait_for
 from .spool import Spool, Turn
@@ -261,6 +261,9 @@ class TileService:
                 etag = stored.etag or etag_of(stored.data)
                 cache_control = request.layer.layer.cache_control
                 return TileResult(stored.data, stored.content_type, "cache", etag, cache_control)
+        reused = self._from_layout_key(request)
+        if reused is not None:
+            return reused
         meta = request.layer.metatile_of(request.tile)
         if meta is None or len(meta.columns) * len(meta.rows) == 1:
             # One tile per GetMap: only this process's threads coalesce. Two workers
@@ -311,6 +314,7 @@ class TileService:
                 piece = piece[request.tile]
             wms_ms = (time.perf_counter() - started) * 1000
             upload = self._upload(runtime, ext, request.key, piece, UPLOAD_WAIT)
+            self._upload_layout_key(request, piece)
         except BaseException as exc:
             future.set_exception(exc)
             raise
@@ -324,7 +328,7 @@ class TileService:
         if not leader:
             metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
             rendered = wait_for(future, self.patience(runtime), meta.describe())
-            return self._result(request, rendered.tiles[request.tile], "inflight")
+            return self._shared(request, rendered.tiles[request.tile])
         try:
             return self._lead(request, meta, flight, future)
         except BaseException as exc:
@@ -342,7 +346,7 @@ class TileService:
         if turn.found is not None:
             metrics.SINGLE_FLIGHT_WAITS.labels("worker").inc()
             future.set_result(turn.found)
-            return self._result(request, turn.found.tiles[request.tile], "inflight")
+            return self._shared(request, turn.found.tiles[request.tile])
         lease = None
         try:
             if self.leases is not None:
@@ -355,7 +359,7 @@ class TileService:
                         self._learn(runtime, claim.took)
                     self._publish_here(flight, claim.found, turn)
                     future.set_result(claim.found)
-                    return self._result(request, claim.found.tiles[request.tile], "inflight")
+                    return self._shared(request, claim.found.tiles[request.tile])
                 lease = claim.lease
             started = time.perf_counter()
             cut = self.renderer.metatile(runtime, ext, meta)
@@ -365,6 +369,7 @@ class TileService:
             self._failed(flight, turn, lease, exc)
             raise
         upload = self._upload(runtime, ext, request.key, first, UPLOAD_WAIT)
+        self._upload_layout_key(request, first)
         finish = functools.partial(
             self._finish, request, cut, first.data, flight, future, turn, lease, started
         )
@@ -446,6 +451,48 @@ class TileService:
                 self.blanks.settled(job, "dropped")
                 outcome = "dropped"
         return outcome
+
+    # ------------------------------------------------------------------ other keys
+
+    def _layout_key(self, request: TileRequest) -> str | None:
+        """The layer's own key of the tile when the request came by another key (an
+        ArcGIS REST key through the redirect), else None. Tiles cut from a metatile
+        are stored under their layout keys."""
+        key = request.layer.key_to_store(request.tile, request.ext)
+        return key if key != request.key else None
+
+    def _from_layout_key(self, request: TileRequest) -> TileResult | None:
+        """A tile asked by another key that is already queued or stored under the
+        layer's own key (a neighbour's metatile drew it): no GetMap, and it is stored
+        under the key it was asked by too, so that key's next request is a hit."""
+        alias = self._layout_key(request)
+        if alias is None or not self.settings.cache_read:
+            return None
+        data = self.uploads.pending(alias)
+        if data is not None:
+            return self._shared(request, data)
+        stored = self._read_once(alias)
+        if stored is None:
+            return None
+        result = self._shared(request, stored.data)
+        return dataclasses.replace(result, source="cache", etag=stored.etag or result.etag)
+
+    def _shared(self, request: TileRequest, data: bytes) -> TileResult:
+        """A tile of another request's render ("inflight"): its uploads queued that
+        tile under the layer's own key; a request by another key stores it there too."""
+        result = self._result(request, data, "inflight")
+        if self._layout_key(request) is None:
+            return result
+        runtime = request.layer
+        uniform = runtime.layer.empty_tiles == "redirect" and uniform_tile(data)
+        upload = self._upload(runtime, request.ext, request.key, SlicedTile(data, uniform), 0)
+        return dataclasses.replace(result, upload=upload)
+
+    def _upload_layout_key(self, request: TileRequest, piece: SlicedTile) -> None:
+        """A tile rendered for a request by another key: under the layer's key too."""
+        alias = self._layout_key(request)
+        if alias is not None:
+            self._upload(request.layer, request.ext, alias, piece, UPLOAD_WAIT)
 
     def drain(self, timeout: float) -> int:
         """Finish slicing, then the uploads, within `timeout` seconds; returns how

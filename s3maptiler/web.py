@@ -199,6 +199,12 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
         elif origin in settings.cors_origins:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.vary.add("Origin")
+        elif origin == "null" and request.path.startswith("/" + settings.miss_prefix):
+            # A miss the bucket redirected: a redirect from the bucket's origin to ours
+            # makes the browser send "Origin: null" (Fetch's tainted origin), whatever
+            # page asked. The bucket's own CORS already decided who may read its tiles.
+            response.headers["Access-Control-Allow-Origin"] = "*"
+            response.vary.add("Origin")
         else:
             return response
         response.headers["Access-Control-Expose-Headers"] = "ETag, X-Tile-Source"

@@ -5,10 +5,18 @@
 // outline around the tile. `cache: 'no-store'` keeps the browser's own cache out of
 // the way: each count is what the service answered just now.
 //
+// The bucket's address (when the service knows the bucket's public URL) is the
+// production path: a tile the bucket has is its own answer, counted as "bucket"; a
+// missing one is S3's 307 to the service (response.redirected), counted by what the
+// service said. A bucket that does not answer at all, or answers a miss without
+// redirecting, is said in one line over the map.
+//
 // State for people and for the browser test lives on <html>:
 //   data-map-state      loading | idle: idle once every tile asked for since the last
 //                       switch is drawn or failed (OpenLayers' own loadstart/loadend
-//                       miss a switch of URLs, so the page keeps count itself)
+//                       miss a switch of URLs, so the page keeps count itself);
+//                       unreachable: the bucket did not answer
+//   data-tiles-redirected  tiles the bucket sent to the service since the last switch
 //   data-tiles-loaded   tiles drawn since the last layout switch
 //   data-tiles-failed   tiles that did not load since the last layout switch
 (function () {
@@ -20,6 +28,7 @@
   const TILE_LOADING = 1;
   const TILE_ERROR = 3;
   const COLOURS = {
+    bucket: '#6a1b9a',
     cache: '#2e7d32',
     render: '#e65100',
     inflight: '#1565c0',
@@ -84,6 +93,7 @@
   let loaded = 0;
   let failed = 0;
   let asked = 0; // tiles asked for since the last switch
+  let redirected = 0; // tiles the bucket redirected to the service since the last switch
   const inFlight = new Set(); // tiles being fetched or decoded
   const askedIn = new WeakMap(); // tile -> the generation that asked for it
   let idleCheck = 0;
@@ -93,8 +103,29 @@
     loaded = 0;
     failed = 0;
     asked = 0;
+    redirected = 0;
     outlines.clear();
+    showProblem(null);
     showCounts();
+  }
+
+  // One line over the map when the bucket cannot give this page its tiles.
+  const problem = document.getElementById('bucket-problem');
+  function showProblem(text) {
+    problem.hidden = text === null;
+    problem.textContent = text || '';
+    if (text !== null) html.dataset.mapState = 'unreachable';
+  }
+
+  // An https page may not fetch from a plain-http bucket (mixed content): say why.
+  function checkMixedContent() {
+    if (address.external && window.location.protocol === 'https:' &&
+        address.base.startsWith('http:')) {
+      showProblem(
+        `The bucket's URL ${config.bucketUrl} is plain http and this page is https, so ` +
+          'the browser blocks it: give PUBLIC_URL an https URL (e.g. CloudFront).',
+      );
+    }
   }
 
   function showCounts() {
@@ -104,18 +135,25 @@
     }
     html.dataset.tilesLoaded = String(loaded);
     html.dataset.tilesFailed = String(failed);
+    html.dataset.tilesRedirected = String(redirected);
+    const via = document.querySelector('[data-count-redirected]');
+    if (via) via.textContent = String(redirected);
   }
 
-  function record(tileCoord, source, status, gen) {
+  function record(tileCoord, source, status, gen, viaRedirect) {
     if (gen !== generation) return;
     const name = source in COLOURS ? source : 'error';
     counts[name] += 1;
+    if (viaRedirect) redirected += 1;
     const [z, x, y] = tileCoord;
     const feature = new ol.Feature({
       geometry: ol.geom.Polygon.fromExtent(tileGrid.getTileCoordExtent(tileCoord)),
       z: z,
       source: name,
-      label: `${name} ${z}/${x}/${y}` + (name === 'error' ? ` (${status})` : ''),
+      label:
+        (viaRedirect ? '307 → ' : '') +
+        `${name} ${z}/${x}/${y}` +
+        (name === 'error' ? ` (${status})` : ''),
     });
     feature.setId(`${z}/${x}/${y}`);
     const old = outlines.getFeatureById(feature.getId());
@@ -134,7 +172,7 @@
         for (const tile of inFlight) {
           if (tile.getState() !== TILE_LOADING) inFlight.delete(tile);
         }
-        if (inFlight.size === 0 && asked > 0) html.dataset.mapState = 'idle';
+        if (inFlight.size === 0 && asked > 0 && problem.hidden) html.dataset.mapState = 'idle';
       });
     });
   }
@@ -144,18 +182,28 @@
     asked += 1;
     inFlight.add(tile);
     askedIn.set(tile, gen);
-    html.dataset.mapState = 'loading';
+    if (problem.hidden) html.dataset.mapState = 'loading'; // else it stays 'unreachable'
     const coord = tile.getTileCoord();
+    const external = address.external;
     fetch(src, { cache: 'no-store' })
       .then((response) => {
+        // From the bucket: its own answer, or (redirected) the service's after S3's 307.
+        const viaRedirect = external && response.redirected;
         if (!response.ok) {
-          record(coord, 'error', response.status, gen);
+          record(coord, 'error', response.status, gen, viaRedirect);
           tile.setState(TILE_ERROR);
+          if (external && !viaRedirect && gen === generation) {
+            showProblem(
+              `The bucket answered ${response.status} for ${src} without redirecting to ` +
+                'the service: its routing rules are missing (s3maptiler bucket setup).',
+            );
+          }
           return null;
         }
-        const source = response.headers.get('X-Tile-Source') || 'unknown';
+        let source = response.headers.get('X-Tile-Source') || 'unknown';
+        if (external && !viaRedirect) source = 'bucket';
         return response.blob().then((blob) => {
-          record(coord, source, response.status, gen);
+          record(coord, source, response.status, gen, viaRedirect);
           const image = tile.getImage();
           const url = URL.createObjectURL(blob);
           const revoke = () => URL.revokeObjectURL(url);
@@ -167,6 +215,12 @@
       .catch(() => {
         record(coord, 'error', 'network', gen);
         tile.setState(TILE_ERROR);
+        if (external && gen === generation && problem.hidden) {
+          showProblem(
+            `The bucket at ${config.bucketUrl} does not answer this page (not running, ` +
+              'not reachable, or no CORS for it): pick another address in the panel.',
+          );
+        }
       });
   }
 
@@ -289,11 +343,13 @@
 
   function useAddress(id) {
     address = addresses[id];
+    html.dataset.address = id;
     select.value = id;
     template.textContent = address.template;
     generation += 1;
     resetCounts();
     html.dataset.mapState = 'loading';
+    checkMixedContent();
     updateLink();
     if (pointer) showTileAt(pointer); // the same tile, at its address in this layout
     // A new key makes the source drop its tiles and ask again at the new URLs.
@@ -311,5 +367,7 @@
   select.value = address.id;
   template.textContent = address.template;
   resetCounts();
+  checkMixedContent();
+  html.dataset.address = address.id;
   window.s3maptilerPreview = { map: map, tileGrid: tileGrid, useAddress: useAddress };
 })();

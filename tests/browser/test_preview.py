@@ -574,3 +574,28 @@ def test_build_viewer_says_in_one_line_that_npm_is_missing(tmp_path):
     assert answer.returncode == 1
     assert answer.stderr.count("\n") == 1
     assert "npm is not installed" in answer.stderr
+
+
+def test_with_a_bucket_url_the_bucket_is_the_first_address(tmp_path):
+    app, _ = flask_app(
+        tmp_path, TILE_PREFIX="roads/", PUBLIC_URL="http://tiles.s3-website.localhost:4566"
+    )
+    page = app.test_client().get("/preview/default").get_data(as_text=True)
+    assert '<option value="bucket">the bucket (S3 website)</option>' in page
+    assert "http://tiles.s3-website.localhost:4566/roads/{z}/{x}/{-y}.png" in page
+    assert 'id="bucket-problem"' in page
+    layer = Layer("w", "http://wms.test/", "w", prefix="w/", layout="xyz")
+    config = preview.preview_config(layer, WEB_MERCATOR, "", "https://d123.cloudfront.net/")
+    first = config["addresses"][0]
+    assert (first["id"], first["base"], first["external"]) == (
+        "bucket",
+        "https://d123.cloudfront.net/w/",
+        True,
+    )
+    assert config["bucketUrl"] == "https://d123.cloudfront.net"
+    assert [a["id"] for a in preview.preview_config(layer, WEB_MERCATOR)["addresses"]] == [
+        "keys",
+        "tms",
+        "wmts",
+        "arcgis",
+    ]

@@ -1,4 +1,5 @@
-"""Fixtures that start real components: the demo MapServer WMS and moto's S3 server."""
+"""Fixtures that start real components: the demo MapServer WMS, moto's S3 server and
+LocalStack's S3 (for a real website endpoint with routing rules)."""
 
 import os
 import uuid
@@ -6,6 +7,7 @@ import uuid
 import boto3
 import pytest
 
+from s3maptiler import localwebsite
 from s3maptiler.demowms import DemoWMS, unavailable_reason
 from tests.servers import MotoServer
 
@@ -56,3 +58,12 @@ def bucket(s3):
     name = f"tiles-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def localstack():
+    """LocalStack's S3 in host mode (installed by scripts/install-localstack.sh)."""
+    need(localwebsite.unavailable_reason())
+    stack = localwebsite.LocalStack().start()
+    yield stack
+    stack.stop()

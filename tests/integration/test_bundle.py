@@ -54,7 +54,13 @@ ABSENT_PARTS = {
     "var",
     "gdalwmscache",
 }
-ABSENT_FILES = {".env", "requirements-dev.txt", "Makefile", "pyproject.toml"}
+ABSENT_FILES = {
+    ".env",
+    "requirements-dev.txt",
+    "requirements-localstack.txt",
+    "Makefile",
+    "pyproject.toml",
+}
 
 # Option namespaces of Elastic Beanstalk ("General options for all environments" and
 # the Python platform's). Names ending in ":" take a user-chosen last part.

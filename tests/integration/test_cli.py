@@ -244,6 +244,9 @@ def test_bucket_setup_stores_the_documents_and_check_passes(cli_env, s3, bucket)
     assert policy["Statement"][0]["Resource"] == [
         f"arn:aws:s3:::{bucket}/tiles/*",
         f"arn:aws:s3:::{bucket}/roads/*",
+        # The documents `publish` writes outside the tile prefixes are public too.
+        f"arn:aws:s3:::{bucket}/1.0.0/tilemapservice.xml",
+        f"arn:aws:s3:::{bucket}/wmts/1.0.0/WMTSCapabilities.xml",
     ]
     # The IAM policy for the instance role is printed as JSON.
     iam_text = result.stdout.split("(least privilege):\n", 1)[1].rsplit("\nbucket setup", 1)[0]
@@ -376,7 +379,11 @@ def test_a_layers_file_gives_prefix_layout_and_every_prefix(
     setup = run("bucket", "setup", "--tiler-host", HOST)
     assert setup.exit_code == 0, setup.stderr
     rules = s3.get_bucket_website(Bucket=bucket)["RoutingRules"]
-    assert sorted({r["Condition"]["KeyPrefixEquals"] for r in rules}) == ["arcgis/", "plain/"]
+    assert sorted({r["Condition"]["KeyPrefixEquals"] for r in rules}) == [
+        "arcgis/",
+        "arcgis/rest/services/",  # the ArcGIS REST tile URLs of published documents
+        "plain/",
+    ]
 
     monkeypatch.setenv("LAYERS_FILE", str(tmp_path / "missing.toml"))
     broken = run("purge", "--layer", "roads", "--dry-run")

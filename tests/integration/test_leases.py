@@ -205,3 +205,20 @@ def test_an_unreachable_bucket_means_rendering_without_a_lease(caplog):
         claim = leases.claim(FLIGHT, time.monotonic() + 5, 60.0, 0.05)
     assert claim.lease is None and claim.found is None
     assert "rendering without it" in caplog.text
+
+
+def test_a_missing_bucket_is_no_lease_to_race_for(moto_server, localstack):
+    # NoSuchBucket is a 404 like a vanished lease; taken for one, claim() put and got
+    # in a loop forever (a tile request on a bucket that did not exist never answered).
+    for url in (moto_server.url, localstack.url):
+        leases = Leases(client(url), f"no-such-bucket-{free_port()}")
+        claims = []
+        # A daemon thread: a regression spins forever, and must not hold the test run.
+        def claim(leases=leases, claims=claims):
+            claims.append(leases.claim(FLIGHT, time.monotonic() + 30, budget=5, expected=1))
+
+        thread = threading.Thread(target=claim, daemon=True)
+        thread.start()
+        thread.join(10)
+        assert claims, f"claim on a missing bucket did not return ({url})"
+        assert claims[0].lease is None and claims[0].found is None  # render without one

@@ -388,3 +388,73 @@ def test_dry_run_without_a_readable_bucket_still_shows_the_documents(s3, caplog)
     assert "not-created-yet" in caplog.text
     with pytest.raises(b.BucketNotFound):
         setup_bucket(s3, spec(bucket="not-created-yet"))
+
+
+# --- a tiler named by URL: plain http and a port, for a service on this machine -------------
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("http://127.0.0.1:8000", ("http", "127.0.0.1:8000")),
+        ("http://localhost:8000/", ("http", "localhost:8000")),
+        ("HTTPS://Tiles-API.example.com", ("https", "tiles-api.example.com")),
+        ("https://tiles-api.example.com:8443", ("https", "tiles-api.example.com:8443")),
+    ],
+)
+def test_a_tiler_url_gives_protocol_and_host(url, expected):
+    assert b.parse_tiler_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "127.0.0.1:8000",
+        "ftp://host",
+        "http://",
+        "http://host/tiles-api",
+        "http://host?x=1",
+        "http://user@host",
+        "http://host:0",
+        "http://host:65536",
+        "http://host:8o",
+        "http://ho st",
+        None,
+    ],
+)
+def test_a_bad_tiler_url_is_refused_in_one_line(url):
+    with pytest.raises(InvalidSpec) as info:
+        b.parse_tiler_url(url)
+    assert "\n" not in str(info.value)
+
+
+def test_a_local_tiler_gets_http_rules_and_check_expects_them(s3):
+    local = spec(tiler_host="127.0.0.1:8000", tiler_protocol="http", public_read=False)
+    redirect = website_configuration(local)["RoutingRules"][0]["Redirect"]
+    assert (redirect["Protocol"], redirect["HostName"]) == ("http", "127.0.0.1:8000")
+    setup_bucket(s3, local)
+    assert check_bucket(s3, local) == []
+    # The same bucket against the production default: https is wanted.
+    problems = [str(f) for f in check_bucket(s3, spec(public_read=False))]
+    assert sum("Protocol is 'http', want 'https'" in p for p in problems) == 2
+    with pytest.raises(InvalidSpec):
+        spec(tiler_protocol="ftp")
+
+
+def test_published_documents_outside_the_prefixes_are_made_public_and_checked(s3):
+    keys = ("1.0.0/tilemapservice.xml", "wmts/1.0.0/WMTSCapabilities.xml")
+    setup_bucket(s3, spec(public_keys=keys))
+    statement = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])["Statement"][0]
+    assert statement["Resource"] == [
+        f"arn:aws:s3:::{BUCKET}/tiles/*",
+        f"arn:aws:s3:::{BUCKET}/1.0.0/tilemapservice.xml",
+        f"arn:aws:s3:::{BUCKET}/wmts/1.0.0/WMTSCapabilities.xml",
+    ]
+    assert check_bucket(s3, spec(public_keys=keys)) == []
+    # A policy made before: the documents are reported unreadable.
+    setup_bucket(s3, spec())
+    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(public_read_policy(BUCKET, ["tiles/"])))
+    problems = [str(f) for f in check_bucket(s3, spec(public_keys=keys))]
+    assert len(problems) == 2 and all(
+        "WMTSCapabilities" in p or "tilemapservice" in p for p in problems
+    )

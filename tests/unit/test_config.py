@@ -90,6 +90,27 @@ def test_every_setting_read_is_documented_in_example_env_and_readme():
     ]
 
 
+def test_the_bucket_url_is_public_url_else_the_aws_website_endpoint():
+    base = {"WMS_SERVER": "http://wms.test/", "MAP_LAYERS": "roads"}
+    assert load_settings(base, dotenv_path=None).bucket_url is None
+    aws = {**base, "BUCKET_NAME": "my-tiles", "AWS_REGION": "eu-central-1"}
+    assert (
+        load_settings(aws, dotenv_path=None).bucket_url
+        == "http://my-tiles.s3-website.eu-central-1.amazonaws.com"
+    )
+    assert (
+        load_settings({**aws, "AWS_REGION": "us-east-1"}, dotenv_path=None).bucket_url
+        == "http://my-tiles.s3-website-us-east-1.amazonaws.com"
+    )
+    # Another S3 (MinIO, LocalStack): no guess, only PUBLIC_URL.
+    local = {**aws, "AWS_ENDPOINT_URL": "http://127.0.0.1:4566"}
+    assert load_settings(local, dotenv_path=None).bucket_url is None
+    public = {**local, "PUBLIC_URL": "https://d123.cloudfront.net/"}
+    assert load_settings(public, dotenv_path=None).bucket_url == "https://d123.cloudfront.net"
+    with pytest.raises(ConfigError, match="PUBLIC_URL"):
+        load_settings({**base, "PUBLIC_URL": "d123.cloudfront.net"}, dotenv_path=None)
+
+
 def test_settings_keep_no_copy_of_the_environment():
     secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
     s = settings(AWS_SECRET_ACCESS_KEY=secret, AWS_SESSION_TOKEN=secret, SOME_OTHER_TOOL=secret)

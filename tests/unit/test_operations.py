@@ -67,6 +67,21 @@ def test_cors_headers_and_preflight(tmp_path, wms):
     assert len(wms_calls(wms)) == 1  # the preflight asked nothing upstream
 
 
+def test_a_redirected_miss_is_readable_by_the_page_behind_origin_null(tmp_path, wms):
+    # After S3's 307 from the bucket's origin to the service's, the browser sends
+    # "Origin: null"; a canvas client's tile must still be readable.
+    wms.get(WMS, body=png(), content_type="image/png")
+    app, _ = make_app(tmp_path, CORS_ORIGINS="https://maps.example.com")
+    client = app.test_client()
+    miss = client.get("/miss/tiles/1/0/0.png", headers={"Origin": "null"})
+    assert miss.status_code == 200
+    assert miss.headers["Access-Control-Allow-Origin"] == "*"
+    assert "X-Tile-Source" in miss.headers["Access-Control-Expose-Headers"]
+    # Anywhere else "null" is an origin like any other that is not listed.
+    direct = client.get("/tiles/1/0/0.png", headers={"Origin": "null"})
+    assert "Access-Control-Allow-Origin" not in direct.headers
+
+
 def test_the_breaker_opens_after_consecutive_failures_and_lets_one_trial_through():
     guard = WMSGuard(max_concurrent=4, wait=0.1, failures=3, cooldown=0.3)
     for _ in range(3):

@@ -712,3 +712,29 @@ def test_bad_route_shaped_keys_touch_nothing(tmp_path, wms, key, status):
     service.drain(5)
     assert wms_calls(wms) == []
     assert not (tmp_path / "tiles").exists()
+
+
+def test_redirected_arcgis_rest_keys_render_once_and_are_stored_under_their_own_keys(
+    tmp_path, wms
+):
+    # The bucket's routing rule sends a miss on the ArcGIS REST tile URL that a published
+    # MapServer document advertises: /miss/arcgis/rest/services/<layer>/MapServer/tile/...
+    wms.get(WMS, body=quadrants(), content_type="image/png")
+    app, service = make_app(tmp_path, METATILE="2x2")
+    client = app.test_client()
+    base = "arcgis/rest/services/default/MapServer/tile/1"
+    # z1, row 0 (top), col 1: green in the metatile's top-right quadrant.
+    first = client.get(f"/miss/{base}/0/1")
+    assert first.status_code == 200, first.text
+    assert first.headers["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(first.data)).convert("RGB").getcolors() == [(65536, (0, 255, 0))]
+    # A neighbour of the same metatile, asked by its ArcGIS key: no second GetMap.
+    second = client.get(f"/miss/{base}/1/0")
+    assert second.status_code == 200, second.text
+    assert Image.open(io.BytesIO(second.data)).convert("RGB").getcolors() == [(65536, (0, 0, 255))]
+    assert len(wms_calls(wms)) == 1
+    for key in (f"{base}/0/1", f"{base}/1/0"):
+        wait_uploaded(service, key)
+        assert (tmp_path / "tiles" / key).is_file(), key  # the key the miss came from
+    assert client.get(f"/{base}/0/1").headers["X-Tile-Source"] == "cache"
+    assert len(wms_calls(wms)) == 1
