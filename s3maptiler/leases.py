@@ -107,6 +107,8 @@ class Leases:
         record = self._rendering_record(started, budget, expected)
         polls = 0  # reads of a render under way; more than none: we wait for that render
         while True:
+            if time.monotonic() >= deadline:  # however S3 answers, never past the deadline
+                raise WaitTimeout("gave up racing for another instance's lease")
             try:
                 etag = self._put(key, record, if_none_match=True)
                 return Claim(lease=Lease(key, etag, started))
@@ -116,6 +118,8 @@ class Leases:
                 read = self._get(key)
                 if read is None:
                     break  # the holder gave up: race for a new lease
+                if time.monotonic() >= deadline:
+                    raise WaitTimeout("gave up racing for another instance's lease")
                 header, blob, etag = read
                 state, now = header.get("state"), time.time()
                 done_at = float(header.get("done_at", 0))

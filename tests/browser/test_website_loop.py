@@ -186,6 +186,15 @@ class Watched:
     def clear(self) -> None:
         self.hops.clear()
 
+    def settle(self, page, quiet_ms: int = 300, timeout_ms: int = 10_000) -> None:
+        """Until no request has finished for `quiet_ms`: Playwright reports a finished
+        request a moment after the page itself has drawn the tile."""
+        waited, seen = 0, -1
+        while len(self.hops) != seen and waited < timeout_ms:
+            seen = len(self.hops)
+            page.wait_for_timeout(quiet_ms)
+            waited += quiet_ms
+
 
 def wait_idle(page) -> None:
     """Until every tile asked for has loaded or failed; then none may have failed."""
@@ -250,6 +259,7 @@ def test_first_load_goes_through_the_service_and_the_reload_comes_from_the_bucke
         # --- first load: each tile a 307 from the bucket, then a 200 from the service.
         page.goto(pages.url + "/index.html")
         wait_idle(page)
+        watched.settle(page)
         assert watched.errors == []
         from_bucket = watched.to(website)
         from_service = watched.to(app.url)
@@ -295,6 +305,7 @@ def test_first_load_goes_through_the_service_and_the_reload_comes_from_the_bucke
         devtools.send("Network.setCacheDisabled", {"cacheDisabled": True})
         page.reload()
         wait_idle(page)
+        watched.settle(page)
         assert watched.errors == []
         again = watched.to(website)
         assert {tile_of(url) for url, _, _ in again} == tiles
