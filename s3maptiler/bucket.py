@@ -33,6 +33,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .leases import DEFAULT_PREFIX as LEASE_PREFIX
+
 __all__ = [
     "MAX_ROUTING_RULES",
     "BucketAccessDenied",
@@ -71,6 +73,8 @@ MISS_CODES = ("404", "403")
 # Names that mark the pieces this module owns, so a re-run replaces them and nothing else.
 CORS_RULE_ID = "s3maptiler-tiles"
 LIFECYCLE_ID_PREFIX = "s3maptiler-expire-"
+# Days after which the fleet's metatile leases (s3maptiler.leases) expire: S3's least.
+LEASE_EXPIRY_DAYS = 1
 POLICY_SID = "S3maptilerPublicReadTiles"
 
 _HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
@@ -321,18 +325,23 @@ def _lifecycle_id(prefix: str) -> str:
     return LIFECYCLE_ID_PREFIX + (prefix.rstrip("/") or "all")
 
 
-def lifecycle_configuration(prefixes: Sequence[str], expire_days: int) -> dict:
-    """The ``PutBucketLifecycleConfiguration`` document: tiles under each prefix expire
-    `expire_days` days after they were last written (S3 rounds up to 00:00 UTC)."""
+def lifecycle_configuration(prefixes: Sequence[str], expire_days: int | None) -> dict:
+    """The ``PutBucketLifecycleConfiguration`` document: the fleet's metatile leases
+    (``_leases/``, each a finished render kept for seconds) expire after a day, the
+    shortest S3 allows; with `expire_days`, tiles under each prefix expire that many
+    days after they were last written (S3 rounds up to 00:00 UTC)."""
+    expiries = [(LEASE_PREFIX, LEASE_EXPIRY_DAYS)]
+    if expire_days is not None:
+        expiries += [(prefix, expire_days) for prefix in prefixes]
     return {
         "Rules": [
             {
                 "ID": _lifecycle_id(prefix),
                 "Filter": {"Prefix": prefix},
                 "Status": "Enabled",
-                "Expiration": {"Days": expire_days},
+                "Expiration": {"Days": days},
             }
-            for prefix in prefixes
+            for prefix, days in expiries
         ]
     }
 
@@ -365,9 +374,10 @@ def public_read_policy(bucket: str, prefixes: Sequence[str], keys: Sequence[str]
 def instance_role_policy(bucket: str, prefixes: Sequence[str], acl: bool = False) -> dict:
     """The least-privilege IAM policy for the service's instance role.
 
-    Get and Put on the tile prefixes only; ``s3:ListBucket`` on the bucket so that a
-    missing tile answers 404 rather than 403 and the start-up HeadBucket works;
-    ``s3:PutObjectAcl`` only when the service sends an ACL (`acl`).
+    Get and Put on the tile prefixes and on the fleet's metatile leases only;
+    ``s3:ListBucket`` on the bucket so that a missing tile answers 404 rather than 403
+    and the start-up HeadBucket works; ``s3:PutObjectAcl`` only when the service sends
+    an ACL (`acl`).
     """
     object_actions = ["s3:GetObject", "s3:PutObject"]
     if acl:
@@ -380,6 +390,12 @@ def instance_role_policy(bucket: str, prefixes: Sequence[str], acl: bool = False
                 "Effect": "Allow",
                 "Action": object_actions,
                 "Resource": _object_arns(bucket, prefixes),
+            },
+            {
+                "Sid": "MetatileLeases",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": _object_arns(bucket, [LEASE_PREFIX]),
             },
             {
                 "Sid": "MissingTilesAnswer404",
@@ -471,15 +487,15 @@ def _rule_prefix(rule: dict) -> str | None:
 
 
 def _merged_lifecycle(spec: BucketSpec, current: list | None) -> dict:
-    assert spec.expire_days is not None
     ours = lifecycle_configuration(spec.prefixes, spec.expire_days)
     ids = {rule["ID"] for rule in ours["Rules"]}
+    prefixes = {_rule_prefix(rule) for rule in ours["Rules"]}
     others = [
         rule
         for rule in current or []
         # An older expiry rule on exactly our prefix would fight ours: replace it too.
         if rule.get("ID") not in ids
-        and not (rule.get("Expiration") and _rule_prefix(rule) in spec.prefixes)
+        and not (rule.get("Expiration") and _rule_prefix(rule) in prefixes)
     ]
     return {"Rules": ours["Rules"] + others}
 
@@ -600,17 +616,22 @@ def plan_setup(spec: BucketSpec, current: CurrentConfig | None = None) -> list[S
             f"CORS: GET, HEAD from {', '.join(spec.cors_origins)}",
         )
     )
-    if spec.expire_days is not None:
-        lifecycle = _merged_lifecycle(spec, current.lifecycle_rules)
-        steps.append(
-            SetupStep(
-                "lifecycle",
-                "put_bucket_lifecycle_configuration",
-                {"Bucket": b, "LifecycleConfiguration": lifecycle},
-                lifecycle,
-                f"lifecycle: tiles expire {spec.expire_days} days after their last write",
-            )
+    lifecycle = _merged_lifecycle(spec, current.lifecycle_rules)
+    tiles_expire = (
+        f"tiles expire {spec.expire_days} days after their last write, "
+        if spec.expire_days is not None
+        else ""
+    )
+    steps.append(
+        SetupStep(
+            "lifecycle",
+            "put_bucket_lifecycle_configuration",
+            {"Bucket": b, "LifecycleConfiguration": lifecycle},
+            lifecycle,
+            f"lifecycle: {tiles_expire}metatile leases ({LEASE_PREFIX}) after "
+            f"{LEASE_EXPIRY_DAYS} day",
         )
+    )
     if spec.public_read:
         if _blocks_public_policy(current.public_access_block):
             if not spec.relax_public_access_block:
@@ -762,6 +783,15 @@ def _check_cors(spec: BucketSpec, rules: list | None) -> list[Finding]:
 
 def _check_lifecycle(spec: BucketSpec, rules: list | None) -> list[Finding]:
     findings = []
+    if not any(
+        r.get("Status") == "Enabled" and _rule_prefix(r) == LEASE_PREFIX and r.get("Expiration")
+        for r in rules or []
+    ):
+        findings.append(
+            Finding("lifecycle", f"no expiry rule for {LEASE_PREFIX!r}: old leases stay forever")
+        )
+    if spec.expire_days is None:
+        return findings
     for prefix in spec.prefixes:
         days = [
             (r.get("Expiration") or {}).get("Days")
@@ -814,9 +844,9 @@ def _check_policy(spec: BucketSpec, policy: dict | None) -> list[Finding]:
 def check_bucket(client: Any, spec: BucketSpec) -> list[Finding]:
     """Everything missing or wrong on an existing bucket, compared with `spec`.
 
-    An empty list means the bucket is ready. Lifecycle is checked only when
-    `spec.expire_days` is set; the policy and Block Public Access only when
-    `spec.public_read`. Account-wide Block Public Access cannot be seen from here.
+    An empty list means the bucket is ready. The tiles' lifecycle is checked only when
+    `spec.expire_days` is set (the leases' always); the policy and Block Public Access
+    only when `spec.public_read`. Account-wide Block Public Access cannot be seen from here.
     """
     try:
         current = read_current(client, spec.bucket)
@@ -824,8 +854,7 @@ def check_bucket(client: Any, spec: BucketSpec) -> list[Finding]:
         return [Finding("bucket", str(err))]
     findings = _check_website(spec, current.website)
     findings += _check_cors(spec, current.cors_rules)
-    if spec.expire_days is not None:
-        findings += _check_lifecycle(spec, current.lifecycle_rules)
+    findings += _check_lifecycle(spec, current.lifecycle_rules)
     if spec.public_read:
         findings += _check_policy(spec, current.policy)
         if _blocks_public_policy(current.public_access_block):

@@ -237,6 +237,7 @@ def test_bucket_setup_stores_the_documents_and_check_passes(cli_env, s3, bucket)
     assert cors[0]["AllowedOrigins"] == ["https://map.example.com"]
     lifecycle = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     assert {(r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in lifecycle} == {
+        ("_leases/", 1),
         ("tiles/", 30),
         ("roads/", 30),
     }
@@ -251,7 +252,8 @@ def test_bucket_setup_stores_the_documents_and_check_passes(cli_env, s3, bucket)
     # The IAM policy for the instance role is printed as JSON.
     iam_text = result.stdout.split("(least privilege):\n", 1)[1].rsplit("\nbucket setup", 1)[0]
     iam = json.loads(iam_text)
-    assert {s["Sid"] for s in iam["Statement"]} == {"ReadWriteTiles", "MissingTilesAnswer404"}
+    sids = {s["Sid"] for s in iam["Statement"]}
+    assert sids == {"ReadWriteTiles", "MetatileLeases", "MissingTilesAnswer404"}
 
     check = run(
         "bucket", "check", "--bucket", bucket, "--tiler-host", HOST, "--prefix", "tiles/",

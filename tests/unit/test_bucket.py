@@ -146,10 +146,17 @@ def test_bad_cors_origin_is_refused():
         spec(cors_origins=("map.example.com/x",))
 
 
-def test_lifecycle_expires_each_prefix():
+def test_lifecycle_expires_each_prefix_and_always_the_leases():
     doc = lifecycle_configuration(["tiles/", "roads/"], 30)
-    assert [r["Filter"] for r in doc["Rules"]] == [{"Prefix": "tiles/"}, {"Prefix": "roads/"}]
-    assert all(r["Expiration"] == {"Days": 30} and r["Status"] == "Enabled" for r in doc["Rules"])
+    assert [(r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in doc["Rules"]] == [
+        ("_leases/", 1),  # a finished render kept for seconds: gone after S3's least, a day
+        ("tiles/", 30),
+        ("roads/", 30),
+    ]
+    assert all(r["Status"] == "Enabled" for r in doc["Rules"])
+    assert [r["Filter"] for r in lifecycle_configuration(["tiles/"], None)["Rules"]] == [
+        {"Prefix": "_leases/"}
+    ]
 
 
 def test_public_read_policy_grants_get_object_on_the_prefixes_only():
@@ -174,6 +181,9 @@ def test_instance_role_policy_is_least_privilege():
     assert actions == {
         ("s3:GetObject", f"arn:aws:s3:::{BUCKET}/tiles/*"),
         ("s3:PutObject", f"arn:aws:s3:::{BUCKET}/tiles/*"),
+        # the instances' metatile leases
+        ("s3:GetObject", f"arn:aws:s3:::{BUCKET}/_leases/*"),
+        ("s3:PutObject", f"arn:aws:s3:::{BUCKET}/_leases/*"),
         # so that a missing tile answers 404, not 403
         ("s3:ListBucket", f"arn:aws:s3:::{BUCKET}"),
     }
@@ -185,9 +195,10 @@ def test_instance_role_policy_is_least_privilege():
 # --- planning and merging -------------------------------------------------------------------
 
 
-def test_plan_without_expiry_sends_no_lifecycle():
-    names = [step.name for step in plan_setup(spec())]
-    assert names == ["website", "cors", "policy"]
+def test_plan_without_expiry_sends_the_leases_lifecycle_only():
+    steps = plan_setup(spec())
+    assert [step.name for step in steps] == ["website", "cors", "lifecycle", "policy"]
+    assert [r["Filter"]["Prefix"] for r in steps[2].document["Rules"]] == ["_leases/"]
     names = [step.name for step in plan_setup(spec(expire_days=30, public_read=False))]
     assert names == ["website", "cors", "lifecycle"]
 
@@ -223,15 +234,17 @@ def test_plan_with_block_public_access_on_refuses_without_the_flag():
     with pytest.raises(PublicAccessBlocked, match="--relax-public-access-block"):
         plan_setup(spec(), current)
     steps = plan_setup(spec(relax_public_access_block=True), current)
-    assert [s.name for s in steps] == ["website", "cors", "public-access-block", "policy"]
-    assert steps[2].document == {
+    names = ["website", "cors", "lifecycle", "public-access-block", "policy"]
+    assert [s.name for s in steps] == names
+    assert steps[3].document == {
         "BlockPublicAcls": True,
         "IgnorePublicAcls": True,
         "BlockPublicPolicy": False,
         "RestrictPublicBuckets": False,
     }
     # Not public: Block Public Access is none of our business.
-    assert [s.name for s in plan_setup(spec(public_read=False), current)] == ["website", "cors"]
+    steps = plan_setup(spec(public_read=False), current)
+    assert [s.name for s in steps] == ["website", "cors", "lifecycle"]
 
 
 # --- against moto -----------------------------------------------------------------------------
@@ -250,7 +263,8 @@ def test_setup_stores_every_document(s3):
 
     rules = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
     assert [(r["Filter"], r["Expiration"], r["Status"]) for r in rules] == [
-        ({"Prefix": "tiles/"}, {"Days": 30}, "Enabled")
+        ({"Prefix": "_leases/"}, {"Days": 1}, "Enabled"),
+        ({"Prefix": "tiles/"}, {"Days": 30}, "Enabled"),
     ]
 
     policy = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])
@@ -296,7 +310,7 @@ def test_setup_twice_is_idempotent_and_keeps_foreign_settings(s3):
 
     rules = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
     expiry = {r["Filter"]["Prefix"]: r["Expiration"]["Days"] for r in rules}
-    assert expiry == {"tiles/": 60, "logs/": 3}
+    assert expiry == {"_leases/": 1, "tiles/": 60, "logs/": 3}
     statements = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])["Statement"]
     assert [s["Sid"] for s in statements] == ["Uploader", b.POLICY_SID]
     assert len(s3.get_bucket_website(Bucket=BUCKET)["RoutingRules"]) == 2
@@ -331,7 +345,8 @@ def test_setup_refuses_before_sending_anything_when_public_access_is_blocked(s3)
 def test_check_on_a_bare_bucket_lists_every_missing_piece(s3):
     findings = check_bucket(s3, spec(expire_days=30))
     areas = [f.area for f in findings]
-    assert areas == ["website", "cors", "lifecycle", "policy"]
+    assert areas == ["website", "cors", "lifecycle", "lifecycle", "policy"]
+    assert "_leases/" in str(findings[2]) and "tiles/" in str(findings[3])
     assert all(isinstance(f, Finding) and "\n" not in str(f) for f in findings)
 
 
@@ -384,7 +399,7 @@ def test_check_of_a_missing_bucket_is_one_finding(s3):
 
 def test_dry_run_without_a_readable_bucket_still_shows_the_documents(s3, caplog):
     steps = setup_bucket(s3, spec(bucket="not-created-yet"), dry_run=True)
-    assert [s.name for s in steps] == ["website", "cors", "policy"]
+    assert [s.name for s in steps] == ["website", "cors", "lifecycle", "policy"]
     assert "not-created-yet" in caplog.text
     with pytest.raises(b.BucketNotFound):
         setup_bucket(s3, spec(bucket="not-created-yet"))
