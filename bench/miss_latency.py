@@ -59,6 +59,14 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=300, help="distinct tiles per path")
     parser.add_argument("--zoom", type=int, default=15)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--store", choices=("s3", "local"), default="s3", help="the tile store")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the service, e.g. WEB_CONCURRENCY=1 (repeatable)",
+    )
     args = parser.parse_args()
     random.seed(args.seed)
     os.environ.update(AWS)
@@ -79,18 +87,19 @@ def main() -> None:
         s3 = boto3.client("s3", endpoint_url=moto.url)
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         s3.create_bucket(Bucket=bucket)
+        store = {"BUCKET_NAME": bucket, "AWS_ENDPOINT_URL": moto.url} if args.store == "s3" else {}
         app = GunicornApp(
             {
                 **AWS,
                 "WMS_SERVER": wms.url,
                 "MAP_LAYERS": wms.layers,
-                "BUCKET_NAME": bucket,
-                "AWS_ENDPOINT_URL": moto.url,
+                **store,
                 "LOCAL_CACHE_DIR": f"{tmp}/tiles",
                 "LOG_LEVEL": "WARNING",
                 # One GetMap per tile: the comparison is a miss against the GetMap it makes.
                 "METATILE": "1x1",
                 "META_BUFFER": "0",
+                **dict(item.split("=", 1) for item in args.env),
             }
         ).start()
         session = requests.Session()
@@ -134,11 +143,14 @@ def main() -> None:
         for t in known:
             results["hit"].append(timed_get(session, f"{app.url}/{key(t)}"))
         cpu_hits = service_cpu_seconds(app.process.pid) - cpu_before
-        stored = sum(
-            1
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-            for _ in page.get("Contents", [])
-        )
+        if args.store == "s3":
+            stored = sum(
+                1
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+                for _ in page.get("Contents", [])
+            )
+        else:
+            stored = sum(1 for _ in Path(tmp, "tiles").rglob("*.png"))
         app.stop()
         moto.stop()
 
@@ -147,7 +159,7 @@ def main() -> None:
         ("direct WMS GetMap (floor)", results["direct"] + results["direct2"]),
         ("miss, known (redirect form)", results["known"]),
         ("miss, cache read first", results["plain"]),
-        ("hit (S3 GetObject)", results["hit"]),
+        ("hit (S3 GetObject)" if args.store == "s3" else "hit (file)", results["hit"]),
     ]
     print(f"\n{args.tiles} distinct z{args.zoom} tiles per path, concurrency 1, interleaved")
     print(f"{'path':32} {'p50 ms':>8} {'p95 ms':>8} {'p50 / WMS p50':>14}")

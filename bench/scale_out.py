@@ -154,6 +154,44 @@ def run_setup(name, instances, workers, form, keys, clients, wms, moto, s3, spoo
     )
 
 
+def lone_misses(count: int, zoom: int, wms, moto, s3, spool_root) -> dict[str, list[float]]:
+    """Latency of a lone miss with and without the fleet lease, interleaved: one tile of
+    each of `count` distinct metatiles per service, in random order, one at a time."""
+    centre = mercantile.tile(*CENTRE, zoom)
+    apps = {}
+    for name, leases in (("with lease", "true"), ("without lease", "false")):
+        bucket = f"bench-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=bucket)
+        apps[name] = GunicornApp(
+            {
+                **AWS,
+                "WMS_SERVER": wms.url,
+                "MAP_LAYERS": wms.layers,
+                "BUCKET_NAME": bucket,
+                "AWS_ENDPOINT_URL": moto.url,
+                "WEB_CONCURRENCY": "1",
+                "FLEET_LEASES": leases,
+                "SPOOL_DIR": str(spool_root / bucket),
+                "LOG_LEVEL": "WARNING",
+            }
+        ).start()
+    session = requests.Session()
+    latencies: dict[str, list[float]] = {name: [] for name in apps}
+    try:
+        for n in range(count + 5):  # the first five warm both paths
+            x, y = centre.x + 4 * (n % 20) - 40, centre.y + 4 * (n // 20) - 40
+            key = f"tiles/{zoom}/{x}/{2**zoom - 1 - y}.png"
+            for name in random.sample(list(apps), len(apps)):
+                started = time.perf_counter()
+                answer = session.get(f"{apps[name].url}/miss/{key}", timeout=60)
+                if answer.status_code == 200 and n >= 5:
+                    latencies[name].append(time.perf_counter() - started)
+    finally:
+        for app in apps.values():
+            app.stop()
+    return latencies
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
@@ -190,6 +228,7 @@ def main() -> None:
     parser.add_argument("--zoom", type=int, default=15)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--forms", default="miss,key", help="miss, key or both")
+    parser.add_argument("--lone", type=int, default=60, help="lone misses timed per service")
     args = parser.parse_args()
     moto = MotoServer().start()
     wms = DemoWMS().start()
@@ -217,10 +256,17 @@ def main() -> None:
                         spool_root,
                     )  # fmt: skip
                 )
+        lone = lone_misses(args.lone, args.zoom, wms, moto, s3, spool_root)
     finally:
         wms.stop()
         moto.stop()
     report(outcomes)
+    with_lease, without = (statistics.median(lone[k]) for k in ("with lease", "without lease"))
+    print(
+        f"lone miss, 4x4 metatile, c=1, p50: {1000 * with_lease:.1f} ms with the lease, "
+        f"{1000 * without:.1f} ms without (+{1000 * (with_lease - without):.1f} ms, "
+        f"{len(lone['with lease'])} misses each, interleaved)"
+    )
 
 
 if __name__ == "__main__":
