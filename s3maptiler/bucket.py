@@ -33,7 +33,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .leases import DEFAULT_PREFIX as LEASE_PREFIX
+from s3maptiler.leases import DEFAULT_PREFIX as LEASE_PREFIX
 
 __all__ = [
     "MAX_ROUTING_RULES",

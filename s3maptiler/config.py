@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from .grids import TileGrid, get_grid
+from s3maptiler.grids import TileGrid, get_grid
 
 # Tile file extensions the service understands, and the WMS FORMAT each one asks for.
 FORMATS: dict[str, str] = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
@@ -404,7 +404,7 @@ def load_settings(
 
     layers_file = read.text("LAYERS_FILE")
     if layers_file is not None:
-        from .layersfile import load_layers_file  # imports config: load it late
+        from s3maptiler.layersfile import load_layers_file  # imports config: load it late
 
         layers = load_layers_file(Path(layers_file))
     else:

@@ -453,9 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
     try:
-        wms = DemoWMS(
-            port=args.port, fcgi_processes=args.processes, demo_dir=args.demo_dir
-        ).start()
+        wms = DemoWMS(port=args.port, fcgi_processes=args.processes, demo_dir=args.demo_dir).start()
     except DemoWMSError as exc:
         log.error("%s", exc)
         return 1

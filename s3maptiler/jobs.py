@@ -30,10 +30,10 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .pipeline import LayerRuntime, SharedBlanks
-from .seed import BadJob, ListingCache, MetaJob, RenderCounts, render_metatile
-from .stores import StoreError, TileStore
-from .wms import WMSClient, WMSError
+from s3maptiler.pipeline import LayerRuntime, SharedBlanks
+from s3maptiler.seed import BadJob, ListingCache, MetaJob, RenderCounts, render_metatile
+from s3maptiler.stores import StoreError, TileStore
+from s3maptiler.wms import WMSClient, WMSError
 
 __all__ = [
     "MAX_BATCH",

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .config import (
+from s3maptiler.config import (
     LAYER_NAME_RE,
     TILE_FORMATS,
     WMS_VERSIONS,
@@ -26,7 +26,7 @@ from .config import (
     check_url,
     default_meta_buffer,
 )
-from .grids import (
+from s3maptiler.grids import (
     Bbox,
     GridError,
     Tile,
@@ -37,7 +37,7 @@ from .grids import (
     grid_from_arcgis_tileinfo,
     tile_lonlat_bounds,
 )
-from .layouts import LAYOUTS
+from s3maptiler.layouts import LAYOUTS
 
 GRID_KEYS = {"srs", "origin", "tile_size", "resolutions", "bbox", "arcgis_tileinfo", "arcgis_conf"}
 

@@ -33,8 +33,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .pipeline import BadBundle, RenderedTiles, read_header
-from .singleflight import WaitTimeout, failure_record, from_record
+from s3maptiler.pipeline import BadBundle, RenderedTiles, read_header
+from s3maptiler.singleflight import WaitTimeout, failure_record, from_record
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
-from .grids import Bbox, Tile, TileGrid
+from s3maptiler.grids import Bbox, Tile, TileGrid
 
 __all__ = [
     "FORMATS",

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from . import metrics
-from .config import TILE_FORMATS, Layer, TileFormat
-from .grids import GridError, Tile, TileGrid, tile_lonlat_bounds
-from .guard import WMSGuard
-from .layouts import Layout, LayoutError, get_layout
-from .metatile import (
+from s3maptiler import metrics
+from s3maptiler.config import TILE_FORMATS, Layer, TileFormat
+from s3maptiler.grids import GridError, Tile, TileGrid, tile_lonlat_bounds
+from s3maptiler.guard import WMSGuard
+from s3maptiler.layouts import Layout, LayoutError, get_layout
+from s3maptiler.metatile import (
     Encoder,
     MetaTile,
     MetaTileError,
@@ -42,9 +42,9 @@ from .metatile import (
     slice_image,
     uniform_tile,
 )
-from .stores import TileStore
-from .uploads import UploadJob
-from .wms import WMSBadImage, WMSClient, WMSError, WMSSource
+from s3maptiler.stores import TileStore
+from s3maptiler.uploads import UploadJob
+from s3maptiler.wms import WMSBadImage, WMSClient, WMSError, WMSSource
 
 # Blank keys remembered as stored; more are forgotten oldest first (and re-uploaded once).
 BLANKS_REMEMBERED = 1024

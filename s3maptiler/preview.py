@@ -37,9 +37,9 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, has_request_context, render_template, request
 
-from . import capabilities
-from .config import Layer
-from .grids import MAX_MERCATOR_LAT, Tile, TileGrid
+from s3maptiler import capabilities
+from s3maptiler.config import Layer
+from s3maptiler.grids import MAX_MERCATOR_LAT, Tile, TileGrid
 
 __all__ = [
     "BUILD_HINT",

@@ -16,8 +16,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from . import capabilities
-from .config import Layer
+from s3maptiler import capabilities
+from s3maptiler.config import Layer
 
 DOCUMENT_CACHE_CONTROL = "public, max-age=300"
 #: Documents written outside every layer's prefix; `bucket setup` makes them public too.

@@ -39,13 +39,13 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .config import Layer
-from .grids import Bbox, GridError, Tile, TileGrid, lonlat_to_tile, tile_lonlat_bounds
-from .guard import WMSGuard
-from .metatile import MetaTile, metatile_for
-from .pipeline import LayerRuntime, Renderer, SharedBlanks, seed_metatile
-from .stores import LocalStore, S3Store, StoreError, TileStore
-from .wms import WMSClient, WMSError
+from s3maptiler.config import Layer
+from s3maptiler.grids import Bbox, GridError, Tile, TileGrid, lonlat_to_tile, tile_lonlat_bounds
+from s3maptiler.guard import WMSGuard
+from s3maptiler.metatile import MetaTile, metatile_for
+from s3maptiler.pipeline import LayerRuntime, Renderer, SharedBlanks, seed_metatile
+from s3maptiler.stores import LocalStore, S3Store, StoreError, TileStore
+from s3maptiler.wms import WMSClient, WMSError
 
 __all__ = [
     "Coverage",

@@ -40,19 +40,19 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from . import metrics
-from .config import Layer, Settings
-from .grids import GridError, Tile, TileOutOfRange, tile_lonlat_bounds
-from .guard import WMSGuard
-from .layouts import LayoutError, get_layout
-from .leases import Lease, Leases
-from .metatile import MetaTile, SlicedTile, uniform_tile
-from .pipeline import Cut, LayerRuntime, RenderedTiles, Renderer, SharedBlanks, overlaps
-from .singleflight import RenderFailed, SingleFlight, wait_for
-from .spool import Spool, Turn
-from .stores import StoredTile, StoreError, TileStore
-from .uploads import UploadPool
-from .wms import WMSClient
+from s3maptiler import metrics
+from s3maptiler.config import Layer, Settings
+from s3maptiler.grids import GridError, Tile, TileOutOfRange, tile_lonlat_bounds
+from s3maptiler.guard import WMSGuard
+from s3maptiler.layouts import LayoutError, get_layout
+from s3maptiler.leases import Lease, Leases
+from s3maptiler.metatile import MetaTile, SlicedTile, uniform_tile
+from s3maptiler.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer, SharedBlanks, overlaps
+from s3maptiler.singleflight import RenderFailed, SingleFlight, wait_for
+from s3maptiler.spool import Spool, Turn
+from s3maptiler.stores import StoredTile, StoreError, TileStore
+from s3maptiler.uploads import UploadPool
+from s3maptiler.wms import WMSClient
 
 log = logging.getLogger(__name__)
 

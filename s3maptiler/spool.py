@@ -36,8 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pipeline import BadBundle, RenderedTiles, read_header
-from .singleflight import WaitTimeout, failure_record, from_record
+from s3maptiler.pipeline import BadBundle, RenderedTiles, read_header
+from s3maptiler.singleflight import WaitTimeout, failure_record, from_record
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import time
 
 from flask import Blueprint, Response, current_app, request
 
-from .jobs import BadMessage, JobFailed, handle_message
+from s3maptiler.jobs import BadMessage, JobFailed, handle_message
 
 log = logging.getLogger(__name__)
 

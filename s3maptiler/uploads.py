@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .stores import StoreError, TileStore
+from s3maptiler.stores import StoreError, TileStore
 
 __all__ = ["InvalidPoolSettings", "UploadError", "UploadJob", "UploadPool"]
 

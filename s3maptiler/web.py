@@ -30,12 +30,12 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
-from . import capabilities, metrics, preview
-from .config import IPNetwork, Settings, load_settings
-from .guard import WMSUnavailable
-from .leases import Leases
-from .pipeline import SharedBlanks
-from .service import (
+from s3maptiler import capabilities, metrics, preview
+from s3maptiler.config import IPNetwork, Settings, load_settings
+from s3maptiler.guard import WMSUnavailable
+from s3maptiler.leases import Leases
+from s3maptiler.pipeline import SharedBlanks
+from s3maptiler.service import (
     BadTileRequest,
     TileNotFound,
     TileRequest,
@@ -44,10 +44,10 @@ from .service import (
     TileService,
     check_key,
 )
-from .spool import Spool
-from .stores import LocalStore, S3Store, TileStore, make_s3_client
-from .uploads import UploadJob, UploadPool
-from .wms import WMSClient, WMSError
+from s3maptiler.spool import Spool
+from s3maptiler.stores import LocalStore, S3Store, TileStore, make_s3_client
+from s3maptiler.uploads import UploadJob, UploadPool
+from s3maptiler.wms import WMSClient, WMSError
 
 log = logging.getLogger("s3maptiler.request")
 
@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     app.register_blueprint(preview.blueprint)
     if settings.tasks_enabled:
         # POST /tasks/seed renders on demand: only on a worker tier that asks for it.
-        from .tasks import tasks
+        from s3maptiler.tasks import tasks
 
         app.register_blueprint(tasks)
 
@@ -304,9 +304,7 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     return app
 
 
-def _refused_hop(
-    allowed: tuple[IPNetwork, ...], peer: str | None, headers: Headers
-) -> str | None:
+def _refused_hop(allowed: tuple[IPNetwork, ...], peer: str | None, headers: Headers) -> str | None:
     """The first address of a request's path that is in none of `allowed`, else None.
 
     The path is the peer (behind Elastic Beanstalk, nginx on 127.0.0.1) and every
