@@ -32,8 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from s3maptiler.demowms import DemoWMS  # noqa: E402
-from s3maptiler.grids import WEB_MERCATOR, Tile, lonlat_to_tile  # noqa: E402
-from s3maptiler.metatile import Encoder, MetaTile, metatile_for, slice_image  # noqa: E402
+from s3maptiler.render.encode import Encoder, slice_image  # noqa: E402
+from s3maptiler.tiles.grids import WEB_MERCATOR, Tile  # noqa: E402
+from s3maptiler.tiles.metatile import MetaTile, metatile_for  # noqa: E402
+from s3maptiler.tiles.tilemath import lonlat_to_tile  # noqa: E402
 from s3maptiler.wms import WMSClient, WMSSource  # noqa: E402
 
 META_SIZE = (4, 4)

@@ -24,23 +24,30 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import mimetypes
 import os
 import random
 import re
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3maptiler.grids import MERCATOR_EXTENT, Bbox, GridError, TileGrid
-from s3maptiler.layouts import Layout, LayoutError
-from s3maptiler.stores import is_retryable, sniff_content_type
+from s3maptiler.stores import is_retryable
+from s3maptiler.tiles.arcgis import (
+    ArcgisCacheInfo,
+    ConfXmlError,
+    Lod,
+    parse_conf_cdi,
+    parse_conf_xml,
+)
+from s3maptiler.tiles.formats import content_type_for
+from s3maptiler.tiles.grids import Bbox, GridError, TileGrid
+from s3maptiler.tiles.layouts import Layout, LayoutError
+from s3maptiler.tiles.srs import MERCATOR_EXTENT, crs
 
 __all__ = [
     "UPLOADED",
@@ -95,10 +102,6 @@ class BulkError(Exception):
 
 class SourceError(BulkError):
     """The source directory is missing, holds no tiles, or is a cache we cannot read."""
-
-
-class ConfXmlError(SourceError):
-    """An ArcGIS conf.xml or conf.cdi that cannot be parsed."""
 
 
 class ListingFailed(BulkError):
@@ -196,8 +199,8 @@ def convert_key(path: str, source: Layout, target: Layout | None, grid: TileGrid
     for); otherwise the tile is parsed and formatted in `target`. Raises
     LayoutError or GridError when `path` is not a tile of `grid`.
 
-    >>> from s3maptiler.grids import WEB_MERCATOR
-    >>> from s3maptiler.layouts import get_layout
+    >>> from s3maptiler.tiles.grids import WEB_MERCATOR
+    >>> from s3maptiler.tiles.layouts import get_layout
     >>> convert_key("L03/R00000002/C00000005.png", get_layout("arcgis"),
     ...             get_layout("tms"), WEB_MERCATOR)
     '3/5/5.png'
@@ -251,12 +254,6 @@ def walk_tiles(
         seen[key] = rel
         tiles.append(LocalTile(tile_root / rel, key))
     return TileWalk(tuple(tiles), tuple(ignored))
-
-
-def content_type_for(data: bytes, name: str) -> str:
-    """The Content-Type of a tile: sniffed from the bytes (PNG, JPEG, GIF, WebP, TIFF),
-    else guessed from the file name, else ``application/octet-stream``."""
-    return sniff_content_type(data) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 # --- the destination ----------------------------------------------------------------
@@ -536,106 +533,17 @@ def publish_json(
 # --- ArcGIS conf.xml ----------------------------------------------------------------
 
 
-class Lod(NamedTuple):
-    """One ArcGIS level of detail: `resolution` in CRS units per pixel, map `scale`."""
-
-    level: int
-    resolution: float
-    scale: float
-
-
-@dataclass(frozen=True)
-class ArcgisCacheInfo:
-    """What an ArcGIS exploded cache's ``conf.xml`` says about its tiles.
-
-    `origin` is the top-left corner of the tiling scheme in CRS units; `wkid` and
-    `latest_wkid` the spatial reference (None when only a WKT is given); `geographic`
-    True for a geographic (degrees) coordinate system.
-    """
-
-    origin: tuple[float, float]
-    tile_cols: int
-    tile_rows: int
-    dpi: int
-    lods: tuple[Lod, ...]
-    tile_format: str = "PNG"
-    compression_quality: int = 0
-    wkid: int | None = None
-    latest_wkid: int | None = None
-    wkt: str | None = None
-    geographic: bool = False
-    storage_format: str = "esriMapCacheStorageModeExploded"
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _child(element: ET.Element, name: str) -> ET.Element | None:
-    return next((c for c in element if _local(c.tag) == name), None)
-
-
-def _text(element: ET.Element | None, name: str, default: str | None = None) -> str | None:
-    child = _child(element, name) if element is not None else None
-    if child is None or child.text is None or not child.text.strip():
-        return default
-    return child.text.strip()
-
-
-def _parse_xml(path: Path) -> ET.Element:
+def _read(path: Path) -> str:
     try:
-        return ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as err:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
         raise ConfXmlError(f"cannot read {path}: {err}") from err
 
 
 def read_conf_xml(path: str | os.PathLike) -> ArcgisCacheInfo:
-    """Parse an ArcGIS cache ``conf.xml`` (``CacheInfo`` / ``TileCacheInfo``)."""
+    """Parse an ArcGIS exploded cache's ``conf.xml`` (``CacheInfo`` / ``TileCacheInfo``)."""
     path = Path(path)
-    root = _parse_xml(path)
-    info = root if _local(root.tag) == "TileCacheInfo" else _child(root, "TileCacheInfo")
-    if info is None:
-        raise ConfXmlError(f"{path}: no TileCacheInfo element")
-    try:
-        origin = _child(info, "TileOrigin")
-        lods_el = _child(info, "LODInfos")
-        lods = tuple(
-            sorted(
-                Lod(
-                    int(_text(lod, "LevelID") or ""),
-                    float(_text(lod, "Resolution") or ""),
-                    float(_text(lod, "Scale") or ""),
-                )
-                for lod in (lods_el if lods_el is not None else [])
-                if _local(lod.tag) == "LODInfo"
-            )
-        )
-        srs = _child(info, "SpatialReference")
-        srs_type = ""
-        if srs is not None:
-            srs_type = next((v for k, v in srs.attrib.items() if _local(k) == "type"), "")
-        image = _child(root, "TileImageInfo")
-        storage = _child(root, "CacheStorageInfo")
-        wkid = _text(srs, "WKID")
-        latest = _text(srs, "LatestWKID")
-        parsed = ArcgisCacheInfo(
-            origin=(float(_text(origin, "X") or ""), float(_text(origin, "Y") or "")),
-            tile_cols=int(_text(info, "TileCols", "256") or 256),
-            tile_rows=int(_text(info, "TileRows", "256") or 256),
-            dpi=int(float(_text(info, "DPI", "96") or 96)),
-            lods=lods,
-            tile_format=_text(image, "CacheTileFormat", "PNG") or "PNG",
-            compression_quality=int(_text(image, "CompressionQuality", "0") or 0),
-            wkid=int(wkid) if wkid else None,
-            latest_wkid=int(latest) if latest else None,
-            wkt=_text(srs, "WKT"),
-            geographic="Geographic" in srs_type or wkid == "4326",
-            storage_format=_text(storage, "StorageFormat", "esriMapCacheStorageModeExploded") or "",
-        )
-    except ValueError as err:
-        raise ConfXmlError(f"{path}: a number in TileCacheInfo is malformed ({err})") from err
-    if not parsed.lods:
-        raise ConfXmlError(f"{path}: no LODInfo levels")
+    parsed = parse_conf_xml(_read(path), str(path))
     if "Exploded" not in parsed.storage_format:
         raise ConfXmlError(
             f"{path}: {parsed.storage_format} is not an exploded cache "
@@ -649,15 +557,7 @@ def read_conf_cdi(path: str | os.PathLike) -> Bbox | None:
     path = Path(path)
     if not path.is_file():
         return None
-    root = _parse_xml(path)
-    try:
-        values = [float(_text(root, name) or "") for name in ("XMin", "YMin", "XMax", "YMax")]
-    except ValueError as err:
-        raise ConfXmlError(f"{path}: malformed envelope ({err})") from err
-    return Bbox(*values)
-
-
-_MERCATOR_WKIDS = frozenset({102100, 102113, 3857, 900913, 3785})
+    return parse_conf_cdi(_read(path), str(path))
 
 
 def mapserver_json(info: ArcgisCacheInfo, name: str, extent: Bbox | None = None) -> dict:
@@ -673,7 +573,7 @@ def mapserver_json(info: ArcgisCacheInfo, name: str, extent: Bbox | None = None)
     else:
         srs = {"wkt": info.wkt or ""}
     if extent is None:
-        if info.wkid in _MERCATOR_WKIDS:
+        if info.wkid is not None and crs(f"EPSG:{info.wkid}").kind == "mercator":
             extent = Bbox(-MERCATOR_EXTENT, -MERCATOR_EXTENT, MERCATOR_EXTENT, MERCATOR_EXTENT)
         else:
             first = info.lods[0].resolution

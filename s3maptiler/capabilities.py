@@ -43,18 +43,11 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from s3maptiler.config import Layer
-from s3maptiler.grids import (
-    EARTH_RADIUS,
-    GLOBAL_GEODETIC,
-    MAX_MERCATOR_LAT,
-    MERCATOR_EXTENT,
-    WEB_MERCATOR,
-    Bbox,
-    Tile,
-    TileGrid,
-    arcgis_scale,
-    scale_denominator,
-)
+from s3maptiler.tiles import srs
+from s3maptiler.tiles.formats import JPEG_QUALITY, esri_formats
+from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox, Tile, TileGrid
+from s3maptiler.tiles.srs import CRS
+from s3maptiler.tiles.tilemath import arcgis_scale, scale_denominator
 
 __all__ = [
     "ARCGIS_CAPABILITIES",
@@ -107,10 +100,6 @@ _WMTS_KEY_TEMPLATES = {
     "xyz": "{TileMatrix}/{TileCol}/{TileRow}",
     "wmts": "{TileMatrix}/{TileRow}/{TileCol}",
 }
-# Esri's tileInfo.format names for our tile formats.
-_ARCGIS_FORMATS = {"png": "PNG32", "png8": "PNG8", "jpeg": "JPEG"}
-# The JPEG quality metatile.Encoder uses by default; ArcGIS reports it, clients ignore it.
-_JPEG_QUALITY = 90
 _CALLBACK_RE = re.compile(r"[A-Za-z_$][0-9A-Za-z_$]*(?:\.[A-Za-z_$][0-9A-Za-z_$]*)*")
 _CALLBACK_MAX = 128
 # A corner that moves by less than this many pixels between zoom levels is "the same".
@@ -164,66 +153,7 @@ def _pair(a: float, b: float) -> str:
     return f"{_num(a)} {_num(b)}"
 
 
-# --------------------------------------------------------------------------- CRS
-
-
-@dataclass(frozen=True)
-class _Crs:
-    kind: str  # "mercator", "geographic" or "other"
-    urn: str  # WMTS SupportedCRS
-    srs: str  # TMS SRS
-    wkid: int | None  # ArcGIS wkid, latestWkid
-    latest_wkid: int | None
-    lat_first: bool  # axis order of the URN: latitude/northing first
-
-
-_MERCATOR_CODES = frozenset({"3857", "900913", "3785", "102100", "102113"})
-
-
-def _crs(srs: str) -> _Crs:
-    """What each document calls a grid's CRS.
-
-    There is no projection library here: like :func:`s3maptiler.grids.meters_per_unit`,
-    EPSG:4326 and CRS:84 are the geographic CRSs and every other code is taken to be
-    projected with easting/northing axes.
-    """
-    text = srs.strip()
-    upper = text.upper()
-    if upper.startswith("URN:OGC:DEF:CRS:"):
-        parts = upper.split(":")  # urn:ogc:def:crs:AUTHORITY:[version]:CODE
-        auth, code = (parts[4], parts[-1]) if len(parts) >= 6 else ("", "")
-    else:
-        auth, _, code = upper.partition(":")
-    if auth in ("EPSG", "ESRI") and code in _MERCATOR_CODES:
-        return _Crs("mercator", "urn:ogc:def:crs:EPSG::3857", "EPSG:3857", 102100, 3857, False)
-    if auth == "EPSG" and code == "4326":
-        return _Crs("geographic", "urn:ogc:def:crs:EPSG::4326", "EPSG:4326", 4326, 4326, True)
-    if (auth, code) in (("CRS", "84"), ("OGC", "CRS84")):
-        urn = "urn:ogc:def:crs:OGC:1.3:CRS84"
-        return _Crs("geographic", urn, "CRS:84", 4326, 4326, False)
-    if auth == "EPSG" and code.isdigit():
-        wkid = int(code)
-        return _Crs("other", f"urn:ogc:def:crs:EPSG::{code}", f"EPSG:{code}", wkid, wkid, False)
-    return _Crs("other", text, text, None, None, False)
-
-
-def _lonlat_to_native(crs: _Crs, lon: float, lat: float) -> tuple[float, float]:
-    """A point in decimal degrees in the grid's CRS units (meters or degrees)."""
-    if crs.kind == "mercator":
-        lat = max(-MAX_MERCATOR_LAT, min(MAX_MERCATOR_LAT, lat))
-        x = lon * MERCATOR_EXTENT / 180.0
-        y = EARTH_RADIUS * math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
-        return x, y
-    return lon, lat
-
-
-def _native_to_lonlat(crs: _Crs, x: float, y: float) -> tuple[float, float]:
-    """A point in the grid's CRS units in decimal degrees."""
-    if crs.kind == "mercator":
-        lon = x * 180.0 / MERCATOR_EXTENT
-        lat = math.degrees(2 * math.atan(math.exp(y / EARTH_RADIUS)) - math.pi / 2)
-        return lon, lat
-    return x, y
+# --------------------------------------------------------------------------- extents
 
 
 def _intersect(a: Bbox, b: Bbox) -> Bbox | None:
@@ -242,7 +172,7 @@ class _View:
 
     layer: Layer
     grid: TileGrid
-    crs: _Crs
+    crs: CRS
     zooms: range  # the layer's zoom levels, clipped to the grid
     native: Bbox  # the extent in grid CRS units, inside the grid
     lonlat: Bbox | None  # the extent in decimal degrees; None when it cannot be known
@@ -258,24 +188,24 @@ class _View:
 
 def _view(layer: Layer) -> _View:
     grid = layer.tile_grid
-    crs = _crs(grid.srs)
+    crs = srs.crs(grid.srs)
     zooms = range(layer.min_zoom, min(layer.max_zoom, grid.max_zoom) + 1)
     if not zooms:
         raise CannotDescribe(
             f"layer {layer.name}: zoom {layer.min_zoom}..{layer.max_zoom} is outside"
             f" grid {grid.name} (0..{grid.max_zoom})"
         )
-    if crs.kind == "other":
+    if not crs.lonlat:
         # No projection library: a lon/lat extent cannot be moved into the grid's CRS.
         return _View(layer, grid, crs, zooms, grid.bbox, _bbox_or_none(layer.extent))
     grid_lonlat = Bbox(
-        *_native_to_lonlat(crs, grid.bbox.left, grid.bbox.bottom),
-        *_native_to_lonlat(crs, grid.bbox.right, grid.bbox.top),
+        *srs.to_lonlat(crs, grid.bbox.left, grid.bbox.bottom),
+        *srs.to_lonlat(crs, grid.bbox.right, grid.bbox.top),
     )
     if layer.extent is None:
         return _View(layer, grid, crs, zooms, grid.bbox, grid_lonlat)
     west, south, east, north = (float(v) for v in layer.extent)
-    projected = Bbox(*_lonlat_to_native(crs, west, south), *_lonlat_to_native(crs, east, north))
+    projected = Bbox(*srs.to_native(crs, west, south), *srs.to_native(crs, east, north))
     native = _intersect(projected, grid.bbox)
     lonlat = _intersect(Bbox(west, south, east, north), grid_lonlat)
     if native is None or lonlat is None:
@@ -462,7 +392,7 @@ def tile_map_service(
             maps,
             "TileMap",
             title=view.title,
-            srs=view.crs.srs,
+            srs=view.crs.name,
             profile=_tms_profile(view.grid),
             href=f"{base}/{tile_map_path(view.layer, mode)}",
         )
@@ -499,7 +429,7 @@ def tile_map(layer: Layer, base_url: str, mode: str = "service") -> str:
     )
     _sub(root, "Title", view.title)
     _sub(root, "Abstract", "")
-    _sub(root, "SRS", view.crs.srs)
+    _sub(root, "SRS", view.crs.name)
     _sub(
         root,
         "BoundingBox",
@@ -537,7 +467,7 @@ def tile_map(layer: Layer, base_url: str, mode: str = "service") -> str:
 
 
 def _geometry(grid: TileGrid) -> tuple[Any, ...]:
-    return (_crs(grid.srs).urn, grid.bbox, grid.tile_size, grid.resolutions, grid.origin)
+    return (srs.crs(grid.srs).urn, grid.bbox, grid.tile_size, grid.resolutions, grid.origin)
 
 
 def tile_matrix_set_id(grid: TileGrid) -> str:
@@ -559,7 +489,7 @@ def _wgs84_box(parent: ET.Element, box: Bbox) -> None:
     _sub(element, "ows:UpperCorner", _pair(box.right, box.top))
 
 
-def _native_box(parent: ET.Element, crs: _Crs, box: Bbox) -> None:
+def _native_box(parent: ET.Element, crs: CRS, box: Bbox) -> None:
     element = _sub(parent, "ows:BoundingBox", crs=crs.urn)
     if crs.lat_first:
         lower, upper = _pair(box.bottom, box.left), _pair(box.top, box.right)
@@ -607,7 +537,7 @@ def _limits(parent: ET.Element, view: _View, set_levels: int) -> None:
 
 
 def _tile_matrix_set(parent: ET.Element, set_id: str, grid: TileGrid, levels: int) -> None:
-    crs = _crs(grid.srs)
+    crs = srs.crs(grid.srs)
     element = _sub(parent, "TileMatrixSet")
     _sub(element, "ows:Identifier", set_id)
     _sub(element, "ows:SupportedCRS", crs.urn)
@@ -757,8 +687,8 @@ def arcgis_mapserver(layer: Layer) -> dict[str, Any]:
             "rows": grid.tile_size,
             "cols": grid.tile_size,
             "dpi": 96,
-            "format": _ARCGIS_FORMATS.get(fmt.name, fmt.name.upper()),
-            "compressionQuality": _JPEG_QUALITY if fmt.name == "jpeg" else 0,
+            "format": fmt.esri_name,
+            "compressionQuality": JPEG_QUALITY if fmt.name == "jpeg" else 0,
             "origin": {"x": origin[0], "y": origin[1]},
             "spatialReference": reference,
             "lods": lods,
@@ -768,18 +698,10 @@ def arcgis_mapserver(layer: Layer) -> dict[str, Any]:
         "minScale": arcgis_scale(grid, view.zooms.start),
         "maxScale": arcgis_scale(grid, view.zooms.stop - 1),
         "units": "esriDecimalDegrees" if crs.kind == "geographic" else "esriMeters",
-        "supportedImageFormatTypes": _arcgis_formats(layer),
+        "supportedImageFormatTypes": esri_formats(fmt, [layer.extension, *layer.formats]),
         "capabilities": ARCGIS_CAPABILITIES,
         "exportTilesAllowed": False,
     }
-
-
-def _arcgis_formats(layer: Layer) -> str:
-    """Esri's names of the image formats the layer serves, its own first."""
-    png = "PNG8" if layer.format == "png8" else "PNG32"
-    served = [layer.extension, *layer.formats]
-    names = ("JPG" if ext in ("jpg", "jpeg") else png for ext in served)
-    return ",".join(dict.fromkeys(names))
 
 
 def json_document(

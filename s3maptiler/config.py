@@ -21,27 +21,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from s3maptiler.grids import TileGrid, get_grid
-
-# Tile file extensions the service understands, and the WMS FORMAT each one asks for.
-FORMATS: dict[str, str] = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
-
-
-@dataclass(frozen=True)
-class TileFormat:
-    """How a layer's tiles are encoded: `png` (full colour), `png8` (palette), `jpeg`."""
-
-    name: str
-    extension: str  # in keys and URLs
-    media_type: str  # Content-Type of the tile
-    wms_format: str  # the WMS FORMAT parameter asked for
-
-
-TILE_FORMATS: dict[str, TileFormat] = {
-    "png": TileFormat("png", "png", "image/png", "image/png"),
-    "png8": TileFormat("png8", "png", "image/png", "image/png; mode=8bit"),
-    "jpeg": TileFormat("jpeg", "jpg", "image/jpeg", "image/jpeg"),
-}
+from s3maptiler.tiles.formats import EXTENSIONS, TILE_FORMATS, TileFormat, own_extension
+from s3maptiler.tiles.grids import TileGrid, get_grid
 
 WMS_VERSIONS = ("1.1.1", "1.3.0")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -101,11 +82,7 @@ class Layer:
     def extension(self) -> str:
         """The extension of the layer's own format in keys and URLs, one it serves:
         documents, the ArcGIS routes and seeding use it (TILE_FORMATS=jpeg,png: jpeg)."""
-        own = self.tile_format
-        if own.extension in self.formats:
-            return own.extension
-        same = (ext for ext in self.formats if FORMATS.get(ext) == own.media_type)
-        return next(same, own.extension)
+        return own_extension(self.tile_format, self.formats)
 
     @property
     def tile_grid(self) -> TileGrid:
@@ -304,8 +281,8 @@ def _layer_from_env(read: _Reader) -> Layer:
     formats_text = read.text("TILE_FORMATS", "png,jpg,jpeg") or ""
     formats = tuple(dict.fromkeys(f.strip().lower() for f in formats_text.split(",")))
     for ext in formats:
-        if ext not in FORMATS:
-            raise ConfigError(f"TILE_FORMATS: {ext!r} is not one of {', '.join(FORMATS)}")
+        if ext not in EXTENSIONS:
+            raise ConfigError(f"TILE_FORMATS: {ext!r} is not one of {', '.join(EXTENSIONS)}")
     bgcolor = read.text("WMS_BGCOLOR")
     if bgcolor is not None and not re.fullmatch(r"0x[0-9A-Fa-f]{6}", bgcolor):
         raise ConfigError(f"WMS_BGCOLOR: expected 0xRRGGBB, got {bgcolor!r}")

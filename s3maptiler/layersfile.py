@@ -18,7 +18,6 @@ from typing import Any
 
 from s3maptiler.config import (
     LAYER_NAME_RE,
-    TILE_FORMATS,
     WMS_VERSIONS,
     ConfigError,
     Layer,
@@ -26,18 +25,11 @@ from s3maptiler.config import (
     check_url,
     default_meta_buffer,
 )
-from s3maptiler.grids import (
-    Bbox,
-    GridError,
-    Tile,
-    TileGrid,
-    custom_grid,
-    get_grid,
-    grid_from_arcgis_conf,
-    grid_from_arcgis_tileinfo,
-    tile_lonlat_bounds,
-)
-from s3maptiler.layouts import LAYOUTS
+from s3maptiler.tiles.arcgis import grid_from_arcgis_conf, grid_from_arcgis_tileinfo
+from s3maptiler.tiles.formats import TILE_FORMATS
+from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid, custom_grid, get_grid
+from s3maptiler.tiles.layouts import LAYOUTS
+from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 
 GRID_KEYS = {"srs", "origin", "tile_size", "resolutions", "bbox", "arcgis_tileinfo", "arcgis_conf"}
 

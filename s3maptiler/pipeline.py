@@ -28,21 +28,21 @@ from dataclasses import dataclass
 from PIL import Image
 
 from s3maptiler import metrics
-from s3maptiler.config import TILE_FORMATS, Layer, TileFormat
-from s3maptiler.grids import GridError, Tile, TileGrid, tile_lonlat_bounds
+from s3maptiler.config import Layer
 from s3maptiler.guard import WMSGuard
-from s3maptiler.layouts import Layout, LayoutError, get_layout
-from s3maptiler.metatile import (
+from s3maptiler.render.encode import (
     Encoder,
-    MetaTile,
-    MetaTileError,
     SlicedTile,
     decode_metatile,
-    metatile_for,
     slice_image,
     uniform_tile,
 )
 from s3maptiler.stores import TileStore
+from s3maptiler.tiles.formats import for_extension, media_type
+from s3maptiler.tiles.grids import GridError, Tile, TileGrid
+from s3maptiler.tiles.layouts import Layout, LayoutError, get_layout
+from s3maptiler.tiles.metatile import MetaTile, MetaTileError, metatile_for
+from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 from s3maptiler.uploads import UploadJob
 from s3maptiler.wms import WMSBadImage, WMSClient, WMSError, WMSSource
 
@@ -80,7 +80,7 @@ class LayerRuntime:
 
     def content_type(self, ext: str) -> str:
         """The Content-Type of this layer's tiles with extension `ext`."""
-        return media_type(self.sources[ext])
+        return media_type(self.sources[ext].image_format)
 
     @classmethod
     def build(cls, layer: Layer, guard: WMSGuard) -> LayerRuntime:
@@ -92,7 +92,7 @@ class LayerRuntime:
                 styles=layer.wms_styles,
                 version=layer.wms_version,
                 srs=grid.srs,
-                image_format=format_for(layer, ext).wms_format,
+                image_format=for_extension(layer.tile_format, ext).wms_format,
                 transparent=layer.transparent,
                 bgcolor=layer.bgcolor,
             )
@@ -100,26 +100,13 @@ class LayerRuntime:
         }
         encoders = {
             ext: Encoder(
-                format=format_for(layer, ext).name,
+                format=for_extension(layer.tile_format, ext).name,
                 png_compress_level=layer.png_compress_level,
                 jpeg_quality=layer.jpeg_quality,
             )
             for ext in layer.formats
         }
         return cls(layer, grid, get_layout(layer.layout), sources, encoders, guard)
-
-
-def format_for(layer: Layer, ext: str) -> TileFormat:
-    """The encoding of a layer's tiles with this extension (png8 layers keep their palette)."""
-    own = layer.tile_format
-    if ext == own.extension or (own.extension == "jpg" and ext == "jpeg"):
-        return own
-    return TILE_FORMATS["jpeg" if ext in ("jpg", "jpeg") else ext]
-
-
-def media_type(source: WMSSource) -> str:
-    """The Content-Type of a tile: the WMS FORMAT without parameters ("; mode=8bit")."""
-    return source.image_format.split(";", 1)[0].strip()
 
 
 def overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:

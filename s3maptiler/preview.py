@@ -39,7 +39,8 @@ from flask import Blueprint, Response, current_app, has_request_context, render_
 
 from s3maptiler import capabilities
 from s3maptiler.config import Layer
-from s3maptiler.grids import MAX_MERCATOR_LAT, Tile, TileGrid
+from s3maptiler.tiles.grids import Tile, TileGrid
+from s3maptiler.tiles.srs import MAX_MERCATOR_LAT, crs
 
 __all__ = [
     "BUILD_HINT",
@@ -62,11 +63,6 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 VENDOR_FILES = ("vendor/ol/ol.js", "vendor/ol/ol.css")
 BUILD_HINT = "run `bash scripts/build-viewer.sh` (needs npm), then reload this page"
 
-# Spellings of the two CRSs OpenLayers knows without proj4.
-_MERCATOR = frozenset(
-    {"EPSG:3857", "EPSG:900913", "EPSG:3785", "EPSG:102100", "EPSG:102113", "ESRI:102100"}
-)
-_GEOGRAPHIC = frozenset({"EPSG:4326", "CRS:84", "OGC:CRS84"})
 
 blueprint = Blueprint(
     "preview",
@@ -122,10 +118,10 @@ def projection_of(grid: TileGrid) -> str:
 
     Raises :class:`UnsupportedGrid` for any other CRS.
     """
-    srs = grid.srs.strip().upper()
-    if srs in _MERCATOR:
+    system = crs(grid.srs)
+    if system.kind == "mercator":
         return "EPSG:3857"
-    if srs in _GEOGRAPHIC:
+    if system.name in ("EPSG:4326", "CRS:84"):  # the geographic CRS OpenLayers knows
         return "EPSG:4326"
     raise UnsupportedGrid(
         f"grid {grid.name} is in {grid.srs}; the preview draws EPSG:3857 and EPSG:4326 grids only"
@@ -201,7 +197,7 @@ def preview_config(
 
     Per zoom level from 0 to the layer's last: ``resolutions`` (CRS units per pixel),
     ``origins`` (top-left corner of tile (0, 0), CRS units) and ``sizes`` (columns,
-    rows). Tiles are addressed as in :mod:`s3maptiler.grids`, row counted from the top,
+    rows). Tiles are addressed as in :mod:`s3maptiler.tiles.grids`, row counted from the top,
     which is also how OpenLayers counts them. ``extent`` is the grid's bbox in CRS
     units; ``dataExtent`` the layer's extent in decimal degrees (or None);
     ``bucketUrl`` the bucket's public URL (or None), whose address comes first.

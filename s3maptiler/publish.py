@@ -9,7 +9,6 @@ written again.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from s3maptiler import capabilities
 from s3maptiler.config import Layer
+from s3maptiler.tiles.formats import etag_of
 
 DOCUMENT_CACHE_CONTROL = "public, max-age=300"
 #: Documents written outside every layer's prefix; `bucket setup` makes them public too.
@@ -76,7 +76,7 @@ def publish(client: Any, bucket: str, docs: Sequence[Document], dry_run: bool = 
     """
     outcome = {}
     for doc in docs:
-        etag = '"' + hashlib.md5(doc.body, usedforsecurity=False).hexdigest() + '"'
+        etag = etag_of(doc.body)
         try:
             head = client.head_object(Bucket=bucket, Key=doc.key)
             same = head.get("ETag") == etag and head.get("ContentType") == doc.content_type

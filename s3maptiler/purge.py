@@ -24,8 +24,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.bulk import describe_error, skip_listing_timestamps
-from s3maptiler.grids import Bbox, GridError, Tile, TileGrid, tile_lonlat_bounds
-from s3maptiler.layouts import Layout, LayoutError
+from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid
+from s3maptiler.tiles.layouts import Layout, LayoutError
+from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 
 __all__ = [
     "MAX_DELETE_BATCH",

@@ -5,7 +5,7 @@ MultiPolygon rings in decimal degrees) and a zoom range become :class:`MetaJob`\
 one per metatile that has at least one tile overlapping the coverage, each naming
 the covered tiles it must store. A tile "touches" the coverage when they share a
 positive area: a tile that only meets the coverage along an edge or at a corner is
-left out, as :meth:`~s3maptiler.grids.TileGrid.tiles_in` leaves it out for a bbox.
+left out, as :meth:`~s3maptiler.tiles.grids.TileGrid.tiles_in` leaves it out for a bbox.
 
 :func:`render_metatile` does the work of one job through the service's own render
 pipeline (:mod:`s3maptiler.pipeline`): ONE GetMap, sliced with the layer's encoder,
@@ -40,11 +40,12 @@ from typing import Any, NamedTuple
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.config import Layer
-from s3maptiler.grids import Bbox, GridError, Tile, TileGrid, lonlat_to_tile, tile_lonlat_bounds
 from s3maptiler.guard import WMSGuard
-from s3maptiler.metatile import MetaTile, metatile_for
 from s3maptiler.pipeline import LayerRuntime, Renderer, SharedBlanks, seed_metatile
 from s3maptiler.stores import LocalStore, S3Store, StoreError, TileStore
+from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid
+from s3maptiler.tiles.metatile import MetaTile, metatile_for
+from s3maptiler.tiles.tilemath import lonlat_to_tile, tile_lonlat_bounds
 from s3maptiler.wms import WMSClient, WMSError
 
 __all__ = [

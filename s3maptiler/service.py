@@ -42,15 +42,18 @@ from PIL import Image
 
 from s3maptiler import metrics
 from s3maptiler.config import Layer, Settings
-from s3maptiler.grids import GridError, Tile, TileOutOfRange, tile_lonlat_bounds
 from s3maptiler.guard import WMSGuard
-from s3maptiler.layouts import LayoutError, get_layout
 from s3maptiler.leases import Lease, Leases
-from s3maptiler.metatile import MetaTile, SlicedTile, uniform_tile
 from s3maptiler.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer, SharedBlanks, overlaps
+from s3maptiler.render.encode import SlicedTile, uniform_tile
 from s3maptiler.singleflight import RenderFailed, SingleFlight, wait_for
 from s3maptiler.spool import Spool, Turn
 from s3maptiler.stores import StoredTile, StoreError, TileStore
+from s3maptiler.tiles.formats import etag_of
+from s3maptiler.tiles.grids import GridError, Tile, TileOutOfRange
+from s3maptiler.tiles.layouts import LayoutError, get_layout
+from s3maptiler.tiles.metatile import MetaTile
+from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 from s3maptiler.uploads import UploadPool
 from s3maptiler.wms import WMSClient
 
@@ -103,11 +106,6 @@ class TileResult:
     cache_control: str
     wms_ms: float | None = None
     upload: str = "-"  # "queued" | "dropped" | "-"
-
-
-def etag_of(data: bytes) -> str:
-    """The ETag S3 gives a single-part upload: the quoted MD5 hex of the bytes."""
-    return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
 
 
 class TileService:

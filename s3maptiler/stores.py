@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import tempfile
@@ -47,6 +46,8 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from s3maptiler.tiles.formats import GENERIC_CONTENT_TYPES, etag_of, sniff_content_type
+
 __all__ = [
     "RETRYABLE_CODES",
     "InvalidKeyError",
@@ -60,14 +61,10 @@ __all__ = [
     "TileStore",
     "is_retryable",
     "make_s3_client",
-    "sniff_content_type",
     "supports_if_none_match",
 ]
 
 log = logging.getLogger(__name__)
-
-GENERIC_CONTENT_TYPES = frozenset({"", "binary/octet-stream", "application/octet-stream"})
-"""Content types that say nothing; a read falls back to sniffing the bytes."""
 
 # S3 error codes that mean "try again later"; any 5xx and 429 are retryable too.
 # Not RequestTimeTooSkewed: botocore does not correct the clock for S3, so a retry is
@@ -182,32 +179,6 @@ class TileStore(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r})"
-
-
-# --- content types ------------------------------------------------------------------
-
-
-def sniff_content_type(data: bytes) -> str | None:
-    """The image MIME type announced by the first bytes of `data`, or None.
-
-    Recognises PNG, JPEG, GIF, WebP and TIFF (classic and BigTIFF, both byte orders).
-
-    >>> sniff_content_type(b"\\x89PNG\\r\\n\\x1a\\n....")
-    'image/png'
-    >>> sniff_content_type(b"<ServiceExceptionReport>") is None
-    True
-    """
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return "image/gif"
-    if len(data) >= 12 and data.startswith(b"RIFF") and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
-        return "image/tiff"
-    return None
 
 
 # --- S3 -----------------------------------------------------------------------------
@@ -558,7 +529,7 @@ class LocalStore(TileStore):
         except OSError as err:
             raise _os_error(err, f"cannot read {path}") from err
         content_type = sniff_content_type(data) or "application/octet-stream"
-        return StoredTile(data, content_type, _etag(data))
+        return StoredTile(data, content_type, etag_of(data))
 
     def put(
         self,
@@ -622,10 +593,6 @@ def _os_error(err: OSError, what: str) -> StoreError:
     if err.errno in _PERMANENT_ERRNOS:
         return StoreError(reason, retryable=False)
     return StoreUnavailable(reason)  # EIO, ENOSPC, EMFILE, ...: may pass
-
-
-def _etag(data: bytes) -> str:
-    return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
 
 
 def _remove_quietly(path: str) -> None:

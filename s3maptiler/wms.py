@@ -39,6 +39,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
+from s3maptiler.tiles.formats import families_of, family_label, sniff
+from s3maptiler.tiles.srs import crs
+
 __all__ = [
     "MAX_BODY_BYTES",
     "WMSBadImage",
@@ -88,20 +91,6 @@ STANDARD_KEYS = frozenset(
 VERSIONS = ("1.1.1", "1.3.0")
 _EXCEPTIONS_FORMAT = {"1.1.1": "application/vnd.ogc.se_xml", "1.3.0": "XML"}
 
-# Geographic 2D CRSs: EPSG defines their axis order as latitude, longitude, which WMS
-# 1.3.0 obeys in BBOX.  WGS 84, ETRS89, NAD83, NAD27, GDA94, GDA2020, NZGD2000, ED50,
-# DHDN, Pulkovo 1942, SIRGAS 2000, JGD2000, ITRF/CGCS2000 and similar well-known ones.
-_LAT_LON_EPSG = frozenset(
-    {4326, 4258, 4269, 4267, 4283, 7844, 4167, 4230, 4314, 4284, 4674, 4612, 6668, 4490, 4171}
-)
-_CRS84 = frozenset(
-    {"CRS:84", "OGC:CRS84", "URN:OGC:DEF:CRS:OGC:1.3:CRS84", "URN:OGC:DEF:CRS:OGC::CRS84"}
-)
-_EPSG_PATTERNS = (
-    re.compile(r"EPSG:(\d+)"),
-    re.compile(r"URN:OGC:DEF:CRS:EPSG:[\d.]*:(\d+)"),
-    re.compile(r"HTTPS?://WWW\.OPENGIS\.NET/DEF/CRS/EPSG/[^/]+/(\d+)"),
-)
 _METER_DECIMALS = 9
 _DEGREE_DECIMALS = 10
 # BBOX commas and the colon of "EPSG:3857" are legal in a query; keeping them readable
@@ -284,24 +273,6 @@ def _loggable(url: str) -> str:
 # --------------------------------------------------------------------------- URL building
 
 
-def _epsg_code(srs: str) -> int | None:
-    text = srs.strip().upper()
-    for pattern in _EPSG_PATTERNS:
-        match = pattern.fullmatch(text)
-        if match:
-            return int(match.group(1))
-    return None
-
-
-def _is_degrees(srs: str) -> bool:
-    return srs.strip().upper() in _CRS84 or _epsg_code(srs) in _LAT_LON_EPSG
-
-
-def _swaps_axes(srs: str, version: str) -> bool:
-    # Only WMS 1.3.0 follows the EPSG axis order; CRS:84 is lon/lat by definition.
-    return version == "1.3.0" and _epsg_code(srs) in _LAT_LON_EPSG
-
-
 def _fixed(value: float, decimals: int) -> str:
     """Fixed-point text: never an exponent, never '-0', no trailing zeros."""
     text = f"{value + 0.0:.{decimals}f}".rstrip("0").rstrip(".")
@@ -336,8 +307,11 @@ def bbox_text(bbox: Sequence[float], srs: str, version: str) -> str:
     '-20037508.342789244,0,0,20037508.342789244'
     """
     left, bottom, right, top = _checked_bbox(bbox)
-    decimals = _DEGREE_DECIMALS if _is_degrees(srs) else _METER_DECIMALS
-    order = (bottom, left, top, right) if _swaps_axes(srs, version) else (left, bottom, right, top)
+    system = crs(srs)
+    decimals = _DEGREE_DECIMALS if system.units == "degrees" else _METER_DECIMALS
+    # Only WMS 1.3.0 follows the EPSG axis order; CRS:84 is lon/lat by definition.
+    swap = version == "1.3.0" and system.lat_first
+    order = (bottom, left, top, right) if swap else (left, bottom, right, top)
     return ",".join(_fixed(v, decimals) for v in order)
 
 
@@ -388,49 +362,10 @@ def getmap_url(source: WMSSource, bbox: Sequence[float], width: int, height: int
 
 # --------------------------------------------------------------------------- image checks
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_FORMAT_LABEL = {"png": "PNG", "jpeg": "JPEG", "gif": "GIF", "webp": "WebP", "tiff": "TIFF"}
-_FAMILIES_BY_MIME = {
-    "image/png": ("png",),
-    "image/png8": ("png",),
-    "image/png24": ("png",),
-    "image/png32": ("png",),
-    "image/x-png": ("png",),
-    "image/jpeg": ("jpeg",),
-    "image/jpg": ("jpeg",),
-    "image/pjpeg": ("jpeg",),
-    # MapServer/MapProxy "mixed" formats: JPEG where opaque, PNG where transparent.
-    "image/vnd.jpeg-png": ("jpeg", "png"),
-    "image/vnd.jpeg-png8": ("jpeg", "png"),
-    "image/gif": ("gif",),
-    "image/webp": ("webp",),
-    "image/tiff": ("tiff",),
-    "image/geotiff": ("tiff",),
-}
 # SOF markers whose frames browsers and Pillow decode: baseline, extended, progressive.
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2})
 _JPEG_OTHER_SOF = frozenset({0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
-
-
-def _sniff(data: bytes) -> str | None:
-    """Image family from the magic bytes, or None."""
-    if data.startswith(_PNG_SIGNATURE):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    return None
-
-
-def _expected_families(image_format: str) -> tuple[str, ...]:
-    mime = image_format.split(";", 1)[0].strip().lower()
-    return _FAMILIES_BY_MIME.get(mime, tuple(_FORMAT_LABEL))
 
 
 def _wrong_size(label: str, got: tuple[int, int], width: int, height: int) -> WMSBadImage:
@@ -547,13 +482,13 @@ def check_image(data: bytes, image_format: str, width: int, height: int) -> None
     """
     if not data:
         raise WMSBadImage("WMS sent an empty body instead of an image")
-    expected = _expected_families(image_format)
-    got = _sniff(data)
+    expected = families_of(image_format)
+    got = sniff(data)
     if got is None:
-        wanted = "/".join(_FORMAT_LABEL[f] for f in expected)
+        wanted = "/".join(family_label(f) for f in expected)
         raise WMSBadImage(f"WMS sent bytes that are not a {wanted} image")
     if got not in expected:
-        raise WMSBadImage(f"WMS sent a {_FORMAT_LABEL[got]} image where {image_format} was asked")
+        raise WMSBadImage(f"WMS sent a {family_label(got)} image where {image_format} was asked")
     _CHECKS[got](data, width, height)
 
 
@@ -1013,7 +948,7 @@ class WMSClient:
             body = body[:limit]  # enough to find the message
 
         # An exception report is final whatever the status: retrying repeats it.
-        report = None if (is_image_type and _sniff(body)) else _exception_report(body)
+        report = None if (is_image_type and sniff(body)) else _exception_report(body)
         if report is not None:
             return _Failure(WMSExceptionReport(report, upstream_status=status))
 

@@ -250,9 +250,7 @@ def test_runs_in_the_foreground_and_stops_on_sigterm(http):
 
 
 @pytest.mark.parametrize("how", ["--demo-dir", "DEMO_DIR"])
-def test_an_installed_copy_of_the_package_serves_the_demo_it_is_pointed_at(
-    http, tmp_path, how
-):
+def test_an_installed_copy_of_the_package_serves_the_demo_it_is_pointed_at(http, tmp_path, how):
     """The package copied into a site-packages of its own, run from an unrelated folder:
     nothing beside it or in the working directory is a demo folder."""
     require_installed()

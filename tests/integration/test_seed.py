@@ -23,7 +23,7 @@ import requests
 
 from s3maptiler import seed
 from s3maptiler.config import Layer
-from s3maptiler.grids import Tile
+from s3maptiler.tiles.grids import Tile
 from tests.integration.conftest import AWS_ENV
 from tests.servers import GunicornApp, free_port
 

@@ -16,8 +16,8 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from s3maptiler import bulk
-from s3maptiler.grids import WEB_MERCATOR
-from s3maptiler.layouts import get_layout
+from s3maptiler.tiles.grids import WEB_MERCATOR
+from s3maptiler.tiles.layouts import get_layout
 from tests.unit.conftest import count_calls
 
 BUCKET = "tile-cache"

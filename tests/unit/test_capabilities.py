@@ -31,7 +31,7 @@ from s3maptiler.capabilities import (
     wmts_capabilities,
 )
 from s3maptiler.config import Layer
-from s3maptiler.grids import (
+from s3maptiler.tiles.grids import (
     GLOBAL_GEODETIC,
     WEB_MERCATOR,
     WORLD_CRS84_QUAD,

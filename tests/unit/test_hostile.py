@@ -24,10 +24,11 @@ from PIL import Image
 
 from s3maptiler.capabilities import tile_matrix_set_id
 from s3maptiler.config import load_settings
-from s3maptiler.grids import WEB_MERCATOR, GridError, Tile, get_grid, tile_lonlat_bounds
-from s3maptiler.layouts import LayoutError
 from s3maptiler.service import TileRequestError
 from s3maptiler.stores import StoredTile, TileStore
+from s3maptiler.tiles.grids import WEB_MERCATOR, GridError, Tile, get_grid
+from s3maptiler.tiles.layouts import LayoutError
+from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 from s3maptiler.web import build_service, create_app
 from s3maptiler.wms import WMSSource, getmap_url
 from tests.badrequests import BadRequest, load_corpus

@@ -6,9 +6,9 @@ import mercantile
 import pytest
 
 from s3maptiler import purge
-from s3maptiler.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox
-from s3maptiler.layouts import get_layout
 from s3maptiler.purge import TileSelection
+from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox
+from s3maptiler.tiles.layouts import get_layout
 from tests.unit.conftest import count_calls
 
 BUCKET = "tile-cache"

@@ -14,10 +14,11 @@ from PIL import Image
 
 from s3maptiler import jobs, seed
 from s3maptiler.config import Layer, Settings
-from s3maptiler.grids import Tile, tile_lonlat_bounds
 from s3maptiler.pipeline import LayerRuntime
 from s3maptiler.service import TileService
 from s3maptiler.stores import LocalStore, S3Store
+from s3maptiler.tiles.grids import Tile
+from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 from s3maptiler.uploads import UploadPool
 from s3maptiler.wms import WMSClient, WMSConnectionError
 

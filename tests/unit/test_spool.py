@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from s3maptiler.grids import Tile
 from s3maptiler.pipeline import RenderedTiles
 from s3maptiler.singleflight import WaitTimeout
 from s3maptiler.spool import Spool
+from s3maptiler.tiles.grids import Tile
 from s3maptiler.wms import WMSTimeout
 
 FLIGHT = "ab" * 20  # a metatile id, as service.metatile_flight makes them

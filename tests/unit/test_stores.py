@@ -27,8 +27,8 @@ from s3maptiler.stores import (
     StoreNotFound,
     StoreUnavailable,
     make_s3_client,
-    sniff_content_type,
 )
+from s3maptiler.tiles.formats import sniff_content_type
 
 BUCKET = "tiles-bucket"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32

@@ -595,9 +595,12 @@ def test_the_layer_named_by_the_prefix_has_its_key_urls_in_the_tms_document(tmp_
     # The tile URLs the document gives are the keys in the bucket.
     assert urlsplit(tile_set).path == f"/{PROTOTYPE_PREFIX}3"
     assert client.get("/1.0.0/tms-mercator-naip/").status_code == 200
-    assert client.get("/wmts/1.0.0/WMTSCapabilities.xml").data.count(
-        b"<ows:Identifier>tms-mercator-naip</ows:Identifier>"
-    ) == 1
+    assert (
+        client.get("/wmts/1.0.0/WMTSCapabilities.xml").data.count(
+            b"<ows:Identifier>tms-mercator-naip</ows:Identifier>"
+        )
+        == 1
+    )
     assert client.get("/arcgis/rest/services/tms-mercator-naip/MapServer?f=json").status_code == 200
 
 
@@ -652,7 +655,7 @@ def test_a_redirected_route_shaped_key_is_stored_under_that_key(
 
 
 def mercator_bbox(x, y, z):
-    from s3maptiler.grids import WEB_MERCATOR, Tile
+    from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 
     return tuple(WEB_MERCATOR.tile_bbox(Tile(x, y, z)))
 
@@ -714,9 +717,7 @@ def test_bad_route_shaped_keys_touch_nothing(tmp_path, wms, key, status):
     assert not (tmp_path / "tiles").exists()
 
 
-def test_redirected_arcgis_rest_keys_render_once_and_are_stored_under_their_own_keys(
-    tmp_path, wms
-):
+def test_redirected_arcgis_rest_keys_render_once_and_are_stored_under_their_own_keys(tmp_path, wms):
     # The bucket's routing rule sends a miss on the ArcGIS REST tile URL that a published
     # MapServer document advertises: /miss/arcgis/rest/services/<layer>/MapServer/tile/...
     wms.get(WMS, body=quadrants(), content_type="image/png")

@@ -1,17 +1,15 @@
-"""Tile grids: tile <-> bounding box, tile ranges and scales.
+"""Tile grids: tile matrix sets, tile <-> bounding box in CRS units, tile ranges.
 
 A grid is a stack of tile matrices, one per zoom level. Tiles are always
 addressed with the row counted from the TOP of the matrix, as XYZ, WMTS and
 ArcGIS do; TMS rows (counted from the bottom) are a layout concern, see
-:meth:`TileGrid.flip_y` and :mod:`s3maptiler.layouts`.
+:meth:`TileGrid.flip_y` and :mod:`s3maptiler.tiles.layouts`. Decimal degrees and
+scales are :mod:`s3maptiler.tiles.tilemath`'s.
 
 Everything here is pure: no state, no I/O. Tile edges along each axis come
 from ONE function (``start + i * span``), so neighbouring tiles share
 bit-identical edges and a metatile cut from a WMS image lines up exactly.
 
->>> tile = lonlat_to_tile(WEB_MERCATOR, 13.4, 52.5, 10)
->>> tile
-Tile(x=550, y=335, z=10)
 >>> WEB_MERCATOR.tile_bbox(Tile(0, 0, 1))
 Bbox(left=-20037508.342789244, bottom=0.0, right=0.0, top=20037508.342789244)
 """
@@ -23,12 +21,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from s3maptiler.tiles.srs import MERCATOR_EXTENT
+
 __all__ = [
-    "EARTH_RADIUS",
     "GLOBAL_GEODETIC",
-    "MAX_MERCATOR_LAT",
-    "MERCATOR_EXTENT",
-    "METERS_PER_DEGREE",
     "WEB_MERCATOR",
     "WORLD_CRS84_QUAD",
     "Bbox",
@@ -38,29 +34,10 @@ __all__ = [
     "TileGrid",
     "TileOutOfRange",
     "UnknownGrid",
-    "arcgis_scale",
     "custom_grid",
     "get_grid",
-    "lonlat_to_tile",
-    "meters_per_unit",
-    "scale_denominator",
-    "tile_lonlat_bounds",
 ]
 
-#: WGS84 semi-major axis, the sphere radius of Web Mercator, in meters.
-EARTH_RADIUS = 6378137.0
-#: Half the width of the Web Mercator world (pi * R), in meters.
-MERCATOR_EXTENT = math.pi * EARTH_RADIUS
-#: Latitude of the Web Mercator square's top edge, atan(sinh(pi)), in decimal degrees.
-MAX_MERCATOR_LAT = 85.0511287798066
-#: Meters per degree on the Web Mercator sphere (2 pi R / 360), as WMTS uses for EPSG:4326.
-METERS_PER_DEGREE = 2 * math.pi * EARTH_RADIUS / 360
-
-# WMTS "standardized rendering pixel size", in meters.
-_WMTS_PIXEL = 0.00028
-# Esri's inches per meter (not 1 / 0.0254) and dots per inch, as ArcGIS LOD scales use.
-_ESRI_INCHES_PER_METER = 39.37
-_ESRI_DPI = 96
 # Overshoot of a bbox past a whole number of tiles that is ignored when sizing a matrix:
 # published ArcGIS resolutions come from scales rounded to 1e-6 (z19 is 3e-10 too small,
 # 0.04 px over 2**19 tiles), which must not add a column of slivers. The larger of a
@@ -69,10 +46,6 @@ _SIZE_TOLERANCE_PX = 0.01
 _SIZE_TOLERANCE_REL = 1e-8
 
 _ORIGINS = ("bottom-left", "top-left")
-_MERCATOR_SRS = frozenset(
-    {"EPSG:3857", "EPSG:900913", "EPSG:3785", "EPSG:102100", "EPSG:102113", "ESRI:102100"}
-)
-_GEOGRAPHIC_SRS = frozenset({"EPSG:4326", "CRS:84", "OGC:CRS84"})
 
 
 class Tile(NamedTuple):
@@ -254,8 +227,9 @@ class TileGrid:
             indices = range(rows - 1 - indices[-1], rows - indices[0])
         return columns, indices
 
-    def _locate(self, x: float, y: float, z: int) -> Tile:
-        """The tile containing the point (CRS units), clamped to the matrix."""
+    def locate(self, x: float, y: float, z: int) -> Tile:
+        """The tile at zoom ``z`` containing the point (CRS units), clamped to the matrix."""
+        self._check_zoom(z)
         cols, rows = self._matrices[z]
         col = min(_first_ending_after(lambda i: self._x_edge(i, z), cols, x), cols - 1)
         edge, to_axis = self._row_axis(z)
@@ -434,160 +408,3 @@ def custom_grid(
     return TileGrid(
         name=name, srs=srs, bbox=full, tile_size=tile_size, resolutions=res, origin="top-left"
     )
-
-
-def _srs_kind(srs: str) -> str:
-    key = srs.strip().upper()
-    if key.startswith("URN:OGC:DEF:CRS:"):
-        # urn:ogc:def:crs:EPSG::4326 -> EPSG:4326, urn:ogc:def:crs:OGC:1.3:CRS84 -> OGC:CRS84
-        parts = key.split(":")
-        key = f"{parts[4]}:{parts[-1]}" if len(parts) >= 6 else key
-    if key in _MERCATOR_SRS:
-        return "mercator"
-    if key in _GEOGRAPHIC_SRS:
-        return "geographic"
-    return "other"
-
-
-def meters_per_unit(srs: str) -> float:
-    """Meters per CRS unit: 111319.49079327358 for EPSG:4326 / CRS:84 (degrees), else 1.0.
-
-    Other CRSs are assumed to be in meters (there is no projection library here).
-    """
-    return METERS_PER_DEGREE if _srs_kind(srs) == "geographic" else 1.0
-
-
-def _lonlat_kind(grid: TileGrid) -> str:
-    kind = _srs_kind(grid.srs)
-    if kind == "other":
-        raise GridError(f"grid {grid.name}: no lon/lat transform for {grid.srs}")
-    return kind
-
-
-def lonlat_to_tile(grid: TileGrid, lon: float, lat: float, z: int) -> Tile:
-    """The tile at zoom ``z`` containing a point in decimal degrees.
-
-    For Web Mercator grids the latitude is clamped to +-85.0511287798066 and the
-    tile to the matrix (lon=180 gives the last column); for EPSG:4326 grids the
-    point is used as is and also clamped to the matrix.
-
-    >>> lonlat_to_tile(WEB_MERCATOR, 180.0, 90.0, 2)
-    Tile(x=3, y=0, z=2)
-    """
-    lon, lat = float(lon), float(lat)
-    if not (math.isfinite(lon) and math.isfinite(lat)):
-        raise GridError(f"lon/lat ({lon}, {lat}) is not finite")
-    grid._check_zoom(z)
-    if _lonlat_kind(grid) == "mercator":
-        lat = max(-MAX_MERCATOR_LAT, min(MAX_MERCATOR_LAT, lat))
-        x = lon * MERCATOR_EXTENT / 180.0
-        y = EARTH_RADIUS * math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
-        return grid._locate(x, y, z)
-    return grid._locate(lon, lat, z)
-
-
-def tile_lonlat_bounds(grid: TileGrid, tile: Tile) -> Bbox:
-    """Bounding box of ``tile`` in decimal degrees (west, south, east, north)."""
-    kind = _lonlat_kind(grid)
-    box = grid.tile_bbox(tile)
-    if kind == "geographic":
-        return box
-
-    def lon(x: float) -> float:
-        return x * 180.0 / MERCATOR_EXTENT
-
-    def lat(y: float) -> float:
-        return math.degrees(2 * math.atan(math.exp(y / EARTH_RADIUS)) - math.pi / 2)
-
-    return Bbox(lon(box.left), lat(box.bottom), lon(box.right), lat(box.top))
-
-
-def scale_denominator(grid: TileGrid, z: int) -> float:
-    """WMTS ScaleDenominator at zoom ``z``: resolution in meters / 0.00028 m per pixel.
-
-    >>> scale_denominator(WEB_MERCATOR, 0)
-    559082264.0287178
-    """
-    return grid.resolution(z) * meters_per_unit(grid.srs) / _WMTS_PIXEL
-
-
-def arcgis_scale(grid: TileGrid, z: int) -> float:
-    """ArcGIS LOD scale at zoom ``z``: resolution in meters * 96 dpi * 39.37 inches per meter."""
-    return grid.resolution(z) * meters_per_unit(grid.srs) * _ESRI_DPI * _ESRI_INCHES_PER_METER
-
-
-# --- ArcGIS tiling schemes ---------------------------------------------------------
-
-_ESRI_WKIDS = {102100: "EPSG:3857", 102113: "EPSG:3857", 900913: "EPSG:3857"}
-
-
-def _srs_from_wkid(wkid: object) -> str:
-    try:
-        number = int(str(wkid))
-    except ValueError:
-        raise InvalidGrid(f"spatial reference wkid {wkid!r} is not a number") from None
-    return _ESRI_WKIDS.get(number, f"EPSG:{number}")
-
-
-def grid_from_arcgis_tileinfo(name: str, tile_info: dict, extent: Bbox | None = None) -> TileGrid:
-    """A grid from an ArcGIS ``tileInfo`` object (as in ``MapServer?f=json``).
-
-    Levels must be contiguous from 0 (``lods[i].level == i``); ``extent`` (CRS units,
-    e.g. the service's ``fullExtent``) bounds the matrix, else zoom 0 is one tile.
-    """
-    try:
-        origin = (tile_info["origin"]["x"], tile_info["origin"]["y"])
-        size = int(tile_info["rows"])
-        lods = sorted(tile_info["lods"], key=lambda lod: int(lod["level"]))
-        reference = tile_info["spatialReference"]
-        wkid = reference.get("latestWkid") or reference["wkid"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidGrid(f"grid {name}: tileInfo lacks {exc}") from None
-    if [int(lod["level"]) for lod in lods] != list(range(len(lods))):
-        raise InvalidGrid(f"grid {name}: tileInfo levels must run 0, 1, 2, ... without gaps")
-    if int(tile_info.get("cols", size)) != size:
-        raise InvalidGrid(f"grid {name}: only square tiles are supported")
-    return custom_grid(
-        name, _srs_from_wkid(wkid), origin, size, [lod["resolution"] for lod in lods], extent
-    )
-
-
-def grid_from_arcgis_conf(name: str, conf_xml: str, extent: Bbox | None = None) -> TileGrid:
-    """A grid from the text of an ArcGIS Server cache's ``conf.xml`` (``TileCacheInfo``)."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.fromstring(conf_xml)
-    except ET.ParseError as exc:
-        raise InvalidGrid(f"grid {name}: conf.xml is not XML: {exc}") from None
-
-    def local(element) -> str:
-        return element.tag.rsplit("}", 1)[-1]
-
-    def find(parent, tag):
-        found = next((e for e in parent.iter() if local(e) == tag), None)
-        if found is None:
-            raise InvalidGrid(f"grid {name}: conf.xml has no <{tag}>")
-        return found
-
-    cache = find(root, "TileCacheInfo")
-    reference = find(cache, "SpatialReference")
-    wkid_element = next(
-        (e for e in reference.iter() if local(e) in ("LatestWKID", "WKID") and e.text), None
-    )
-    if wkid_element is None:
-        raise InvalidGrid(f"grid {name}: conf.xml SpatialReference has no WKID")
-    origin = find(cache, "TileOrigin")
-    lods = [
-        {"level": find(lod, "LevelID").text, "resolution": float(find(lod, "Resolution").text)}
-        for lod in cache.iter()
-        if local(lod) == "LODInfo"
-    ]
-    info = {
-        "origin": {"x": float(find(origin, "X").text), "y": float(find(origin, "Y").text)},
-        "rows": find(cache, "TileRows").text,
-        "cols": find(cache, "TileCols").text,
-        "lods": lods,
-        "spatialReference": {"wkid": wkid_element.text},
-    }
-    return grid_from_arcgis_tileinfo(name, info, extent)

@@ -21,7 +21,7 @@ the next request for the upper-case spelling misses again.
 The quadkey layout has no key for zoom 0 (the quadkey would be empty, the key
 ``.png``); it raises :class:`LayoutError` there, in both directions.
 
->>> from s3maptiler.grids import WEB_MERCATOR
+>>> from s3maptiler.tiles.grids import WEB_MERCATOR
 >>> get_layout("arcgis").parse("L05/R0000001a/C0000001b.png", WEB_MERCATOR)
 TileKey(tile=Tile(x=27, y=26, z=5), ext='png')
 >>> get_layout("tms").format(Tile(x=0, y=0, z=1), "png", WEB_MERCATOR)
@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from s3maptiler.grids import Tile, TileGrid
+from s3maptiler.tiles.grids import Tile, TileGrid
 
 __all__ = [
     "LAYOUTS",
