@@ -16,7 +16,7 @@ from s3maptiler.config import ConfigError
 
 
 def _create():
-    from s3maptiler.web import create_app
+    from s3maptiler.http.app import create_app
 
     try:
         return create_app()
@@ -63,7 +63,7 @@ def main() -> None:
 
             steps = prepare_bucket(stack, settings)  # each set-up step logs itself
             logging.getLogger("s3maptiler").info("local bucket %s: %s", settings.bucket, steps[-1])
-            from s3maptiler.preview import tile_addresses
+            from s3maptiler.http.preview import tile_addresses
 
             bucket = tile_addresses(layer, layer.tile_grid, "", settings.bucket_url)[0]
             logging.getLogger("s3maptiler").info(

@@ -33,10 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 from s3maptiler.demowms import DemoWMS  # noqa: E402
 from s3maptiler.render.encode import Encoder, slice_image  # noqa: E402
+from s3maptiler.render.getmap import WMSSource  # noqa: E402
+from s3maptiler.render.wms import WMSClient  # noqa: E402
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile  # noqa: E402
 from s3maptiler.tiles.metatile import MetaTile, metatile_for  # noqa: E402
 from s3maptiler.tiles.tilemath import lonlat_to_tile  # noqa: E402
-from s3maptiler.wms import WMSClient, WMSSource  # noqa: E402
 
 META_SIZE = (4, 4)
 META_BUFFER = 64

@@ -33,7 +33,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3maptiler.leases import DEFAULT_PREFIX as LEASE_PREFIX
+from s3maptiler.service.leases import DEFAULT_PREFIX as LEASE_PREFIX
 
 __all__ = [
     "MAX_ROUTING_RULES",
@@ -73,7 +73,7 @@ MISS_CODES = ("404", "403")
 # Names that mark the pieces this module owns, so a re-run replaces them and nothing else.
 CORS_RULE_ID = "s3maptiler-tiles"
 LIFECYCLE_ID_PREFIX = "s3maptiler-expire-"
-# Days after which the fleet's metatile leases (s3maptiler.leases) expire: S3's least.
+# Days after which the fleet's metatile leases (s3maptiler.service.leases) expire: S3's least.
 LEASE_EXPIRY_DAYS = 1
 POLICY_SID = "S3maptilerPublicReadTiles"
 

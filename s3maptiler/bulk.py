@@ -25,7 +25,6 @@ import base64
 import hashlib
 import logging
 import os
-import random
 import re
 import threading
 import time
@@ -36,7 +35,13 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3maptiler.stores import is_retryable
+from s3maptiler.storage.s3 import (
+    ListingFailed,
+    describe_error,
+    is_retryable,
+    list_objects,
+    with_retries,
+)
 from s3maptiler.tiles.arcgis import (
     ArcgisCacheInfo,
     ConfXmlError,
@@ -65,10 +70,8 @@ __all__ = [
     "TileWalk",
     "UploadOptions",
     "UploadReport",
-    "backoff_delay",
     "content_type_for",
     "convert_key",
-    "describe_error",
     "detect_layout",
     "find_source",
     "is_retryable",
@@ -77,7 +80,6 @@ __all__ = [
     "publish_json",
     "read_conf_cdi",
     "read_conf_xml",
-    "skip_listing_timestamps",
     "upload_tiles",
     "walk_tiles",
 ]
@@ -89,9 +91,6 @@ SKIPPED = "skipped"
 FAILED = "failed"
 
 _LEVEL_DIR_RE = re.compile(r"L[0-9]{2,}")
-# Longest single backoff in seconds, however many attempts came before.
-_MAX_BACKOFF = 20.0
-_LAST_MODIFIED_RE = re.compile(rb"<LastModified>[^<]*</LastModified>")
 # Bodies up to this many bytes are sent without waiting for "100 Continue".
 _SEND_AT_ONCE = 1 << 20
 
@@ -102,10 +101,6 @@ class BulkError(Exception):
 
 class SourceError(BulkError):
     """The source directory is missing, holds no tiles, or is a cache we cannot read."""
-
-
-class ListingFailed(BulkError):
-    """The destination prefix could not be listed (no bucket, no access, S3 down)."""
 
 
 # --- the source tree ----------------------------------------------------------------
@@ -276,47 +271,15 @@ class RemoteObject:
         return self.size == size and "-" not in etag and etag == md5_hex
 
 
-def describe_error(err: BaseException) -> str:
-    """A one-line reason for a botocore error: S3's code and message when it sent one."""
-    if isinstance(err, ClientError):
-        error = err.response.get("Error", {})
-        return f"{error.get('Code', '?')} {error.get('Message') or ''}".strip()
-    return str(err) or type(err).__name__
-
-
-def _drop_last_modified(response_dict: dict, **_: Any) -> None:
-    body = response_dict.get("body")
-    if response_dict.get("status_code") == 200 and isinstance(body, bytes):
-        response_dict["body"] = _LAST_MODIFIED_RE.sub(b"", body)
-
-
-def skip_listing_timestamps(client: Any) -> None:
-    """Make `client`'s ListObjectsV2 answers leave out ``LastModified``.
-
-    Keys, sizes and ETags are all a bulk tool needs; botocore parses each timestamp
-    with dateutil, which is the largest client cost of listing a big prefix (about a
-    third of it). Affects every ListObjectsV2 call of this client.
-    """
-    client.meta.events.register(
-        "before-parse.s3.ListObjectsV2", _drop_last_modified, unique_id="s3maptiler-no-mtime"
-    )
-
-
 def list_existing(client: Any, bucket: str, prefix: str) -> dict[str, RemoteObject]:
-    """Every object under `prefix` by key, from ListObjectsV2 pages (1000 keys each).
+    """Every object under `prefix` by key, from one listing (1000 keys a page).
 
-    Raises ListingFailed with a one-line reason. Calls :func:`skip_listing_timestamps`.
+    Raises ListingFailed with a one-line reason.
     """
-    skip_listing_timestamps(client)
-    found: dict[str, RemoteObject] = {}
-    try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                found[obj["Key"]] = RemoteObject(int(obj["Size"]), obj.get("ETag", ""))
-    except (ClientError, BotoCoreError) as err:
-        raise ListingFailed(f"cannot list s3://{bucket}/{prefix}: {describe_error(err)}") from err
-    return found
+    return {
+        obj["Key"]: RemoteObject(int(obj["Size"]), obj.get("ETag", ""))
+        for obj in list_objects(client, bucket, prefix)
+    }
 
 
 # --- upload -------------------------------------------------------------------------
@@ -356,25 +319,6 @@ class UploadReport:
         """Tiles handled (uploaded, skipped or failed) per second of wall time."""
         handled = self.uploaded + self.skipped + self.failed
         return handled / self.elapsed if self.elapsed > 0 else 0.0
-
-
-def backoff_delay(attempt: int, base: float) -> float:
-    """Seconds to wait before retry `attempt` (1-based): full jitter up to base * 2**n."""
-    return random.uniform(0, min(_MAX_BACKOFF, base * 2 ** (attempt - 1)))
-
-
-def _with_retries(call: Callable[[], Any], retries: int, backoff: float) -> Any:
-    attempt = 0
-    while True:
-        try:
-            return call()
-        except (ClientError, BotoCoreError) as err:
-            attempt += 1
-            if attempt > retries or not is_retryable(err):
-                raise
-            delay = backoff_delay(attempt, backoff)
-            log.debug("retry %d/%d in %.2fs after %s", attempt, retries, delay, describe_error(err))
-            time.sleep(delay)
 
 
 def _send_body_at_once(request: Any, **_: Any) -> None:
@@ -422,7 +366,7 @@ def _upload_one(
         params["CacheControl"] = options.cache_control
     if options.acl:
         params["ACL"] = options.acl
-    _with_retries(lambda: client.put_object(**params), options.retries, options.backoff)
+    with_retries(lambda: client.put_object(**params), options.retries, options.backoff)
     return UPLOADED, len(data)
 
 
@@ -527,7 +471,7 @@ def publish_json(
     }
     if cache_control:
         params["CacheControl"] = cache_control
-    _with_retries(lambda: client.put_object(**params), retries, backoff)
+    with_retries(lambda: client.put_object(**params), retries, backoff)
 
 
 # --- ArcGIS conf.xml ----------------------------------------------------------------

@@ -35,7 +35,7 @@ from s3maptiler import bulk, purge
 from s3maptiler import publish as publish_docs
 from s3maptiler.capabilities import ARCGIS_SERVICES_PREFIX, arcgis_service_path, json_document
 from s3maptiler.config import ConfigError, Layer, Settings, default_layer_name, load_settings
-from s3maptiler.stores import make_s3_client
+from s3maptiler.storage.s3 import make_s3_client
 from s3maptiler.tiles.grids import Bbox, GridError, TileGrid, get_grid
 from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, get_layout
 

@@ -44,9 +44,11 @@ from s3maptiler.cli import (
     s3_options,
 )
 from s3maptiler.config import Settings
-from s3maptiler.pipeline import LayerRuntime, SharedBlanks
-from s3maptiler.stores import LocalStore, S3Store, TileStore
-from s3maptiler.wms import WMSClient, WMSError
+from s3maptiler.render.errors import WMSError
+from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.wms import WMSClient
+from s3maptiler.storage.blanks import SharedBlanks
+from s3maptiler.storage.stores import LocalStore, S3Store, TileStore
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,13 @@ from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3maptiler.pipeline import LayerRuntime, SharedBlanks
+from s3maptiler.render.errors import WMSError
+from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.wms import WMSClient
 from s3maptiler.seed import BadJob, ListingCache, MetaJob, RenderCounts, render_metatile
-from s3maptiler.stores import StoreError, TileStore
-from s3maptiler.wms import WMSClient, WMSError
+from s3maptiler.storage.blanks import SharedBlanks
+from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.stores import TileStore
 
 __all__ = [
     "MAX_BATCH",

@@ -23,7 +23,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3maptiler.bulk import describe_error, skip_listing_timestamps
+from s3maptiler.storage.s3 import ListingFailed, describe_error, list_objects
 from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid
 from s3maptiler.tiles.layouts import Layout, LayoutError
 from s3maptiler.tiles.tilemath import tile_lonlat_bounds
@@ -53,10 +53,6 @@ class PurgeError(Exception):
 
 class InvalidSelection(PurgeError, ValueError):
     """A zoom range or bounding box that selects nothing sensible."""
-
-
-class ListingFailed(PurgeError):
-    """The prefix could not be listed (no bucket, no access, S3 down)."""
 
 
 @dataclass(frozen=True)
@@ -149,30 +145,24 @@ def find_tiles(
 ) -> TilesFound:
     """Keys under `prefix` of the tiles in `selection`; `on_listed(n)` after each page.
 
-    Raises ListingFailed. Calls :func:`s3maptiler.bulk.skip_listing_timestamps`.
+    Raises ListingFailed (:mod:`s3maptiler.storage.s3`).
     """
-    skip_listing_timestamps(client)
     found = TilesFound()
     started = time.perf_counter()
-    paginator = client.get_paginator("list_objects_v2")
+
+    def listed(count: int) -> None:
+        found.listed += count
+        if on_listed is not None:
+            on_listed(count)
+
     for listing_prefix in listing_prefixes(prefix, selection):
-        try:
-            for page in paginator.paginate(Bucket=bucket, Prefix=listing_prefix):
-                contents = page.get("Contents", [])
-                for obj in contents:
-                    key = obj["Key"]
-                    verdict = selection.selects(key[len(prefix) :])
-                    if verdict is None:
-                        found.ignored += 1
-                    elif verdict:
-                        found.keys.append(key)
-                found.listed += len(contents)
-                if on_listed is not None:
-                    on_listed(len(contents))
-        except (ClientError, BotoCoreError) as err:
-            raise ListingFailed(
-                f"cannot list s3://{bucket}/{listing_prefix}: {describe_error(err)}"
-            ) from err
+        for obj in list_objects(client, bucket, listing_prefix, on_page=listed):
+            key = obj["Key"]
+            verdict = selection.selects(key[len(prefix) :])
+            if verdict is None:
+                found.ignored += 1
+            elif verdict:
+                found.keys.append(key)
     found.elapsed = time.perf_counter() - started
     return found
 

@@ -8,7 +8,7 @@ positive area: a tile that only meets the coverage along an edge or at a corner 
 left out, as :meth:`~s3maptiler.tiles.grids.TileGrid.tiles_in` leaves it out for a bbox.
 
 :func:`render_metatile` does the work of one job through the service's own render
-pipeline (:mod:`s3maptiler.pipeline`): ONE GetMap, sliced with the layer's encoder,
+pipeline (:mod:`s3maptiler.render.pipeline`): ONE GetMap, sliced with the layer's encoder,
 blank tiles treated by the layer's ``empty_tiles`` policy, each covered tile written
 straight to the store (seeding is itself the background job, so no upload queue).
 :func:`run_seed` runs jobs on a bounded thread pool behind a :class:`TokenBucket`
@@ -37,16 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from s3maptiler.config import Layer
-from s3maptiler.guard import WMSGuard
-from s3maptiler.pipeline import LayerRuntime, Renderer, SharedBlanks, seed_metatile
-from s3maptiler.stores import LocalStore, S3Store, StoreError, TileStore
+from s3maptiler.render.errors import WMSError
+from s3maptiler.render.guard import WMSGuard
+from s3maptiler.render.pipeline import LayerRuntime, Renderer
+from s3maptiler.render.wms import WMSClient
+from s3maptiler.storage.blanks import SharedBlanks
+from s3maptiler.storage.s3 import StoreError, list_objects
+from s3maptiler.storage.stores import LocalStore, S3Store, TileStore
+from s3maptiler.storage.uploads import UploadJob
 from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid
 from s3maptiler.tiles.metatile import MetaTile, metatile_for
 from s3maptiler.tiles.tilemath import lonlat_to_tile, tile_lonlat_bounds
-from s3maptiler.wms import WMSClient, WMSError
 
 __all__ = [
     "Coverage",
@@ -516,21 +518,15 @@ class ListingCache:
         future.set_result(keys)
         return keys
 
+    def _count_page(self, _count: int) -> None:
+        with self._lock:
+            self.listings += 1
+
     def _list(self, prefix: str) -> frozenset[str]:
         store = self.store
         assert isinstance(store, S3Store)
-        keys: set[str] = set()
-        try:
-            pages = store.client.get_paginator("list_objects_v2").paginate(
-                Bucket=store.bucket, Prefix=prefix
-            )
-            for page in pages:
-                with self._lock:
-                    self.listings += 1
-                keys.update(obj["Key"] for obj in page.get("Contents", ()))
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"ListObjectsV2 {store.location}/{prefix}: {exc}") from exc
-        return frozenset(keys)
+        listing = list_objects(store.client, store.bucket, prefix, self._count_page)
+        return frozenset(obj["Key"] for obj in listing)
 
 
 # --------------------------------------------------------------------------- one metatile
@@ -895,3 +891,47 @@ def estimate(
     if options.wms_rate:
         total = max(total, len(jobs) / options.wms_rate)
     return Estimate(len(took), per, total)
+
+
+@dataclass
+class SeedCounts:
+    """What one seeded metatile did: tiles written, tiles already there, GetMaps."""
+
+    stored: int = 0
+    existing: int = 0
+    getmaps: int = 0
+
+
+def seed_metatile(
+    renderer: Renderer,
+    runtime: LayerRuntime,
+    ext: str,
+    meta: MetaTile,
+    keys: dict[Tile, str],
+    store: TileStore,
+    blanks: SharedBlanks,
+) -> SeedCounts:
+    """Draw `meta` with ONE GetMap and write each tile of `keys` straight to `store`,
+    through the layer's blank policy. Raises WMSError or StoreError; tiles written
+    before a StoreError stay written."""
+    counts = SeedCounts(getmaps=1)
+    sliced = renderer.metatile(runtime, ext, meta).encode(keys)
+    for tile, key in keys.items():
+        piece = sliced[tile]
+        own = UploadJob(
+            key, piece.data, runtime.content_type(ext), runtime.layer.cache_control or None
+        )
+        for job in blanks.jobs(own, runtime.blank_key(ext, piece)):
+            outcome = _put(store, job)
+            blanks.settled(job, outcome)
+            if job.key == key:
+                if outcome == "exists":
+                    counts.existing += 1
+                else:
+                    counts.stored += 1
+    return counts
+
+
+def _put(store: TileStore, job: UploadJob) -> str:
+    extra = {"redirect_to": job.redirect_to} if job.redirect_to else {}
+    return store.put(job.key, job.data, job.content_type, job.cache_control, **extra)

@@ -305,3 +305,14 @@ def slice_metatile(data: bytes, meta: MetaTile, encoder: Encoder) -> dict[Tile, 
         sum(t.uniform for t in tiles.values()),
     )
     return tiles
+
+
+@functools.cache
+def blank_tile(media_type: str, size: int) -> bytes:
+    """A transparent PNG, or a white JPEG, of size x size pixels."""
+    out = io.BytesIO()
+    if media_type == "image/jpeg":
+        Image.new("RGB", (size, size), (255, 255, 255)).save(out, "JPEG", quality=90)
+    else:
+        Image.new("RGBA", (size, size), (0, 0, 0, 0)).save(out, "PNG", optimize=True)
+    return out.getvalue()

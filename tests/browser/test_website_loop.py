@@ -29,7 +29,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from s3maptiler.preview import STATIC_DIR
+from s3maptiler.http.preview import STATIC_DIR
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 from s3maptiler.tiles.metatile import metatile_for
 from tests.browser.test_preview import (

@@ -17,11 +17,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from s3maptiler.leases import Leases, _Refused
-from s3maptiler.pipeline import RenderedTiles
-from s3maptiler.singleflight import WaitTimeout
+from s3maptiler.render.errors import WMSTimeout
+from s3maptiler.render.pipeline import RenderedTiles
+from s3maptiler.service.leases import Leases, _Refused
+from s3maptiler.service.singleflight import WaitTimeout
 from s3maptiler.tiles.grids import Tile
-from s3maptiler.wms import WMSTimeout
 from tests.integration.conftest import AWS_ENV
 from tests.servers import free_port
 

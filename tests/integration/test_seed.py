@@ -230,8 +230,8 @@ def test_two_workers_drain_the_queue_drawing_each_metatile_once(
 
 def test_tasks_seed_through_flask_and_gunicorn(env, tmp_path, s3, bucket, demo_wms, monkeypatch):
     from s3maptiler.config import load_settings
+    from s3maptiler.http.app import create_app
     from s3maptiler.jobs import encode_messages
-    from s3maptiler.web import create_app
 
     runtime = layer_runtime()
     job = seed.MetaJob("default", "png", 12, 1204, 1536)

@@ -7,7 +7,7 @@ import pytest
 import requests
 import responses
 
-from s3maptiler.guard import WMSGuard, WMSUnavailable
+from s3maptiler.render.guard import WMSGuard, WMSUnavailable
 from tests.unit.test_web import WMS, make_app, png, wms_calls
 
 

@@ -14,13 +14,14 @@ from PIL import Image
 
 from s3maptiler import jobs, seed
 from s3maptiler.config import Layer, Settings
-from s3maptiler.pipeline import LayerRuntime
-from s3maptiler.service import TileService
-from s3maptiler.stores import LocalStore, S3Store
+from s3maptiler.render.errors import WMSConnectionError
+from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.wms import WMSClient
+from s3maptiler.service.tilepath import TileService
+from s3maptiler.storage.stores import LocalStore, S3Store
+from s3maptiler.storage.uploads import UploadPool
 from s3maptiler.tiles.grids import Tile
 from s3maptiler.tiles.tilemath import tile_lonlat_bounds
-from s3maptiler.uploads import UploadPool
-from s3maptiler.wms import WMSClient, WMSConnectionError
 
 NYC = (-74.05, 40.68, -73.90, 40.82)  # west, south, east, north in degrees
 
@@ -468,8 +469,8 @@ def test_worker_leaves_failed_and_malformed_messages_for_redrive(sqs, tmp_path, 
 
 
 def tasks_client(tmp_path, wms):
-    from s3maptiler.tasks import tasks
-    from s3maptiler.web import create_app
+    from s3maptiler.http.app import create_app
+    from s3maptiler.http.tasks import blueprint as tasks
 
     layer = make_layer()
     settings = Settings(layers=(layer,), local_cache_dir=tmp_path / "tiles", log_level="WARNING")

@@ -16,6 +16,7 @@ from pyproj import CRS as ProjCRS
 
 from s3maptiler.capabilities import wmts_capabilities
 from s3maptiler.config import Layer
+from s3maptiler.render.getmap import bbox_text
 from s3maptiler.tiles import srs
 from s3maptiler.tiles.grids import (
     GLOBAL_GEODETIC,
@@ -26,7 +27,6 @@ from s3maptiler.tiles.grids import (
     custom_grid,
 )
 from s3maptiler.tiles.tilemath import arcgis_scale, scale_denominator
-from s3maptiler.wms import bbox_text
 
 WMTS = "{http://www.opengis.net/wmts/1.0}"
 OWS = "{http://www.opengis.net/ows/1.1}"

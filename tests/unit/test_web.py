@@ -12,8 +12,10 @@ from moto import mock_aws
 from PIL import Image
 
 from s3maptiler.config import load_settings
-from s3maptiler.stores import LocalStore, S3Store, StoredTile, StoreError
-from s3maptiler.web import build_service, create_app
+from s3maptiler.http.app import create_app
+from s3maptiler.service.build import build_service
+from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.stores import LocalStore, S3Store, StoredTile
 
 WMS = "http://wms.test/mapserv"
 
@@ -491,12 +493,12 @@ def test_the_first_tile_format_is_the_layers_own_everywhere(tmp_path, wms, forma
     expected = "JPG,PNG32" if "png" in formats else "JPG"
     assert doc["supportedImageFormatTypes"] == expected
 
-    runtime = service.by_name["default"]
+    runtime = service.runtimes["default"]
     jobs_ = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox((-74.0, 40.7, -73.9, 40.8)), [5]))
     assert jobs_ and {job.ext for job in jobs_} == {ext}
 
     # The preview asks for the same extension.
-    from s3maptiler import preview
+    from s3maptiler.http import preview
 
     addresses = preview.tile_addresses(layer, runtime.grid)
     assert {a.ext for a in addresses} == {ext, ""}

@@ -5,7 +5,7 @@ metatile it writes the metatile's lease object with ``If-None-Match: *``; S3 let
 exactly one such write succeed. The lease records when it expires. Instances
 that lose the race do not render: they read the lease until the winner replaces it
 (``If-Match`` its own ETag) with the finished render, a
-:class:`~s3maptiler.pipeline.RenderedTiles` with ``state: done``, and serve their
+:class:`~s3maptiler.render.pipeline.RenderedTiles` with ``state: done``, and serve their
 tiles from it while the winner's uploads land.
 
 Per metatile that costs the winner two PUTs; every other instance that asks for the
@@ -33,8 +33,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3maptiler.pipeline import BadBundle, RenderedTiles, read_header
-from s3maptiler.singleflight import WaitTimeout, failure_record, from_record
+from s3maptiler.render.pipeline import BadBundle, RenderedTiles, read_header
+from s3maptiler.service.singleflight import WaitTimeout, failure_record, from_record
 
 log = logging.getLogger(__name__)
 

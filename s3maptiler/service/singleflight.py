@@ -20,8 +20,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Generic, TypeVar
 
-from s3maptiler.guard import WMSUnavailable
-from s3maptiler.wms import WMSError, WMSTimeout
+from s3maptiler.render.errors import WMSError, WMSTimeout
+from s3maptiler.render.guard import WMSUnavailable
 
 V = TypeVar("V")
 

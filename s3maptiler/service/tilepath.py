@@ -8,14 +8,14 @@ request was parsed from, so the next request for that key is a hit.
 A miss for a tile of a metatile goes through three rings of single flight, each
 "lock, re-check, render, publish":
 
-1. the threads of this process (:mod:`s3maptiler.singleflight`): one leads, the
+1. the threads of this process (:mod:`s3maptiler.service.singleflight`): one leads, the
    others wait for its future;
-2. the workers of this host (:mod:`s3maptiler.spool`): the leader takes the
+2. the workers of this host (:mod:`s3maptiler.service.spool`): the leader takes the
    metatile's file lock, or reads the render another worker publishes;
-3. the instances of the fleet (:mod:`s3maptiler.leases`): the leader takes the
+3. the instances of the fleet (:mod:`s3maptiler.service.leases`): the leader takes the
    metatile's lease in the bucket, or serves the render another instance puts there.
 
-Only then is the WMS asked, once, through :mod:`s3maptiler.pipeline`. The requested
+Only then is the WMS asked, once, through :mod:`s3maptiler.render.pipeline`. The requested
 tile is answered as soon as it is encoded; the rest of the metatile is encoded by
 the slicer, published to the other rings and queued for upload.
 
@@ -29,37 +29,32 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import logging
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
+from concurrent.futures import Future
 from dataclasses import dataclass
-
-from PIL import Image
 
 from s3maptiler import metrics
 from s3maptiler.config import Layer, Settings
-from s3maptiler.guard import WMSGuard
-from s3maptiler.leases import Lease, Leases
-from s3maptiler.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer, SharedBlanks, overlaps
-from s3maptiler.render.encode import SlicedTile, uniform_tile
-from s3maptiler.singleflight import RenderFailed, SingleFlight, wait_for
-from s3maptiler.spool import Spool, Turn
-from s3maptiler.stores import StoredTile, StoreError, TileStore
+from s3maptiler.render.encode import SlicedTile, blank_tile, uniform_tile
+from s3maptiler.render.guard import WMSGuard
+from s3maptiler.render.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer
+from s3maptiler.render.wms import WMSClient
+from s3maptiler.service.addresses import Addresses, TileRequest
+from s3maptiler.service.leases import Lease, Leases
+from s3maptiler.service.singleflight import RenderFailed, SingleFlight, wait_for
+from s3maptiler.service.slicer import Slicer
+from s3maptiler.service.spool import Spool, Turn
+from s3maptiler.storage.blanks import SharedBlanks
+from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.stores import StoredTile, TileStore
+from s3maptiler.storage.uploads import UploadJob, UploadPool
 from s3maptiler.tiles.formats import etag_of
-from s3maptiler.tiles.grids import GridError, Tile, TileOutOfRange
-from s3maptiler.tiles.layouts import LayoutError, get_layout
 from s3maptiler.tiles.metatile import MetaTile
-from s3maptiler.tiles.tilemath import tile_lonlat_bounds
-from s3maptiler.uploads import UploadPool
-from s3maptiler.wms import WMSClient
 
 log = logging.getLogger(__name__)
 
-MAX_KEY_LENGTH = 512
 SLICER_THREADS = 2
 # Metatiles queued or encoding in the background, each holding its decoded image
 # (about 5 MB for 4x4 tiles with a 64 px buffer); past this the leader encodes inline.
@@ -74,29 +69,6 @@ STORE_READ_PATIENCE = 45.0
 _EXPECTED_WEIGHT = 0.2
 
 
-class TileRequestError(Exception):
-    """The request cannot be a tile; `status` is the HTTP status to answer."""
-
-    status = 400
-
-
-class BadTileRequest(TileRequestError):
-    status = 400
-
-
-class TileNotFound(TileRequestError):
-    status = 404
-
-
-@dataclass(frozen=True)
-class TileRequest:
-    layer: LayerRuntime
-    tile: Tile
-    ext: str
-    key: str
-    outside_extent: bool = False  # answered with a blank tile (the layer's outside_extent)
-
-
 @dataclass(frozen=True)
 class TileResult:
     data: bytes
@@ -108,8 +80,12 @@ class TileResult:
     upload: str = "-"  # "queued" | "dropped" | "-"
 
 
-class TileService:
-    """Cache read, then render; each metatile drawn once by the process, host and fleet."""
+class TileService(Addresses):
+    """Cache read, then render; each metatile drawn once by the process, host and fleet.
+
+    Its addresses (which tile a key or a route names, and why not) are
+    :class:`~s3maptiler.service.addresses.Addresses`'.
+    """
 
     def __init__(
         self,
@@ -141,102 +117,12 @@ class TileService:
             )
             for layer in settings.layers
         ]
-        self.by_name = {runtime.layer.name: runtime for runtime in self.layers}
-        # Longest prefix first, so a layer nested under another's prefix still wins.
-        self._by_prefix = sorted(self.layers, key=lambda rt: len(rt.layer.prefix), reverse=True)
+        super().__init__(self.layers)
         self._reads: SingleFlight[StoredTile | None] = SingleFlight()
         self._tiles: SingleFlight[bytes] = SingleFlight()
         self._metatiles: SingleFlight[RenderedTiles] = SingleFlight()
-        self._slicer = _Slicer(SLICER_THREADS, SLICER_BACKLOG)
+        self._slicer = Slicer(SLICER_THREADS, SLICER_BACKLOG)
         self._expected = {runtime.layer.name: 1.0 for runtime in self.layers}
-
-    # ------------------------------------------------------------------ addresses
-
-    def resolve(self, key: str) -> TileRequest:
-        """Parse an S3 key (no leading slash) into a tile of a configured layer."""
-        check_key(key)
-        runtime = self._owner(key)
-        if runtime is None:
-            raise TileNotFound("no layer serves this key prefix")
-        layer = runtime.layer
-        try:
-            parsed = runtime.layout.parse(key[len(layer.prefix) :], runtime.grid)
-        except TileOutOfRange as exc:
-            raise TileNotFound(f"tile out of range: {exc}") from None
-        except (LayoutError, GridError) as exc:
-            raise BadTileRequest(str(exc)) from None
-        return self._checked(runtime, parsed.tile, parsed.ext, key)
-
-    def request_for(self, layer_name: str, tile: Tile, ext: str | None = None) -> TileRequest:
-        """A tile addressed by layer name (the fixed TMS, WMTS and ArcGIS routes).
-
-        The key is formatted in the layer's own layout, so these routes read and fill
-        the same objects as requests for the key itself. `ext` None: the layer's format.
-        """
-        runtime = self.by_name.get(layer_name)
-        if runtime is None:
-            raise TileNotFound(f"no layer named {layer_name[:64]!r}")
-        try:
-            runtime.grid.check(tile)
-        except GridError as exc:
-            raise TileNotFound(f"tile out of range: {exc}") from None
-        ext = ext or runtime.layer.extension
-        if ext not in runtime.sources:
-            raise TileNotFound(f"format .{ext} is not served by layer {layer_name}")
-        try:
-            key = runtime.layer.prefix + runtime.layout.format(tile, ext, runtime.grid)
-        except (LayoutError, GridError) as exc:
-            # e.g. zoom 0 has no quadkey: the layer cannot store this tile.
-            raise TileNotFound(f"layer {layer_name} cannot store this tile: {exc}") from None
-        return self._checked(runtime, tile, ext, key)
-
-    def _owner(self, key: str) -> LayerRuntime | None:
-        """The layer whose prefix `key` starts with (the longest such prefix)."""
-        return next((rt for rt in self._by_prefix if key.startswith(rt.layer.prefix)), None)
-
-    def owns(self, key: str) -> bool:
-        """Whether `key` is a configured layer's key: its prefix, then a path in its
-        layout (a tile in range or not). Such a key is that layer's tile before any
-        other reading of the path (e.g. `TILE_PREFIX=1.0.0/<name>/` and `/1.0.0/...`)."""
-        runtime = self._owner(key) if len(key) <= MAX_KEY_LENGTH else None
-        if runtime is None:
-            return False
-        try:
-            runtime.layout.parse(key[len(runtime.layer.prefix) :], runtime.grid)
-        except LayoutError:
-            return False
-        except GridError:
-            return True  # the layer's key shape, outside its grid: the layer answers 404
-        return True
-
-    def request_via(self, layer_name: str, layout_name: str, path: str) -> TileRequest:
-        """A tile of a named layer addressed in another layout, e.g. "tms" for
-        `/1.0.0/<layer>/{z}/{x}/{y}.png` or "wmts" for `{TileMatrix}/{TileRow}/{TileCol}.png`."""
-        runtime = self.by_name.get(layer_name)
-        if runtime is None:
-            raise TileNotFound(f"no layer named {layer_name[:64]!r}")
-        try:
-            parsed = get_layout(layout_name).parse(path, runtime.grid)
-        except TileOutOfRange as exc:
-            raise TileNotFound(f"tile out of range: {exc}") from None
-        except (LayoutError, GridError) as exc:
-            raise BadTileRequest(str(exc)) from None
-        return self.request_for(layer_name, parsed.tile, parsed.ext)
-
-    def _checked(self, runtime: LayerRuntime, tile: Tile, ext: str, key: str) -> TileRequest:
-        layer = runtime.layer
-        if ext not in runtime.sources:
-            raise TileNotFound(f"format .{ext} is not served by layer {layer.name}")
-        if not layer.min_zoom <= tile.z <= layer.max_zoom:
-            raise TileNotFound(
-                f"zoom {tile.z} outside {layer.min_zoom}..{layer.max_zoom} of layer {layer.name}"
-            )
-        outside = layer.extent is not None and not overlaps(
-            tile_lonlat_bounds(runtime.grid, tile), layer.extent
-        )
-        if outside and layer.outside_extent == "404":
-            raise TileNotFound(f"tile outside the extent of layer {layer.name}")
-        return TileRequest(runtime, tile, ext, key, outside)
 
     # ------------------------------------------------------------------ the tile path
 
@@ -441,7 +327,10 @@ class TileService:
     ) -> str:
         """Queue a rendered tile through the layer's blank policy: "queued" or "dropped"."""
         outcome = "queued"
-        for job in self.blanks.jobs(runtime, ext, key, piece):
+        own = UploadJob(
+            key, piece.data, runtime.content_type(ext), runtime.layer.cache_control or None
+        )
+        for job in self.blanks.jobs(own, runtime.blank_key(ext, piece)):
             if self.uploads.submit(job, wait):
                 metrics.UPLOAD_QUEUE.inc()  # the pool's on_result decrements it: exact, no lock
             else:
@@ -492,6 +381,19 @@ class TileService:
         if alias is not None:
             self._upload(request.layer, request.ext, alias, piece, UPLOAD_WAIT)
 
+    def health_checks(self) -> dict[str, str]:
+        """The deep health check: the store, its recent reads and every layer's WMS
+        (GetCapabilities within 3 s), each "ok" or "failing: <one line>"."""
+        checks = {"store": _probe(self.store.check)}
+        denied = self.store.read_problem()
+        checks["store_reads"] = "ok" if denied is None else f"failing: {denied}"
+        for runtime in self.layers:
+            source = next(iter(runtime.sources.values()))
+            checks[f"wms:{runtime.layer.name}"] = _probe(
+                lambda s=source: self.wms.check_capabilities(s, timeout=3.0)
+            )
+        return checks
+
     def drain(self, timeout: float) -> int:
         """Finish slicing, then the uploads, within `timeout` seconds; returns how
         many uploads were left undone (on shutdown: gunicorn's worker_exit)."""
@@ -521,17 +423,6 @@ class TileService:
         )
 
 
-def check_key(key: str) -> None:
-    """BadTileRequest unless `key` could be an S3 key the service writes: bounded,
-    printable ASCII, no backslash, no empty, '.' or '..' segment."""
-    if len(key) > MAX_KEY_LENGTH:
-        raise BadTileRequest(f"key longer than {MAX_KEY_LENGTH} characters")
-    if not key.isascii() or not key.isprintable() or "\\" in key:
-        raise BadTileRequest("key has characters a tile key never has")
-    if any(part in ("", ".", "..") for part in key.split("/")):
-        raise BadTileRequest("key has an empty, '.' or '..' segment")
-
-
 def metatile_flight(store_location: str, layer: Layer, ext: str, meta: MetaTile) -> str:
     """A metatile's id across processes and hosts (hex): the same store, layer,
     format and geometry give the same id, and so the same lock, spool entry and lease."""
@@ -542,64 +433,9 @@ def metatile_flight(store_location: str, layer: Layer, ext: str, meta: MetaTile)
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
-class _Slicer:
-    """Encodes the rest of each metatile after its first tile was answered.
-
-    At most `backlog` metatiles are queued or encoding at once, each holding its
-    decoded image; past that `run` encodes on the caller's thread, so memory stays
-    bounded and a burst slows its own requests down instead. `drain` keeps to its
-    deadline: jobs not started by then are abandoned (their waiters get a 502).
-    """
-
-    def __init__(self, threads: int, backlog: int):
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="slicer")
-        self._room = threading.BoundedSemaphore(backlog)
-        self._lock = threading.Lock()
-        self._jobs: dict[Future, Callable[[], None]] = {}
-        self._closed = False
-
-    def run(self, work: Callable[[], None], abandon: Callable[[], None]) -> None:
-        if self._closed or not self._room.acquire(blocking=False):
-            work()
-            return
-        try:
-            job = self._executor.submit(work)
-        except RuntimeError:  # shut down meanwhile
-            self._room.release()
-            work()
-            return
-        with self._lock:
-            self._jobs[job] = abandon
-        job.add_done_callback(self._done)
-
-    def _done(self, job: Future) -> None:
-        with self._lock:
-            self._jobs.pop(job, None)
-        self._room.release()
-
-    def drain(self, deadline: float) -> None:
-        self._closed = True
-        with self._lock:
-            jobs = list(self._jobs)
-        futures_wait(jobs, max(deadline - time.monotonic(), 0.0))
-        with self._lock:
-            left = dict(self._jobs)
-        for job, abandon in left.items():
-            if job.cancel():
-                abandon()
-        if left:
-            log.error(
-                "%d metatiles not finished when draining; their tiles are not stored", len(left)
-            )
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-@functools.cache
-def blank_tile(media_type: str, size: int) -> bytes:
-    """A transparent PNG, or a white JPEG, of size x size pixels."""
-    out = io.BytesIO()
-    if media_type == "image/jpeg":
-        Image.new("RGB", (size, size), (255, 255, 255)).save(out, "JPEG", quality=90)
-    else:
-        Image.new("RGBA", (size, size), (0, 0, 0, 0)).save(out, "PNG", optimize=True)
-    return out.getvalue()
+def _probe(check: Callable[[], object]) -> str:
+    try:
+        check()
+    except Exception as exc:  # every failure is reported, none is raised
+        return f"failing: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+    return "ok"

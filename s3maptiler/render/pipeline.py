@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -29,7 +27,6 @@ from PIL import Image
 
 from s3maptiler import metrics
 from s3maptiler.config import Layer
-from s3maptiler.guard import WMSGuard
 from s3maptiler.render.encode import (
     Encoder,
     SlicedTile,
@@ -37,17 +34,15 @@ from s3maptiler.render.encode import (
     slice_image,
     uniform_tile,
 )
-from s3maptiler.stores import TileStore
+from s3maptiler.render.errors import WMSBadImage, WMSError
+from s3maptiler.render.getmap import WMSSource
+from s3maptiler.render.guard import WMSGuard
+from s3maptiler.render.wms import WMSClient
 from s3maptiler.tiles.formats import for_extension, media_type
 from s3maptiler.tiles.grids import GridError, Tile, TileGrid
 from s3maptiler.tiles.layouts import Layout, LayoutError, get_layout
 from s3maptiler.tiles.metatile import MetaTile, MetaTileError, metatile_for
 from s3maptiler.tiles.tilemath import tile_lonlat_bounds
-from s3maptiler.uploads import UploadJob
-from s3maptiler.wms import WMSBadImage, WMSClient, WMSError, WMSSource
-
-# Blank keys remembered as stored; more are forgotten oldest first (and re-uploaded once).
-BLANKS_REMEMBERED = 1024
 
 
 @dataclass(frozen=True)
@@ -81,6 +76,19 @@ class LayerRuntime:
     def content_type(self, ext: str) -> str:
         """The Content-Type of this layer's tiles with extension `ext`."""
         return media_type(self.sources[ext].image_format)
+
+    @property
+    def cache_control(self) -> str | None:
+        """The Cache-Control stored with the layer's tiles (None: none)."""
+        return self.layer.cache_control or None
+
+    def blank_key(self, ext: str, tile: SlicedTile) -> str | None:
+        """The key of the shared blank `tile` is stored as, when it is uniform and the
+        layer's ``empty_tiles`` policy is "redirect" (see storage/blanks.py), else None."""
+        if not tile.uniform or self.layer.empty_tiles != "redirect":
+            return None
+        digest = hashlib.md5(tile.data, usedforsecurity=False).hexdigest()
+        return f"{self.layer.prefix}_blank/{digest}.{ext}"
 
     @classmethod
     def build(cls, layer: Layer, guard: WMSGuard) -> LayerRuntime:
@@ -193,94 +201,7 @@ ENCODE_SLACK = 5.0  # seconds: decode and encode 64 tiles on a loaded core
 # --------------------------------------------------------------------------- blank tiles
 
 
-class SharedBlanks:
-    """The ``empty_tiles = "redirect"`` policy of every layer, for one process.
-
-    A uniform tile is stored as a zero-byte object redirecting to
-    ``<prefix>_blank/<md5>.<ext>``, one shared copy of the same bytes. A pointer is
-    only ever written once that blank is known to be stored (its own upload reported
-    "stored" or "exists"); until then uniform tiles are stored in full, so a lost
-    or dropped blank upload never leaves pointers to a missing object.
-    """
-
-    def __init__(self, remembered: int = BLANKS_REMEMBERED):
-        self._lock = threading.Lock()
-        self._stored: OrderedDict[str, None] = OrderedDict()
-        self._uploading: set[str] = set()
-        self._remembered = remembered
-
-    def jobs(self, runtime: LayerRuntime, ext: str, key: str, tile: SlicedTile) -> list[UploadJob]:
-        """The uploads that store `tile` under `key`: one, or the shared blank first."""
-        content_type = runtime.content_type(ext)
-        cache_control = runtime.layer.cache_control or None
-        if not tile.uniform or runtime.layer.empty_tiles != "redirect":
-            return [UploadJob(key, tile.data, content_type, cache_control)]
-        digest = hashlib.md5(tile.data, usedforsecurity=False).hexdigest()
-        blank = f"{runtime.layer.prefix}_blank/{digest}.{ext}"
-        with self._lock:
-            if blank in self._stored:
-                self._stored.move_to_end(blank)
-                return [UploadJob(key, tile.data, content_type, cache_control, blank)]
-            first = blank not in self._uploading
-            self._uploading.add(blank)
-        own = UploadJob(key, tile.data, content_type, cache_control)
-        if not first:
-            return [own]
-        return [UploadJob(blank, tile.data, content_type, cache_control), own]
-
-    def settled(self, job: UploadJob, outcome: str) -> None:
-        """An upload ended (the upload pool's on_result): remember blanks that are stored."""
-        with self._lock:
-            if job.key not in self._uploading:
-                return
-            self._uploading.discard(job.key)
-            if outcome in ("stored", "exists"):
-                self._stored[job.key] = None
-                while len(self._stored) > self._remembered:
-                    self._stored.popitem(last=False)
-
-
 # --------------------------------------------------------------------------- seeding
-
-
-@dataclass
-class SeedCounts:
-    """What one seeded metatile did: tiles written, tiles already there, GetMaps."""
-
-    stored: int = 0
-    existing: int = 0
-    getmaps: int = 0
-
-
-def seed_metatile(
-    renderer: Renderer,
-    runtime: LayerRuntime,
-    ext: str,
-    meta: MetaTile,
-    keys: dict[Tile, str],
-    store: TileStore,
-    blanks: SharedBlanks,
-) -> SeedCounts:
-    """Draw `meta` with ONE GetMap and write each tile of `keys` straight to `store`,
-    through the layer's blank policy. Raises WMSError or StoreError; tiles written
-    before a StoreError stay written."""
-    counts = SeedCounts(getmaps=1)
-    sliced = renderer.metatile(runtime, ext, meta).encode(keys)
-    for tile, key in keys.items():
-        for job in blanks.jobs(runtime, ext, key, sliced[tile]):
-            outcome = _put(store, job)
-            blanks.settled(job, outcome)
-            if job.key == key:
-                if outcome == "exists":
-                    counts.existing += 1
-                else:
-                    counts.stored += 1
-    return counts
-
-
-def _put(store: TileStore, job: UploadJob) -> str:
-    extra = {"redirect_to": job.redirect_to} if job.redirect_to else {}
-    return store.put(job.key, job.data, job.content_type, job.cache_control, **extra)
 
 
 # --------------------------------------------------------------------------- a finished render

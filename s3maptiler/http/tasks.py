@@ -15,13 +15,14 @@ import json
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
+from s3maptiler.http.replies import service
 from s3maptiler.jobs import BadMessage, JobFailed, handle_message
 
 log = logging.getLogger(__name__)
 
-tasks = Blueprint("tasks", __name__)
+blueprint = Blueprint("tasks", __name__)
 
 
 def _answer(status: int, document: dict) -> Response:
@@ -32,15 +33,15 @@ def _answer(status: int, document: dict) -> Response:
     )
 
 
-@tasks.post("/tasks/seed")
+@blueprint.post("/tasks/seed")
 def seed_task() -> Response:
     """Draw and store the metatiles of one seed message."""
-    service = current_app.extensions["s3maptiler"]
+    tiles = service()
     message_id = request.headers.get("X-Aws-Sqsd-Msgid", "-")
     started = time.perf_counter()
     try:
         counts = handle_message(
-            request.get_data(), service.by_name, service.wms, service.store, service.blanks
+            request.get_data(), tiles.runtimes, tiles.wms, tiles.store, tiles.blanks
         )
     except BadMessage as exc:
         log.warning("task seed msgid=%s status=400 reason=%s", message_id, exc)

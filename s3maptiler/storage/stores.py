@@ -11,11 +11,8 @@ Two implementations of one small interface:
   Writes are atomic (temporary file + ``os.replace``); content types are sniffed
   from the bytes so no sidecar files are needed.
 
-Every failure is a `StoreError` whose ``retryable`` flag says whether trying again
-could help. Retrying is the S3 client's job alone: botocore's "standard" mode with a
-total attempt budget (`make_s3_client`), never a second loop on top. Which S3 errors
-are worth another try is written once, in `is_retryable`, for the stores, bulk
-uploads and purges alike.
+Every failure is a `StoreError` (:mod:`s3maptiler.storage.s3`) whose ``retryable``
+flag says whether trying again could help. Retrying is the S3 client's job alone.
 """
 
 from __future__ import annotations
@@ -33,98 +30,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
 )
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from s3maptiler.storage.s3 import (
+    ACCESS_DENIED_CODES,
+    MISSING_KEY_ACCESS_CODES,
+    MISSING_KEY_CODES,
+    InvalidKeyError,
+    StoreAccessDenied,
+    StoreError,
+    StoreNotFound,
+    StoreUnavailable,
+    boto_error,
+    client_error,
+    error_code,
+    supports_if_none_match,
+)
 from s3maptiler.tiles.formats import GENERIC_CONTENT_TYPES, etag_of, sniff_content_type
 
-__all__ = [
-    "RETRYABLE_CODES",
-    "InvalidKeyError",
-    "LocalStore",
-    "S3Store",
-    "StoreAccessDenied",
-    "StoreError",
-    "StoreNotFound",
-    "StoreUnavailable",
-    "StoredTile",
-    "TileStore",
-    "is_retryable",
-    "make_s3_client",
-    "supports_if_none_match",
-]
+__all__ = ["LocalStore", "S3Store", "StoredTile", "TileStore"]
 
 log = logging.getLogger(__name__)
 
-# S3 error codes that mean "try again later"; any 5xx and 429 are retryable too.
-# Not RequestTimeTooSkewed: botocore does not correct the clock for S3, so a retry is
-# signed with the same wrong time and refused again (fix the host's clock instead).
-RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "RequestTimeout",
-        "InternalError",
-        "ServiceUnavailable",
-        "ConditionalRequestConflict",
-    }
-)
-_MISSING_KEY_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-_ACCESS_DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
-# What S3 answers for a missing key when the role lacks s3:ListBucket. Other 403s
-# (InvalidAccessKeyId, SignatureDoesNotMatch, RequestTimeTooSkewed) are real errors.
-_MISSING_KEY_ACCESS_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
-_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
-
 
 # --- errors -------------------------------------------------------------------------
-
-
-class StoreError(Exception):
-    """A store operation failed.
-
-    ``retryable`` is True when the same call may succeed later (throttling, 5xx,
-    connection trouble) and False when it cannot (access denied, no such bucket,
-    a refused key).
-    """
-
-    retryable: bool = False
-    attempts: int | None = None  # requests the S3 client made, retries included, if known
-
-    def __init__(self, message: str, retryable: bool | None = None):
-        super().__init__(message)
-        if retryable is not None:
-            self.retryable = retryable
-
-
-class StoreUnavailable(StoreError):
-    """The store could not answer now: throttled, 5xx, timeout, connection refused."""
-
-    retryable = True
-
-
-class StoreAccessDenied(StoreError):
-    """The credentials may not do this (403, ACLs refused, no credentials at all)."""
-
-
-class StoreNotFound(StoreError):
-    """The bucket itself does not exist."""
-
-
-class InvalidKeyError(StoreError):
-    """A key that must never reach the store (absolute, ``..``, backslash, NUL, ...)."""
 
 
 # --- interface ----------------------------------------------------------------------
@@ -237,113 +169,6 @@ class _ReadDenials:
             )
 
 
-def _error_code(err: ClientError) -> tuple[str, int]:
-    code = str(err.response.get("Error", {}).get("Code", ""))
-    status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    return code, status
-
-
-def is_retryable(err: BaseException) -> bool:
-    """True when the same S3 call may succeed later: throttling, 5xx, lost connections.
-
-    The one definition of a retryable S3 error (RequestTimeTooSkewed is not one)."""
-    if isinstance(err, ClientError):
-        code, status = _error_code(err)
-        return code in RETRYABLE_CODES or status >= 500 or status == 429
-    return isinstance(
-        err, BotoConnectionError | HTTPClientError | IncompleteReadError | ConnectionClosedError
-    )
-
-
-def _client_error(err: ClientError, what: str) -> StoreError:
-    """Translate a botocore ClientError into the matching StoreError subclass."""
-    error = _classified_client_error(err, what)
-    retries = err.response.get("ResponseMetadata", {}).get("RetryAttempts")
-    error.attempts = None if retries is None else int(retries) + 1
-    return error
-
-
-def _classified_client_error(err: ClientError, what: str) -> StoreError:
-    code, status = _error_code(err)
-    message = err.response.get("Error", {}).get("Message") or code or "unknown error"
-    text = f"{what}: {code or status} {message}".strip()
-    if is_retryable(err):
-        return StoreUnavailable(text)
-    if code in _ACCESS_DENIED_CODES or status == 403:
-        return StoreAccessDenied(text)
-    if code == "AccessControlListNotSupported":
-        return StoreAccessDenied(
-            f"{what}: the bucket refuses ACLs (Object Ownership is BucketOwnerEnforced); "
-            "configure no ACL and grant public read with a bucket policy"
-        )
-    if code in _MISSING_BUCKET_CODES:
-        return StoreNotFound(text)
-    return StoreError(text, retryable=False)
-
-
-def _boto_error(err: BotoCoreError, what: str) -> StoreError:
-    """Translate a botocore transport/configuration error into a StoreError."""
-    if isinstance(err, NoCredentialsError | PartialCredentialsError):
-        return StoreAccessDenied(f"{what}: no usable AWS credentials ({err})")
-    if is_retryable(err):
-        return StoreUnavailable(f"{what}: {err}")
-    return StoreError(f"{what}: {err}", retryable=False)
-
-
-def _configured_endpoint(endpoint_url: str | None) -> str | None:
-    """The endpoint boto3 will use besides AWS's own: argument, then the environment."""
-    if endpoint_url:
-        return endpoint_url
-    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
-        return None
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-
-
-def make_s3_client(
-    max_pool_connections: int,
-    endpoint_url: str | None = None,
-    region_name: str | None = None,
-    connect_timeout: float = 3.0,
-    read_timeout: float = 10.0,
-    max_attempts: int = 3,
-) -> Any:
-    """One boto3 S3 client for this process; create it after fork.
-
-    `max_pool_connections` must cover every thread that uses the client (request
-    threads + upload workers), or urllib3 discards connections. Timeouts are in
-    seconds; `max_attempts` counts the first try (botocore "standard" retries).
-    With `endpoint_url` None boto3 resolves ``AWS_ENDPOINT_URL_S3`` /
-    ``AWS_ENDPOINT_URL`` itself. Whenever a non-AWS endpoint is in use (argument or
-    environment) path-style addressing is used and checksums are only sent when
-    required, which S3-compatible stores (MinIO, moto server, ...) accept.
-    """
-    s3_options: dict[str, str] = {}
-    extra: dict[str, str] = {}
-    if _configured_endpoint(endpoint_url):
-        s3_options["addressing_style"] = "path"
-        extra["request_checksum_calculation"] = "when_required"
-        extra["response_checksum_validation"] = "when_required"
-    config = Config(
-        max_pool_connections=max_pool_connections,
-        # total_max_attempts counts the first try (botocore's "max_attempts" key does not).
-        retries={"mode": "standard", "total_max_attempts": max_attempts},
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        tcp_keepalive=True,
-        s3=s3_options or None,
-        **extra,
-    )
-    # A private Session: boto3's default session is not thread-safe to create clients from.
-    session = boto3.session.Session()
-    return session.client("s3", endpoint_url=endpoint_url, region_name=region_name, config=config)
-
-
-def supports_if_none_match(client: Any) -> bool:
-    """True when this botocore build can send ``IfNoneMatch`` on PutObject (>= 1.35)."""
-    shape = client.meta.service_model.operation_model("PutObject").input_shape
-    return "IfNoneMatch" in shape.members
-
-
 class S3Store(TileStore):
     """Tiles in an S3 bucket, through one shared (thread-safe) boto3 client.
 
@@ -383,20 +208,20 @@ class S3Store(TileStore):
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
         except ClientError as err:
-            code, _ = _error_code(err)
-            if code in _MISSING_KEY_CODES:
+            code, _ = error_code(err)
+            if code in MISSING_KEY_CODES:
                 return None
-            if code in _MISSING_KEY_ACCESS_CODES:
+            if code in MISSING_KEY_ACCESS_CODES:
                 self._read_denied(key)
                 return None
-            raise _client_error(err, what) from err
+            raise client_error(err, what) from err
         except BotoCoreError as err:
-            raise _boto_error(err, what) from err
+            raise boto_error(err, what) from err
         body = response["Body"]
         try:
             data = body.read()
         except BotoCoreError as err:
-            raise _boto_error(err, what) from err
+            raise boto_error(err, what) from err
         finally:
             body.close()
         target = response.get("WebsiteRedirectLocation")
@@ -460,14 +285,14 @@ class S3Store(TileStore):
         try:
             self.client.put_object(**params)
         except ClientError as err:
-            code, status = _error_code(err)
+            code, status = error_code(err)
             if code == "PreconditionFailed" or status == 412:
                 return "exists"  # another writer cached it first: success
             if code == "ConditionalRequestConflict":
                 return "conflict"
-            raise _client_error(err, what) from err
+            raise client_error(err, what) from err
         except BotoCoreError as err:
-            raise _boto_error(err, what) from err
+            raise boto_error(err, what) from err
         return "stored"
 
     def check(self) -> None:
@@ -475,16 +300,16 @@ class S3Store(TileStore):
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as err:
-            code, status = _error_code(err)
+            code, status = error_code(err)
             if code in {"404", "NoSuchBucket", "NotFound"}:
                 raise StoreNotFound(f"bucket {self.bucket!r} does not exist") from err
-            if code in _ACCESS_DENIED_CODES or status == 403:
+            if code in ACCESS_DENIED_CODES or status == 403:
                 raise StoreAccessDenied(
                     f"access to bucket {self.bucket!r} denied (HeadBucket needs s3:ListBucket)"
                 ) from err
-            raise _client_error(err, f"HeadBucket {self.location}") from err
+            raise client_error(err, f"HeadBucket {self.location}") from err
         except BotoCoreError as err:
-            raise _boto_error(err, f"HeadBucket {self.location}") from err
+            raise boto_error(err, f"HeadBucket {self.location}") from err
 
 
 # --- local directory ----------------------------------------------------------------

@@ -28,7 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from s3maptiler.stores import StoreError, TileStore
+from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.stores import TileStore
 
 __all__ = ["InvalidPoolSettings", "UploadError", "UploadJob", "UploadPool"]
 

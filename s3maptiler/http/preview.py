@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, has_request_context, render_template, request
+from flask import Blueprint, Response, has_request_context, render_template, request
 
 from s3maptiler import capabilities
 from s3maptiler.config import Layer
+from s3maptiler.http.replies import service, text
 from s3maptiler.tiles.grids import Tile, TileGrid
 from s3maptiler.tiles.srs import MAX_MERCATOR_LAT, crs
 
@@ -58,7 +59,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The page's template, script and style, and the map library built into static/vendor/.
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+STATIC_DIR = PACKAGE_DIR / "static"
 #: Files of the map library the page loads, relative to ``static/``.
 VENDOR_FILES = ("vendor/ol/ol.js", "vendor/ol/ol.css")
 BUILD_HINT = "run `bash scripts/build-viewer.sh` (needs npm), then reload this page"
@@ -67,8 +70,8 @@ BUILD_HINT = "run `bash scripts/build-viewer.sh` (needs npm), then reload this p
 blueprint = Blueprint(
     "preview",
     __name__,
-    template_folder="templates",
-    static_folder="static",
+    template_folder=str(PACKAGE_DIR / "templates"),
+    static_folder=str(STATIC_DIR),
     # Under /preview/ so no tile prefix other than "preview/" can be shadowed.
     static_url_path="/preview/static",
 )
@@ -261,16 +264,16 @@ def _document_links(layer: Layer, root: str) -> dict[str, Any]:
     return links
 
 
-def index_page(service: Any) -> str:
-    """The HTML of ``/``: every layer of ``service`` (a TileService) with its grid,
+def index_page(tiles: Any) -> str:
+    """The HTML of ``/``: every layer of ``tiles`` (a TileService) with its grid,
     layout, zoom range, key template and links to its documents and preview.
 
     Call it while handling a request (links respect the app's mount point).
     """
     root = _root()
     rows = []
-    for runtime in service.layers:
-        layer, grid = runtime.layer, runtime.grid
+    for layer in tiles.settings.layers:
+        grid = layer.tile_grid
         keys = tile_addresses(layer, grid, root)[0]
         try:
             projection_of(grid)
@@ -292,8 +295,8 @@ def index_page(service: Any) -> str:
     return render_template(
         "index.html",
         rows=rows,
-        store=service.settings.store_location,
-        bucket_url=service.settings.bucket_url,
+        store=tiles.settings.store_location,
+        bucket_url=tiles.settings.bucket_url,
         root=root,
         tms_service=f"{root}/{capabilities.tms_service_path()}",
         wmts_capabilities=f"{root}/{capabilities.WMTS_CAPABILITIES_PATH}",
@@ -303,11 +306,11 @@ def index_page(service: Any) -> str:
 @blueprint.get("/preview/<layer>")
 def preview(layer: str) -> Response:
     """A full-window map of one layer, or a one-line reason it cannot be drawn."""
-    service = current_app.extensions["s3maptiler"]
-    runtime = service.by_name.get(layer)
-    if runtime is None:
-        names = ", ".join(rt.layer.name for rt in service.layers)
-        return _text(404, f"no layer named {layer[:64]!r}; layers: {names}")
+    tiles = service()
+    found = tiles.layer(layer)
+    if found is None:
+        names = ", ".join(named.name for named in tiles.settings.layers)
+        return text(404, f"no layer named {layer[:64]!r}; layers: {names}")
     problem = None
     config = None
     missing = missing_assets()
@@ -315,23 +318,15 @@ def preview(layer: str) -> Response:
         problem = f"The map library is not built ({', '.join(missing)} missing): {BUILD_HINT}."
     else:
         try:
-            config = preview_config(
-                runtime.layer, runtime.grid, _root(), service.settings.bucket_url
-            )
+            config = preview_config(found, found.tile_grid, _root(), tiles.settings.bucket_url)
         except PreviewError as exc:
             problem = f"This layer cannot be previewed: {exc}."
     if problem:
         log.warning("preview of layer %s: %s", layer, problem)
     html = render_template(
-        "preview.html", layer=runtime.layer, config=config, problem=problem, root=_root()
+        "preview.html", layer=found, config=config, problem=problem, root=_root()
     )
     response = Response(html, mimetype="text/html")
     # The page embeds the configuration, which changes with a restart.
     response.headers["Cache-Control"] = "no-cache"
-    return response
-
-
-def _text(status: int, message: str) -> Response:
-    response = Response(message + "\n", status=status, mimetype="text/plain")
-    response.headers["Cache-Control"] = "no-store"
     return response
