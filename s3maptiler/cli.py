@@ -30,11 +30,13 @@ from dotenv import dotenv_values
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from s3maptiler import bucket as bucket_docs
-from s3maptiler import bulk, purge
-from s3maptiler import publish as publish_docs
-from s3maptiler.capabilities import ARCGIS_SERVICES_PREFIX, arcgis_service_path, json_document
+from s3maptiler.bucket import publish as publish_docs
+from s3maptiler.bucket import purge
+from s3maptiler.bucket import spec as bucket_docs
+from s3maptiler.bucket import upload as bulk
 from s3maptiler.config import ConfigError, Layer, Settings, default_layer_name, load_settings
+from s3maptiler.documents.arcgis import json_document
+from s3maptiler.documents.common import ARCGIS_SERVICES_PREFIX, arcgis_service_path
 from s3maptiler.storage.s3 import make_s3_client
 from s3maptiler.tiles.grids import Bbox, GridError, TileGrid, get_grid
 from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, get_layout

@@ -253,9 +253,9 @@ def prepare_bucket(stack: LocalStack, settings: Any) -> list[str]:
     bucket setup --tiler-url http://<host>:<port>`` and ``s3maptiler publish`` would:
     routing rules to the service over plain http, CORS, public read, and the TMS, WMTS
     and ArcGIS documents. Returns one line per step."""
-    from s3maptiler import bucket as bucket_docs
-    from s3maptiler import publish
-    from s3maptiler.capabilities import ARCGIS_SERVICES_PREFIX
+    from s3maptiler.bucket import publish
+    from s3maptiler.bucket import spec as bucket_docs
+    from s3maptiler.documents.common import ARCGIS_SERVICES_PREFIX
 
     client = stack.client()
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from s3maptiler import capabilities
+from s3maptiler.documents import arcgis, common, tms, wmts
 from s3maptiler.http.replies import document, service, text
 
 blueprint = Blueprint("documents", __name__)
@@ -17,8 +17,8 @@ def _base_url() -> str:
 
 @blueprint.get("/1.0.0/")
 def tms_service() -> Response:
-    body = capabilities.tile_map_service(service().settings.layers, _base_url())
-    return document(body, capabilities.TMS_CONTENT_TYPE)
+    body = tms.tile_map_service(service().settings.layers, _base_url())
+    return document(body, common.TMS_CONTENT_TYPE)
 
 
 @blueprint.get("/1.0.0/<layer>")
@@ -28,16 +28,16 @@ def tms_tile_map(layer: str) -> Response:
     if found is None:
         return text(404, f"no layer named {layer[:64]!r}")
     try:
-        body = capabilities.tile_map(found, _base_url())
-    except capabilities.DocumentError as exc:
+        body = tms.tile_map(found, _base_url())
+    except common.DocumentError as exc:
         return text(404, str(exc))
-    return document(body, capabilities.TMS_CONTENT_TYPE)
+    return document(body, common.TMS_CONTENT_TYPE)
 
 
-@blueprint.get("/" + capabilities.WMTS_CAPABILITIES_PATH)
+@blueprint.get("/" + common.WMTS_CAPABILITIES_PATH)
 def wmts_capabilities() -> Response:
-    body = capabilities.wmts_capabilities(service().settings.layers, _base_url())
-    return document(body, capabilities.WMTS_CONTENT_TYPE)
+    body = wmts.wmts_capabilities(service().settings.layers, _base_url())
+    return document(body, common.WMTS_CONTENT_TYPE)
 
 
 @blueprint.get("/arcgis/rest/services/<layer>/MapServer")
@@ -51,9 +51,9 @@ def arcgis_mapserver(layer: str) -> Response:
     if fmt not in ("json", "pjson"):
         return text(400, "f must be json or pjson")
     try:
-        doc = capabilities.arcgis_mapserver(found)
-        body, content_type = capabilities.json_document(doc, fmt, request.args.get("callback"))
-    except capabilities.DocumentError as exc:
+        doc = arcgis.arcgis_mapserver(found)
+        body, content_type = arcgis.json_document(doc, fmt, request.args.get("callback"))
+    except common.DocumentError as exc:
         return text(400, str(exc))
     response = document(body, content_type)
     response.headers["Access-Control-Allow-Origin"] = "*"

@@ -37,8 +37,9 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, has_request_context, render_template, request
 
-from s3maptiler import capabilities
 from s3maptiler.config import Layer
+from s3maptiler.documents import arcgis, common
+from s3maptiler.documents.wmts import tile_matrix_set_id
 from s3maptiler.http.replies import service, text
 from s3maptiler.tiles.grids import Tile, TileGrid
 from s3maptiler.tiles.srs import MAX_MERCATOR_LAT, crs
@@ -162,8 +163,8 @@ def tile_addresses(
     name = quote(layer.name, safe="")
     keys = f"{root}/{layer.prefix}"
     tms = f"{root}/1.0.0/{name}/"
-    wmts = f"{root}/wmts/1.0.0/{name}/default/{capabilities.tile_matrix_set_id(grid)}/"
-    arcgis = f"{root}/{capabilities.arcgis_service_path(layer)}/tile/"
+    wmts = f"{root}/wmts/1.0.0/{name}/default/{tile_matrix_set_id(grid)}/"
+    arcgis = f"{root}/{common.arcgis_service_path(layer)}/tile/"
     return bucket + [
         TileAddress(
             "keys",
@@ -242,25 +243,23 @@ def _document_links(layer: Layer, root: str) -> dict[str, Any]:
     """Links to the documents that describe ``layer``, or why there is none."""
     links: dict[str, Any] = {}
     skipped = {
-        doc: {s.layer: s.reason for s in capabilities.skipped_layers([layer], doc, "service")}
+        doc: {s.layer: s.reason for s in common.skipped_layers([layer], doc, "service")}
         for doc in ("tms", "wmts")
     }
     tms_reason = skipped["tms"].get(layer.name)
     links["tms"] = (
-        (None, tms_reason) if tms_reason else (f"{root}/{capabilities.tile_map_path(layer)}", None)
+        (None, tms_reason) if tms_reason else (f"{root}/{common.tile_map_path(layer)}", None)
     )
     wmts_reason = skipped["wmts"].get(layer.name)
     links["wmts"] = (
-        (None, wmts_reason)
-        if wmts_reason
-        else (f"{root}/{capabilities.WMTS_CAPABILITIES_PATH}", None)
+        (None, wmts_reason) if wmts_reason else (f"{root}/{common.WMTS_CAPABILITIES_PATH}", None)
     )
     try:
-        capabilities.arcgis_mapserver(layer)
-    except capabilities.DocumentError as exc:
+        arcgis.arcgis_mapserver(layer)
+    except common.DocumentError as exc:
         links["arcgis"] = (None, str(exc))
     else:
-        links["arcgis"] = (f"{root}/{capabilities.arcgis_service_path(layer)}?f=pjson", None)
+        links["arcgis"] = (f"{root}/{common.arcgis_service_path(layer)}?f=pjson", None)
     return links
 
 
@@ -284,7 +283,7 @@ def index_page(tiles: Any) -> str:
             {
                 "layer": layer,
                 "grid": grid,
-                "matrix_set": capabilities.tile_matrix_set_id(grid),
+                "matrix_set": tile_matrix_set_id(grid),
                 "max_zoom": _max_zoom(layer, grid),
                 "key_template": keys.template,
                 "docs": _document_links(layer, root),
@@ -298,8 +297,8 @@ def index_page(tiles: Any) -> str:
         store=tiles.settings.store_location,
         bucket_url=tiles.settings.bucket_url,
         root=root,
-        tms_service=f"{root}/{capabilities.tms_service_path()}",
-        wmts_capabilities=f"{root}/{capabilities.WMTS_CAPABILITIES_PATH}",
+        tms_service=f"{root}/{common.tms_service_path()}",
+        wmts_capabilities=f"{root}/{common.WMTS_CAPABILITIES_PATH}",
     )
 
 

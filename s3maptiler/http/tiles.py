@@ -25,7 +25,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
-from s3maptiler.capabilities import tile_matrix_set_id
+from s3maptiler.documents.wmts import tile_matrix_set_id
 from s3maptiler.http import documents
 from s3maptiler.http.preview import index_page
 from s3maptiler.http.replies import service, text, tile_reply

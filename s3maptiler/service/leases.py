@@ -35,10 +35,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.render.pipeline import BadBundle, RenderedTiles, read_header
 from s3maptiler.service.singleflight import WaitTimeout, failure_record, from_record
+from s3maptiler.storage.s3 import LEASE_PREFIX
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "_leases/"
+DEFAULT_PREFIX = LEASE_PREFIX
 DEFAULT_DONE_TTL = 30.0  # seconds a finished render in a lease is served from it
 _MIN_POLL = 0.02
 _MAX_POLL = 1.0

@@ -37,6 +37,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 __all__ = [
+    "LEASE_PREFIX",
     "RETRYABLE_CODES",
     "InvalidKeyError",
     "ListingFailed",
@@ -57,6 +58,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Where the fleet's metatile leases live in the bucket (service/leases.py); bucket
+#: set-up expires them and grants the service's role access to them.
+LEASE_PREFIX = "_leases/"
 
 # S3 error codes that mean "try again later"; any 5xx and 429 are retryable too.
 # Not RequestTimeTooSkewed: botocore does not correct the clock for S3, so a retry is

@@ -15,7 +15,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from s3maptiler import bulk
+from s3maptiler.bucket import upload as bulk
+from s3maptiler.documents.arcgis import cache_mapserver
 from s3maptiler.tiles.grids import WEB_MERCATOR
 from s3maptiler.tiles.layouts import get_layout
 from tests.unit.conftest import count_calls
@@ -342,7 +343,7 @@ def test_conf_xml_becomes_mapserver_json(arcgis_cache):
     info = bulk.read_conf_xml(arcgis_cache / "Layers" / "conf.xml")
     assert info.origin == (-20037508.342787, 20037508.342787)
     assert [lod.level for lod in info.lods] == [0, 1]
-    doc = bulk.mapserver_json(info, "roads")
+    doc = cache_mapserver(info, "roads")
     assert doc["mapName"] == "roads"
     assert doc["spatialReference"] == {"wkid": 102100, "latestWkid": 3857}
     assert doc["tileInfo"]["lods"][0] == {

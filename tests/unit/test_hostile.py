@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from s3maptiler.capabilities import tile_matrix_set_id
 from s3maptiler.config import load_settings
+from s3maptiler.documents.wmts import tile_matrix_set_id
 from s3maptiler.http.app import create_app
 from s3maptiler.render.getmap import WMSSource, getmap_url
 from s3maptiler.service.addresses import TileRequestError

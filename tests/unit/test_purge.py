@@ -5,8 +5,8 @@ from __future__ import annotations
 import mercantile
 import pytest
 
-from s3maptiler import purge
-from s3maptiler.purge import TileSelection
+from s3maptiler.bucket import purge
+from s3maptiler.bucket.purge import TileSelection
 from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox
 from s3maptiler.tiles.layouts import get_layout
 from tests.unit.conftest import count_calls

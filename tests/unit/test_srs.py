@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from pyproj import CRS as ProjCRS
 
-from s3maptiler.capabilities import wmts_capabilities
 from s3maptiler.config import Layer
+from s3maptiler.documents.wmts import wmts_capabilities
 from s3maptiler.render.getmap import bbox_text
 from s3maptiler.tiles import srs
 from s3maptiler.tiles.grids import (

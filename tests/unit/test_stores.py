@@ -551,7 +551,8 @@ def _client_error(code: str, status: int):
 
 
 def test_one_definition_of_a_retryable_s3_error_for_stores_bulk_and_purge():
-    from s3maptiler import bulk, purge
+    from s3maptiler.bucket import purge
+    from s3maptiler.bucket import upload as bulk
 
     assert bulk.is_retryable is s3_module.is_retryable
     assert "is_retryable" not in vars(purge) or purge.is_retryable is s3_module.is_retryable

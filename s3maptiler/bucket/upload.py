@@ -52,7 +52,6 @@ from s3maptiler.tiles.arcgis import (
 from s3maptiler.tiles.formats import content_type_for
 from s3maptiler.tiles.grids import Bbox, GridError, TileGrid
 from s3maptiler.tiles.layouts import Layout, LayoutError
-from s3maptiler.tiles.srs import MERCATOR_EXTENT, crs
 
 __all__ = [
     "UPLOADED",
@@ -76,7 +75,6 @@ __all__ = [
     "find_source",
     "is_retryable",
     "list_existing",
-    "mapserver_json",
     "publish_json",
     "read_conf_cdi",
     "read_conf_xml",
@@ -502,63 +500,3 @@ def read_conf_cdi(path: str | os.PathLike) -> Bbox | None:
     if not path.is_file():
         return None
     return parse_conf_cdi(_read(path), str(path))
-
-
-def mapserver_json(info: ArcgisCacheInfo, name: str, extent: Bbox | None = None) -> dict:
-    """The ArcGIS REST ``MapServer?f=json`` document of a cache, as clients read it.
-
-    `extent` (CRS units) becomes initialExtent and fullExtent; without it Web
-    Mercator caches get the whole world and others the span of their first level.
-    ``capabilities`` is "Map,TilesOnly": advertising "Tilemap" would make the ArcGIS
-    JS API ask for ``/tilemap`` resources that do not exist.
-    """
-    if info.wkid is not None:
-        srs: dict[str, Any] = {"wkid": info.wkid, "latestWkid": info.latest_wkid or info.wkid}
-    else:
-        srs = {"wkt": info.wkt or ""}
-    if extent is None:
-        if info.wkid is not None and crs(f"EPSG:{info.wkid}").kind == "mercator":
-            extent = Bbox(-MERCATOR_EXTENT, -MERCATOR_EXTENT, MERCATOR_EXTENT, MERCATOR_EXTENT)
-        else:
-            first = info.lods[0].resolution
-            x, y = info.origin
-            extent = Bbox(x, y - first * info.tile_rows, x + first * info.tile_cols, y)
-    envelope = {
-        "xmin": extent.left,
-        "ymin": extent.bottom,
-        "xmax": extent.right,
-        "ymax": extent.top,
-        "spatialReference": srs,
-    }
-    return {
-        "currentVersion": 10.81,
-        "serviceDescription": "",
-        "mapName": name,
-        "description": "",
-        "copyrightText": "",
-        "layers": [],
-        "tables": [],
-        "spatialReference": srs,
-        "singleFusedMapCache": True,
-        "tileInfo": {
-            "rows": info.tile_rows,
-            "cols": info.tile_cols,
-            "dpi": info.dpi,
-            "format": info.tile_format,
-            "compressionQuality": info.compression_quality,
-            "origin": {"x": info.origin[0], "y": info.origin[1]},
-            "spatialReference": srs,
-            "lods": [
-                {"level": lod.level, "resolution": lod.resolution, "scale": lod.scale}
-                for lod in info.lods
-            ],
-        },
-        "initialExtent": envelope,
-        "fullExtent": envelope,
-        "minScale": info.lods[0].scale,
-        "maxScale": info.lods[-1].scale,
-        "units": "esriDecimalDegrees" if info.geographic else "esriMeters",
-        "supportedImageFormatTypes": "PNG32,PNG24,PNG,JPG",
-        "capabilities": "Map,TilesOnly",
-        "exportTilesAllowed": False,
-    }

@@ -15,15 +15,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from s3maptiler import capabilities
 from s3maptiler.config import Layer
+from s3maptiler.documents import arcgis, common, tms, wmts
 from s3maptiler.tiles.formats import etag_of
 
 DOCUMENT_CACHE_CONTROL = "public, max-age=300"
 #: Documents written outside every layer's prefix; `bucket setup` makes them public too.
 SERVICE_DOCUMENT_KEYS = (
-    capabilities.tms_service_path("keys"),
-    capabilities.WMTS_CAPABILITIES_PATH,
+    common.tms_service_path("keys"),
+    common.WMTS_CAPABILITIES_PATH,
 )
 
 
@@ -36,35 +36,35 @@ class Document:
 
 def documents(
     layers: Sequence[Layer], base_url: str
-) -> tuple[list[Document], list[capabilities.Skipped]]:
+) -> tuple[list[Document], list[common.Skipped]]:
     """Every document to publish for `layers`, and the layers a document had to skip."""
     base_url = base_url.rstrip("/")
-    tms_type, wmts_type = capabilities.TMS_CONTENT_TYPE, capabilities.WMTS_CONTENT_TYPE
+    tms_type, wmts_type = common.TMS_CONTENT_TYPE, common.WMTS_CONTENT_TYPE
     docs = [
         Document(
-            capabilities.tms_service_path("keys"),
-            capabilities.tile_map_service(layers, base_url, "keys").encode(),
+            common.tms_service_path("keys"),
+            tms.tile_map_service(layers, base_url, "keys").encode(),
             tms_type,
         ),
         Document(
-            capabilities.WMTS_CAPABILITIES_PATH,
-            capabilities.wmts_capabilities(layers, base_url, "keys").encode(),
+            common.WMTS_CAPABILITIES_PATH,
+            wmts.wmts_capabilities(layers, base_url, "keys").encode(),
             wmts_type,
         ),
     ]
-    skipped = capabilities.skipped_layers(layers, "tms", "keys")
-    skipped += capabilities.skipped_layers(layers, "wmts", "keys")
-    tms_skipped = {s.layer for s in capabilities.skipped_layers(layers, "tms", "keys")}
+    skipped = common.skipped_layers(layers, "tms", "keys")
+    skipped += common.skipped_layers(layers, "wmts", "keys")
+    tms_skipped = {s.layer for s in common.skipped_layers(layers, "tms", "keys")}
     for layer in layers:
         if layer.name not in tms_skipped:
-            body = capabilities.tile_map(layer, base_url, "keys").encode()
-            docs.append(Document(capabilities.tile_map_path(layer, "keys"), body, tms_type))
+            body = tms.tile_map(layer, base_url, "keys").encode()
+            docs.append(Document(common.tile_map_path(layer, "keys"), body, tms_type))
         try:
-            body, json_type = capabilities.json_document(capabilities.arcgis_mapserver(layer))
-        except capabilities.DocumentError as exc:
-            skipped.append(capabilities.Skipped(layer.name, f"ArcGIS: {exc}"))
+            body, json_type = arcgis.json_document(arcgis.arcgis_mapserver(layer))
+        except common.DocumentError as exc:
+            skipped.append(common.Skipped(layer.name, f"ArcGIS: {exc}"))
             continue
-        docs.append(Document(capabilities.arcgis_service_path(layer), body, json_type))
+        docs.append(Document(common.arcgis_service_path(layer), body, json_type))
     return docs, skipped
 
 
