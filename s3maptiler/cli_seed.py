@@ -28,8 +28,6 @@ import boto3
 import click
 from botocore.config import Config
 
-from s3maptiler import jobs as sqs_jobs
-from s3maptiler import seed as seeding
 from s3maptiler.cli import (
     EXIT_FAILED,
     ConfigProblem,
@@ -47,6 +45,8 @@ from s3maptiler.config import Settings
 from s3maptiler.render.errors import WMSError
 from s3maptiler.render.pipeline import LayerRuntime
 from s3maptiler.render.wms import WMSClient
+from s3maptiler.seeding import run as seeding
+from s3maptiler.seeding import sqs as sqs_jobs
 from s3maptiler.storage.blanks import SharedBlanks
 from s3maptiler.storage.stores import LocalStore, S3Store, TileStore
 

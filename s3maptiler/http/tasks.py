@@ -18,7 +18,7 @@ import time
 from flask import Blueprint, Response, request
 
 from s3maptiler.http.replies import service
-from s3maptiler.jobs import BadMessage, JobFailed, handle_message
+from s3maptiler.seeding.sqs import BadMessage, JobFailed, handle_message
 
 log = logging.getLogger(__name__)
 

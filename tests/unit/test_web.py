@@ -449,7 +449,8 @@ def test_the_first_tile_format_is_the_layers_own_everywhere(tmp_path, wms, forma
     and seeding all use the first format served, and every advertised URL answers."""
     import xml.etree.ElementTree as ET
 
-    from s3maptiler import seed
+    from s3maptiler.seeding import coverage as s_coverage
+    from s3maptiler.seeding import plan as s_plan
 
     wms.get(WMS, body=jpeg(), content_type="image/jpeg")
     app, service = make_app(tmp_path, TILE_FORMATS=formats)
@@ -494,7 +495,9 @@ def test_the_first_tile_format_is_the_layers_own_everywhere(tmp_path, wms, forma
     assert doc["supportedImageFormatTypes"] == expected
 
     runtime = service.runtimes["default"]
-    jobs_ = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox((-74.0, 40.7, -73.9, 40.8)), [5]))
+    jobs_ = list(
+        s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox((-74.0, 40.7, -73.9, 40.8)), [5])
+    )
     assert jobs_ and {job.ext for job in jobs_} == {ext}
 
     # The preview asks for the same extension.
