@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from s3maptiler.config import validators
 from s3maptiler.storage.s3 import LEASE_PREFIX
 
 __all__ = [
@@ -66,9 +67,6 @@ _HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOST_RE = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 _PORT_RE = re.compile(r"[1-9][0-9]{0,4}")
 PROTOCOLS = ("https", "http")
-_PREFIX_RE = re.compile(r"(?:[A-Za-z0-9_.~-]+/)*")
-# What a CORS origin may look like: "*", or scheme://host[:port] with at most one "*".
-_ORIGIN_RE = re.compile(r"\*|https?://[A-Za-z0-9*.-]+(?::[0-9]{1,5})?")
 
 
 # --- errors -------------------------------------------------------------------------
@@ -157,16 +155,11 @@ def parse_tiler_url(url: str) -> tuple[str, str]:
 
 
 def check_prefix(prefix: str, what: str = "prefix") -> str:
-    """`prefix` unchanged if it is a usable S3 key prefix: empty, or '/'-terminated parts
-    of letters, digits and ``_.~-``, with no leading '/', '.' or '..' parts."""
-    if not isinstance(prefix, str) or _PREFIX_RE.fullmatch(prefix) is None:
-        raise InvalidSpec(
-            f"{what} {prefix!r} must be empty or '/'-terminated parts of letters, digits "
-            "and _.~- (e.g. tiles/), without a leading '/'"
-        )
-    if any(part in (".", "..") for part in prefix.split("/")):
-        raise InvalidSpec(f"{what} {prefix!r} has a '.' or '..' part")
-    return prefix
+    """`prefix` unchanged if it is a usable S3 key prefix (``validators.key_prefix``)."""
+    try:
+        return validators.key_prefix(prefix)
+    except ValueError as err:
+        raise InvalidSpec(f"{what} {prefix!r}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -219,11 +212,10 @@ class BucketSpec:
             raise InvalidSpec(f"expiry {self.expire_days!r} must be a whole number of days >= 1")
         origins = tuple(dict.fromkeys(o.strip() for o in self.cors_origins))
         for origin in origins:
-            if _ORIGIN_RE.fullmatch(origin) is None or origin.count("*") > 1:
-                raise InvalidSpec(
-                    f"CORS origin {origin!r} must be '*' or scheme://host[:port] "
-                    "with at most one '*'"
-                )
+            try:
+                validators.cors_origin(origin, wildcard=True)
+            except ValueError as err:
+                raise InvalidSpec(f"CORS origin {err}") from None
         object.__setattr__(self, "cors_origins", origins)
         if 2 * len(prefixes) > MAX_ROUTING_RULES:
             raise InvalidSpec(

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_plus, urlsplit
 
+from s3maptiler.config import validators
 from s3maptiler.render.errors import WMSUsageError
 from s3maptiler.tiles.srs import crs
 
@@ -108,8 +108,11 @@ class WMSSource:
             raise WMSUsageError("WMS srs must not be empty")
         if not self.image_format.lower().startswith("image/"):
             raise WMSUsageError(f"WMS format must be an image/* type, got {self.image_format!r}")
-        if self.bgcolor is not None and not re.fullmatch(r"0x[0-9A-Fa-f]{6}", self.bgcolor):
-            raise WMSUsageError(f"WMS bgcolor must look like 0xRRGGBB, got {self.bgcolor!r}")
+        if self.bgcolor is not None:
+            try:
+                validators.bgcolor(self.bgcolor)
+            except ValueError as exc:
+                raise WMSUsageError(f"WMS bgcolor: {exc}") from None
         object.__setattr__(self, "extra_params", _checked_extra(self.extra_params))
         object.__setattr__(self, "_base", _endpoint_base(self.url))
 

@@ -23,9 +23,9 @@ import pytest
 from PIL import Image
 
 from s3maptiler.config import Layer, load_settings
+from s3maptiler.config.layersfile import load_layers_file
 from s3maptiler.http import preview
 from s3maptiler.http.app import create_app
-from s3maptiler.layersfile import load_layers_file
 from s3maptiler.service.build import build_service
 from s3maptiler.tiles.formats import TILE_FORMATS, TileFormat
 from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox, Tile, TileGrid, custom_grid

@@ -1,10 +1,9 @@
-"""``s3maptiler seed`` and ``s3maptiler worker``: fill a layer's cache ahead of time.
+"""``s3maptiler seed``: fill a layer's cache ahead of time.
 
 ``seed`` draws the metatiles of an area and zoom range on this machine
-(:mod:`s3maptiler.seed`), or with ``--queue`` sends them to an SQS queue that
-``worker`` processes (or an Elastic Beanstalk worker environment, through
-``POST /tasks/seed``) consume (:mod:`s3maptiler.jobs`). Registered on the click group
-of :mod:`s3maptiler.cli` by importing this module.
+(:mod:`s3maptiler.seeding.run`), or with ``--queue`` sends them to an SQS queue that
+``s3maptiler worker`` (:mod:`s3maptiler.cli.worker`) or an Elastic Beanstalk worker
+environment (``POST /tasks/seed``) consumes (:mod:`s3maptiler.seeding.sqs`).
 
 Files under ``var/seed/`` unless named: the journal (metatiles done; a rerun of the
 same command resumes from it, and it is removed once a run completes without
@@ -14,41 +13,44 @@ failures) and the failures file (failed metatiles of the last run; replay them w
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import signal
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import click
-from botocore.config import Config
 
-from s3maptiler.cli import (
+from s3maptiler.cli.common import (
     EXIT_FAILED,
     ConfigProblem,
     Environment,
     Failed,
-    _client,
-    _env,
-    _progress,
-    _rate,
-    _show_failures,
-    main,
+    environment,
+    per_second,
+    progress_bar,
     s3_options,
+    settings_of,
+    show_failures,
+    sqs_client,
+    stop_on_signals,
+    tile_store,
 )
 from s3maptiler.config import Settings
 from s3maptiler.render.errors import WMSError
 from s3maptiler.render.pipeline import LayerRuntime
-from s3maptiler.render.wms import WMSClient
-from s3maptiler.seeding import run as seeding
 from s3maptiler.seeding import sqs as sqs_jobs
-from s3maptiler.storage.blanks import SharedBlanks
-from s3maptiler.storage.stores import LocalStore, S3Store, TileStore
+from s3maptiler.seeding.coverage import Coverage, CoverageError, SeedError, load_geojson
+from s3maptiler.seeding.journal import (
+    FailureLog,
+    Journal,
+    JournalMismatch,
+    plan_signature,
+    read_failures,
+)
+from s3maptiler.seeding.plan import MetaJob, layer_runtime, plan_jobs, tile_count, zoom_plan
+from s3maptiler.seeding.run import SeedOptions, estimate, run_seed
+from s3maptiler.service.build import wms_client
 
 log = logging.getLogger(__name__)
 
@@ -58,59 +60,12 @@ SEED_DIR = Path("var/seed")
 # --- shared helpers -----------------------------------------------------------------
 
 
-def _settings(env: Environment) -> Settings:
-    if env.settings is None:
-        raise ConfigProblem(f"seeding needs the service's settings: {env.settings_error}")
-    return env.settings
-
-
 def _runtime(env: Environment, layer_name: str | None) -> LayerRuntime:
-    settings = _settings(env)
+    settings = settings_of(env)
     layer = env.layer(layer_name)
     if layer not in settings.layers:
         raise ConfigProblem(f"layer {layer.name} is not configured")
-    return seeding.layer_runtime(layer)
-
-
-def _store(
-    env: Environment,
-    settings: Settings,
-    bucket: str | None,
-    endpoint_url: str | None,
-    pool: int,
-    conditional: bool,
-) -> TileStore:
-    """The bucket of --bucket / BUCKET_NAME, else the service's local directory."""
-    name = bucket or env.get("BUCKET_NAME")
-    if not name:
-        return LocalStore(settings.local_cache_dir)
-    client = _client(env, endpoint_url, pool=pool)
-    return S3Store(name, client, acl=settings.s3_acl, conditional=conditional)
-
-
-def _wms(settings: Settings, pool: int) -> WMSClient:
-    return WMSClient(
-        pool_size=pool,
-        connect_timeout=settings.wms_connect_timeout,
-        read_timeout=settings.wms_timeout,
-        retries=settings.wms_retries,
-    )
-
-
-def _sqs(env: Environment, endpoint_url: str | None, read_timeout: float = 30.0) -> Any:
-    """An SQS client; the endpoint as for S3: option, AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL."""
-    endpoint = endpoint_url or env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL")
-    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
-        raise ConfigProblem(f"endpoint {endpoint!r} must be an http:// or https:// URL")
-    config = Config(
-        connect_timeout=3.0,
-        read_timeout=read_timeout,
-        retries={"mode": "standard", "total_max_attempts": 3},
-    )
-    session = boto3.session.Session()
-    return session.client(
-        "sqs", endpoint_url=endpoint, region_name=env.region or "us-east-1", config=config
-    )
+    return layer_runtime(layer)
 
 
 def _zooms(value: str, runtime: LayerRuntime) -> list[int]:
@@ -128,7 +83,7 @@ def _zooms(value: str, runtime: LayerRuntime) -> list[int]:
     return list(range(first, last + 1))
 
 
-def _coverage(bbox: str | None, geojson: Path | None) -> seeding.Coverage:
+def _coverage(bbox: str | None, geojson: Path | None) -> Coverage:
     if (bbox is None) == (geojson is None):
         raise ConfigProblem("give the area with exactly one of --bbox or --geojson")
     try:
@@ -139,49 +94,23 @@ def _coverage(bbox: str | None, geojson: Path | None) -> seeding.Coverage:
                 numbers = []
             if len(numbers) != 4:
                 raise ConfigProblem(f"--bbox {bbox!r}: expected west,south,east,north in degrees")
-            return seeding.Coverage.from_bbox(numbers)
+            return Coverage.from_bbox(numbers)
         try:
             document = json.loads(Path(geojson).read_text(encoding="utf-8"))
         except OSError as err:
             raise ConfigProblem(f"--geojson {geojson}: {err.strerror}") from None
         except ValueError as err:
             raise ConfigProblem(f"--geojson {geojson}: not JSON ({err})") from None
-        return seeding.load_geojson(document, f"--geojson {geojson}")
-    except seeding.CoverageError as err:
+        return load_geojson(document, f"--geojson {geojson}")
+    except CoverageError as err:
         raise ConfigProblem(str(err)) from None
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT or SIGTERM (main thread only): running metatiles finish,
-    no new one starts, and the summary is still printed."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt  # a second signal: stop now
-        log.warning("signal %d: finishing running metatiles, then stopping", signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-# --- seed ---------------------------------------------------------------------------
-
-
-@main.command("seed")
+@click.command("seed")
 @s3_options
 @click.option("--layer", "layer_name", metavar="NAME", help="A configured layer to seed.")
 @click.option("--format", "ext", metavar="EXT", help="Tile extension (default: the layer's).")
@@ -241,23 +170,21 @@ def seed_command(
     interrupted run (Ctrl-C, SIGTERM) resumes when the same command is run again.
     Exit 1 when any metatile failed or the run was interrupted.
     """
-    env = _env(ctx)
+    env = environment(ctx)
     if status:
         if not queue:
             raise ConfigProblem("--status needs --queue URL")
-        _print_status(_sqs(env, endpoint_url), queue)
+        _print_status(sqs_client(env, endpoint_url), queue)
         return
-    settings = _settings(env)
+    settings = settings_of(env)
     if retry_failed is not None:
         try:
-            jobs = seeding.read_failures(retry_failed)
-        except seeding.SeedError as err:
+            jobs = read_failures(retry_failed)
+        except SeedError as err:
             raise ConfigProblem(str(err)) from None
         wanted = {job.layer for job in jobs}
         layers = {
-            layer.name: seeding.layer_runtime(layer)
-            for layer in settings.layers
-            if layer.name in wanted
+            layer.name: layer_runtime(layer) for layer in settings.layers if layer.name in wanted
         }
         unknown = wanted - set(layers)
         if unknown:
@@ -279,12 +206,12 @@ def seed_command(
         layers = {runtime.layer.name: runtime}
         if dry_run:
             _print_plan(runtime, coverage, zooms)
-        jobs = list(seeding.plan_jobs(runtime, coverage, zooms, ext))
+        jobs = list(plan_jobs(runtime, coverage, zooms, ext))
         what = f"{runtime.layer.name} .{ext} z{zooms[0]}-{zooms[-1]} over {coverage.description}"
-        signature = seeding.plan_signature(runtime.layer.name, ext, zooms, coverage.digest())
+        signature = plan_signature(runtime.layer.name, ext, zooms, coverage.digest())
         name = f"{runtime.layer.name}-{ext}-{_digest(signature)}"
-    total_tiles = sum(seeding.tile_count(layers[job.layer], job) for job in jobs)
-    options = seeding.SeedOptions(concurrency, wms_rate, skip_existing)
+    total_tiles = sum(tile_count(layers[job.layer], job) for job in jobs)
+    options = SeedOptions(concurrency, wms_rate, skip_existing)
 
     if queue:
         if not _enqueue(env, endpoint_url, queue, jobs, what, per_message, skip_existing, dry_run):
@@ -294,24 +221,26 @@ def seed_command(
         _print_estimate(settings, layers, jobs, options)
         return
 
-    store = _store(env, settings, bucket, endpoint_url, concurrency + 2, conditional=skip_existing)
+    store = tile_store(
+        env, settings, bucket, endpoint_url, concurrency + 2, conditional=skip_existing
+    )
     journal_path = journal or SEED_DIR / f"{name}.journal.jsonl"
     failed_path = failed_file or SEED_DIR / f"{name}.failed.jsonl"
-    the_journal = seeding.Journal(journal_path, signature)
+    the_journal = Journal(journal_path, signature)
     try:
         the_journal.done()
-    except seeding.JournalMismatch as err:
+    except JournalMismatch as err:
         raise ConfigProblem(str(err)) from None
     # The failures file holds the failures of the last run only.
     failed_path.unlink(missing_ok=True)
-    failures = seeding.FailureLog(failed_path)
+    failures = FailureLog(failed_path)
     click.echo(
         f"seed {what}: {len(jobs)} metatiles, {total_tiles} tiles to {store.location}", err=True
     )
-    wms = _wms(settings, concurrency)
+    wms = wms_client(settings, concurrency)
     try:
-        with _stop_on_signals() as stop, _progress(total_tiles, "seed") as bar:
-            report = seeding.run_seed(
+        with stop_on_signals() as stop, progress_bar(total_tiles, "seed") as bar:
+            report = run_seed(
                 layers, jobs, wms, store, options, the_journal, failures, stop, bar.update
             )
     finally:
@@ -324,9 +253,9 @@ def seed_command(
         f"{report.failed} failed, {report.ignored} ignored (outside extent); "
         f"{report.metatiles_done} metatiles done, {report.metatiles_skipped} resumed, "
         f"{report.metatiles_failed} failed, {report.wms_requests} WMS requests; "
-        f"{report.elapsed:.2f} s ({_rate(report.done, report.elapsed)} tiles/s)"
+        f"{report.elapsed:.2f} s ({per_second(report.done, report.elapsed)} tiles/s)"
     )
-    _show_failures(report.failures)
+    show_failures(report.failures)
     if report.metatiles_failed:
         click.echo(
             f"failed metatiles written to {failed_path}; replay with --retry-failed {failed_path}",
@@ -342,8 +271,8 @@ def seed_command(
         ctx.exit(EXIT_FAILED)
 
 
-def _print_plan(runtime: LayerRuntime, coverage: seeding.Coverage, zooms: list[int]) -> None:
-    plans = seeding.zoom_plan(runtime, coverage, zooms)
+def _print_plan(runtime: LayerRuntime, coverage: Coverage, zooms: list[int]) -> None:
+    plans = zoom_plan(runtime, coverage, zooms)
     cols, rows = runtime.layer.metatile
     click.echo(f"zoom  tiles  metatiles ({cols}x{rows}, buffer {runtime.layer.meta_buffer} px)")
     for plan in plans:
@@ -354,13 +283,13 @@ def _print_plan(runtime: LayerRuntime, coverage: seeding.Coverage, zooms: list[i
 def _print_estimate(
     settings: Settings,
     layers: dict[str, LayerRuntime],
-    jobs: list[seeding.MetaJob],
-    options: seeding.SeedOptions,
+    jobs: list[MetaJob],
+    options: SeedOptions,
 ) -> None:
-    wms = _wms(settings, 2)
+    wms = wms_client(settings, 2)
     try:
-        guess = seeding.estimate(layers, jobs, wms, options)
-    except (WMSError, seeding.SeedError) as err:
+        guess = estimate(layers, jobs, wms, options)
+    except (WMSError, SeedError) as err:
         raise Failed(f"could not draw a sample metatile: {err}") from None
     finally:
         wms.close()
@@ -376,7 +305,7 @@ def _enqueue(
     env: Environment,
     endpoint_url: str | None,
     queue: str,
-    jobs: list[seeding.MetaJob],
+    jobs: list[MetaJob],
     what: str,
     per_message: int,
     skip_existing: bool,
@@ -389,9 +318,9 @@ def _enqueue(
         if bodies:
             click.echo(f"  first message: {bodies[0]}")
         return True
-    sqs = _sqs(env, endpoint_url)
+    sqs = sqs_client(env, endpoint_url)
     try:
-        with _progress(len(bodies), "enqueue", unit="msg") as bar:
+        with progress_bar(len(bodies), "enqueue", unit="msg") as bar:
             report = sqs_jobs.enqueue(sqs, queue, bodies, on_sent=bar.update)
     except sqs_jobs.QueueError as err:
         raise Failed(str(err)) from None
@@ -413,76 +342,3 @@ def _print_status(sqs: Any, queue: str) -> None:
         f"queue {queue}: {status.waiting} waiting, {status.in_flight} in flight, "
         f"{status.delayed} delayed{' (drained)' if status.drained else ''}"
     )
-
-
-# --- worker -------------------------------------------------------------------------
-
-
-@main.command("worker")
-@s3_options
-@click.option("--queue", required=True, metavar="URL", help="SQS queue of seed messages.")
-@click.option("--wait-seconds", default=20, show_default=True, type=click.IntRange(0, 20))
-@click.option("--max-messages", default=1, show_default=True, type=click.IntRange(1, 10))
-@click.option(
-    "--idle-exit",
-    type=click.FloatRange(0),
-    metavar="SECONDS",
-    help="Exit once the queue has been empty this long (default: run until stopped).",
-)
-@click.pass_context
-def worker_command(
-    ctx: click.Context,
-    bucket: str | None,
-    endpoint_url: str | None,
-    queue: str,
-    wait_seconds: int,
-    max_messages: int,
-    idle_exit: float | None,
-) -> None:
-    """Draw the metatiles of seed messages from an SQS queue until stopped.
-
-    A message is deleted when all its tiles are stored; a failed one is left for the
-    queue's redrive policy. SIGTERM or Ctrl-C finishes the current message first.
-    """
-    env = _env(ctx)
-    settings = _settings(env)
-    layers = {layer.name: seeding.layer_runtime(layer) for layer in settings.layers}
-    store = _store(
-        env, settings, bucket, endpoint_url, pool=4, conditional=settings.s3_conditional_put
-    )
-    wms = _wms(settings, 2)
-    sqs = _sqs(env, endpoint_url, read_timeout=wait_seconds + 10.0)
-
-    blanks = SharedBlanks()  # the shared blanks known to be in `store`, across messages
-
-    def handler(body: str) -> seeding.RenderCounts:
-        return sqs_jobs.handle_message(body, layers, wms, store, blanks)
-
-    click.echo(f"worker: {queue} -> {store.location}", err=True)
-    try:
-        with _stop_on_signals() as stop, _progress(None, "worker", unit="msg") as bar:
-            report = sqs_jobs.run_worker(
-                sqs,
-                queue,
-                handler,
-                stop,
-                wait_seconds=wait_seconds,
-                max_messages=max_messages,
-                idle_exit=idle_exit,
-                on_message=lambda _id, _counts: bar.update(),
-            )
-    except sqs_jobs.QueueError as err:
-        raise Failed(str(err)) from None
-    finally:
-        wms.close()
-    click.echo(
-        f"worker {queue}: {report.done} messages done ({report.tiles} tiles), "
-        f"{report.failed} failed, {report.malformed} malformed (left for redrive); "
-        f"{report.elapsed:.2f} s ({_rate(report.tiles, report.elapsed)} tiles/s)"
-    )
-    if report.failed or report.malformed:
-        ctx.exit(EXIT_FAILED)
-
-
-if __name__ == "__main__":
-    main(prog_name="s3maptiler")

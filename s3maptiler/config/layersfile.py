@@ -9,22 +9,14 @@ Any unknown key or bad value raises ConfigError naming the file, the layer and t
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from s3maptiler.config import (
-    LAYER_NAME_RE,
-    WMS_VERSIONS,
-    ConfigError,
-    Layer,
-    check_prefix,
-    check_url,
-    default_meta_buffer,
-)
+from s3maptiler.config import validators
+from s3maptiler.config.model import WMS_VERSIONS, ConfigError, Layer, checked, default_meta_buffer
 from s3maptiler.tiles.arcgis import grid_from_arcgis_conf, grid_from_arcgis_tileinfo
 from s3maptiler.tiles.formats import TILE_FORMATS
 from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid, custom_grid, get_grid
@@ -74,21 +66,6 @@ def _extent(value: Any) -> tuple[float, float, float, float]:
     return west, south, east, north
 
 
-def _metatile(value: Any) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value, value]
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,2}x[0-9]{1,2}", value):
-        value = [int(v) for v in value.split("x")]
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not all(isinstance(v, int) and 1 <= v <= 8 for v in value)
-    ):
-        # 8 x 8 tiles plus a buffer is about 2200 px: beyond that WMS size limits bite.
-        raise ValueError('expected columns x rows such as "4x4", 4 or [4, 4], each 1..8')
-    return value[0], value[1]
-
-
 def _pixels(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 512:
         raise ValueError("expected pixels from 0 to 512")
@@ -110,12 +87,6 @@ def _bounded(low: int, high: int) -> Callable[[Any], int]:
     return check
 
 
-def _bgcolor(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"0x[0-9A-Fa-f]{6}", value):
-        raise ValueError("expected 0xRRGGBB")
-    return value
-
-
 # layers-file key -> (Layer field, checker)
 LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "title": ("title", _text),
@@ -125,7 +96,7 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "wms_version": ("wms_version", _choice(*WMS_VERSIONS)),
     "format": ("format", _choice(*TILE_FORMATS)),
     "transparent": ("transparent", _boolean),
-    "bgcolor": ("bgcolor", _bgcolor),
+    "bgcolor": ("bgcolor", validators.bgcolor),
     "grid": ("grid", _text),
     "layout": ("layout", _choice(*LAYOUTS)),
     "prefix": ("prefix", _text),
@@ -134,7 +105,7 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "extent": ("extent", _extent),
     "outside_extent": ("outside_extent", _choice("404", "blank")),
     "cache_control": ("cache_control", _text),
-    "metatile": ("metatile", _metatile),
+    "metatile": ("metatile", validators.metatile),
     "meta_buffer": ("meta_buffer", _pixels),
     "tile_size": ("tile_size", _tile_size),
     "png_compress_level": ("png_compress_level", _bounded(0, 9)),
@@ -170,8 +141,8 @@ def load_layers_file(path: Path) -> tuple[Layer, ...]:
         fields.setdefault("meta_buffer", default_meta_buffer(fields.get("metatile", (4, 4))))
         fields.setdefault("title", name)
         try:
-            check_url("wms_url", fields["wms_url"])
-            check_prefix("prefix", fields["prefix"])
+            checked("wms_url", validators.url, fields["wms_url"])
+            checked("prefix", validators.key_prefix, fields["prefix"])
             grid = grids.get(fields.get("grid", "GoogleMapsCompatible")) or get_grid(
                 fields.get("grid", "GoogleMapsCompatible")
             )
@@ -219,7 +190,7 @@ def _tables(path: Path, section: str, tables: Any):
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: [{section}] must hold tables")
     for name, table in tables.items():
-        if not LAYER_NAME_RE.match(name):
+        if not validators.LAYER_NAME_RE.match(name):
             raise ConfigError(f"{path}: {section} name {name!r} must be letters, digits, _ or -")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section}.{name} must be a table")
