@@ -1,6 +1,6 @@
 """CPU per tile of slicing a 4x4 metatile, and tile size, for each encoding.
 
-Starts the demo MapServer (s3maptiler.demowms.DemoWMS) on 127.0.0.1, fetches 4x4
+Starts the demo MapServer (devtools.demowms.DemoWMS) on 127.0.0.1, fetches 4x4
 metatiles with a 64 px buffer (1152 px images) over New York at zooms 12-15 and over
 open ocean, then measures in this process, with time.process_time():
 
@@ -31,7 +31,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from s3maptiler.demowms import DemoWMS  # noqa: E402
+from devtools.demowms import DemoWMS  # noqa: E402
 from s3maptiler.render.encode import Encoder, slice_image  # noqa: E402
 from s3maptiler.render.getmap import WMSSource  # noqa: E402
 from s3maptiler.render.wms import WMSClient  # noqa: E402

@@ -1,6 +1,6 @@
 """The demo WMS the project ships: Debian's MapServer 8 behind lighttpd FastCGI.
 
-Runs against the real server (s3maptiler.demowms.DemoWMS) on a free 127.0.0.1 port.
+Runs against the real server (devtools.demowms.DemoWMS) on a free 127.0.0.1 port.
 Skips when mapserv or lighttpd is missing, except under CI=true, where it fails.
 """
 
@@ -20,7 +20,7 @@ import pytest
 import requests
 from PIL import Image
 
-from s3maptiler.demowms import DemoWMS, descendants, unavailable_reason
+from devtools.demowms import DemoWMS, descendants, unavailable_reason
 
 pytestmark = pytest.mark.integration
 
@@ -216,7 +216,7 @@ def test_stop_leaves_no_lighttpd_or_mapserv(http):
 def test_runs_in_the_foreground_and_stops_on_sigterm(http):
     require_installed()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "s3maptiler.demowms", "--processes", "1"],
+        [sys.executable, "-m", "devtools.demowms", "--processes", "1"],
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -260,7 +260,7 @@ def test_an_installed_copy_of_the_package_serves_the_demo_it_is_pointed_at(http,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    argv = [sys.executable, "-m", "s3maptiler.demowms", "--processes", "1"]
+    argv = [sys.executable, "-m", "devtools.demowms", "--processes", "1"]
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("DEMO_DIR", None)
     if how == "--demo-dir":

@@ -6,7 +6,7 @@ requests (plain CGI costs ~80 ms a request for fork and mapfile load). lighttpd'
 statistics page counts the requests that reached ``mapserv`` exactly, which is how
 tests count WMS calls.
 
-    python -m s3maptiler.demowms [--port N] [--processes N] [--demo-dir DIR]
+    python -m devtools.demowms [--port N] [--processes N] [--demo-dir DIR]
 
 The map is ``demo/demo.map``; its data is built on first use by
 ``demo/build_data.py`` into ``demo/build/``. The ``demo/`` folder is found by
@@ -109,7 +109,7 @@ def _build_module(demo_dir: Path) -> ModuleType:
     module = _BUILD_MODULES.get(demo_dir)
     if module is None:
         script = demo_dir / "build_data.py"
-        name = f"s3maptiler._demo_build_data_{len(_BUILD_MODULES)}"
+        name = f"devtools._demo_build_data_{len(_BUILD_MODULES)}"
         spec = importlib.util.spec_from_file_location(name, script)
         if spec is None or spec.loader is None or not script.is_file():
             raise NotInstalledError(f"cannot load {script}")
@@ -293,7 +293,7 @@ class DemoWMS:
         )
         conf = self.workdir / "lighttpd.conf"
         conf.write_text(
-            f"""# Written by s3maptiler.demowms; deleted on stop.
+            f"""# Written by devtools.demowms; deleted on stop.
 server.modules = ("mod_setenv", "mod_fastcgi", "mod_status")
 server.bind = "127.0.0.1"
 server.port = {self.port}
@@ -440,7 +440,7 @@ def _end_processes(children: Sequence[_Proc], group: int, grace: float = 3.0) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo WMS in the foreground until Ctrl-C or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m s3maptiler.demowms", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.demowms", description=__doc__)
     parser.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--processes", type=int, default=4, help="mapserv FastCGI processes")
     parser.add_argument(

@@ -16,7 +16,7 @@ and curl (so GDAL) resolve every ``*.localhost`` name to the loopback address
 themselves, with no DNS and no hosts file. Python's resolver does not, so Python code
 sends the request to 127.0.0.1 with that Host header (:meth:`LocalStack.website_get`).
 
-    python -m s3maptiler.localwebsite [--port N]
+    python -m devtools.localwebsite [--port N]
 """
 
 from __future__ import annotations
