@@ -42,23 +42,23 @@ def keys_before_fixed_routes() -> Response | None:
     """A configured layer's key is that key, whichever route its path looks like."""
     if request.method not in ("GET", "HEAD") or request.endpoint == "tiles.tile":
         return None  # the catch-all reads keys itself
+    tiles = service()
     path = request.path[1:]
-    if service().owns(path):
-        return tile_reply(service(), path)
-    return None
+    return tile_reply(tiles, path) if tiles.owns(path) else None
 
 
-def _key_request_here(key: str) -> TileRequest:
-    return _key_request(service(), current_app.url_map.bind("localhost"), key, request.args)
+def _key_request_here(tiles: TileService, key: str) -> TileRequest:
+    return _key_request(tiles, current_app.url_map.bind("localhost"), key, request.args)
 
 
 @blueprint.get("/")
 def root() -> Response:
     key = request.args.get("tile")
+    tiles = service()
     if key is not None:
         key = key.lstrip("/")
-        return tile_reply(service(), key, lambda: _key_request_here(key), known_miss=True)
-    return Response(index_page(service()), mimetype="text/html")
+        return tile_reply(tiles, key, lambda: _key_request_here(tiles, key), known_miss=True)
+    return Response(index_page(tiles), mimetype="text/html")
 
 
 def _fixed_route(endpoint: str, values: Mapping[str, str]) -> Response:
@@ -95,10 +95,11 @@ def arcgis_tile(**values: str) -> Response:
 def tile(path: str) -> Response:
     if len(path) > MAX_PATH_LENGTH:
         return text(400, f"path longer than {MAX_PATH_LENGTH} characters")
-    miss_prefix = service().settings.miss_prefix
+    tiles = service()
+    miss_prefix = tiles.settings.miss_prefix
     known_miss = path.startswith(miss_prefix)
     key = path[len(miss_prefix) :] if known_miss else path
-    return tile_reply(service(), key, lambda: _key_request_here(key), known_miss=known_miss)
+    return tile_reply(tiles, key, lambda: _key_request_here(tiles, key), known_miss=known_miss)
 
 
 # --- the fixed tile routes -------------------------------------------------------------
