@@ -41,7 +41,7 @@ from s3maptiler.seeding.journal import FailureLog, Journal
 from s3maptiler.seeding.plan import BadJob, MetaJob, job_tiles, tile_count
 from s3maptiler.storage.blanks import SharedBlanks
 from s3maptiler.storage.s3 import StoreError
-from s3maptiler.storage.stores import TileStore
+from s3maptiler.storage.stores import TileStore, put
 from s3maptiler.storage.uploads import UploadJob
 from s3maptiler.tiles.grids import Tile
 from s3maptiler.tiles.metatile import MetaTile
@@ -387,7 +387,7 @@ def seed_metatile(
             key, piece.data, runtime.content_type(ext), runtime.layer.cache_control or None
         )
         for job in blanks.jobs(own, runtime.blank_key(ext, piece)):
-            outcome = _put(store, job)
+            outcome = put(store, job)
             blanks.settled(job, outcome)
             if job.key == key:
                 if outcome == "exists":
@@ -395,8 +395,3 @@ def seed_metatile(
                 else:
                     counts.stored += 1
     return counts
-
-
-def _put(store: TileStore, job: UploadJob) -> str:
-    extra = {"redirect_to": job.redirect_to} if job.redirect_to else {}
-    return store.put(job.key, job.data, job.content_type, job.cache_control, **extra)

@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from s3maptiler import metrics
 from s3maptiler.config import Layer, Settings
@@ -80,31 +80,26 @@ class TileResult:
     upload: str = "-"  # "queued" | "dropped" | "-"
 
 
+@dataclass(eq=False)
 class TileService(Addresses):
     """Cache read, then render; each metatile drawn once by the process, host and fleet.
 
     Its addresses (which tile a key or a route names, and why not) are
-    :class:`~s3maptiler.service.addresses.Addresses`'.
+    :class:`~s3maptiler.service.addresses.Addresses`'. `spool` and `leases` are the
+    host's and the fleet's rings of single flight (None: that ring is off).
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: TileStore,
-        wms: WMSClient,
-        uploads: UploadPool,
-        spool: Spool | None = None,
-        leases: Leases | None = None,
-        blanks: SharedBlanks | None = None,
-    ):
-        self.settings = settings
-        self.store = store
-        self.wms = wms
-        self.uploads = uploads
-        self.spool = spool
-        self.leases = leases
-        self.blanks = blanks or SharedBlanks()
-        self.renderer = Renderer(wms)
+    settings: Settings
+    store: TileStore
+    wms: WMSClient
+    uploads: UploadPool
+    spool: Spool | None = None
+    leases: Leases | None = None
+    blanks: SharedBlanks = field(default_factory=SharedBlanks)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.renderer = Renderer(self.wms)
         self.layers = [
             LayerRuntime.build(
                 layer,

@@ -51,7 +51,7 @@ from s3maptiler.storage.s3 import (
 )
 from s3maptiler.tiles.formats import GENERIC_CONTENT_TYPES, etag_of, sniff_content_type
 
-__all__ = ["LocalStore", "S3Store", "StoredTile", "TileStore"]
+__all__ = ["LocalStore", "S3Store", "StoredTile", "TileObject", "TileStore", "put"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,17 @@ log = logging.getLogger(__name__)
 
 
 # --- interface ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TileObject:
+    """One tile to write: the store key, the encoded bytes and their HTTP headers."""
+
+    key: str
+    data: bytes = field(repr=False)
+    content_type: str
+    cache_control: str | None = None
+    redirect_to: str | None = None  # key of the shared blank this empty tile points to
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,6 @@ class TileStore(ABC):
     def get(self, key: str) -> StoredTile | None:
         """The tile stored under `key`, or None when there is none (a miss)."""
 
-    @abstractmethod
     def put(
         self,
         key: str,
@@ -100,6 +110,11 @@ class TileStore(ABC):
         keep a tiny object that points there instead (S3 website redirects); others
         store `data`. Raises StoreError.
         """
+        return self.write(TileObject(key, data, content_type, cache_control, redirect_to))
+
+    def write(self, obj: TileObject) -> str:
+        """:meth:`put` of one object, the way this store writes."""
+        raise NotImplementedError
 
     @abstractmethod
     def check(self) -> None:
@@ -111,6 +126,13 @@ class TileStore(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r})"
+
+
+def put(store: TileStore, obj: TileObject) -> str:
+    """`obj` into `store` through its :meth:`~TileStore.put`: only a pointer to a shared
+    blank passes `redirect_to`, so a store that knows nothing of redirects stays simple."""
+    extra = {"redirect_to": obj.redirect_to} if obj.redirect_to else {}
+    return store.put(obj.key, obj.data, obj.content_type, obj.cache_control, **extra)
 
 
 # --- S3 -----------------------------------------------------------------------------
@@ -245,35 +267,28 @@ class S3Store(TileStore):
         """Why reads are refused, when a GetObject answered 403 in the last DENIED_RECENT s."""
         return self._denials.problem()
 
-    def put(
-        self,
-        key: str,
-        data: bytes,
-        content_type: str,
-        cache_control: str | None,
-        redirect_to: str | None = None,
-    ) -> str:
+    def write(self, obj: TileObject) -> str:
         """One PutObject; "exists" on 412 PreconditionFailed. A 409 conflict is retried once.
 
         With `redirect_to`, a zero-byte object whose WebsiteRedirectLocation sends S3
         website clients to that key (the layer's shared blank tile)."""
         params: dict[str, Any] = {
             "Bucket": self.bucket,
-            "Key": key,
-            "Body": b"" if redirect_to else data,
-            "ContentType": content_type,
+            "Key": obj.key,
+            "Body": b"" if obj.redirect_to else obj.data,
+            "ContentType": obj.content_type,
         }
-        if redirect_to:
-            params["WebsiteRedirectLocation"] = "/" + redirect_to
-        if cache_control:
-            params["CacheControl"] = cache_control
+        if obj.redirect_to:
+            params["WebsiteRedirectLocation"] = "/" + obj.redirect_to
+        if obj.cache_control:
+            params["CacheControl"] = obj.cache_control
         if self.acl:
             params["ACL"] = self.acl
         if self.metadata:
             params["Metadata"] = self.metadata
         if self.conditional:
             params["IfNoneMatch"] = "*"
-        what = f"PutObject {self.location}/{key}"
+        what = f"PutObject {self.location}/{obj.key}"
         outcome = self._put_object(params, what)
         if outcome == "conflict":  # a concurrent conditional write; S3 asks for one retry
             outcome = self._put_object(params, what)
@@ -356,21 +371,14 @@ class LocalStore(TileStore):
         content_type = sniff_content_type(data) or "application/octet-stream"
         return StoredTile(data, content_type, etag_of(data))
 
-    def put(
-        self,
-        key: str,
-        data: bytes,
-        content_type: str,
-        cache_control: str | None,
-        redirect_to: str | None = None,
-    ) -> str:
+    def write(self, obj: TileObject) -> str:
         """Write atomically; "exists" when the file is already there (like IfNoneMatch).
         A directory has no redirects: `redirect_to` is ignored and the bytes written.
 
         Two writers racing on one key both write whole files and the last rename
         wins; for tiles of the same request that is harmless.
         """
-        path = self.path_for(key)
+        path = self.path_for(obj.key)
         if path.exists():
             return "exists"
         try:
@@ -381,7 +389,7 @@ class LocalStore(TileStore):
             raise _os_error(err, f"cannot write under {path.parent}") from err
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                f.write(obj.data)
                 f.flush()
                 # A crash must never leave a short file under a tile's name.
                 os.fsync(f.fileno())

@@ -26,10 +26,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from s3maptiler.storage.s3 import StoreError
-from s3maptiler.storage.stores import TileStore
+from s3maptiler.storage.stores import TileObject, TileStore, put
 
 __all__ = ["InvalidPoolSettings", "UploadError", "UploadJob", "UploadPool"]
 
@@ -57,15 +56,8 @@ class InvalidPoolSettings(UploadError, ValueError):
     """A pool was constructed with impossible settings (no workers, no room for a job)."""
 
 
-@dataclass(frozen=True)
-class UploadJob:
-    """One tile to write: the store key, the encoded bytes and their HTTP headers."""
-
-    key: str
-    data: bytes = field(repr=False)
-    content_type: str
-    cache_control: str | None = None
-    redirect_to: str | None = None  # key of the shared blank this empty tile points to
+#: One tile the pool writes: a :class:`~s3maptiler.storage.stores.TileObject`.
+UploadJob = TileObject
 
 
 class UploadPool:
@@ -251,11 +243,7 @@ class UploadPool:
         """Put one job once (the store retries as its client is configured);
         "stored", "exists" or "failed"."""
         try:
-            # Only stores that can redirect hear of it; every other store stays simple.
-            extra = {"redirect_to": job.redirect_to} if job.redirect_to else {}
-            outcome = self.store.put(
-                job.key, job.data, job.content_type, job.cache_control, **extra
-            )
+            outcome = put(self.store, job)
         except StoreError as err:
             reason = str(err) if err.retryable else f"{err} (not retryable)"
             return self._failed(job, reason, err.attempts)
