@@ -6,16 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from s3maptiler.bucket import spec as specs
 from s3maptiler.bucket.setup import read_current, rule_prefix
-from s3maptiler.bucket.spec import (
-    LEASE_PREFIX,
-    MAX_ROUTING_RULES,
-    MISS_CODES,
-    BucketError,
-    BucketSpec,
-    blocks_public_policy,
-    object_arns,
-)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +24,7 @@ class Finding:
         return f"{self.area}: {self.problem}"
 
 
-def _check_rule(spec: BucketSpec, rules: list[dict], prefix: str, code: str) -> list[Finding]:
+def _check_rule(spec: specs.BucketSpec, rules: list[dict], prefix: str, code: str) -> list[Finding]:
     matching = [
         r
         for r in rules
@@ -66,7 +58,7 @@ def _check_rule(spec: BucketSpec, rules: list[dict], prefix: str, code: str) -> 
     return findings
 
 
-def _check_website(spec: BucketSpec, website: dict | None) -> list[Finding]:
+def _check_website(spec: specs.BucketSpec, website: dict | None) -> list[Finding]:
     if not website:
         return [Finding("website", "static website hosting is not configured")]
     findings = []
@@ -75,15 +67,15 @@ def _check_website(spec: BucketSpec, website: dict | None) -> list[Finding]:
     if website.get("RedirectAllRequestsTo"):
         findings.append(Finding("website", "RedirectAllRequestsTo is set; routing rules ignored"))
     rules = website.get("RoutingRules") or []
-    if len(rules) > MAX_ROUTING_RULES:
+    if len(rules) > specs.MAX_ROUTING_RULES:
         findings.append(Finding("website", f"{len(rules)} routing rules; S3 allows 50"))
     for prefix in spec.prefixes:
-        for code in MISS_CODES:
+        for code in specs.MISS_CODES:
             findings.extend(_check_rule(spec, rules, prefix, code))
     return findings
 
 
-def _check_cors(spec: BucketSpec, rules: list | None) -> list[Finding]:
+def _check_cors(spec: specs.BucketSpec, rules: list | None) -> list[Finding]:
     if not rules:
         return [Finding("cors", "no CORS configuration (browsers on other sites cannot fetch)")]
     findings = []
@@ -98,14 +90,18 @@ def _check_cors(spec: BucketSpec, rules: list | None) -> list[Finding]:
     return findings
 
 
-def _check_lifecycle(spec: BucketSpec, rules: list | None) -> list[Finding]:
+def _check_lifecycle(spec: specs.BucketSpec, rules: list | None) -> list[Finding]:
     findings = []
     if not any(
-        r.get("Status") == "Enabled" and rule_prefix(r) == LEASE_PREFIX and r.get("Expiration")
+        r.get("Status") == "Enabled"
+        and rule_prefix(r) == specs.LEASE_PREFIX
+        and r.get("Expiration")
         for r in rules or []
     ):
         findings.append(
-            Finding("lifecycle", f"no expiry rule for {LEASE_PREFIX!r}: old leases stay forever")
+            Finding(
+                "lifecycle", f"no expiry rule for {specs.LEASE_PREFIX!r}: old leases stay forever"
+            )
         )
     if spec.expire_days is None:
         return findings
@@ -149,16 +145,16 @@ def _grants_public_get(statement: dict, arn: str) -> bool:
     )
 
 
-def _check_policy(spec: BucketSpec, policy: dict | None) -> list[Finding]:
+def _check_policy(spec: specs.BucketSpec, policy: dict | None) -> list[Finding]:
     statements = _as_list((policy or {}).get("Statement", []))
     findings = []
-    for arn in object_arns(spec.bucket, spec.prefixes, spec.public_keys):
+    for arn in specs.object_arns(spec.bucket, spec.prefixes, spec.public_keys):
         if not any(_grants_public_get(s, arn) for s in statements if isinstance(s, dict)):
             findings.append(Finding("policy", f"no statement grants public s3:GetObject on {arn}"))
     return findings
 
 
-def check_bucket(client: Any, spec: BucketSpec) -> list[Finding]:
+def check_bucket(client: Any, spec: specs.BucketSpec) -> list[Finding]:
     """Everything missing or wrong on an existing bucket, compared with `spec`.
 
     An empty list means the bucket is ready. The tiles' lifecycle is checked only when
@@ -167,14 +163,14 @@ def check_bucket(client: Any, spec: BucketSpec) -> list[Finding]:
     """
     try:
         current = read_current(client, spec.bucket)
-    except BucketError as err:
+    except specs.BucketError as err:
         return [Finding("bucket", str(err))]
     findings = _check_website(spec, current.website)
     findings += _check_cors(spec, current.cors_rules)
     findings += _check_lifecycle(spec, current.lifecycle_rules)
     if spec.public_read:
         findings += _check_policy(spec, current.policy)
-        if blocks_public_policy(current.public_access_block):
+        if specs.blocks_public_policy(current.public_access_block):
             findings.append(
                 Finding(
                     "public-access-block",

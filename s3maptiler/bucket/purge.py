@@ -23,7 +23,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3maptiler.storage.s3 import ListingFailed, describe_error, list_objects
+from s3maptiler.storage.s3 import BulkReport, ListingFailed, describe_error, list_objects
 from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid
 from s3maptiler.tiles.layouts import Layout, LayoutError
 from s3maptiler.tiles.tilemath import tile_lonlat_bounds
@@ -168,15 +168,13 @@ def find_tiles(
 
 
 @dataclass
-class DeleteReport:
-    """Counts of :func:`delete_keys`: `requested` keys, `deleted`, `failed` with reasons."""
+class DeleteReport(BulkReport):
+    """Counts of :func:`delete_keys`: `requested` keys, `deleted`, and DeleteObjects
+    `batches`; `failed` keys with their reasons."""
 
     requested: int = 0
     deleted: int = 0
-    failed: int = 0
     batches: int = 0
-    elapsed: float = 0.0  # seconds
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
 
 
 def _delete_batch(client: Any, bucket: str, keys: Sequence[str]) -> list[tuple[str, str]]:

@@ -29,13 +29,14 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.storage.s3 import (
+    BulkReport,
     ListingFailed,
     describe_error,
     is_retryable,
@@ -299,18 +300,16 @@ class UploadOptions:
 
 
 @dataclass
-class UploadReport:
-    """Counts of one upload run. In a dry run `uploaded` counts what would be uploaded."""
+class UploadReport(BulkReport):
+    """Counts of one upload run: `uploaded`, `skipped` (unchanged) and `failed` of `total`
+    tiles, `ignored` files. In a dry run `uploaded` counts what would be uploaded."""
 
     total: int = 0
     uploaded: int = 0
     skipped: int = 0
-    failed: int = 0
     ignored: int = 0
     bytes_uploaded: int = 0
-    elapsed: float = 0.0  # seconds
     dry_run: bool = False
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
 
     @property
     def tiles_per_second(self) -> float:

@@ -15,6 +15,7 @@ good, 1 something failed, 2 usage or configuration error (one line on stderr).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -181,6 +182,28 @@ def environment(ctx: click.Context) -> Environment:
     return root.obj
 
 
+@dataclass(frozen=True)
+class LayerTarget:
+    """Where a command works on one layer's tiles: the environment, the layer, the
+    bucket and the key prefix (``--prefix``, else the layer's)."""
+
+    env: Environment
+    layer: Layer
+    bucket: str
+    prefix: str
+
+
+def layer_target(
+    ctx: click.Context, s3: S3Place, layer_name: str | None, prefix: str | None
+) -> LayerTarget:
+    """The layer of ``--layer``, the bucket of ``--bucket`` and the prefix of ``--prefix``,
+    each defaulting to the service's environment."""
+    env = environment(ctx)
+    layer = env.layer(layer_name)
+    chosen = checked_prefix(layer.prefix if prefix is None else prefix)
+    return LayerTarget(env, layer, bucket_name(env, s3.bucket), chosen)
+
+
 def s3_client(env: Environment, endpoint_url: str | None, pool: int, attempts: int = 3) -> Any:
     endpoint = endpoint_url or env.endpoint_url
     if endpoint is not None and not endpoint.startswith(("http://", "https://")):
@@ -293,17 +316,29 @@ def json_text(document: Any) -> str:
 # --- the group ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class S3Place:
+    """Where an S3 command works: ``--bucket`` and ``--endpoint-url`` (None: the
+    environment's BUCKET_NAME and AWS_ENDPOINT_URL)."""
+
+    bucket: str | None
+    endpoint_url: str | None
+
+
 def s3_options(command: Callable) -> Callable:
-    """The options every S3 command shares; each defaults to the service's environment."""
-    command = click.option(
+    """The options every S3 command shares, handed to it as one ``s3`` argument
+    (:class:`S3Place`); each defaults to the service's environment."""
+
+    @functools.wraps(command)
+    def run(*args: Any, bucket: str | None, endpoint_url: str | None, **options: Any) -> Any:
+        return command(*args, s3=S3Place(bucket, endpoint_url), **options)
+
+    run = click.option(
         "--endpoint-url",
         metavar="URL",
         help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL).",
-    )(command)
-    command = click.option("--bucket", metavar="NAME", help="Bucket (default: BUCKET_NAME).")(
-        command
-    )
-    return command
+    )(run)
+    return click.option("--bucket", metavar="NAME", help="Bucket (default: BUCKET_NAME).")(run)
 
 
 def settings_of(env: Environment) -> Settings:
@@ -313,18 +348,13 @@ def settings_of(env: Environment) -> Settings:
 
 
 def tile_store(
-    env: Environment,
-    settings: Settings,
-    bucket: str | None,
-    endpoint_url: str | None,
-    pool: int,
-    conditional: bool,
+    env: Environment, settings: Settings, s3: S3Place, pool: int, conditional: bool
 ) -> TileStore:
     """The bucket of --bucket / BUCKET_NAME, else the service's local directory."""
-    name = bucket or env.get("BUCKET_NAME")
+    name = s3.bucket or env.get("BUCKET_NAME")
     if not name:
         return LocalStore(settings.local_cache_dir)
-    return s3_store(settings, s3_client(env, endpoint_url, pool=pool), name, conditional)
+    return s3_store(settings, s3_client(env, s3.endpoint_url, pool=pool), name, conditional)
 
 
 def sqs_client(env: Environment, endpoint_url: str | None, read_timeout: float = 30.0) -> Any:

@@ -7,18 +7,11 @@ import click
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.bucket import publish as publish_docs
-from s3maptiler.cli.common import (
-    ConfigProblem,
-    Failed,
-    bucket_name,
-    environment,
-    s3_client,
-    s3_options,
-)
+from s3maptiler.cli import common
 
 
 @click.command("publish")
-@s3_options
+@common.s3_options
 @click.option(
     "--base-url",
     metavar="URL",
@@ -28,26 +21,27 @@ from s3maptiler.cli.common import (
 @click.pass_context
 def publish_command(
     ctx: click.Context,
-    endpoint_url: str | None,
-    bucket: str | None,
+    s3: common.S3Place,
     base_url: str | None,
     dry_run: bool,
 ) -> None:
     """Write TMS, WMTS and ArcGIS documents for every layer into the bucket."""
-    env = environment(ctx)
+    env = common.environment(ctx)
     if env.settings is None:
-        raise ConfigProblem(str(env.settings_error))
+        raise common.ConfigProblem(str(env.settings_error))
     base = base_url or env.get("PUBLIC_URL")
     if not base or not base.startswith(("http://", "https://")):
-        raise ConfigProblem("no public URL: pass --base-url https://... or set PUBLIC_URL")
-    name = bucket_name(env, bucket)
+        raise common.ConfigProblem("no public URL: pass --base-url https://... or set PUBLIC_URL")
+    name = common.bucket_name(env, s3.bucket)
     docs, skipped = publish_docs.documents(env.settings.layers, base)
     for item in skipped:
         click.echo(f"skipped: layer {item.layer}: {item.reason}", err=True)
     try:
-        outcome = publish_docs.publish(s3_client(env, endpoint_url, 4), name, docs, dry_run)
+        outcome = publish_docs.publish(
+            common.s3_client(env, s3.endpoint_url, 4), name, docs, dry_run
+        )
     except (BotoCoreError, ClientError) as err:
-        raise Failed(f"publishing to {name}: {err}") from None
+        raise common.Failed(f"publishing to {name}: {err}") from None
     for doc in docs:
         click.echo(f"{outcome[doc.key]}: s3://{name}/{doc.key} ({doc.content_type})")
         if dry_run and outcome[doc.key] == "would write":

@@ -7,20 +7,7 @@ import sys
 import click
 
 from s3maptiler.bucket import purge
-from s3maptiler.cli.common import (
-    EXIT_FAILED,
-    ConfigProblem,
-    Failed,
-    bucket_name,
-    checked_prefix,
-    environment,
-    grid_for,
-    per_second,
-    progress_bar,
-    s3_client,
-    s3_options,
-    show_failures,
-)
+from s3maptiler.cli import common
 from s3maptiler.tiles.grids import Bbox
 from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, get_layout
 
@@ -33,12 +20,12 @@ def _parse_bbox(value: str | None) -> Bbox | None:
     except ValueError:
         numbers = []
     if len(numbers) != 4:
-        raise ConfigProblem(f"--bbox {value!r}: expected west,south,east,north in degrees")
+        raise common.ConfigProblem(f"--bbox {value!r}: expected west,south,east,north in degrees")
     return Bbox(*numbers)
 
 
 @click.command("purge")
-@s3_options
+@common.s3_options
 @click.option("--prefix", metavar="PREFIX", help="Key prefix (default: the layer's, TILE_PREFIX).")
 @click.option("--layer", "layer_name", metavar="NAME", help="A configured layer to purge.")
 @click.option("--layout", "layout_name", type=click.Choice(sorted(LAYOUTS)), help="Key layout.")
@@ -52,8 +39,7 @@ def _parse_bbox(value: str | None) -> Bbox | None:
 @click.pass_context
 def purge_command(
     ctx: click.Context,
-    bucket: str | None,
-    endpoint_url: str | None,
+    s3: common.S3Place,
     prefix: str | None,
     layer_name: str | None,
     layout_name: str | None,
@@ -66,26 +52,24 @@ def purge_command(
     yes: bool,
 ) -> None:
     """Delete a layer's tiles by zoom range and area (DeleteObjects, 1000 keys a call)."""
-    env = environment(ctx)
-    layer = env.layer(layer_name)
-    name = bucket_name(env, bucket)
-    key_prefix = checked_prefix(layer.prefix if prefix is None else prefix)
+    target = common.layer_target(ctx, s3, layer_name, prefix)
+    env, layer, name, key_prefix = target.env, target.layer, target.bucket, target.prefix
     try:
         selection = purge.TileSelection(
             layout=get_layout(layout_name or layer.layout),
-            grid=grid_for(grid_name, layer),
+            grid=common.grid_for(grid_name, layer),
             min_zoom=min_zoom,
             max_zoom=max_zoom,
             bbox=_parse_bbox(bbox),
         )
     except (purge.InvalidSelection, LayoutError) as err:
-        raise ConfigProblem(str(err)) from None
-    client = s3_client(env, endpoint_url, pool=workers + 1, attempts=5)
-    with progress_bar(None, "list", unit="key") as bar:
+        raise common.ConfigProblem(str(err)) from None
+    client = common.s3_client(env, s3.endpoint_url, pool=workers + 1, attempts=5)
+    with common.progress_bar(None, "list", unit="key") as bar:
         try:
             found = purge.find_tiles(client, name, key_prefix, selection, on_listed=bar.update)
         except purge.ListingFailed as err:
-            raise Failed(str(err)) from None
+            raise common.Failed(str(err)) from None
     where = f"s3://{name}/{key_prefix} zoom {selection.min_zoom}-{selection.max_zoom}" + (
         f" bbox {','.join(f'{v:g}' for v in selection.bbox)}" if selection.bbox else ""
     )
@@ -99,15 +83,15 @@ def purge_command(
         return
     if found.keys and not yes:
         if not sys.stdin.isatty():
-            raise ConfigProblem(f"refusing to delete {len(found.keys)} tiles without --yes")
+            raise common.ConfigProblem(f"refusing to delete {len(found.keys)} tiles without --yes")
         click.confirm(f"Delete {len(found.keys)} tiles from {where}?", abort=True)
-    with progress_bar(len(found.keys), "delete") as bar:
+    with common.progress_bar(len(found.keys), "delete") as bar:
         report = purge.delete_keys(client, name, found.keys, workers=workers, on_deleted=bar.update)
     click.echo(
         f"purge {where}: {report.deleted} deleted, {report.failed} failed, {tail}, "
-        f"in {report.elapsed:.2f} s ({per_second(report.deleted, report.elapsed)} tiles/s, "
+        f"in {report.elapsed:.2f} s ({common.per_second(report.deleted, report.elapsed)} tiles/s, "
         f"{report.batches} batches)"
     )
-    show_failures(report.failures)
+    common.show_failures(report.failures)
     if report.failed:
-        ctx.exit(EXIT_FAILED)
+        ctx.exit(common.EXIT_FAILED)

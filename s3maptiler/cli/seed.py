@@ -21,21 +21,7 @@ from typing import Any
 
 import click
 
-from s3maptiler.cli.common import (
-    EXIT_FAILED,
-    ConfigProblem,
-    Environment,
-    Failed,
-    environment,
-    per_second,
-    progress_bar,
-    s3_options,
-    settings_of,
-    show_failures,
-    sqs_client,
-    stop_on_signals,
-    tile_store,
-)
+from s3maptiler.cli import common
 from s3maptiler.config import Settings
 from s3maptiler.render.errors import WMSError
 from s3maptiler.render.pipeline import LayerRuntime
@@ -60,11 +46,11 @@ SEED_DIR = Path("var/seed")
 # --- shared helpers -----------------------------------------------------------------
 
 
-def _runtime(env: Environment, layer_name: str | None) -> LayerRuntime:
-    settings = settings_of(env)
+def _runtime(env: common.Environment, layer_name: str | None) -> LayerRuntime:
+    settings = common.settings_of(env)
     layer = env.layer(layer_name)
     if layer not in settings.layers:
-        raise ConfigProblem(f"layer {layer.name} is not configured")
+        raise common.ConfigProblem(f"layer {layer.name} is not configured")
     return layer_runtime(layer)
 
 
@@ -73,11 +59,13 @@ def _zooms(value: str, runtime: LayerRuntime) -> list[int]:
     try:
         first, last = int(low), int(high or low)
     except ValueError:
-        raise ConfigProblem(f"--zoom {value!r}: expected a level (12) or a range (0-14)") from None
+        raise common.ConfigProblem(
+            f"--zoom {value!r}: expected a level (12) or a range (0-14)"
+        ) from None
     layer = runtime.layer
     lowest, highest = layer.min_zoom, min(layer.max_zoom, runtime.grid.max_zoom)
     if not lowest <= first <= last <= highest:
-        raise ConfigProblem(
+        raise common.ConfigProblem(
             f"--zoom {value}: layer {layer.name} has levels {lowest}..{highest} (low-high)"
         )
     return list(range(first, last + 1))
@@ -85,7 +73,7 @@ def _zooms(value: str, runtime: LayerRuntime) -> list[int]:
 
 def _coverage(bbox: str | None, geojson: Path | None) -> Coverage:
     if (bbox is None) == (geojson is None):
-        raise ConfigProblem("give the area with exactly one of --bbox or --geojson")
+        raise common.ConfigProblem("give the area with exactly one of --bbox or --geojson")
     try:
         if bbox is not None:
             try:
@@ -93,17 +81,19 @@ def _coverage(bbox: str | None, geojson: Path | None) -> Coverage:
             except ValueError:
                 numbers = []
             if len(numbers) != 4:
-                raise ConfigProblem(f"--bbox {bbox!r}: expected west,south,east,north in degrees")
+                raise common.ConfigProblem(
+                    f"--bbox {bbox!r}: expected west,south,east,north in degrees"
+                )
             return Coverage.from_bbox(numbers)
         try:
             document = json.loads(Path(geojson).read_text(encoding="utf-8"))
         except OSError as err:
-            raise ConfigProblem(f"--geojson {geojson}: {err.strerror}") from None
+            raise common.ConfigProblem(f"--geojson {geojson}: {err.strerror}") from None
         except ValueError as err:
-            raise ConfigProblem(f"--geojson {geojson}: not JSON ({err})") from None
+            raise common.ConfigProblem(f"--geojson {geojson}: not JSON ({err})") from None
         return load_geojson(document, f"--geojson {geojson}")
     except CoverageError as err:
-        raise ConfigProblem(str(err)) from None
+        raise common.ConfigProblem(str(err)) from None
 
 
 def _digest(text: str) -> str:
@@ -111,7 +101,7 @@ def _digest(text: str) -> str:
 
 
 @click.command("seed")
-@s3_options
+@common.s3_options
 @click.option("--layer", "layer_name", metavar="NAME", help="A configured layer to seed.")
 @click.option("--format", "ext", metavar="EXT", help="Tile extension (default: the layer's).")
 @click.option("--zoom", metavar="Z|LOW-HIGH", help="Zoom level or range, e.g. 12 or 0-14.")
@@ -129,7 +119,9 @@ def _digest(text: str) -> str:
     "--skip-existing", is_flag=True, help="Leave stored tiles alone (one listing per folder)."
 )
 @click.option(
-    "--failed-file", type=click.Path(dir_okay=False, path_type=Path), help="Failed metatiles."
+    "--failed-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Failed metatiles.",
 )
 @click.option(
     "--retry-failed",
@@ -146,8 +138,7 @@ def _digest(text: str) -> str:
 @click.pass_context
 def seed_command(
     ctx: click.Context,
-    bucket: str | None,
-    endpoint_url: str | None,
+    s3: common.S3Place,
     layer_name: str | None,
     ext: str | None,
     zoom: str | None,
@@ -170,37 +161,39 @@ def seed_command(
     interrupted run (Ctrl-C, SIGTERM) resumes when the same command is run again.
     Exit 1 when any metatile failed or the run was interrupted.
     """
-    env = environment(ctx)
+    env = common.environment(ctx)
     if status:
         if not queue:
-            raise ConfigProblem("--status needs --queue URL")
-        _print_status(sqs_client(env, endpoint_url), queue)
+            raise common.ConfigProblem("--status needs --queue URL")
+        _print_status(common.sqs_client(env, s3.endpoint_url), queue)
         return
-    settings = settings_of(env)
+    settings = common.settings_of(env)
     if retry_failed is not None:
         try:
             jobs = read_failures(retry_failed)
         except SeedError as err:
-            raise ConfigProblem(str(err)) from None
+            raise common.ConfigProblem(str(err)) from None
         wanted = {job.layer for job in jobs}
         layers = {
             layer.name: layer_runtime(layer) for layer in settings.layers if layer.name in wanted
         }
         unknown = wanted - set(layers)
         if unknown:
-            raise ConfigProblem(f"--retry-failed: layers not configured: {', '.join(unknown)}")
+            raise common.ConfigProblem(
+                f"--retry-failed: layers not configured: {', '.join(unknown)}"
+            )
         what = f"{len(jobs)} failed metatiles of {retry_failed}"
         signature = "retry|" + _digest("\n".join(json.dumps(j.to_dict()) for j in jobs))
         name = f"retry-{_digest(signature)}"
     else:
         runtime = _runtime(env, layer_name)
         if zoom is None:
-            raise ConfigProblem("--zoom is required (e.g. --zoom 0-14)")
+            raise common.ConfigProblem("--zoom is required (e.g. --zoom 0-14)")
         zooms = _zooms(zoom, runtime)
         coverage = _coverage(bbox, geojson)
         ext = (ext or runtime.layer.extension).lower()
         if ext not in runtime.sources:
-            raise ConfigProblem(
+            raise common.ConfigProblem(
                 f"--format {ext}: layer {runtime.layer.name} serves {runtime.layer.formats}"
             )
         layers = {runtime.layer.name: runtime}
@@ -214,23 +207,23 @@ def seed_command(
     options = SeedOptions(concurrency, wms_rate, skip_existing)
 
     if queue:
-        if not _enqueue(env, endpoint_url, queue, jobs, what, per_message, skip_existing, dry_run):
-            ctx.exit(EXIT_FAILED)
+        if not _enqueue(
+            env, s3.endpoint_url, queue, jobs, what, per_message, skip_existing, dry_run
+        ):
+            ctx.exit(common.EXIT_FAILED)
         return
     if dry_run:
         _print_estimate(settings, layers, jobs, options)
         return
 
-    store = tile_store(
-        env, settings, bucket, endpoint_url, concurrency + 2, conditional=skip_existing
-    )
+    store = common.tile_store(env, settings, s3, concurrency + 2, conditional=skip_existing)
     journal_path = journal or SEED_DIR / f"{name}.journal.jsonl"
     failed_path = failed_file or SEED_DIR / f"{name}.failed.jsonl"
     the_journal = Journal(journal_path, signature)
     try:
         the_journal.done()
     except JournalMismatch as err:
-        raise ConfigProblem(str(err)) from None
+        raise common.ConfigProblem(str(err)) from None
     # The failures file holds the failures of the last run only.
     failed_path.unlink(missing_ok=True)
     failures = FailureLog(failed_path)
@@ -239,7 +232,7 @@ def seed_command(
     )
     wms = wms_client(settings, concurrency)
     try:
-        with stop_on_signals() as stop, progress_bar(total_tiles, "seed") as bar:
+        with common.stop_on_signals() as stop, common.progress_bar(total_tiles, "seed") as bar:
             report = run_seed(
                 layers, jobs, wms, store, options, the_journal, failures, stop, bar.update
             )
@@ -253,9 +246,9 @@ def seed_command(
         f"{report.failed} failed, {report.ignored} ignored (outside extent); "
         f"{report.metatiles_done} metatiles done, {report.metatiles_skipped} resumed, "
         f"{report.metatiles_failed} failed, {report.wms_requests} WMS requests; "
-        f"{report.elapsed:.2f} s ({per_second(report.done, report.elapsed)} tiles/s)"
+        f"{report.elapsed:.2f} s ({common.per_second(report.done, report.elapsed)} tiles/s)"
     )
-    show_failures(report.failures)
+    common.show_failures(report.failures)
     if report.metatiles_failed:
         click.echo(
             f"failed metatiles written to {failed_path}; replay with --retry-failed {failed_path}",
@@ -268,7 +261,7 @@ def seed_command(
             err=True,
         )
     if not complete:
-        ctx.exit(EXIT_FAILED)
+        ctx.exit(common.EXIT_FAILED)
 
 
 def _print_plan(runtime: LayerRuntime, coverage: Coverage, zooms: list[int]) -> None:
@@ -290,7 +283,7 @@ def _print_estimate(
     try:
         guess = estimate(layers, jobs, wms, options)
     except (WMSError, SeedError) as err:
-        raise Failed(f"could not draw a sample metatile: {err}") from None
+        raise common.Failed(f"could not draw a sample metatile: {err}") from None
     finally:
         wms.close()
     rate = f"at most {options.wms_rate:g} GetMaps/s, " if options.wms_rate else ""
@@ -302,7 +295,7 @@ def _print_estimate(
 
 
 def _enqueue(
-    env: Environment,
+    env: common.Environment,
     endpoint_url: str | None,
     queue: str,
     jobs: list[MetaJob],
@@ -318,12 +311,12 @@ def _enqueue(
         if bodies:
             click.echo(f"  first message: {bodies[0]}")
         return True
-    sqs = sqs_client(env, endpoint_url)
+    sqs = common.sqs_client(env, endpoint_url)
     try:
-        with progress_bar(len(bodies), "enqueue", unit="msg") as bar:
+        with common.progress_bar(len(bodies), "enqueue", unit="msg") as bar:
             report = sqs_jobs.enqueue(sqs, queue, bodies, on_sent=bar.update)
     except sqs_jobs.QueueError as err:
-        raise Failed(str(err)) from None
+        raise common.Failed(str(err)) from None
     click.echo(
         f"seed {what}: {len(jobs)} metatiles queued in {report.sent} messages to {queue}, "
         f"{report.failed} messages refused; progress: s3maptiler seed --status --queue {queue}"
@@ -337,7 +330,7 @@ def _print_status(sqs: Any, queue: str) -> None:
     try:
         status = sqs_jobs.queue_status(sqs, queue)
     except sqs_jobs.QueueError as err:
-        raise Failed(str(err)) from None
+        raise common.Failed(str(err)) from None
     click.echo(
         f"queue {queue}: {status.waiting} waiting, {status.in_flight} in flight, "
         f"{status.delayed} delayed{' (drained)' if status.drained else ''}"

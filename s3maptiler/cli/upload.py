@@ -12,21 +12,7 @@ import click
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.bucket import upload as bulk
-from s3maptiler.cli.common import (
-    EXIT_FAILED,
-    ConfigProblem,
-    Failed,
-    bucket_name,
-    checked_prefix,
-    environment,
-    grid_for,
-    per_second,
-    progress_bar,
-    s3_client,
-    s3_options,
-    show_failures,
-    size_text,
-)
+from s3maptiler.cli import common
 from s3maptiler.config import Layer
 from s3maptiler.documents.arcgis import cache_mapserver, json_document
 from s3maptiler.documents.common import arcgis_service_path
@@ -37,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @click.command()
 @click.argument("source", type=click.Path(file_okay=False, path_type=Path))
-@s3_options
+@common.s3_options
 @click.option("--prefix", metavar="PREFIX", help="Key prefix (default: the layer's, TILE_PREFIX).")
 @click.option("--layer", "layer_name", metavar="NAME", help="A configured layer to upload to.")
 @click.option(
@@ -60,8 +46,7 @@ log = logging.getLogger(__name__)
 def upload(
     ctx: click.Context,
     source: Path,
-    bucket: str | None,
-    endpoint_url: str | None,
+    s3: common.S3Place,
     prefix: str | None,
     layer_name: str | None,
     layout_from: str | None,
@@ -79,11 +64,9 @@ def upload(
     ArcGIS conf.xml beside the tiles and ArcGIS keys, the matching MapServer JSON is
     published at arcgis/rest/services/<name>/MapServer.
     """
-    env = environment(ctx)
-    layer = env.layer(layer_name)
-    name = bucket_name(env, bucket)
-    key_prefix = checked_prefix(layer.prefix if prefix is None else prefix)
-    grid = grid_for(grid_name, layer)
+    target = common.layer_target(ctx, s3, layer_name, prefix)
+    env, layer, name, key_prefix = target.env, target.layer, target.bucket, target.prefix
+    grid = common.grid_for(grid_name, layer)
     try:
         tree = bulk.find_source(source)
         source_layout = get_layout(
@@ -92,9 +75,9 @@ def upload(
         target_layout = get_layout(layout_to or layer.layout)
         walk = bulk.walk_tiles(tree.tile_root, source_layout, grid, key_prefix, target_layout)
     except (bulk.SourceError, LayoutError) as err:
-        raise ConfigProblem(str(err)) from None
+        raise common.ConfigProblem(str(err)) from None
     if not walk.tiles:
-        raise ConfigProblem(
+        raise common.ConfigProblem(
             f"no {source_layout.name} tiles of grid {grid.name} under {tree.tile_root} "
             f"({len(walk.ignored)} other files)"
         )
@@ -108,11 +91,11 @@ def upload(
         for tile in walk.tiles[:3]:
             click.echo(f"  {tile.path.relative_to(tree.tile_root)} -> {tile.key}", err=True)
 
-    client = s3_client(env, endpoint_url, pool=workers, attempts=1)
+    client = common.s3_client(env, s3.endpoint_url, pool=workers, attempts=1)
     try:
         existing = bulk.list_existing(client, name, key_prefix)
     except bulk.ListingFailed as err:
-        raise Failed(str(err)) from None
+        raise common.Failed(str(err)) from None
     options = bulk.UploadOptions(
         cache_control=layer.cache_control if cache_control is None else cache_control or None,
         acl=acl,
@@ -120,7 +103,7 @@ def upload(
         retries=retries,
         dry_run=dry_run,
     )
-    with progress_bar(len(walk.tiles), "upload") as bar:
+    with common.progress_bar(len(walk.tiles), "upload") as bar:
         report = bulk.upload_tiles(
             client, name, walk.tiles, existing, options, on_progress=lambda _: bar.update()
         )
@@ -132,15 +115,15 @@ def upload(
     verb = "to upload" if dry_run else "uploaded"
     click.echo(
         f"upload{' (dry run)' if dry_run else ''} s3://{name}/{key_prefix}: "
-        f"{report.uploaded} {verb} ({size_text(report.bytes_uploaded)}), "
+        f"{report.uploaded} {verb} ({common.size_text(report.bytes_uploaded)}), "
         f"{report.skipped} skipped (unchanged), {report.failed} failed, "
         f"{report.ignored} ignored (not tiles), {published}"
         f"in {report.elapsed:.2f} s "
-        f"({per_second(report.uploaded + report.skipped, report.elapsed)} tiles/s)"
+        f"({common.per_second(report.uploaded + report.skipped, report.elapsed)} tiles/s)"
     )
-    show_failures(report.failures)
+    common.show_failures(report.failures)
     if report.failed or not publish_ok:
-        ctx.exit(EXIT_FAILED)
+        ctx.exit(common.EXIT_FAILED)
 
 
 def _publish_mapserver(

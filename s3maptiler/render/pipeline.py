@@ -1,15 +1,16 @@
-"""The one render pipeline: GetMap → check → decode → slice → encode → blank policy → store.
+"""The one render pipeline: GetMap → check → decode → slice → encode.
 
 Both the tile service and seeding (the CLI and the SQS worker) draw tiles through
 this module, so a layer's settings mean the same thing whoever renders:
 
+- :class:`LayerRuntime` is a layer resolved once: grid, layout, WMS sources,
+  encoders, guard, and where its tiles (and its shared blanks) are stored;
 - :class:`Renderer` sends one GetMap for a metatile (or a single tile) through the
-  layer's guard and cuts the answer into encoded tiles;
-- :class:`SharedBlanks` is the ``empty_tiles = "redirect"`` policy: a uniform tile
-  becomes a pointer to one shared blank object, but only once that blank is known
-  to be stored;
-- :func:`seed_metatile` is the synchronous whole path for seeding; the service runs
-  the same steps with its answer first and the uploads in the background.
+  layer's guard and cuts the answer into encoded tiles (:class:`Cut`).
+
+The service (:mod:`s3maptiler.service.tilepath`) answers first and uploads in the
+background; seeding (:func:`s3maptiler.seeding.run.render_metatile`) writes each tile
+at once. Both store through the same blank policy (:mod:`s3maptiler.storage.blanks`).
 
 :class:`RenderedTiles` is the finished metatile as bytes: the format in which other
 workers (the spool) and other instances (the bucket lease) receive a render.

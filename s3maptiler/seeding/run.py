@@ -44,7 +44,6 @@ from s3maptiler.storage.s3 import StoreError
 from s3maptiler.storage.stores import TileStore, put
 from s3maptiler.storage.uploads import UploadJob
 from s3maptiler.tiles.grids import Tile
-from s3maptiler.tiles.metatile import MetaTile
 
 __all__ = [
     "Estimate",
@@ -142,23 +141,30 @@ class RenderCounts:
         self.getmaps += other.getmaps
 
 
-def render_metatile(
-    runtime: LayerRuntime,
-    job: MetaJob,
-    wms: WMSClient,
-    store: TileStore,
-    existing: ListingCache | None = None,
-    limiter: TokenBucket | None = None,
-    stop: threading.Event | None = None,
-    blanks: SharedBlanks | None = None,
-) -> RenderCounts:
-    """Draw one metatile with ONE GetMap and store each of the job's tiles.
+@dataclass
+class Drawing:
+    """What drawing seed metatiles needs besides the jobs: the WMS client, the store,
+    the shared blanks known to be in that store (one registry per store, kept across
+    jobs), and optionally the listing of stored tiles to skip, the GetMap rate cap and
+    the event that stops the run."""
 
-    With ``existing`` the keys already in the store are skipped, and no GetMap is sent
-    when all of them are. ``blanks``: the shared blanks known to be in ``store``
-    (one registry per store, kept across jobs; None: this job's own). Raises BadJob,
-    WMSError (including an unusable image) or StoreError; tiles stored before a
-    StoreError stay stored.
+    wms: WMSClient
+    store: TileStore
+    blanks: SharedBlanks = field(default_factory=SharedBlanks)
+    existing: ListingCache | None = None
+    limiter: TokenBucket | None = None
+    stop: threading.Event | None = None
+
+
+def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> RenderCounts:
+    """Draw one metatile with ONE GetMap and write each of the job's tiles straight to
+    the store, through the layer's blank policy (seeding is itself the background
+    job: no upload queue).
+
+    Keys already in the store are skipped when ``drawing.existing`` lists them, and no
+    GetMap is sent when all of them are. Raises BadJob, Interrupted, WMSError
+    (including an unusable image) or StoreError; tiles stored before a StoreError stay
+    stored.
     """
     meta, tiles = job_tiles(runtime, job)
     counts = RenderCounts()
@@ -169,19 +175,28 @@ def render_metatile(
             counts.ignored += 1
         else:
             keys[tile] = key
-    if existing is not None and keys:
-        found = existing.existing(list(keys.values()), runtime.layer.prefix)
+    if drawing.existing is not None and keys:
+        found = drawing.existing.existing(list(keys.values()), runtime.layer.prefix)
         counts.existing = len(found)
         keys = {t: k for t, k in keys.items() if k not in found}
     if not keys:
         return counts
-    if limiter is not None and not limiter.acquire(stop):
+    if drawing.limiter is not None and not drawing.limiter.acquire(drawing.stop):
         raise Interrupted("stopped before the GetMap")
-    blanks = blanks or SharedBlanks()
-    seeded = seed_metatile(Renderer(wms), runtime, job.ext, meta, keys, store, blanks)
-    counts.getmaps = seeded.getmaps
-    counts.stored = seeded.stored
-    counts.existing += seeded.existing
+    counts.getmaps = 1
+    sliced = Renderer(drawing.wms).metatile(runtime, job.ext, meta).encode(keys)
+    blanks = drawing.blanks
+    for tile, key in keys.items():
+        piece = sliced[tile]
+        own = UploadJob(key, piece.data, runtime.content_type(job.ext), runtime.cache_control)
+        for upload in blanks.jobs(own, runtime.blank_key(job.ext, piece)):
+            outcome = put(drawing.store, upload)
+            blanks.settled(upload, outcome)
+            if upload.key == key:
+                if outcome == "exists":
+                    counts.existing += 1
+                else:
+                    counts.stored += 1
     return counts
 
 
@@ -249,9 +264,8 @@ def run_seed(
     stop = stop or threading.Event()
     report = SeedReport()
     done_before = journal.done() if journal is not None else set()
-    limiter = TokenBucket(options.wms_rate)
     existing = ListingCache(store) if options.skip_existing else None
-    blanks = SharedBlanks()
+    drawing = Drawing(wms, store, SharedBlanks(), existing, TokenBucket(options.wms_rate), stop)
     progress = on_progress or (lambda _n: None)
     lock = threading.Lock()
     started = time.monotonic()
@@ -262,7 +276,7 @@ def run_seed(
         try:
             if runtime is None:
                 raise BadJob(f"{job.describe()}: no layer named {job.layer!r}")
-            counts = render_metatile(runtime, job, wms, store, existing, limiter, stop, blanks)
+            counts = render_metatile(runtime, job, drawing)
         except Interrupted:
             with lock:
                 report.metatiles_left += 1
@@ -356,42 +370,3 @@ def estimate(
     if options.wms_rate:
         total = max(total, len(jobs) / options.wms_rate)
     return Estimate(len(took), per, total)
-
-
-@dataclass
-class SeedCounts:
-    """What one seeded metatile did: tiles written, tiles already there, GetMaps."""
-
-    stored: int = 0
-    existing: int = 0
-    getmaps: int = 0
-
-
-def seed_metatile(
-    renderer: Renderer,
-    runtime: LayerRuntime,
-    ext: str,
-    meta: MetaTile,
-    keys: dict[Tile, str],
-    store: TileStore,
-    blanks: SharedBlanks,
-) -> SeedCounts:
-    """Draw `meta` with ONE GetMap and write each tile of `keys` straight to `store`,
-    through the layer's blank policy. Raises WMSError or StoreError; tiles written
-    before a StoreError stay written."""
-    counts = SeedCounts(getmaps=1)
-    sliced = renderer.metatile(runtime, ext, meta).encode(keys)
-    for tile, key in keys.items():
-        piece = sliced[tile]
-        own = UploadJob(
-            key, piece.data, runtime.content_type(ext), runtime.layer.cache_control or None
-        )
-        for job in blanks.jobs(own, runtime.blank_key(ext, piece)):
-            outcome = put(store, job)
-            blanks.settled(job, outcome)
-            if job.key == key:
-                if outcome == "exists":
-                    counts.existing += 1
-                else:
-                    counts.stored += 1
-    return counts

@@ -34,7 +34,7 @@ from s3maptiler.render.pipeline import LayerRuntime
 from s3maptiler.render.wms import WMSClient
 from s3maptiler.seeding.existing import ListingCache
 from s3maptiler.seeding.plan import BadJob, MetaJob
-from s3maptiler.seeding.run import RenderCounts, render_metatile
+from s3maptiler.seeding.run import Drawing, RenderCounts, render_metatile
 from s3maptiler.storage.blanks import SharedBlanks
 from s3maptiler.storage.s3 import StoreError
 from s3maptiler.storage.stores import TileStore
@@ -179,12 +179,12 @@ def handle_message(
     if runtime is None:
         raise BadMessage(f"no layer named {message.layer[:64]!r}")
     existing = ListingCache(store) if message.skip_existing else None
-    blanks = blanks or SharedBlanks()
+    drawing = Drawing(wms, store, blanks or SharedBlanks(), existing)
     total = RenderCounts()
     failed: list[tuple[MetaJob, JobFailed]] = []
     for job in message.metatiles:
         try:
-            total.add(render_metatile(runtime, job, wms, store, existing, blanks=blanks))
+            total.add(render_metatile(runtime, job, drawing))
         except BadJob as exc:
             raise BadMessage(str(exc)) from None
         except WMSError as exc:

@@ -21,6 +21,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -37,6 +38,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 __all__ = [
+    "BulkReport",
     "LEASE_PREFIX",
     "RETRYABLE_CODES",
     "InvalidKeyError",
@@ -286,6 +288,16 @@ def with_retries(call: Callable[[], Any], retries: int, backoff: float) -> Any:
             delay = backoff_delay(attempt, backoff)
             log.debug("retry %d/%d in %.2fs after %s", attempt, retries, delay, describe_error(err))
             time.sleep(delay)
+
+
+@dataclass
+class BulkReport:
+    """What a bulk tool (upload, purge) reports: tiles that failed, with a reason each,
+    and the seconds the run took. Failures are counted, never raised."""
+
+    failed: int = 0
+    elapsed: float = 0.0  # seconds
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
 
 
 class ListingFailed(StoreError):
