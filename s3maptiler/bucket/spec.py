@@ -17,6 +17,9 @@ sends them; :mod:`~s3maptiler.bucket.check` lists what is missing or wrong.
 >>> rule = routing_rules("tiles-api.example.com", ["tiles/"], "miss/")[0]
 >>> rule["Redirect"]["ReplaceKeyPrefixWith"], rule["Redirect"]["HttpRedirectCode"]
 ('miss/tiles/', '307')
+
+One module of about 400 lines on purpose: the spec and every document built from it,
+so the rules a bucket gets can be read in one place.
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ from typing import Any
 import click
 from botocore.exceptions import BotoCoreError, ClientError
 
+from s3maptiler.bucket import source
 from s3maptiler.bucket import upload as bulk
 from s3maptiler.cli import common
 from s3maptiler.config import Layer
 from s3maptiler.documents.arcgis import cache_mapserver, json_document
 from s3maptiler.documents.common import arcgis_service_path
+from s3maptiler.storage.s3 import ListingFailed
 from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, get_layout
 
 log = logging.getLogger(__name__)
@@ -68,13 +70,13 @@ def upload(
     env, layer, name, key_prefix = target.env, target.layer, target.bucket, target.prefix
     grid = common.grid_for(grid_name, layer)
     try:
-        tree = bulk.find_source(source)
+        tree = source.find_source(source)
         source_layout = get_layout(
-            layout_from or bulk.detect_layout(tree.tile_root) or layer.layout
+            layout_from or source.detect_layout(tree.tile_root) or layer.layout
         )
         target_layout = get_layout(layout_to or layer.layout)
-        walk = bulk.walk_tiles(tree.tile_root, source_layout, grid, key_prefix, target_layout)
-    except (bulk.SourceError, LayoutError) as err:
+        walk = source.walk_tiles(tree.tile_root, source_layout, grid, key_prefix, target_layout)
+    except (source.SourceError, LayoutError) as err:
         raise common.ConfigProblem(str(err)) from None
     if not walk.tiles:
         raise common.ConfigProblem(
@@ -94,7 +96,7 @@ def upload(
     client = common.s3_client(env, s3.endpoint_url, pool=workers, attempts=1)
     try:
         existing = bulk.list_existing(client, name, key_prefix)
-    except bulk.ListingFailed as err:
+    except ListingFailed as err:
         raise common.Failed(str(err)) from None
     options = bulk.UploadOptions(
         cache_control=layer.cache_control if cache_control is None else cache_control or None,
@@ -129,7 +131,7 @@ def upload(
 def _publish_mapserver(
     client: Any,
     bucket: str,
-    tree: bulk.SourceTree,
+    tree: source.SourceTree,
     layer: Layer,
     layer_name: str | None,
     target: Any,
@@ -142,9 +144,9 @@ def _publish_mapserver(
         log.warning("conf.xml found, but keys are %s: no MapServer JSON published", target.name)
         return "", True
     try:
-        info = bulk.read_conf_xml(tree.conf_xml)
-        extent = bulk.read_conf_cdi(tree.conf_xml.with_name("conf.cdi"))
-    except bulk.ConfXmlError as err:
+        info = source.read_conf_xml(tree.conf_xml)
+        extent = source.read_conf_cdi(tree.conf_xml.with_name("conf.cdi"))
+    except source.ConfXmlError as err:
         log.warning("%s", err)
         return "MapServer JSON failed (bad conf.xml), ", False
     # Where capabilities.py puts a layer's MapServer document, named after the

@@ -7,6 +7,10 @@ that are a complete image of the requested type and size
 :class:`~s3maptiler.render.errors.WMSError` whose ``status`` (502, or 504 for a
 timeout) and one-line ``reason`` the tile service can answer with. Nothing that
 failed here may ever be cached. Times are in seconds.
+
+One module of about 410 lines on purpose: the session, the attempts and the reading
+of one answer belong to one retry loop; the request, the errors and the judging of
+answers are already their own modules.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Two implementations of one small interface:
 
 Every failure is a `StoreError` (:mod:`s3maptiler.storage.s3`) whose ``retryable``
 flag says whether trying again could help. Retrying is the S3 client's job alone.
+
+One module of about 430 lines on purpose: the interface and its two
+implementations read best side by side, so a reader can compare S3 and a directory
+rule by rule.
 """
 
 from __future__ import annotations

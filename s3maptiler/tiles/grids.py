@@ -12,6 +12,9 @@ bit-identical edges and a metatile cut from a WMS image lines up exactly.
 
 >>> WEB_MERCATOR.tile_bbox(Tile(0, 0, 1))
 Bbox(left=-20037508.342789244, bottom=0.0, right=0.0, top=20037508.342789244)
+
+One module of about 410 lines on purpose: TileGrid and the edge search it relies on
+(bit-exact neighbours) must stay together.
 """
 
 from __future__ import annotations

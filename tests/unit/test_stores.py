@@ -554,14 +554,14 @@ def test_one_definition_of_a_retryable_s3_error_for_stores_bulk_and_purge():
     from s3maptiler.bucket import purge
     from s3maptiler.bucket import upload as bulk
 
-    assert bulk.is_retryable is s3_module.is_retryable
+    assert "is_retryable" not in vars(bulk) or bulk.is_retryable is s3_module.is_retryable
     assert "is_retryable" not in vars(purge) or purge.is_retryable is s3_module.is_retryable
     assert s3_module.is_retryable(_client_error("SlowDown", 503))
     assert s3_module.is_retryable(_client_error("Whatever", 500))
     assert s3_module.is_retryable(_client_error("TooMany", 429))
     # A retry is signed with the same wrong clock: never retryable, anywhere.
     skewed = _client_error("RequestTimeTooSkewed", 403)
-    assert not s3_module.is_retryable(skewed) and not bulk.is_retryable(skewed)
+    assert not s3_module.is_retryable(skewed)
     assert not s3_module.client_error(skewed, "PutObject").retryable
 
 
