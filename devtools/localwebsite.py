@@ -254,14 +254,15 @@ def prepare_bucket(stack: LocalStack, settings: Any) -> list[str]:
     routing rules to the service over plain http, CORS, public read, and the TMS, WMTS
     and ArcGIS documents. Returns one line per step."""
     from s3maptiler.bucket import publish
-    from s3maptiler.bucket import spec as bucket_docs
+    from s3maptiler.bucket.setup import setup_bucket
+    from s3maptiler.bucket.spec import BucketSpec
     from s3maptiler.documents.common import ARCGIS_SERVICES_PREFIX
 
     client = stack.client()
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=settings.bucket)
     prefixes = [layer.prefix for layer in settings.layers] + [ARCGIS_SERVICES_PREFIX]
-    spec = bucket_docs.BucketSpec(
+    spec = BucketSpec(
         bucket=settings.bucket,
         tiler_host=f"{settings.host}:{settings.port}",
         tiler_protocol="http",
@@ -270,7 +271,7 @@ def prepare_bucket(stack: LocalStack, settings: Any) -> list[str]:
         relax_public_access_block=True,  # LocalStack, as S3, creates buckets with it on
         public_keys=publish.SERVICE_DOCUMENT_KEYS,
     )
-    steps = [step.summary for step in bucket_docs.setup_bucket(client, spec)]
+    steps = [step.summary for step in setup_bucket(client, spec)]
     docs, _skipped = publish.documents(settings.layers, settings.bucket_url)
     outcome = publish.publish(client, settings.bucket, docs)
     steps.append(f"published {sum(v == 'written' for v in outcome.values())} documents")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3maptiler.bucket import source
+from s3maptiler.bucket import source as sources
 from s3maptiler.bucket import upload as bulk
 from s3maptiler.cli import common
 from s3maptiler.config import Layer
@@ -70,13 +70,13 @@ def upload(
     env, layer, name, key_prefix = target.env, target.layer, target.bucket, target.prefix
     grid = common.grid_for(grid_name, layer)
     try:
-        tree = source.find_source(source)
+        tree = sources.find_source(source)
         source_layout = get_layout(
-            layout_from or source.detect_layout(tree.tile_root) or layer.layout
+            layout_from or sources.detect_layout(tree.tile_root) or layer.layout
         )
         target_layout = get_layout(layout_to or layer.layout)
-        walk = source.walk_tiles(tree.tile_root, source_layout, grid, key_prefix, target_layout)
-    except (source.SourceError, LayoutError) as err:
+        walk = sources.walk_tiles(tree.tile_root, source_layout, grid, key_prefix, target_layout)
+    except (sources.SourceError, LayoutError) as err:
         raise common.ConfigProblem(str(err)) from None
     if not walk.tiles:
         raise common.ConfigProblem(
@@ -131,7 +131,7 @@ def upload(
 def _publish_mapserver(
     client: Any,
     bucket: str,
-    tree: source.SourceTree,
+    tree: sources.SourceTree,
     layer: Layer,
     layer_name: str | None,
     target: Any,
@@ -144,9 +144,9 @@ def _publish_mapserver(
         log.warning("conf.xml found, but keys are %s: no MapServer JSON published", target.name)
         return "", True
     try:
-        info = source.read_conf_xml(tree.conf_xml)
-        extent = source.read_conf_cdi(tree.conf_xml.with_name("conf.cdi"))
-    except source.ConfXmlError as err:
+        info = sources.read_conf_xml(tree.conf_xml)
+        extent = sources.read_conf_cdi(tree.conf_xml.with_name("conf.cdi"))
+    except sources.ConfXmlError as err:
         log.warning("%s", err)
         return "MapServer JSON failed (bad conf.xml), ", False
     # Where capabilities.py puts a layer's MapServer document, named after the

@@ -52,8 +52,10 @@ def worker_command(
 
     click.echo(f"worker: {queue} -> {store.location}", err=True)
     try:
-        bar = common.progress_bar(None, "worker", unit="msg")
-        with common.stop_on_signals() as stop, bar:
+        with (
+            common.stop_on_signals() as stop,
+            common.progress_bar(None, "worker", unit="msg") as bar,
+        ):
             report = run_worker(
                 sqs,
                 queue,

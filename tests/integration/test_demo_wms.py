@@ -251,12 +251,12 @@ def test_runs_in_the_foreground_and_stops_on_sigterm(http):
 
 @pytest.mark.parametrize("how", ["--demo-dir", "DEMO_DIR"])
 def test_an_installed_copy_of_the_package_serves_the_demo_it_is_pointed_at(http, tmp_path, how):
-    """The package copied into a site-packages of its own, run from an unrelated folder:
+    """The demo tools copied into a site-packages of their own, run from an unrelated folder:
     nothing beside it or in the working directory is a demo folder."""
     require_installed()
     site = tmp_path / "site-packages"
     shutil.copytree(
-        REPO / "s3maptiler", site / "s3maptiler", ignore=shutil.ignore_patterns("__pycache__")
+        REPO / "devtools", site / "devtools", ignore=shutil.ignore_patterns("__pycache__")
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
