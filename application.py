@@ -7,6 +7,7 @@ run-website`) it also starts LocalStack's S3 and makes its bucket a tile cache w
 website endpoint sends misses here: the whole loop of the product on this machine.
 """
 
+import importlib.util
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ from s3maptiler.config import ConfigError
 
 
 def _create():
-    from s3maptiler.web import create_app
+    from s3maptiler.http.app import create_app
 
     try:
         return create_app()
@@ -26,13 +27,21 @@ def _create():
         raise SystemExit(2) from None
 
 
+def _need_devtools(what: str) -> None:
+    """The demo WMS and the local website ship with a checkout (devtools/), not the bundle."""
+    if importlib.util.find_spec("devtools") is None:
+        sys.stderr.write(f"s3maptiler: {what}: devtools/ is not here (run from a checkout)\n")
+        raise SystemExit(2)
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper())
     # SIGTERM unwinds like Ctrl-C, so the demo WMS below is stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     demo = stack = None
     if os.environ.get("LOCAL_WEBSITE", "").strip().lower() in ("1", "true", "yes", "on"):
-        from s3maptiler.localwebsite import LocalStackError, start_for_service
+        _need_devtools("LOCAL_WEBSITE=true, no local S3")
+        from devtools.localwebsite import LocalStackError, start_for_service
 
         try:
             stack = start_for_service()
@@ -40,7 +49,8 @@ def main() -> None:
             sys.stderr.write(f"s3maptiler: LOCAL_WEBSITE=true, no local S3: {exc}\n")
             raise SystemExit(2) from None
     if not os.environ.get("WMS_SERVER"):
-        from s3maptiler.demowms import DemoWMS, unavailable_reason
+        _need_devtools("WMS_SERVER unset, no demo WMS")
+        from devtools.demowms import DemoWMS, unavailable_reason
 
         reason = unavailable_reason()
         if reason:
@@ -59,11 +69,11 @@ def main() -> None:
         settings = app.extensions["s3maptiler"].settings
         layer = settings.layers[0]
         if stack is not None:
-            from s3maptiler.localwebsite import prepare_bucket
+            from devtools.localwebsite import prepare_bucket
 
             steps = prepare_bucket(stack, settings)  # each set-up step logs itself
             logging.getLogger("s3maptiler").info("local bucket %s: %s", settings.bucket, steps[-1])
-            from s3maptiler.preview import tile_addresses
+            from s3maptiler.http.preview import tile_addresses
 
             bucket = tile_addresses(layer, layer.tile_grid, "", settings.bucket_url)[0]
             logging.getLogger("s3maptiler").info(

@@ -18,7 +18,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
 # One worker per core by default: the workers of a host share each metatile's render
-# (file locks and a spool, s3maptiler/spool.py), so more workers add CPU for
+# (file locks and a spool, s3maptiler/service/spool.py), so more workers add CPU for
 # decoding and encoding without asking the WMS again.
 workers = int(os.environ.get("WEB_CONCURRENCY") or len(os.sched_getaffinity(0)))
 threads = int(os.environ.get("GUNICORN_THREADS", "32"))

@@ -51,9 +51,9 @@ from PIL import Image, ImageChops, ImageStat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from s3maptiler.demowms import DemoWMS, unavailable_reason  # noqa: E402
-from s3maptiler.grids import WEB_MERCATOR, Tile  # noqa: E402
-from s3maptiler.wms import WMSSource, getmap_url  # noqa: E402
+from devtools.demowms import DemoWMS, unavailable_reason  # noqa: E402
+from s3maptiler.render.getmap import WMSSource, getmap_url  # noqa: E402
+from s3maptiler.tiles.grids import WEB_MERCATOR, Tile  # noqa: E402
 from tests.servers import (  # noqa: E402
     GunicornApp,
     MotoServer,

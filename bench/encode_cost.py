@@ -1,6 +1,6 @@
 """CPU per tile of slicing a 4x4 metatile, and tile size, for each encoding.
 
-Starts the demo MapServer (s3maptiler.demowms.DemoWMS) on 127.0.0.1, fetches 4x4
+Starts the demo MapServer (devtools.demowms.DemoWMS) on 127.0.0.1, fetches 4x4
 metatiles with a 64 px buffer (1152 px images) over New York at zooms 12-15 and over
 open ocean, then measures in this process, with time.process_time():
 
@@ -31,10 +31,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from s3maptiler.demowms import DemoWMS  # noqa: E402
-from s3maptiler.grids import WEB_MERCATOR, Tile, lonlat_to_tile  # noqa: E402
-from s3maptiler.metatile import Encoder, MetaTile, metatile_for, slice_image  # noqa: E402
-from s3maptiler.wms import WMSClient, WMSSource  # noqa: E402
+from devtools.demowms import DemoWMS  # noqa: E402
+from s3maptiler.render.encode import Encoder, slice_image  # noqa: E402
+from s3maptiler.render.getmap import WMSSource  # noqa: E402
+from s3maptiler.render.wms import WMSClient  # noqa: E402
+from s3maptiler.tiles.grids import WEB_MERCATOR, Tile  # noqa: E402
+from s3maptiler.tiles.metatile import MetaTile, metatile_for  # noqa: E402
+from s3maptiler.tiles.tilemath import lonlat_to_tile  # noqa: E402
 
 META_SIZE = (4, 4)
 META_BUFFER = 64

@@ -37,8 +37,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from s3maptiler.demowms import DemoWMS  # noqa: E402
-from s3maptiler.leases import DEFAULT_PREFIX as LEASE_PREFIX  # noqa: E402
+from devtools.demowms import DemoWMS  # noqa: E402
+from s3maptiler.service.leases import DEFAULT_PREFIX as LEASE_PREFIX  # noqa: E402
 from tests.nginx import Nginx  # noqa: E402
 from tests.servers import GunicornApp, MotoServer, service_cpu_seconds  # noqa: E402
 

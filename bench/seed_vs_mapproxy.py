@@ -5,7 +5,7 @@ seeds the same area and zoom levels with the same WMS, metatile, meta_buffer and
 concurrency four times, each into a fresh bucket or directory:
 
 - ``s3maptiler seed`` to a moto bucket and to a local directory (the console script
-  as a user runs it, ``python -m s3maptiler.cli_seed``);
+  as a user runs it, ``python -m s3maptiler.cli``);
 - ``mapproxy-seed`` (MapProxy pinned in bench/requirements-mapproxy.txt, installed in
   bench/.venv-mapproxy) with an S3 cache on the same moto server and a file cache.
   Its configuration comes from bench/compare_mapproxy.py (the same template).
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from compare_mapproxy import AWS, ensure_mapproxy_venv, mapproxy_config  # noqa: E402
 
-from s3maptiler.demowms import DemoWMS, unavailable_reason  # noqa: E402
+from devtools.demowms import DemoWMS, unavailable_reason  # noqa: E402
 from tests.servers import MotoServer  # noqa: E402
 
 log = logging.getLogger("bench.seed_vs_mapproxy")
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "LAYERS_FILE": "",
                     **store,
                 }
-                argv = [sys.executable, "-m", "s3maptiler.cli_seed", "seed"]
+                argv = [sys.executable, "-m", "s3maptiler.cli", "seed"]
                 argv += ["--bbox", args.bbox, "--zoom", args.zoom]
                 argv += ["--concurrency", str(args.concurrency)]
                 before = wms.request_count()
@@ -204,7 +204,8 @@ def covered_tiles(bbox: str, zoom: str, metatile: tuple[int, int]) -> int:
     """Tiles of the grid that share area with the bbox at the zoom levels: the work
     both tools are asked for. MapProxy also stores the rest of each metatile."""
     from s3maptiler.config import Layer
-    from s3maptiler.seed import Coverage, layer_runtime, zoom_plan
+    from s3maptiler.seeding.coverage import Coverage
+    from s3maptiler.seeding.plan import layer_runtime, zoom_plan
 
     low, _, high = zoom.partition("-")
     runtime = layer_runtime(Layer("bench", "http://unused", "demo", metatile=metatile))

@@ -41,7 +41,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from s3maptiler.demowms import DemoWMS  # noqa: E402
+from devtools.demowms import DemoWMS  # noqa: E402
 from tests.servers import (  # noqa: E402
     DelayProxy,
     GunicornApp,

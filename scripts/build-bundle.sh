@@ -35,7 +35,7 @@ REQUIRED = [
     "Procfile",
     "gunicorn.conf.py",
     "s3maptiler/__init__.py",
-    "s3maptiler/preview.py",
+    "s3maptiler/http/preview.py",
     "s3maptiler/static/vendor/ol/ol.js",
     ".ebextensions/",
     ".platform/",

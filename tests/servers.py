@@ -19,13 +19,13 @@ from pathlib import Path
 
 import requests
 
-from s3maptiler.leases import DEFAULT_PREFIX as LEASE_PREFIX
+from s3maptiler.service.leases import DEFAULT_PREFIX as LEASE_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def tile_keys(s3, bucket: str) -> set[str]:
-    """Every key in the bucket but the fleet's metatile leases (not tiles: s3maptiler.leases)."""
+    """Every key in the bucket but the fleet's metatile leases (service/leases.py)."""
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
     keys = {item["Key"] for page in pages for item in page.get("Contents", [])}
     return {key for key in keys if not key.startswith(LEASE_PREFIX)}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from s3maptiler.localwebsite import CREDENTIALS, LocalStack
+from devtools.localwebsite import CREDENTIALS, LocalStack
 from tests.servers import GunicornApp
 
 AWS_ENV = {
@@ -95,7 +95,7 @@ class Loop:
 
     stack: LocalStack
     app: GunicornApp
-    wms: object  # s3maptiler.demowms.DemoWMS
+    wms: object  # devtools.demowms.DemoWMS
 
     def getmaps(self) -> int:
         return self.wms.request_count()

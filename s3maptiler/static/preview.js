@@ -37,7 +37,7 @@
   };
 
   // --- tile addresses ------------------------------------------------------------
-  // (z, x, y) with y counted from the top, as in s3maptiler.grids and OpenLayers.
+  // (z, x, y) with y counted from the top, as in s3maptiler.tiles.grids and OpenLayers.
   // Each returns the path after the address's base, or null when the layout cannot
   // write that tile (quadkey has no zoom 0).
   function hex8(n) {

@@ -22,23 +22,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from s3maptiler import preview
-from s3maptiler.config import TILE_FORMATS, Layer, TileFormat, load_settings
-from s3maptiler.grids import (
-    EARTH_RADIUS,
-    GLOBAL_GEODETIC,
-    MERCATOR_EXTENT,
-    WEB_MERCATOR,
-    Bbox,
-    Tile,
-    TileGrid,
-    custom_grid,
-    lonlat_to_tile,
-    tile_lonlat_bounds,
-)
-from s3maptiler.layersfile import load_layers_file
-from s3maptiler.layouts import get_layout
-from s3maptiler.web import build_service, create_app
+from s3maptiler.config import Layer, load_settings
+from s3maptiler.config.layersfile import load_layers_file
+from s3maptiler.http import preview
+from s3maptiler.http.app import create_app
+from s3maptiler.service.build import build_service
+from s3maptiler.tiles.formats import TILE_FORMATS, TileFormat
+from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox, Tile, TileGrid, custom_grid
+from s3maptiler.tiles.layouts import get_layout
+from s3maptiler.tiles.srs import EARTH_RADIUS, MERCATOR_EXTENT
+from s3maptiler.tiles.tilemath import lonlat_to_tile, tile_lonlat_bounds
 from tests.integration.conftest import demo_wms, need  # noqa: F401 - demo_wms is a fixture
 from tests.servers import ROOT, GunicornApp
 

@@ -29,9 +29,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from s3maptiler.grids import WEB_MERCATOR, Tile
-from s3maptiler.metatile import metatile_for
-from s3maptiler.preview import STATIC_DIR
+from s3maptiler.http.preview import STATIC_DIR
+from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
+from s3maptiler.tiles.metatile import metatile_for
 from tests.browser.test_preview import (
     CHROMIUM,
     CHROMIUM_FLAGS,

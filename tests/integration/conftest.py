@@ -7,8 +7,8 @@ import uuid
 import boto3
 import pytest
 
-from s3maptiler import localwebsite
-from s3maptiler.demowms import DemoWMS, unavailable_reason
+from devtools import localwebsite
+from devtools.demowms import DemoWMS, unavailable_reason
 from tests.servers import MotoServer
 
 AWS_ENV = {

@@ -24,7 +24,7 @@ def load_bench():
 
 
 def test_tiny_run_against_s3maptiler_alone(tmp_path, capsys):
-    from s3maptiler.demowms import unavailable_reason
+    from devtools.demowms import unavailable_reason
 
     need(unavailable_reason())
     bench = load_bench()

@@ -20,7 +20,7 @@ from PIL import Image
 
 from s3maptiler.cli import main
 from s3maptiler.config import Layer, Settings
-from s3maptiler.web import create_app
+from s3maptiler.http.app import create_app
 from tests.integration.conftest import AWS_ENV
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """The demo WMS the project ships: Debian's MapServer 8 behind lighttpd FastCGI.
 
-Runs against the real server (s3maptiler.demowms.DemoWMS) on a free 127.0.0.1 port.
+Runs against the real server (devtools.demowms.DemoWMS) on a free 127.0.0.1 port.
 Skips when mapserv or lighttpd is missing, except under CI=true, where it fails.
 """
 
@@ -20,7 +20,7 @@ import pytest
 import requests
 from PIL import Image
 
-from s3maptiler.demowms import DemoWMS, descendants, unavailable_reason
+from devtools.demowms import DemoWMS, descendants, unavailable_reason
 
 pytestmark = pytest.mark.integration
 
@@ -216,7 +216,7 @@ def test_stop_leaves_no_lighttpd_or_mapserv(http):
 def test_runs_in_the_foreground_and_stops_on_sigterm(http):
     require_installed()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "s3maptiler.demowms", "--processes", "1"],
+        [sys.executable, "-m", "devtools.demowms", "--processes", "1"],
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -250,19 +250,17 @@ def test_runs_in_the_foreground_and_stops_on_sigterm(http):
 
 
 @pytest.mark.parametrize("how", ["--demo-dir", "DEMO_DIR"])
-def test_an_installed_copy_of_the_package_serves_the_demo_it_is_pointed_at(
-    http, tmp_path, how
-):
-    """The package copied into a site-packages of its own, run from an unrelated folder:
+def test_an_installed_copy_of_the_package_serves_the_demo_it_is_pointed_at(http, tmp_path, how):
+    """The demo tools copied into a site-packages of their own, run from an unrelated folder:
     nothing beside it or in the working directory is a demo folder."""
     require_installed()
     site = tmp_path / "site-packages"
     shutil.copytree(
-        REPO / "s3maptiler", site / "s3maptiler", ignore=shutil.ignore_patterns("__pycache__")
+        REPO / "devtools", site / "devtools", ignore=shutil.ignore_patterns("__pycache__")
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    argv = [sys.executable, "-m", "s3maptiler.demowms", "--processes", "1"]
+    argv = [sys.executable, "-m", "devtools.demowms", "--processes", "1"]
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("DEMO_DIR", None)
     if how == "--demo-dir":

@@ -17,11 +17,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from s3maptiler.grids import Tile
-from s3maptiler.leases import Leases, _Refused
-from s3maptiler.pipeline import RenderedTiles
-from s3maptiler.singleflight import WaitTimeout
-from s3maptiler.wms import WMSTimeout
+from s3maptiler.render.errors import WMSTimeout
+from s3maptiler.render.pipeline import RenderedTiles
+from s3maptiler.service.leases import Leases, _Refused
+from s3maptiler.service.singleflight import WaitTimeout
+from s3maptiler.tiles.grids import Tile
 from tests.integration.conftest import AWS_ENV
 from tests.servers import free_port
 
@@ -213,6 +213,7 @@ def test_a_missing_bucket_is_no_lease_to_race_for(moto_server, localstack):
     for url in (moto_server.url, localstack.url):
         leases = Leases(client(url), f"no-such-bucket-{free_port()}")
         claims = []
+
         # A daemon thread: a regression spins forever, and must not hold the test run.
         def claim(leases=leases, claims=claims):
             claims.append(leases.claim(FLIGHT, time.monotonic() + 30, budget=5, expected=1))

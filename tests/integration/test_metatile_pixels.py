@@ -9,9 +9,12 @@ import logging
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from s3maptiler.grids import WEB_MERCATOR, lonlat_to_tile
-from s3maptiler.metatile import Encoder, metatile_for, slice_metatile, uniform_tile
-from s3maptiler.wms import WMSClient, WMSSource
+from s3maptiler.render.encode import Encoder, slice_metatile, uniform_tile
+from s3maptiler.render.getmap import WMSSource
+from s3maptiler.render.wms import WMSClient
+from s3maptiler.tiles.grids import WEB_MERCATOR
+from s3maptiler.tiles.metatile import metatile_for
+from s3maptiler.tiles.tilemath import lonlat_to_tile
 
 pytestmark = pytest.mark.integration
 

@@ -154,9 +154,7 @@ def window_pixels(path) -> bytes:
     return Image.open(path).convert("RGBA").tobytes()
 
 
-def test_gdal_opens_the_layer_by_name_from_the_tms_wmts_and_arcgis_documents(
-    prototype, tmp_path
-):
+def test_gdal_opens_the_layer_by_name_from_the_tms_wmts_and_arcgis_documents(prototype, tmp_path):
     url = prototype.url
     listing = gdal("gdalinfo", f"{url}/1.0.0/", cwd=tmp_path)
     assert f"SUBDATASET_1_NAME={url}/1.0.0/{NAME}\n" in listing

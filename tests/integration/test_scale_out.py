@@ -20,10 +20,10 @@ import pytest
 import requests
 
 from s3maptiler.config import load_settings
-from s3maptiler.grids import Tile
-from s3maptiler.leases import DEFAULT_PREFIX as LEASE_PREFIX
-from s3maptiler.metatile import metatile_for
-from s3maptiler.service import metatile_flight
+from s3maptiler.service.leases import DEFAULT_PREFIX as LEASE_PREFIX
+from s3maptiler.service.tilepath import metatile_flight
+from s3maptiler.tiles.grids import Tile
+from s3maptiler.tiles.metatile import metatile_for
 from tests.integration.conftest import AWS_ENV, need
 from tests.nginx import Nginx, unavailable_reason
 from tests.servers import GunicornApp

@@ -21,9 +21,10 @@ import boto3
 import pytest
 import requests
 
-from s3maptiler import seed
 from s3maptiler.config import Layer
-from s3maptiler.grids import Tile
+from s3maptiler.seeding import coverage as s_coverage
+from s3maptiler.seeding import plan as s_plan
+from s3maptiler.tiles.grids import Tile
 from tests.integration.conftest import AWS_ENV
 from tests.servers import GunicornApp, free_port
 
@@ -47,15 +48,17 @@ def layer_runtime():
         meta_buffer=64,
         cache_control=CACHE_CONTROL,
     )
-    return seed.layer_runtime(layer)
+    return s_plan.layer_runtime(layer)
 
 
 def expected(bbox: str, zooms: range) -> tuple[set[str], int]:
     """Keys the seed must write and its number of metatiles."""
     runtime = layer_runtime()
-    coverage = seed.Coverage.from_bbox([float(v) for v in bbox.split(",")])
-    jobs = list(seed.plan_jobs(runtime, coverage, zooms))
-    keys = {runtime.key_to_store(t, "png") for job in jobs for t in seed.job_tiles(runtime, job)[1]}
+    coverage = s_coverage.Coverage.from_bbox([float(v) for v in bbox.split(",")])
+    jobs = list(s_plan.plan_jobs(runtime, coverage, zooms))
+    keys = {
+        runtime.key_to_store(t, "png") for job in jobs for t in s_plan.job_tiles(runtime, job)[1]
+    }
     return keys, len(jobs)
 
 
@@ -126,7 +129,7 @@ def test_dry_run_counts_and_stores_nothing(env, tmp_path, s3, bucket):
 
 def test_interrupted_seed_resumes_without_drawing_twice(env, tmp_path, s3, bucket, demo_wms):
     keys, metatiles = expected(LARGER, range(10, 15))
-    journal = tmp_path / "seed.journal"
+    journal = tmp_path / "s_run.journal"
     args = ["seed", "--zoom", "10-14", "--bbox", LARGER, "--journal", str(journal)]
     before = demo_wms.request_count()
     process = subprocess.Popen(
@@ -230,13 +233,13 @@ def test_two_workers_drain_the_queue_drawing_each_metatile_once(
 
 def test_tasks_seed_through_flask_and_gunicorn(env, tmp_path, s3, bucket, demo_wms, monkeypatch):
     from s3maptiler.config import load_settings
-    from s3maptiler.jobs import encode_messages
-    from s3maptiler.web import create_app
+    from s3maptiler.http.app import create_app
+    from s3maptiler.seeding.sqs import encode_messages
 
     runtime = layer_runtime()
-    job = seed.MetaJob("default", "png", 12, 1204, 1536)
+    job = s_plan.MetaJob("default", "png", 12, 1204, 1536)
     body = next(encode_messages([job]))
-    keys = {runtime.key_to_store(t, "png") for t in seed.job_tiles(runtime, job)[1]}
+    keys = {runtime.key_to_store(t, "png") for t in s_plan.job_tiles(runtime, job)[1]}
 
     for name, value in AWS_ENV.items():  # boto3 reads credentials from the environment
         monkeypatch.setenv(name, value)
@@ -260,7 +263,7 @@ def test_tasks_seed_through_flask_and_gunicorn(env, tmp_path, s3, bucket, demo_w
     )
     app_server.start()
     try:
-        other = seed.MetaJob("default", "png", 12, 1208, 1536)
+        other = s_plan.MetaJob("default", "png", 12, 1208, 1536)
         answer = requests.post(
             app_server.url + "/tasks/seed",
             data=next(encode_messages([other])),

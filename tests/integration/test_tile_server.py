@@ -11,8 +11,8 @@ import pytest
 import requests
 from PIL import Image
 
-from s3maptiler.grids import WEB_MERCATOR, Tile
-from s3maptiler.wms import WMSSource, getmap_url
+from s3maptiler.render.getmap import WMSSource, getmap_url
+from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 from tests.integration.conftest import AWS_ENV
 from tests.servers import DelayProxy, GunicornApp, tile_keys
 

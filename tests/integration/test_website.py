@@ -3,7 +3,7 @@
 bucket goes round once per tile.
 
 moto stores a website configuration but serves no website endpoint; these tests use
-LocalStack (see s3maptiler/localwebsite.py), with the demo MapServer behind the service.
+LocalStack (see devtools/localwebsite.py), with the demo MapServer behind the service.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pytest
 import requests
 from PIL import Image
 
-from s3maptiler import localwebsite
-from s3maptiler.demowms import unavailable_reason
+from devtools import localwebsite
+from devtools.demowms import unavailable_reason
 from tests.integration.conftest import need
 from tests.servers import ROOT, free_port, wait_http
 from tests.website import Loop, cli, new_bucket_name, setup_bucket, start_service

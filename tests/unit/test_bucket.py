@@ -6,20 +6,18 @@ import json
 
 import pytest
 
-from s3maptiler import bucket as b
-from s3maptiler.bucket import (
+from s3maptiler.bucket import spec as b
+from s3maptiler.bucket.check import Finding, check_bucket
+from s3maptiler.bucket.setup import CurrentConfig, plan_setup, setup_bucket
+from s3maptiler.bucket.spec import (
     BucketSpec,
-    Finding,
     InvalidSpec,
     PublicAccessBlocked,
-    check_bucket,
     cors_configuration,
     instance_role_policy,
     lifecycle_configuration,
-    plan_setup,
     public_read_policy,
     routing_rules,
-    setup_bucket,
     validate_host,
     website_configuration,
 )
@@ -209,7 +207,7 @@ def test_plan_keeps_foreign_routing_rules_after_ours():
         "Redirect": {"ReplaceKeyWith": "docs/index.html"},
     }
     stale = routing_rules("old-host.example.com", ["tiles/"], "miss/")
-    current = b.CurrentConfig(
+    current = CurrentConfig(
         website={
             "IndexDocument": {"Suffix": "home.html"},
             "ErrorDocument": {"Key": "error.html"},
@@ -223,7 +221,7 @@ def test_plan_keeps_foreign_routing_rules_after_ours():
 
 
 def test_plan_with_block_public_access_on_refuses_without_the_flag():
-    current = b.CurrentConfig(
+    current = CurrentConfig(
         public_access_block={
             "BlockPublicAcls": True,
             "IgnorePublicAcls": True,

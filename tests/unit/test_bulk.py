@@ -15,9 +15,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from s3maptiler import bulk
-from s3maptiler.grids import WEB_MERCATOR
-from s3maptiler.layouts import get_layout
+from s3maptiler.bucket import source
+from s3maptiler.bucket import upload as bulk
+from s3maptiler.documents.arcgis import cache_mapserver
+from s3maptiler.storage.s3 import ListingFailed
+from s3maptiler.tiles.grids import WEB_MERCATOR
+from s3maptiler.tiles.layouts import get_layout
 from tests.unit.conftest import count_calls
 
 BUCKET = "tile-cache"
@@ -79,7 +82,7 @@ def arcgis_cache(tmp_path) -> Path:
     return service
 
 
-def keys_of(walk: bulk.TileWalk) -> list[str]:
+def keys_of(walk: source.TileWalk) -> list[str]:
     return sorted(t.key for t in walk.tiles)
 
 
@@ -88,27 +91,27 @@ def keys_of(walk: bulk.TileWalk) -> list[str]:
 
 @pytest.mark.parametrize("sub", ["", "..", "Layers", "Layers/_alllayers"])
 def test_find_source_accepts_any_level_of_an_arcgis_cache(arcgis_cache, sub):
-    tree = bulk.find_source(arcgis_cache / sub)
+    tree = source.find_source(arcgis_cache / sub)
     assert tree.tile_root.resolve() == arcgis_cache / "Layers" / "_alllayers"
     assert tree.conf_xml.resolve() == arcgis_cache / "Layers" / "conf.xml"
     assert tree.name == "roads"
-    assert bulk.detect_layout(tree.tile_root) == "arcgis"
+    assert source.detect_layout(tree.tile_root) == "arcgis"
 
 
 def test_find_source_of_a_zxy_tree(tmp_path):
     write(tmp_path / "tree" / "3" / "5" / "2.png", image("PNG"))
-    tree = bulk.find_source(tmp_path / "tree")
+    tree = source.find_source(tmp_path / "tree")
     assert tree.tile_root == tmp_path / "tree" and tree.conf_xml is None
-    assert bulk.detect_layout(tree.tile_root) is None
+    assert source.detect_layout(tree.tile_root) is None
 
 
 def test_find_source_refuses_a_missing_directory(tmp_path):
-    with pytest.raises(bulk.SourceError):
-        bulk.find_source(tmp_path / "nope")
+    with pytest.raises(source.SourceError):
+        source.find_source(tmp_path / "nope")
 
 
 def test_arcgis_keys_kept_as_they_are(arcgis_cache):
-    walk = bulk.walk_tiles(arcgis_cache / "Layers" / "_alllayers", ARCGIS, WEB_MERCATOR, "t/")
+    walk = source.walk_tiles(arcgis_cache / "Layers" / "_alllayers", ARCGIS, WEB_MERCATOR, "t/")
     assert keys_of(walk) == [
         "t/L00/R00000000/C00000000.png",
         "t/L01/R00000000/C00000001.png",
@@ -118,7 +121,7 @@ def test_arcgis_keys_kept_as_they_are(arcgis_cache):
 
 
 def test_arcgis_hex_rows_convert_to_tms(arcgis_cache):
-    walk = bulk.walk_tiles(
+    walk = source.walk_tiles(
         arcgis_cache / "Layers" / "_alllayers", ARCGIS, WEB_MERCATOR, "tiles/", TMS
     )
     # ArcGIS rows count from the top like mercantile's y; TMS rows from the bottom.
@@ -134,9 +137,9 @@ def test_arcgis_hex_rows_convert_to_tms(arcgis_cache):
 
 def test_upper_case_hex_stays_upper_case_without_conversion(tmp_path):
     write(tmp_path / "L05" / "R0000001A" / "C0000001B.png", image("PNG"))
-    walk = bulk.walk_tiles(tmp_path, ARCGIS, WEB_MERCATOR, "")
+    walk = source.walk_tiles(tmp_path, ARCGIS, WEB_MERCATOR, "")
     assert keys_of(walk) == ["L05/R0000001A/C0000001B.png"]
-    converted = bulk.walk_tiles(tmp_path, ARCGIS, WEB_MERCATOR, "", XYZ)
+    converted = source.walk_tiles(tmp_path, ARCGIS, WEB_MERCATOR, "", XYZ)
     assert keys_of(converted) == ["5/27/26.png"]
 
 
@@ -144,7 +147,7 @@ def test_xyz_tree_to_tms_flips_rows(tmp_path):
     write(tmp_path / "2" / "1" / "0.png", image("PNG"))
     write(tmp_path / "leaflet.html", b"<html>")
     write(tmp_path / "2" / "9" / "0.png", image("PNG"))  # column 9 does not exist at zoom 2
-    walk = bulk.walk_tiles(tmp_path, XYZ, WEB_MERCATOR, "tiles/", TMS)
+    walk = source.walk_tiles(tmp_path, XYZ, WEB_MERCATOR, "tiles/", TMS)
     assert keys_of(walk) == ["tiles/2/1/3.png"]
     assert sorted(walk.ignored) == ["2/9/0.png", "leaflet.html"]
 
@@ -152,8 +155,8 @@ def test_xyz_tree_to_tms_flips_rows(tmp_path):
 def test_two_files_for_one_key_is_an_error(tmp_path):
     write(tmp_path / "L01" / "R00000000" / "C00000001.png", image("PNG"))
     write(tmp_path / "L01" / "R00000000" / "C00000001.PNG", image("PNG"))
-    with pytest.raises(bulk.SourceError, match="both"):
-        bulk.walk_tiles(tmp_path, ARCGIS, WEB_MERCATOR, "", TMS)
+    with pytest.raises(source.SourceError, match="both"):
+        source.walk_tiles(tmp_path, ARCGIS, WEB_MERCATOR, "", TMS)
 
 
 def test_content_type_from_the_bytes_not_the_name():
@@ -175,7 +178,7 @@ def test_multipart_etag_never_counts_as_the_same():
 
 
 def plan(cache: Path, prefix: str = "tiles/"):
-    walk = bulk.walk_tiles(cache / "Layers" / "_alllayers", ARCGIS, WEB_MERCATOR, prefix, TMS)
+    walk = source.walk_tiles(cache / "Layers" / "_alllayers", ARCGIS, WEB_MERCATOR, prefix, TMS)
     return walk.tiles
 
 
@@ -189,7 +192,7 @@ def run(s3, tiles, **options):
 def test_upload_sets_content_type_from_bytes_cache_control_and_no_acl(s3, tmp_path):
     jpeg = image("JPEG")
     write(tmp_path / "1" / "0" / "0.png", jpeg)  # JPEG bytes behind a .png name
-    tiles = bulk.walk_tiles(tmp_path, TMS, WEB_MERCATOR, "tiles/").tiles
+    tiles = source.walk_tiles(tmp_path, TMS, WEB_MERCATOR, "tiles/").tiles
     report = run(s3, tiles)
     assert (report.uploaded, report.skipped, report.failed) == (1, 0, 0)
     obj = s3.get_object(Bucket=BUCKET, Key="tiles/1/0/0.png")
@@ -211,7 +214,7 @@ def test_every_upload_carries_exactly_one_integrity_check(s3, tmp_path, mode):
     )
     data = image("PNG")
     write(tmp_path / "0" / "0" / "0.png", data)
-    report = run(client, bulk.walk_tiles(tmp_path, TMS, WEB_MERCATOR, "tiles/").tiles)
+    report = run(client, source.walk_tiles(tmp_path, TMS, WEB_MERCATOR, "tiles/").tiles)
     assert report.uploaded == 1
     (headers,) = sent
     names = {name.lower() for name in headers}
@@ -331,7 +334,7 @@ def test_unreadable_file_is_a_failure_not_a_crash(s3, arcgis_cache):
 
 
 def test_listing_a_missing_bucket_fails_with_one_line(s3):
-    with pytest.raises(bulk.ListingFailed, match="NoSuchBucket"):
+    with pytest.raises(ListingFailed, match="NoSuchBucket"):
         bulk.list_existing(s3, "no-such-bucket", "tiles/")
 
 
@@ -339,10 +342,10 @@ def test_listing_a_missing_bucket_fails_with_one_line(s3):
 
 
 def test_conf_xml_becomes_mapserver_json(arcgis_cache):
-    info = bulk.read_conf_xml(arcgis_cache / "Layers" / "conf.xml")
+    info = source.read_conf_xml(arcgis_cache / "Layers" / "conf.xml")
     assert info.origin == (-20037508.342787, 20037508.342787)
     assert [lod.level for lod in info.lods] == [0, 1]
-    doc = bulk.mapserver_json(info, "roads")
+    doc = cache_mapserver(info, "roads")
     assert doc["mapName"] == "roads"
     assert doc["spatialReference"] == {"wkid": 102100, "latestWkid": 3857}
     assert doc["tileInfo"]["lods"][0] == {
@@ -366,22 +369,22 @@ def test_conf_cdi_extent_is_used(tmp_path):
         "xmlns:typens='http://www.esri.com/schemas/ArcGIS/10.1'>"
         "<XMin>-1</XMin><YMin>-2</YMin><XMax>3</XMax><YMax>4</YMax></EnvelopeN>"
     )
-    assert bulk.read_conf_cdi(cdi) == (-1.0, -2.0, 3.0, 4.0)
-    assert bulk.read_conf_cdi(tmp_path / "missing.cdi") is None
+    assert source.read_conf_cdi(cdi) == (-1.0, -2.0, 3.0, 4.0)
+    assert source.read_conf_cdi(tmp_path / "missing.cdi") is None
 
 
 def test_compact_cache_is_refused(tmp_path):
     conf = tmp_path / "conf.xml"
     conf.write_text(CONF_XML.format(storage="esriMapCacheStorageModeCompact"))
-    with pytest.raises(bulk.ConfXmlError, match="not an exploded cache"):
-        bulk.read_conf_xml(conf)
+    with pytest.raises(source.ConfXmlError, match="not an exploded cache"):
+        source.read_conf_xml(conf)
 
 
 def test_broken_conf_xml_is_one_error(tmp_path):
     conf = tmp_path / "conf.xml"
     conf.write_text("<CacheInfo><TileCacheInfo>")
-    with pytest.raises(bulk.ConfXmlError):
-        bulk.read_conf_xml(conf)
+    with pytest.raises(source.ConfXmlError):
+        source.read_conf_xml(conf)
 
 
 def test_listing_reads_keys_sizes_and_etags_without_timestamps(s3):

@@ -11,27 +11,23 @@ import xml.etree.ElementTree as ET
 import mercantile
 import pytest
 
-from s3maptiler import capabilities
-from s3maptiler.capabilities import (
+from s3maptiler.config import Layer
+from s3maptiler.documents import arcgis, common, tms, wmts
+from s3maptiler.documents.arcgis import arcgis_mapserver, json_document
+from s3maptiler.documents.common import (
     CannotDescribe,
     InvalidCallback,
     Skipped,
     UnknownFormat,
     UnknownMode,
-    arcgis_mapserver,
     arcgis_service_path,
-    json_document,
     skipped_layers,
-    tile_map,
     tile_map_path,
-    tile_map_service,
-    tile_matrix_set_id,
-    tms_root,
     tms_service_path,
-    wmts_capabilities,
 )
-from s3maptiler.config import Layer
-from s3maptiler.grids import (
+from s3maptiler.documents.tms import tile_map, tile_map_service, tms_root
+from s3maptiler.documents.wmts import tile_matrix_set_id, wmts_capabilities
+from s3maptiler.tiles.grids import (
     GLOBAL_GEODETIC,
     WEB_MERCATOR,
     WORLD_CRS84_QUAD,
@@ -88,7 +84,8 @@ def matrix_set(root: ET.Element, set_id: str) -> ET.Element:
 
 
 def test_module_doctests():
-    assert doctest.testmod(capabilities).failed == 0
+    for module in (common, tms, wmts, arcgis):
+        assert doctest.testmod(module).failed == 0
 
 
 # --------------------------------------------------------------------------- TMS

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from s3maptiler import demowms
+from devtools import demowms
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,10 +47,10 @@ def test_a_checkout_finds_its_own_demo_folder(monkeypatch, tmp_path):
 
 
 def run_installed_copy(tmp_path: Path, code: str, cwd: Path, env: dict[str, str]) -> str:
-    """Run `code` with a copy of the package installed in site-packages of nowhere."""
+    """Run `code` with a copy of the demo tools installed in site-packages of nowhere."""
     site = tmp_path / "site-packages"
     shutil.copytree(
-        REPO / "s3maptiler", site / "s3maptiler", ignore=shutil.ignore_patterns("__pycache__")
+        REPO / "devtools", site / "devtools", ignore=shutil.ignore_patterns("__pycache__")
     )
     answer = subprocess.run(
         [sys.executable, "-c", code],
@@ -65,7 +65,7 @@ def run_installed_copy(tmp_path: Path, code: str, cwd: Path, env: dict[str, str]
 
 
 FIND = """
-from s3maptiler import demowms
+from devtools import demowms
 try:
     print(demowms.find_demo_dir())
 except demowms.NotInstalledError as exc:

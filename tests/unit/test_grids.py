@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3maptiler import grids
-from s3maptiler.grids import (
+from s3maptiler.tiles import grids
+from s3maptiler.tiles.grids import (
     GLOBAL_GEODETIC,
     WEB_MERCATOR,
     WORLD_CRS84_QUAD,
@@ -21,9 +21,11 @@ from s3maptiler.grids import (
     TileGrid,
     TileOutOfRange,
     UnknownGrid,
-    arcgis_scale,
     custom_grid,
     get_grid,
+)
+from s3maptiler.tiles.tilemath import (
+    arcgis_scale,
     lonlat_to_tile,
     meters_per_unit,
     scale_denominator,

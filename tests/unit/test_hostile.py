@@ -22,14 +22,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from s3maptiler.capabilities import tile_matrix_set_id
 from s3maptiler.config import load_settings
-from s3maptiler.grids import WEB_MERCATOR, GridError, Tile, get_grid, tile_lonlat_bounds
-from s3maptiler.layouts import LayoutError
-from s3maptiler.service import TileRequestError
-from s3maptiler.stores import StoredTile, TileStore
-from s3maptiler.web import build_service, create_app
-from s3maptiler.wms import WMSSource, getmap_url
+from s3maptiler.documents.wmts import tile_matrix_set_id
+from s3maptiler.http.app import create_app
+from s3maptiler.render.getmap import WMSSource, getmap_url
+from s3maptiler.service.addresses import TileRequestError
+from s3maptiler.service.build import build_service
+from s3maptiler.storage.stores import StoredTile, TileStore
+from s3maptiler.tiles.grids import WEB_MERCATOR, GridError, Tile, get_grid
+from s3maptiler.tiles.layouts import LayoutError
+from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 from tests.badrequests import BadRequest, load_corpus
 
 WMS = "http://127.0.0.1:9/wms"  # never contacted: `responses` answers first
@@ -431,7 +433,7 @@ def valid_tiles(draw):
 
 def address(harness: Harness, layer: str, tile: Tile, route: str, upper: bool, query: str):
     """The target that asks for `tile` of `layer` by `route`, and the extension it means."""
-    runtime = harness.service.by_name[layer]
+    runtime = harness.service.runtimes[layer]
     ext = runtime.layer.tile_format.extension
     shown = ext.upper() if upper else ext
     x, y, z = tile
@@ -470,7 +472,7 @@ def address(harness: Harness, layer: str, tile: Tile, route: str, upper: bool, q
 @given(case=valid_tiles(), method=st.sampled_from(["GET", "HEAD"]))
 def test_valid_tiles_ask_the_wms_only_what_configuration_says(many, case, method):
     layer, z, fx, fy, route, upper, query = case
-    runtime = many.service.by_name[layer]
+    runtime = many.service.runtimes[layer]
     z = min(z, runtime.grid.max_zoom)
     cols, rows = runtime.grid.matrix_size(z)
     tile = Tile(int(fx * cols), int(fy * rows), z)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from s3maptiler.config import ConfigError, load_settings
-from s3maptiler.grids import WEB_MERCATOR, Tile
+from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "layers.example.toml"
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s3maptiler import layouts
-from s3maptiler.grids import (
+from s3maptiler.tiles import layouts
+from s3maptiler.tiles.grids import (
     GLOBAL_GEODETIC,
     WEB_MERCATOR,
     Bbox,
@@ -16,7 +16,7 @@ from s3maptiler.grids import (
     TileOutOfRange,
     custom_grid,
 )
-from s3maptiler.layouts import LAYOUTS, LayoutError, TileKey, UnknownLayout, get_layout
+from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, TileKey, UnknownLayout, get_layout
 
 E = 20037508.342789244
 

@@ -8,24 +8,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from s3maptiler import metatile
-from s3maptiler.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox, Tile, TileOutOfRange, custom_grid
-from s3maptiler.metatile import (
+from s3maptiler.render.encode import (
     Encoder,
     ImageSizeMismatch,
     InvalidEncoder,
-    InvalidMetaTile,
-    MetaTile,
     SlicedTile,
-    TileNotInMetaTile,
     UndecodableImage,
     decode_metatile,
     is_uniform,
-    metatile_for,
     slice_image,
     slice_metatile,
     uniform_tile,
 )
+from s3maptiler.tiles import metatile
+from s3maptiler.tiles.grids import (
+    GLOBAL_GEODETIC,
+    WEB_MERCATOR,
+    Bbox,
+    Tile,
+    TileOutOfRange,
+    custom_grid,
+)
+from s3maptiler.tiles.metatile import InvalidMetaTile, MetaTile, TileNotInMetaTile, metatile_for
 
 BUFFER_RED = (255, 0, 0)
 

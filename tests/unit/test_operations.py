@@ -7,7 +7,7 @@ import pytest
 import requests
 import responses
 
-from s3maptiler.guard import WMSGuard, WMSUnavailable
+from s3maptiler.render.guard import WMSGuard, WMSUnavailable
 from tests.unit.test_web import WMS, make_app, png, wms_calls
 
 
@@ -187,9 +187,7 @@ def test_metrics_answer_only_allowed_networks(tmp_path, allow, peer, forwarded, 
     env = {} if allow is None else {"METRICS_ALLOW": allow}
     app, _ = make_app(tmp_path, **env)
     headers = {} if forwarded is None else {"X-Forwarded-For": forwarded}
-    answer = app.test_client().get(
-        "/metrics", headers=headers, environ_base={"REMOTE_ADDR": peer}
-    )
+    answer = app.test_client().get("/metrics", headers=headers, environ_base={"REMOTE_ADDR": peer})
     assert answer.status_code == status, answer.text
     if status == 200:
         assert "s3maptiler_tile_requests_total" in answer.text

@@ -5,10 +5,10 @@ from __future__ import annotations
 import mercantile
 import pytest
 
-from s3maptiler import purge
-from s3maptiler.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox
-from s3maptiler.layouts import get_layout
-from s3maptiler.purge import TileSelection
+from s3maptiler.bucket import purge
+from s3maptiler.bucket.purge import TileSelection
+from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox
+from s3maptiler.tiles.layouts import get_layout
 from tests.unit.conftest import count_calls
 
 BUCKET = "tile-cache"

@@ -12,14 +12,21 @@ import pytest
 from moto import mock_aws
 from PIL import Image
 
-from s3maptiler import jobs, seed
 from s3maptiler.config import Layer, Settings
-from s3maptiler.grids import Tile, tile_lonlat_bounds
-from s3maptiler.pipeline import LayerRuntime
-from s3maptiler.service import TileService
-from s3maptiler.stores import LocalStore, S3Store
-from s3maptiler.uploads import UploadPool
-from s3maptiler.wms import WMSClient, WMSConnectionError
+from s3maptiler.render.errors import WMSConnectionError
+from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.wms import WMSClient
+from s3maptiler.seeding import coverage as s_coverage
+from s3maptiler.seeding import journal as s_journal
+from s3maptiler.seeding import plan as s_plan
+from s3maptiler.seeding import run as s_run
+from s3maptiler.seeding import sqs as s_sqs
+from s3maptiler.seeding import worker as s_worker
+from s3maptiler.service.tilepath import TileService
+from s3maptiler.storage.stores import LocalStore, S3Store
+from s3maptiler.storage.uploads import UploadPool
+from s3maptiler.tiles.grids import Tile
+from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 
 NYC = (-74.05, 40.68, -73.90, 40.82)  # west, south, east, north in degrees
 
@@ -73,8 +80,8 @@ def brute_force(runtime: LayerRuntime, bbox, z: int) -> set[Tile]:
     return found
 
 
-def planned_tiles(runtime: LayerRuntime, jobs_: list[seed.MetaJob]) -> set[Tile]:
-    return {t for job in jobs_ for t in seed.job_tiles(runtime, job)[1]}
+def planned_tiles(runtime: LayerRuntime, jobs_: list[s_plan.MetaJob]) -> set[Tile]:
+    return {t for job in jobs_ for t in s_plan.job_tiles(runtime, job)[1]}
 
 
 # --- coverage -----------------------------------------------------------------------
@@ -82,9 +89,9 @@ def planned_tiles(runtime: LayerRuntime, jobs_: list[seed.MetaJob]) -> set[Tile]
 
 @pytest.mark.parametrize("bbox", [NYC, (-10.0, -5.0, 30.0, 12.5), (100.0, 60.0, 179.9, 85.0)])
 def test_bbox_plan_is_exactly_the_overlapping_tiles(bbox):
-    runtime = seed.layer_runtime(make_layer())
+    runtime = s_plan.layer_runtime(make_layer())
     for z in range(0, 7):
-        planned = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox(bbox), [z]))
+        planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(bbox), [z]))
         assert planned_tiles(runtime, planned) == brute_force(runtime, bbox, z)
         # One job per metatile, each the top-left tile of an aligned 4x4 block.
         assert len({(j.x, j.y) for j in planned}) == len(planned)
@@ -92,20 +99,20 @@ def test_bbox_plan_is_exactly_the_overlapping_tiles(bbox):
 
 
 def test_bbox_on_tile_edges_leaves_out_neighbours_that_only_touch():
-    runtime = seed.layer_runtime(make_layer())
+    runtime = s_plan.layer_runtime(make_layer())
     # Zoom 2 tile (2, 1) spans lon 0..90 and lat 0..66.51: exactly that box selects it alone.
     b = tile_lonlat_bounds(runtime.grid, Tile(2, 1, 2))
-    planned = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox(b), [2]))
+    planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(b), [2]))
     assert planned_tiles(runtime, planned) == {Tile(2, 1, 2)}
 
 
 def test_polygon_equal_to_bbox_plans_the_same_tiles():
-    runtime = seed.layer_runtime(make_layer())
+    runtime = s_plan.layer_runtime(make_layer())
     w, s, e, n = NYC
     doc = {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
     for z in (9, 12):
-        polygon = list(seed.plan_jobs(runtime, seed.load_geojson(doc), [z]))
-        box = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox(NYC), [z]))
+        polygon = list(s_plan.plan_jobs(runtime, s_coverage.load_geojson(doc), [z]))
+        box = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(NYC), [z]))
         assert polygon == box
 
 
@@ -118,14 +125,16 @@ def inside_triangle(p, a, b, c) -> bool:
 
 
 def test_triangle_selects_tiles_it_overlaps_and_no_others():
-    runtime = seed.layer_runtime(make_layer(metatile=(1, 1), meta_buffer=0))
+    runtime = s_plan.layer_runtime(make_layer(metatile=(1, 1), meta_buffer=0))
     a, b, c = (-74.0, 40.70), (-73.80, 40.72), (-73.95, 40.90)
     doc = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[a, b, c, a]]}}
     z = 12
-    selected = planned_tiles(runtime, list(seed.plan_jobs(runtime, seed.load_geojson(doc), [z])))
+    selected = planned_tiles(
+        runtime, list(s_plan.plan_jobs(runtime, s_coverage.load_geojson(doc), [z]))
+    )
     # The bbox plan equals brute force (test above); here it bounds the candidates.
-    around = seed.Coverage.from_bbox((-74.0, 40.70, -73.80, 40.90))
-    box = planned_tiles(runtime, list(seed.plan_jobs(runtime, around, [z])))
+    around = s_coverage.Coverage.from_bbox((-74.0, 40.70, -73.80, 40.90))
+    box = planned_tiles(runtime, list(s_plan.plan_jobs(runtime, around, [z])))
     for tile in box:
         bounds = tile_lonlat_bounds(runtime.grid, tile)
         samples = [
@@ -144,30 +153,30 @@ def test_triangle_selects_tiles_it_overlaps_and_no_others():
 
 
 def test_polygon_touching_rules_edges_corners_and_holes():
-    runtime = seed.layer_runtime(make_layer(metatile=(1, 1), meta_buffer=0))
+    runtime = s_plan.layer_runtime(make_layer(metatile=(1, 1), meta_buffer=0))
     grid = runtime.grid
     t = tile_lonlat_bounds(grid, Tile(2, 1, 2))  # lon 0..90, lat 0..66.5
     right = tile_lonlat_bounds(grid, Tile(3, 1, 2))
     # A polygon inside the right neighbour that shares tile (2, 1)'s east edge.
     ring = ((t.right, t.bottom), (right.right, t.bottom), (right.right, t.top), (t.right, t.top))
-    edge_only = seed.Coverage(((ring,),))
-    assert not seed.tile_touches(edge_only, t)
-    assert seed.tile_touches(edge_only, right)
+    edge_only = s_coverage.Coverage(((ring,),))
+    assert not s_coverage.tile_touches(edge_only, t)
+    assert s_coverage.tile_touches(edge_only, right)
     corner = ((t.right, t.top), (t.right + 5, t.top), (t.right, t.top + 5))
-    corner_only = seed.Coverage(((corner,),))
-    assert not seed.tile_touches(corner_only, t)
+    corner_only = s_coverage.Coverage(((corner,),))
+    assert not s_coverage.tile_touches(corner_only, t)
     # A donut whose hole holds the whole tile: the tile is not covered; its neighbour is.
     outer = ((-10.0, -10.0), (100.0, -10.0), (100.0, 80.0), (-10.0, 80.0))
     hole = ((-1.0, -1.0), (91.0, -1.0), (91.0, 70.0), (-1.0, 70.0))
-    donut = seed.Coverage(((outer, hole),))
-    assert not seed.tile_touches(donut, t)
-    assert seed.tile_touches(donut, tile_lonlat_bounds(grid, Tile(1, 1, 2)))
+    donut = s_coverage.Coverage(((outer, hole),))
+    assert not s_coverage.tile_touches(donut, t)
+    assert s_coverage.tile_touches(donut, tile_lonlat_bounds(grid, Tile(1, 1, 2)))
     # A concave (U-shaped) ring whose notch holds the tile misses it too.
-    u_shape = seed.Coverage(
+    u_shape = s_coverage.Coverage(
         ((((-20.0, -20.0), (110.0, -20.0), (110.0, 80.0), (95.0, 80.0), (95.0, -5.0),
            (-5.0, -5.0), (-5.0, 80.0), (-20.0, 80.0)),),)
     )  # fmt: skip
-    assert not seed.tile_touches(u_shape, t)
+    assert not s_coverage.tile_touches(u_shape, t)
 
 
 @pytest.mark.parametrize(
@@ -181,25 +190,25 @@ def test_polygon_touching_rules_edges_corners_and_holes():
     ],
 )
 def test_bad_geojson_is_refused(doc):
-    with pytest.raises(seed.CoverageError):
-        seed.load_geojson(doc)
+    with pytest.raises(s_coverage.CoverageError):
+        s_coverage.load_geojson(doc)
 
 
 def test_partial_metatiles_list_their_tiles_and_full_ones_do_not():
-    runtime = seed.layer_runtime(make_layer())
-    planned = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox(NYC), [15]))
+    runtime = s_plan.layer_runtime(make_layer())
+    planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(NYC), [15]))
     assert any(j.tiles for j in planned) and any(not j.tiles for j in planned)
     for job in planned:
-        meta, tiles = seed.job_tiles(runtime, job)
+        meta, tiles = s_plan.job_tiles(runtime, job)
         assert len(tiles) == (len(job.tiles) or 16)
 
 
 def test_zoom_plan_counts():
-    runtime = seed.layer_runtime(make_layer())
-    coverage = seed.Coverage.from_bbox(NYC)
-    counts = seed.zoom_plan(runtime, coverage, [10, 14])
+    runtime = s_plan.layer_runtime(make_layer())
+    coverage = s_coverage.Coverage.from_bbox(NYC)
+    counts = s_plan.zoom_plan(runtime, coverage, [10, 14])
     for plan in counts:
-        jobs_ = list(seed.plan_jobs(runtime, coverage, [plan.z]))
+        jobs_ = list(s_plan.plan_jobs(runtime, coverage, [plan.z]))
         assert plan.metatiles == len(jobs_)
         assert plan.tiles == len(planned_tiles(runtime, jobs_))
 
@@ -210,14 +219,14 @@ def test_zoom_plan_counts():
 def test_token_bucket_spaces_acquisitions_at_the_rate():
     now = [0.0]
     stamps = []
-    bucket = seed.TokenBucket(
+    bucket = s_run.TokenBucket(
         5.0, burst=1, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s)
     )
     for _ in range(11):
         bucket.acquire()
         stamps.append(now[0])
     assert stamps[-1] == pytest.approx(2.0)  # 10 intervals of 1/5 s after the first
-    assert seed.TokenBucket(None).acquire()
+    assert s_run.TokenBucket(None).acquire()
 
 
 def test_token_bucket_gives_up_when_stopped():
@@ -228,7 +237,7 @@ def test_token_bucket_gives_up_when_stopped():
         now[0] += seconds
         stop.set()
 
-    bucket = seed.TokenBucket(1.0, clock=lambda: now[0], sleep=sleep)
+    bucket = s_run.TokenBucket(1.0, clock=lambda: now[0], sleep=sleep)
     assert bucket.acquire(stop)
     assert not bucket.acquire(stop)
 
@@ -238,14 +247,14 @@ def test_token_bucket_gives_up_when_stopped():
 
 @pytest.fixture
 def runtime():
-    return seed.layer_runtime(make_layer())
+    return s_plan.layer_runtime(make_layer())
 
 
 def test_run_seed_stores_every_covered_tile_with_one_getmap_per_metatile(tmp_path, runtime):
     store = LocalStore(tmp_path / "tiles")
-    planned = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox(NYC), range(10, 14)))
+    planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(NYC), range(10, 14)))
     wms = FakeWMS()
-    report = seed.run_seed({"demo": runtime}, planned, wms, store, seed.SeedOptions(3))
+    report = s_run.run_seed({"demo": runtime}, planned, wms, store, s_run.SeedOptions(3))
     expected = planned_tiles(runtime, planned)
     written = {
         p.relative_to(tmp_path / "tiles").as_posix() for p in (tmp_path / "tiles").rglob("*.png")
@@ -254,8 +263,8 @@ def test_run_seed_stores_every_covered_tile_with_one_getmap_per_metatile(tmp_pat
     assert len(wms.calls) == len(planned) == report.metatiles_done == report.wms_requests
     assert report.done == len(expected) and report.failed == 0
     # Again with skip_existing: nothing drawn, everything skipped.
-    again = seed.run_seed(
-        {"demo": runtime}, planned, wms, store, seed.SeedOptions(3, skip_existing=True)
+    again = s_run.run_seed(
+        {"demo": runtime}, planned, wms, store, s_run.SeedOptions(3, skip_existing=True)
     )
     assert len(wms.calls) == len(planned)
     assert again.skipped == len(expected) and again.done == 0
@@ -264,13 +273,13 @@ def test_run_seed_stores_every_covered_tile_with_one_getmap_per_metatile(tmp_pat
 def test_seeding_honours_empty_tiles_redirect_through_the_shared_pipeline():
     """Seeding once ignored the layer's blank policy; it now renders through the
     service's own pipeline: a uniform tile is a pointer to one shared blank."""
-    runtime = seed.layer_runtime(make_layer(empty_tiles="redirect"))
+    runtime = s_plan.layer_runtime(make_layer(empty_tiles="redirect"))
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="seeded")
         store = S3Store("seeded", s3)
-        planned = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox(NYC), [12]))
-        report = seed.run_seed({"demo": runtime}, planned, FakeWMS(), store, seed.SeedOptions(1))
+        planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(NYC), [12]))
+        report = s_run.run_seed({"demo": runtime}, planned, FakeWMS(), store, s_run.SeedOptions(1))
         keys = {runtime.key_to_store(t, "png") for t in planned_tiles(runtime, planned)}
         heads = {k: s3.head_object(Bucket="seeded", Key=k) for k in keys}
         pointers = {k for k, h in heads.items() if "WebsiteRedirectLocation" in h}
@@ -286,8 +295,8 @@ def test_seeding_honours_empty_tiles_redirect_through_the_shared_pipeline():
 
 def test_interrupted_run_resumes_from_its_journal(tmp_path, runtime):
     store = LocalStore(tmp_path / "tiles")
-    planned = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox(NYC), range(10, 15)))
-    journal = seed.Journal(tmp_path / "j.jsonl", "sig-1")
+    planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(NYC), range(10, 15)))
+    journal = s_journal.Journal(tmp_path / "j.jsonl", "sig-1")
     wms = FakeWMS()
     stop = threading.Event()
     seen = []
@@ -297,12 +306,12 @@ def test_interrupted_run_resumes_from_its_journal(tmp_path, runtime):
         if len(seen) == 5:
             stop.set()
 
-    first = seed.run_seed(
+    first = s_run.run_seed(
         {"demo": runtime},
         planned,
         wms,
         store,
-        seed.SeedOptions(1),
+        s_run.SeedOptions(1),
         journal,
         stop=stop,
         on_progress=progress,
@@ -311,59 +320,59 @@ def test_interrupted_run_resumes_from_its_journal(tmp_path, runtime):
     assert first.interrupted and first.metatiles_done >= 5
     assert first.metatiles_done + first.metatiles_left == len(planned)
     second_wms = FakeWMS()
-    second = seed.run_seed(
+    second = s_run.run_seed(
         {"demo": runtime},
         planned,
         second_wms,
         store,
-        seed.SeedOptions(2),
-        seed.Journal(tmp_path / "j.jsonl", "sig-1"),
+        s_run.SeedOptions(2),
+        s_journal.Journal(tmp_path / "j.jsonl", "sig-1"),
     )
     assert second.metatiles_skipped == first.metatiles_done
     assert len(wms.calls) + len(second_wms.calls) == len(planned)
     assert second.done + first.done == len(planned_tiles(runtime, planned))
-    with pytest.raises(seed.JournalMismatch):
-        seed.Journal(tmp_path / "j.jsonl", "another seed").done()
+    with pytest.raises(s_journal.JournalMismatch):
+        s_journal.Journal(tmp_path / "j.jsonl", "another seed").done()
 
 
 def test_journal_ignores_a_torn_last_line(tmp_path):
     path = tmp_path / "j.jsonl"
-    journal = seed.Journal(path, "s")
-    journal.record(seed.MetaJob("demo", "png", 3, 0, 4))
+    journal = s_journal.Journal(path, "s")
+    journal.record(s_plan.MetaJob("demo", "png", 3, 0, 4))
     journal.close()
     with path.open("a") as f:
         f.write('{"layer":"demo","ext":"png","z":3,"x":4')
-    assert seed.Journal(path, "s").done() == {("demo", "png", 3, 0, 4)}
+    assert s_journal.Journal(path, "s").done() == {("demo", "png", 3, 0, 4)}
 
 
 def test_failed_metatiles_go_to_a_file_that_replays_them(tmp_path, runtime):
     store = LocalStore(tmp_path / "tiles")
-    planned = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox(NYC), [12, 13]))
-    failures = seed.FailureLog(tmp_path / "failed.jsonl")
-    report = seed.run_seed(
+    planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(NYC), [12, 13]))
+    failures = s_journal.FailureLog(tmp_path / "failed.jsonl")
+    report = s_run.run_seed(
         {"demo": runtime},
         planned,
         FakeWMS(fail=True),
         store,
-        seed.SeedOptions(2),
+        s_run.SeedOptions(2),
         failures=failures,
     )
     failures.close()
     assert report.metatiles_failed == len(planned) and report.done == 0
     assert report.failed == len(planned_tiles(runtime, planned))
-    replay = seed.read_failures(tmp_path / "failed.jsonl")
+    replay = s_journal.read_failures(tmp_path / "failed.jsonl")
     assert sorted(replay) == sorted(planned)
     lines = [json.loads(line) for line in (tmp_path / "failed.jsonl").read_text().splitlines()]
     assert all("connection refused" in line["error"] for line in lines)
     good = FakeWMS()
-    again = seed.run_seed({"demo": runtime}, replay, good, store, seed.SeedOptions(2))
+    again = s_run.run_seed({"demo": runtime}, replay, good, store, s_run.SeedOptions(2))
     assert again.done == report.failed and len(good.calls) == len(planned)
 
 
 def test_estimate_extrapolates_from_a_sample(runtime):
-    planned = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox(NYC), range(10, 15)))
+    planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(NYC), range(10, 15)))
     wms = FakeWMS()
-    guess = seed.estimate({"demo": runtime}, planned, wms, seed.SeedOptions(2, wms_rate=0.5))
+    guess = s_run.estimate({"demo": runtime}, planned, wms, s_run.SeedOptions(2, wms_rate=0.5))
     assert guess.sampled == len(wms.calls) <= 4
     assert guess.total_seconds >= len(planned) / 0.5  # the rate cap bounds it
 
@@ -373,14 +382,14 @@ def test_estimate_extrapolates_from_a_sample(runtime):
 
 def test_message_round_trip_and_batching():
     planned = [
-        seed.MetaJob("demo", "png", 12, 1204, 1536),
-        seed.MetaJob("demo", "png", 12, 1208, 1536, ((1208, 1536), (1209, 1536))),
-        seed.MetaJob("demo", "png", 13, 2408, 3072),
-        seed.MetaJob("other", "jpg", 13, 0, 0),
+        s_plan.MetaJob("demo", "png", 12, 1204, 1536),
+        s_plan.MetaJob("demo", "png", 12, 1208, 1536, ((1208, 1536), (1209, 1536))),
+        s_plan.MetaJob("demo", "png", 13, 2408, 3072),
+        s_plan.MetaJob("other", "jpg", 13, 0, 0),
     ]
-    bodies = list(jobs.encode_messages(planned, per_message=2, skip_existing=True))
+    bodies = list(s_sqs.encode_messages(planned, per_message=2, skip_existing=True))
     assert len(bodies) == 3  # 2 + 1 of demo/png, then a new message for other/jpg
-    decoded = [jobs.decode_message(b) for b in bodies]
+    decoded = [s_sqs.decode_message(b) for b in bodies]
     assert [j for m in decoded for j in m.metatiles] == planned
     assert all(m.skip_existing for m in decoded)
     assert all(len(b.encode()) < 1024 for b in bodies)
@@ -398,8 +407,8 @@ def test_message_round_trip_and_batching():
     ],
 )
 def test_malformed_messages_are_refused(body):
-    with pytest.raises(jobs.BadMessage):
-        jobs.decode_message(body)
+    with pytest.raises(s_sqs.BadMessage):
+        s_sqs.decode_message(body)
 
 
 def test_handle_message_refuses_coordinates_that_are_no_metatile(tmp_path, runtime):
@@ -410,8 +419,8 @@ def test_handle_message_refuses_coordinates_that_are_no_metatile(tmp_path, runti
         {"layer": "nope", "ext": "png", "metatiles": [{"z": 2, "x": 0, "y": 0}]},
         {"layer": "demo", "ext": "gif", "metatiles": [{"z": 2, "x": 0, "y": 0}]},
     ):
-        with pytest.raises(jobs.BadMessage):
-            jobs.handle_message(json.dumps(doc), {"demo": runtime}, FakeWMS(), store)
+        with pytest.raises(s_sqs.BadMessage):
+            s_sqs.handle_message(json.dumps(doc), {"demo": runtime}, FakeWMS(), store)
 
 
 @pytest.fixture
@@ -422,17 +431,17 @@ def sqs():
 
 def test_enqueue_worker_and_status_with_moto(sqs, tmp_path, runtime):
     url = sqs.create_queue(QueueName="seed")["QueueUrl"]
-    planned = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox(NYC), range(10, 14)))
-    bodies = list(jobs.encode_messages(planned))
-    report = jobs.enqueue(sqs, url, bodies)
+    planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(NYC), range(10, 14)))
+    bodies = list(s_sqs.encode_messages(planned))
+    report = s_sqs.enqueue(sqs, url, bodies)
     assert report.sent == len(planned) and report.failed == 0
-    assert jobs.queue_status(sqs, url).waiting == len(planned)
+    assert s_sqs.queue_status(sqs, url).waiting == len(planned)
     store = LocalStore(tmp_path / "tiles")
     wms = FakeWMS()
-    worked = jobs.run_worker(
+    worked = s_worker.run_worker(
         sqs,
         url,
-        lambda body: jobs.handle_message(body, {"demo": runtime}, wms, store),
+        lambda body: s_sqs.handle_message(body, {"demo": runtime}, wms, store),
         threading.Event(),
         wait_seconds=0,
         max_messages=10,
@@ -441,16 +450,18 @@ def test_enqueue_worker_and_status_with_moto(sqs, tmp_path, runtime):
     assert worked.done == len(planned) and worked.failed == 0
     assert len(wms.calls) == len(planned)
     assert worked.tiles == len(planned_tiles(runtime, planned))
-    assert jobs.queue_status(sqs, url).drained
+    assert s_sqs.queue_status(sqs, url).drained
 
 
 def test_worker_leaves_failed_and_malformed_messages_for_redrive(sqs, tmp_path, runtime):
     url = sqs.create_queue(QueueName="seed", Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
-    jobs.enqueue(sqs, url, [*jobs.encode_messages([seed.MetaJob("demo", "png", 3, 0, 0)]), "junk"])
-    worked = jobs.run_worker(
+    s_sqs.enqueue(
+        sqs, url, [*s_sqs.encode_messages([s_plan.MetaJob("demo", "png", 3, 0, 0)]), "junk"]
+    )
+    worked = s_worker.run_worker(
         sqs,
         url,
-        lambda body: jobs.handle_message(
+        lambda body: s_sqs.handle_message(
             body, {"demo": runtime}, FakeWMS(fail=True), LocalStore(tmp_path)
         ),
         threading.Event(),
@@ -459,7 +470,7 @@ def test_worker_leaves_failed_and_malformed_messages_for_redrive(sqs, tmp_path, 
         idle_exit=0.3,
     )
     assert (worked.done, worked.failed, worked.malformed) == (0, 1, 1)
-    status = jobs.queue_status(sqs, url)
+    status = s_sqs.queue_status(sqs, url)
     assert status.in_flight == 2 and not status.drained  # back after the visibility timeout
 
 
@@ -467,8 +478,8 @@ def test_worker_leaves_failed_and_malformed_messages_for_redrive(sqs, tmp_path, 
 
 
 def tasks_client(tmp_path, wms):
-    from s3maptiler.tasks import tasks
-    from s3maptiler.web import create_app
+    from s3maptiler.http.app import create_app
+    from s3maptiler.http.tasks import blueprint as tasks
 
     layer = make_layer()
     settings = Settings(layers=(layer,), local_cache_dir=tmp_path / "tiles", log_level="WARNING")
@@ -483,7 +494,7 @@ def tasks_client(tmp_path, wms):
 def test_tasks_seed_route(tmp_path, runtime):
     wms = FakeWMS()
     client = tasks_client(tmp_path, wms)
-    body = next(jobs.encode_messages([seed.MetaJob("demo", "png", 12, 1204, 1536)]))
+    body = next(s_sqs.encode_messages([s_plan.MetaJob("demo", "png", 12, 1204, 1536)]))
     answer = client.post("/tasks/seed", data=body, content_type="application/json")
     assert answer.status_code == 200
     assert answer.get_json()["stored"] == 16 and len(wms.calls) == 1

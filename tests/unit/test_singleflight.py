@@ -9,9 +9,10 @@ import responses
 from PIL import Image
 
 from s3maptiler.config import load_settings
-from s3maptiler.guard import WMSUnavailable
-from s3maptiler.service import TileService, _Slicer
-from s3maptiler.singleflight import (
+from s3maptiler.render.errors import WMSExceptionReport, WMSTimeout
+from s3maptiler.render.guard import WMSUnavailable
+from s3maptiler.render.wms import WMSClient
+from s3maptiler.service.singleflight import (
     RenderFailed,
     SingleFlight,
     WaitTimeout,
@@ -20,9 +21,10 @@ from s3maptiler.singleflight import (
     shared_failure,
     wait_for,
 )
-from s3maptiler.stores import LocalStore
-from s3maptiler.uploads import UploadPool
-from s3maptiler.wms import WMSClient, WMSExceptionReport, WMSTimeout
+from s3maptiler.service.slicer import Slicer
+from s3maptiler.service.tilepath import TileService
+from s3maptiler.storage.stores import LocalStore
+from s3maptiler.storage.uploads import UploadPool
 
 WMS = "http://wms.test/mapserv"
 EVENT_WAIT = 10  # seconds: only reached when a test is broken
@@ -95,7 +97,7 @@ def test_waiters_wait_as_long_as_the_leader_may_take():
 
 
 def test_the_slicer_encodes_inline_once_its_backlog_is_full():
-    slicer = _Slicer(threads=1, backlog=1)
+    slicer = Slicer(threads=1, backlog=1)
     started, release = threading.Event(), threading.Event()
     ran_on = {}
 
@@ -113,7 +115,7 @@ def test_the_slicer_encodes_inline_once_its_backlog_is_full():
 
 
 def test_drain_keeps_its_deadline_and_abandons_what_did_not_start():
-    slicer = _Slicer(threads=1, backlog=4)
+    slicer = Slicer(threads=1, backlog=4)
     started, release = threading.Event(), threading.Event()
     abandoned = []
     slicer.run(lambda: (started.set(), release.wait(EVENT_WAIT)), lambda: abandoned.append(1))
@@ -199,7 +201,7 @@ def test_a_waiter_whose_leader_fails_answers_502_and_nothing_is_stored(tmp_path)
 
 def test_a_waiter_of_a_metatile_abandoned_by_drain_gets_a_502(tmp_path):
     service = make_service(tmp_path)
-    service._slicer = _Slicer(threads=1, backlog=4)
+    service._slicer = Slicer(threads=1, backlog=4)
     started, release = threading.Event(), threading.Event()
     service._slicer.run(lambda: (started.set(), release.wait(EVENT_WAIT)), lambda: None)
     assert started.wait(EVENT_WAIT)  # the one slicer thread is busy: the next job queues

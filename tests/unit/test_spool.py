@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from s3maptiler.grids import Tile
-from s3maptiler.pipeline import RenderedTiles
-from s3maptiler.singleflight import WaitTimeout
-from s3maptiler.spool import Spool
-from s3maptiler.wms import WMSTimeout
+from s3maptiler.render.errors import WMSTimeout
+from s3maptiler.render.pipeline import RenderedTiles
+from s3maptiler.service.singleflight import WaitTimeout
+from s3maptiler.service.spool import Spool
+from s3maptiler.tiles.grids import Tile
 
 FLIGHT = "ab" * 20  # a metatile id, as service.metatile_flight makes them
 EVENT_WAIT = 20  # seconds: only reached when a test is broken

@@ -16,19 +16,18 @@ from hypothesis import strategies as st
 from moto import mock_aws
 from PIL import Image
 
-from s3maptiler import stores
-from s3maptiler.stores import (
+from s3maptiler.storage import s3 as s3_module
+from s3maptiler.storage import stores
+from s3maptiler.storage.s3 import (
     InvalidKeyError,
-    LocalStore,
-    S3Store,
     StoreAccessDenied,
-    StoredTile,
     StoreError,
     StoreNotFound,
     StoreUnavailable,
     make_s3_client,
-    sniff_content_type,
 )
+from s3maptiler.storage.stores import LocalStore, S3Store, StoredTile
+from s3maptiler.tiles.formats import sniff_content_type
 
 BUCKET = "tiles-bucket"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -184,7 +183,7 @@ def test_s3_get_403_is_a_miss_counted_and_warned_at_a_bounded_rate(stubbed, capl
     store = S3Store(BUCKET, client, on_read_denied=lambda: counted.append(1))
     clock = store._denials.clock = FakeClock()
     assert store.read_problem() is None
-    with caplog.at_level(logging.WARNING, logger="s3maptiler.stores"):
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.storage.stores"):
         assert store.get("a.png") is None  # logged: the first
         clock.now += 10
         assert store.get("b.png") is None  # not logged: within the interval
@@ -308,7 +307,7 @@ def test_s3_conditional_needs_sdk_support(monkeypatch, stubbed, caplog):
     client, _ = stubbed
     monkeypatch.setattr(stores, "supports_if_none_match", lambda c: False)
     old = _OldSdkClient(client)
-    with caplog.at_level(logging.WARNING, logger="s3maptiler.stores"):
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.storage.stores"):
         store = S3Store(BUCKET, old)
     assert not store.conditional
     assert "IfNoneMatch" in caplog.text
@@ -552,17 +551,18 @@ def _client_error(code: str, status: int):
 
 
 def test_one_definition_of_a_retryable_s3_error_for_stores_bulk_and_purge():
-    from s3maptiler import bulk, purge
+    from s3maptiler.bucket import purge
+    from s3maptiler.bucket import upload as bulk
 
-    assert bulk.is_retryable is stores.is_retryable
-    assert "is_retryable" not in vars(purge) or purge.is_retryable is stores.is_retryable
-    assert stores.is_retryable(_client_error("SlowDown", 503))
-    assert stores.is_retryable(_client_error("Whatever", 500))
-    assert stores.is_retryable(_client_error("TooMany", 429))
+    assert "is_retryable" not in vars(bulk) or bulk.is_retryable is s3_module.is_retryable
+    assert "is_retryable" not in vars(purge) or purge.is_retryable is s3_module.is_retryable
+    assert s3_module.is_retryable(_client_error("SlowDown", 503))
+    assert s3_module.is_retryable(_client_error("Whatever", 500))
+    assert s3_module.is_retryable(_client_error("TooMany", 429))
     # A retry is signed with the same wrong clock: never retryable, anywhere.
     skewed = _client_error("RequestTimeTooSkewed", 403)
-    assert not stores.is_retryable(skewed) and not bulk.is_retryable(skewed)
-    assert not stores._client_error(skewed, "PutObject").retryable
+    assert not s3_module.is_retryable(skewed)
+    assert not s3_module.client_error(skewed, "PutObject").retryable
 
 
 def test_a_store_error_tells_how_many_requests_the_client_made(stubbed):
@@ -580,7 +580,7 @@ def test_a_store_error_tells_how_many_requests_the_client_made(stubbed):
 
 def test_the_service_reads_and_uploads_with_their_own_retry_budgets(tmp_path):
     from s3maptiler.config import load_settings
-    from s3maptiler.web import READ_ATTEMPTS, build_service
+    from s3maptiler.service.build import READ_ATTEMPTS, build_service
 
     settings = load_settings(
         {

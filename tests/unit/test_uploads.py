@@ -10,8 +10,9 @@ from collections import Counter
 import pytest
 from moto import mock_aws
 
-from s3maptiler.stores import S3Store, StoreError, StoreUnavailable, TileStore, make_s3_client
-from s3maptiler.uploads import InvalidPoolSettings, UploadJob, UploadPool
+from s3maptiler.storage.s3 import StoreError, StoreUnavailable, make_s3_client
+from s3maptiler.storage.stores import S3Store, TileStore
+from s3maptiler.storage.uploads import InvalidPoolSettings, UploadJob, UploadPool
 
 HANG_GUARD = 30.0  # seconds; only reached when the code under test is broken
 
@@ -173,7 +174,7 @@ def test_a_failed_put_fails_the_job_without_a_second_try(make_pool, caplog, erro
     store = FakeStore(fail_times=10**6, error=error)
     outcomes = []
     pool = make_pool(store, on_result=lambda j, o: outcomes.append(o))
-    with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.storage.uploads"):
         pool.submit(job(1))
         pool.drain(HANG_GUARD)
 
@@ -191,7 +192,7 @@ def test_the_attempts_the_client_made_are_logged(make_pool, caplog):
     error = StoreUnavailable("PutObject s3://b/k: SlowDown")
     error.attempts = 4
     pool = make_pool(FakeStore(fail_times=1, error=error))
-    with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.storage.uploads"):
         pool.submit(job(1))
         pool.drain(HANG_GUARD)
     assert "attempts=4 " in caplog.text
@@ -206,7 +207,7 @@ def test_a_store_bug_does_not_kill_the_worker(make_pool, caplog):
 
     store = Broken()
     pool = make_pool(store, workers=1)
-    with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.storage.uploads"):
         pool.submit(job("bad"))
         pool.submit(job("good"))
         assert pool.drain(HANG_GUARD) == 0
@@ -224,7 +225,7 @@ def test_on_result_called_once_per_job_and_its_errors_are_contained(make_pool, c
 
     store = FakeStore()
     pool = make_pool(store, workers=2, on_result=on_result)
-    with caplog.at_level(logging.ERROR, logger="s3maptiler.uploads"):
+    with caplog.at_level(logging.ERROR, logger="s3maptiler.storage.uploads"):
         for n in range(20):
             pool.submit(job(n))
         assert pool.drain(HANG_GUARD) == 0
@@ -245,7 +246,7 @@ def test_overflow_drops_without_blocking(make_pool, caplog):
     def submit_all():
         results.extend(pool.submit(job(n)) for n in range(50))
 
-    with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.storage.uploads"):
         submitter = threading.Thread(target=submit_all)
         submitter.start()
         submitter.join(HANG_GUARD)
@@ -311,7 +312,7 @@ def test_drain_is_idempotent_and_stops_intake(make_pool, caplog):
     assert pool.drain(HANG_GUARD) == 0
     assert pool.drain(HANG_GUARD) == 0
 
-    with caplog.at_level(logging.WARNING, logger="s3maptiler.uploads"):
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.storage.uploads"):
         assert pool.submit(job(2)) is False
     assert "tiles/2.png" in caplog.text
     assert pool.stats()["dropped"] == 1
@@ -334,7 +335,7 @@ def test_drain_timeout_reports_what_was_lost(make_pool, caplog):
         pool.submit(job(n))
     assert store.entered.wait(HANG_GUARD)
 
-    with caplog.at_level(logging.ERROR, logger="s3maptiler.uploads"):
+    with caplog.at_level(logging.ERROR, logger="s3maptiler.storage.uploads"):
         # The store is blocked, so nothing can finish within this (short) drain.
         assert pool.drain(0.05) == 5
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]

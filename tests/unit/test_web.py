@@ -12,8 +12,10 @@ from moto import mock_aws
 from PIL import Image
 
 from s3maptiler.config import load_settings
-from s3maptiler.stores import LocalStore, S3Store, StoredTile, StoreError
-from s3maptiler.web import build_service, create_app
+from s3maptiler.http.app import create_app
+from s3maptiler.service.build import build_service
+from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.stores import LocalStore, S3Store, StoredTile
 
 WMS = "http://wms.test/mapserv"
 
@@ -447,7 +449,8 @@ def test_the_first_tile_format_is_the_layers_own_everywhere(tmp_path, wms, forma
     and seeding all use the first format served, and every advertised URL answers."""
     import xml.etree.ElementTree as ET
 
-    from s3maptiler import seed
+    from s3maptiler.seeding import coverage as s_coverage
+    from s3maptiler.seeding import plan as s_plan
 
     wms.get(WMS, body=jpeg(), content_type="image/jpeg")
     app, service = make_app(tmp_path, TILE_FORMATS=formats)
@@ -491,12 +494,14 @@ def test_the_first_tile_format_is_the_layers_own_everywhere(tmp_path, wms, forma
     expected = "JPG,PNG32" if "png" in formats else "JPG"
     assert doc["supportedImageFormatTypes"] == expected
 
-    runtime = service.by_name["default"]
-    jobs_ = list(seed.plan_jobs(runtime, seed.Coverage.from_bbox((-74.0, 40.7, -73.9, 40.8)), [5]))
+    runtime = service.runtimes["default"]
+    jobs_ = list(
+        s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox((-74.0, 40.7, -73.9, 40.8)), [5])
+    )
     assert jobs_ and {job.ext for job in jobs_} == {ext}
 
     # The preview asks for the same extension.
-    from s3maptiler import preview
+    from s3maptiler.http import preview
 
     addresses = preview.tile_addresses(layer, runtime.grid)
     assert {a.ext for a in addresses} == {ext, ""}
@@ -595,9 +600,12 @@ def test_the_layer_named_by_the_prefix_has_its_key_urls_in_the_tms_document(tmp_
     # The tile URLs the document gives are the keys in the bucket.
     assert urlsplit(tile_set).path == f"/{PROTOTYPE_PREFIX}3"
     assert client.get("/1.0.0/tms-mercator-naip/").status_code == 200
-    assert client.get("/wmts/1.0.0/WMTSCapabilities.xml").data.count(
-        b"<ows:Identifier>tms-mercator-naip</ows:Identifier>"
-    ) == 1
+    assert (
+        client.get("/wmts/1.0.0/WMTSCapabilities.xml").data.count(
+            b"<ows:Identifier>tms-mercator-naip</ows:Identifier>"
+        )
+        == 1
+    )
     assert client.get("/arcgis/rest/services/tms-mercator-naip/MapServer?f=json").status_code == 200
 
 
@@ -652,7 +660,7 @@ def test_a_redirected_route_shaped_key_is_stored_under_that_key(
 
 
 def mercator_bbox(x, y, z):
-    from s3maptiler.grids import WEB_MERCATOR, Tile
+    from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 
     return tuple(WEB_MERCATOR.tile_bbox(Tile(x, y, z)))
 
@@ -714,9 +722,7 @@ def test_bad_route_shaped_keys_touch_nothing(tmp_path, wms, key, status):
     assert not (tmp_path / "tiles").exists()
 
 
-def test_redirected_arcgis_rest_keys_render_once_and_are_stored_under_their_own_keys(
-    tmp_path, wms
-):
+def test_redirected_arcgis_rest_keys_render_once_and_are_stored_under_their_own_keys(tmp_path, wms):
     # The bucket's routing rule sends a miss on the ArcGIS REST tile URL that a published
     # MapServer document advertises: /miss/arcgis/rest/services/<layer>/MapServer/tile/...
     wms.get(WMS, body=quadrants(), content_type="image/png")

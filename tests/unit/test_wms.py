@@ -1,4 +1,4 @@
-"""Tests for s3maptiler.wms: GetMap URLs, image checks, error mapping and retries.
+"""Tests for s3maptiler.render.wms: GetMap URLs, image checks, error mapping and retries.
 
 HTTP is mocked with `responses`; where it cannot model the behaviour (a read timeout
 that really elapses, a refused connection, a body that arrives in pieces or breaks
@@ -23,17 +23,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from s3maptiler.wms import (
-    WMSClient,
-    WMSError,
-    WMSSource,
-    WMSTimeout,
-    WMSUsageError,
-    bbox_text,
-    check_image,
-    getmap_params,
-    getmap_url,
-)
+from s3maptiler.render.answers import check_image
+from s3maptiler.render.errors import WMSError, WMSTimeout, WMSUsageError
+from s3maptiler.render.getmap import WMSSource, bbox_text, getmap_params, getmap_url
+from s3maptiler.render.wms import WMSClient
 
 E = 20037508.342789244
 WMS_URL = "http://127.0.0.1:9/cgi-bin/mapserv"

@@ -1,0 +1,98 @@
+"""Publish the TMS, WMTS and ArcGIS documents into the bucket, beside the tiles.
+
+Documents are built in "keys" mode: their tile URLs are the layers' own S3 keys under
+the bucket's public URL (website endpoint or CloudFront), so the bucket alone opens
+as a TMS, a WMTS and an ArcGIS tiled service. Layers whose layout a document cannot
+express are left out of it and reported. Objects whose bytes did not change are not
+written again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from s3maptiler.config import Layer
+from s3maptiler.documents import arcgis, common, tms, wmts
+from s3maptiler.tiles.formats import etag_of
+
+DOCUMENT_CACHE_CONTROL = "public, max-age=300"
+#: Documents written outside every layer's prefix; `bucket setup` makes them public too.
+SERVICE_DOCUMENT_KEYS = (
+    common.tms_service_path("keys"),
+    common.WMTS_CAPABILITIES_PATH,
+)
+
+
+@dataclass(frozen=True)
+class Document:
+    key: str
+    body: bytes
+    content_type: str
+
+
+def documents(
+    layers: Sequence[Layer], base_url: str
+) -> tuple[list[Document], list[common.Skipped]]:
+    """Every document to publish for `layers`, and the layers a document had to skip."""
+    base_url = base_url.rstrip("/")
+    tms_type, wmts_type = common.TMS_CONTENT_TYPE, common.WMTS_CONTENT_TYPE
+    docs = [
+        Document(
+            common.tms_service_path("keys"),
+            tms.tile_map_service(layers, base_url, "keys").encode(),
+            tms_type,
+        ),
+        Document(
+            common.WMTS_CAPABILITIES_PATH,
+            wmts.wmts_capabilities(layers, base_url, "keys").encode(),
+            wmts_type,
+        ),
+    ]
+    skipped = common.skipped_layers(layers, "tms", "keys")
+    skipped += common.skipped_layers(layers, "wmts", "keys")
+    tms_skipped = {s.layer for s in common.skipped_layers(layers, "tms", "keys")}
+    for layer in layers:
+        if layer.name not in tms_skipped:
+            body = tms.tile_map(layer, base_url, "keys").encode()
+            docs.append(Document(common.tile_map_path(layer, "keys"), body, tms_type))
+        try:
+            body, json_type = arcgis.json_document(arcgis.arcgis_mapserver(layer))
+        except common.DocumentError as exc:
+            skipped.append(common.Skipped(layer.name, f"ArcGIS: {exc}"))
+            continue
+        docs.append(Document(common.arcgis_service_path(layer), body, json_type))
+    return docs, skipped
+
+
+def publish(client: Any, bucket: str, docs: Sequence[Document], dry_run: bool = False) -> dict:
+    """Write each document that differs from what the bucket holds.
+
+    Returns {key: "written" | "unchanged" | "would write"}. One HEAD per document:
+    there are a handful, and an unchanged one costs no PUT.
+    """
+    outcome = {}
+    for doc in docs:
+        etag = etag_of(doc.body)
+        try:
+            head = client.head_object(Bucket=bucket, Key=doc.key)
+            same = head.get("ETag") == etag and head.get("ContentType") == doc.content_type
+        except ClientError:
+            same = False
+        if same:
+            outcome[doc.key] = "unchanged"
+        elif dry_run:
+            outcome[doc.key] = "would write"
+        else:
+            client.put_object(
+                Bucket=bucket,
+                Key=doc.key,
+                Body=doc.body,
+                ContentType=doc.content_type,
+                CacheControl=DOCUMENT_CACHE_CONTROL,
+            )
+            outcome[doc.key] = "written"
+    return outcome

@@ -1,0 +1,97 @@
+"""``s3maptiler purge``: delete a layer's tiles by zoom range and area."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from s3maptiler.bucket import purge
+from s3maptiler.cli import common
+from s3maptiler.tiles.grids import Bbox
+from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, get_layout
+
+
+def _parse_bbox(value: str | None) -> Bbox | None:
+    if value is None:
+        return None
+    try:
+        numbers = [float(part) for part in value.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 4:
+        raise common.ConfigProblem(f"--bbox {value!r}: expected west,south,east,north in degrees")
+    return Bbox(*numbers)
+
+
+@click.command("purge")
+@common.s3_options
+@click.option("--prefix", metavar="PREFIX", help="Key prefix (default: the layer's, TILE_PREFIX).")
+@click.option("--layer", "layer_name", metavar="NAME", help="A configured layer to purge.")
+@click.option("--layout", "layout_name", type=click.Choice(sorted(LAYOUTS)), help="Key layout.")
+@click.option("--grid", "grid_name", metavar="NAME", help="Tile grid (default: the layer's).")
+@click.option("--min-zoom", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--max-zoom", type=click.IntRange(0), help="Default: the grid's last level.")
+@click.option("--bbox", metavar="W,S,E,N", help="Only tiles overlapping this lon/lat box.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option("--dry-run", is_flag=True, help="Count the tiles; delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting.")
+@click.pass_context
+def purge_command(
+    ctx: click.Context,
+    s3: common.S3Place,
+    prefix: str | None,
+    layer_name: str | None,
+    layout_name: str | None,
+    grid_name: str | None,
+    min_zoom: int,
+    max_zoom: int | None,
+    bbox: str | None,
+    workers: int,
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    """Delete a layer's tiles by zoom range and area (DeleteObjects, 1000 keys a call)."""
+    target = common.layer_target(ctx, s3, layer_name, prefix)
+    env, layer, name, key_prefix = target.env, target.layer, target.bucket, target.prefix
+    try:
+        selection = purge.TileSelection(
+            layout=get_layout(layout_name or layer.layout),
+            grid=common.grid_for(grid_name, layer),
+            min_zoom=min_zoom,
+            max_zoom=max_zoom,
+            bbox=_parse_bbox(bbox),
+        )
+    except (purge.InvalidSelection, LayoutError) as err:
+        raise common.ConfigProblem(str(err)) from None
+    client = common.s3_client(env, s3.endpoint_url, pool=workers + 1, attempts=5)
+    with common.progress_bar(None, "list", unit="key") as bar:
+        try:
+            found = purge.find_tiles(client, name, key_prefix, selection, on_listed=bar.update)
+        except purge.ListingFailed as err:
+            raise common.Failed(str(err)) from None
+    where = f"s3://{name}/{key_prefix} zoom {selection.min_zoom}-{selection.max_zoom}" + (
+        f" bbox {','.join(f'{v:g}' for v in selection.bbox)}" if selection.bbox else ""
+    )
+    outside = found.listed - found.ignored - len(found.keys)
+    tail = f"{outside} outside the selection, {found.ignored} not tiles (kept)"
+    if dry_run:
+        click.echo(
+            f"purge (dry run) {where}: {len(found.keys)} tiles to delete, {tail}; "
+            f"listed {found.listed} in {found.elapsed:.2f} s"
+        )
+        return
+    if found.keys and not yes:
+        if not sys.stdin.isatty():
+            raise common.ConfigProblem(f"refusing to delete {len(found.keys)} tiles without --yes")
+        click.confirm(f"Delete {len(found.keys)} tiles from {where}?", abort=True)
+    with common.progress_bar(len(found.keys), "delete") as bar:
+        report = purge.delete_keys(client, name, found.keys, workers=workers, on_deleted=bar.update)
+    click.echo(
+        f"purge {where}: {report.deleted} deleted, {report.failed} failed, {tail}, "
+        f"in {report.elapsed:.2f} s ({common.per_second(report.deleted, report.elapsed)} tiles/s, "
+        f"{report.batches} batches)"
+    )
+    common.show_failures(report.failures)
+    if report.failed:
+        ctx.exit(common.EXIT_FAILED)

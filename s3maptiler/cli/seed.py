@@ -1,0 +1,337 @@
+"""``s3maptiler seed``: fill a layer's cache ahead of time.
+
+``seed`` draws the metatiles of an area and zoom range on this machine
+(:mod:`s3maptiler.seeding.run`), or with ``--queue`` sends them to an SQS queue that
+``s3maptiler worker`` (:mod:`s3maptiler.cli.worker`) or an Elastic Beanstalk worker
+environment (``POST /tasks/seed``) consumes (:mod:`s3maptiler.seeding.sqs`).
+
+Files under ``var/seed/`` unless named: the journal (metatiles done; a rerun of the
+same command resumes from it, and it is removed once a run completes without
+failures) and the failures file (failed metatiles of the last run; replay them with
+``--retry-failed FILE``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from s3maptiler.cli import common
+from s3maptiler.config import Settings
+from s3maptiler.render.errors import WMSError
+from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.seeding import sqs as sqs_jobs
+from s3maptiler.seeding.coverage import Coverage, CoverageError, SeedError, load_geojson
+from s3maptiler.seeding.journal import (
+    FailureLog,
+    Journal,
+    JournalMismatch,
+    plan_signature,
+    read_failures,
+)
+from s3maptiler.seeding.plan import MetaJob, layer_runtime, plan_jobs, tile_count, zoom_plan
+from s3maptiler.seeding.run import SeedOptions, estimate, run_seed
+from s3maptiler.service.build import wms_client
+
+log = logging.getLogger(__name__)
+
+SEED_DIR = Path("var/seed")
+
+
+# --- shared helpers -----------------------------------------------------------------
+
+
+def _runtime(env: common.Environment, layer_name: str | None) -> LayerRuntime:
+    settings = common.settings_of(env)
+    layer = env.layer(layer_name)
+    if layer not in settings.layers:
+        raise common.ConfigProblem(f"layer {layer.name} is not configured")
+    return layer_runtime(layer)
+
+
+def _zooms(value: str, runtime: LayerRuntime) -> list[int]:
+    low, _, high = value.partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise common.ConfigProblem(
+            f"--zoom {value!r}: expected a level (12) or a range (0-14)"
+        ) from None
+    layer = runtime.layer
+    lowest, highest = layer.min_zoom, min(layer.max_zoom, runtime.grid.max_zoom)
+    if not lowest <= first <= last <= highest:
+        raise common.ConfigProblem(
+            f"--zoom {value}: layer {layer.name} has levels {lowest}..{highest} (low-high)"
+        )
+    return list(range(first, last + 1))
+
+
+def _coverage(bbox: str | None, geojson: Path | None) -> Coverage:
+    if (bbox is None) == (geojson is None):
+        raise common.ConfigProblem("give the area with exactly one of --bbox or --geojson")
+    try:
+        if bbox is not None:
+            try:
+                numbers = [float(part) for part in bbox.split(",")]
+            except ValueError:
+                numbers = []
+            if len(numbers) != 4:
+                raise common.ConfigProblem(
+                    f"--bbox {bbox!r}: expected west,south,east,north in degrees"
+                )
+            return Coverage.from_bbox(numbers)
+        try:
+            document = json.loads(Path(geojson).read_text(encoding="utf-8"))
+        except OSError as err:
+            raise common.ConfigProblem(f"--geojson {geojson}: {err.strerror}") from None
+        except ValueError as err:
+            raise common.ConfigProblem(f"--geojson {geojson}: not JSON ({err})") from None
+        return load_geojson(document, f"--geojson {geojson}")
+    except CoverageError as err:
+        raise common.ConfigProblem(str(err)) from None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@click.command("seed")
+@common.s3_options
+@click.option("--layer", "layer_name", metavar="NAME", help="A configured layer to seed.")
+@click.option("--format", "ext", metavar="EXT", help="Tile extension (default: the layer's).")
+@click.option("--zoom", metavar="Z|LOW-HIGH", help="Zoom level or range, e.g. 12 or 0-14.")
+@click.option("--bbox", metavar="W,S,E,N", help="Area in decimal degrees (lon/lat).")
+@click.option(
+    "--geojson",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Area: a GeoJSON (Multi)Polygon, Feature or FeatureCollection in lon/lat.",
+)
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--wms-rate", type=click.FloatRange(0, min_open=True), help="Cap on GetMaps per second."
+)
+@click.option(
+    "--skip-existing", is_flag=True, help="Leave stored tiles alone (one listing per folder)."
+)
+@click.option(
+    "--failed-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Failed metatiles.",
+)
+@click.option(
+    "--retry-failed",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Draw only the metatiles of this failures file.",
+)
+@click.option(
+    "--journal", type=click.Path(dir_okay=False, path_type=Path), help="Progress journal file."
+)
+@click.option("--queue", metavar="URL", help="Send the metatiles to this SQS queue instead.")
+@click.option("--per-message", default=1, show_default=True, type=click.IntRange(1, 100))
+@click.option("--status", is_flag=True, help="Print the counts of the --queue and exit.")
+@click.option("--dry-run", is_flag=True, help="Counts per zoom and a time estimate; store nothing.")
+@click.pass_context
+def seed_command(
+    ctx: click.Context,
+    s3: common.S3Place,
+    layer_name: str | None,
+    ext: str | None,
+    zoom: str | None,
+    bbox: str | None,
+    geojson: Path | None,
+    concurrency: int,
+    wms_rate: float | None,
+    skip_existing: bool,
+    failed_file: Path | None,
+    retry_failed: Path | None,
+    journal: Path | None,
+    queue: str | None,
+    per_message: int,
+    status: bool,
+    dry_run: bool,
+) -> None:
+    """Fill a layer's cache for zoom levels over an area, one GetMap per metatile.
+
+    Only tiles sharing area with the --bbox or --geojson coverage are stored. An
+    interrupted run (Ctrl-C, SIGTERM) resumes when the same command is run again.
+    Exit 1 when any metatile failed or the run was interrupted.
+    """
+    env = common.environment(ctx)
+    if status:
+        if not queue:
+            raise common.ConfigProblem("--status needs --queue URL")
+        _print_status(common.sqs_client(env, s3.endpoint_url), queue)
+        return
+    settings = common.settings_of(env)
+    if retry_failed is not None:
+        try:
+            jobs = read_failures(retry_failed)
+        except SeedError as err:
+            raise common.ConfigProblem(str(err)) from None
+        wanted = {job.layer for job in jobs}
+        layers = {
+            layer.name: layer_runtime(layer) for layer in settings.layers if layer.name in wanted
+        }
+        unknown = wanted - set(layers)
+        if unknown:
+            raise common.ConfigProblem(
+                f"--retry-failed: layers not configured: {', '.join(unknown)}"
+            )
+        what = f"{len(jobs)} failed metatiles of {retry_failed}"
+        signature = "retry|" + _digest("\n".join(json.dumps(j.to_dict()) for j in jobs))
+        name = f"retry-{_digest(signature)}"
+    else:
+        runtime = _runtime(env, layer_name)
+        if zoom is None:
+            raise common.ConfigProblem("--zoom is required (e.g. --zoom 0-14)")
+        zooms = _zooms(zoom, runtime)
+        coverage = _coverage(bbox, geojson)
+        ext = (ext or runtime.layer.extension).lower()
+        if ext not in runtime.sources:
+            raise common.ConfigProblem(
+                f"--format {ext}: layer {runtime.layer.name} serves {runtime.layer.formats}"
+            )
+        layers = {runtime.layer.name: runtime}
+        if dry_run:
+            _print_plan(runtime, coverage, zooms)
+        jobs = list(plan_jobs(runtime, coverage, zooms, ext))
+        what = f"{runtime.layer.name} .{ext} z{zooms[0]}-{zooms[-1]} over {coverage.description}"
+        signature = plan_signature(runtime.layer.name, ext, zooms, coverage.digest())
+        name = f"{runtime.layer.name}-{ext}-{_digest(signature)}"
+    total_tiles = sum(tile_count(layers[job.layer], job) for job in jobs)
+    options = SeedOptions(concurrency, wms_rate, skip_existing)
+
+    if queue:
+        if not _enqueue(
+            env, s3.endpoint_url, queue, jobs, what, per_message, skip_existing, dry_run
+        ):
+            ctx.exit(common.EXIT_FAILED)
+        return
+    if dry_run:
+        _print_estimate(settings, layers, jobs, options)
+        return
+
+    store = common.tile_store(env, settings, s3, concurrency + 2, conditional=skip_existing)
+    journal_path = journal or SEED_DIR / f"{name}.journal.jsonl"
+    failed_path = failed_file or SEED_DIR / f"{name}.failed.jsonl"
+    the_journal = Journal(journal_path, signature)
+    try:
+        the_journal.done()
+    except JournalMismatch as err:
+        raise common.ConfigProblem(str(err)) from None
+    # The failures file holds the failures of the last run only.
+    failed_path.unlink(missing_ok=True)
+    failures = FailureLog(failed_path)
+    click.echo(
+        f"seed {what}: {len(jobs)} metatiles, {total_tiles} tiles to {store.location}", err=True
+    )
+    wms = wms_client(settings, concurrency)
+    try:
+        with common.stop_on_signals() as stop, common.progress_bar(total_tiles, "seed") as bar:
+            report = run_seed(
+                layers, jobs, wms, store, options, the_journal, failures, stop, bar.update
+            )
+    finally:
+        failures.close()
+        wms.close()
+    complete = not report.failed and not report.interrupted
+    the_journal.close(remove=complete)
+    click.echo(
+        f"seed {what}: {report.done} done, {report.skipped} skipped (already stored), "
+        f"{report.failed} failed, {report.ignored} ignored (outside extent); "
+        f"{report.metatiles_done} metatiles done, {report.metatiles_skipped} resumed, "
+        f"{report.metatiles_failed} failed, {report.wms_requests} WMS requests; "
+        f"{report.elapsed:.2f} s ({common.per_second(report.done, report.elapsed)} tiles/s)"
+    )
+    common.show_failures(report.failures)
+    if report.metatiles_failed:
+        click.echo(
+            f"failed metatiles written to {failed_path}; replay with --retry-failed {failed_path}",
+            err=True,
+        )
+    if report.interrupted:
+        click.echo(
+            f"interrupted: {report.metatiles_left} metatiles left; run the same command "
+            f"again to resume (journal {journal_path})",
+            err=True,
+        )
+    if not complete:
+        ctx.exit(common.EXIT_FAILED)
+
+
+def _print_plan(runtime: LayerRuntime, coverage: Coverage, zooms: list[int]) -> None:
+    plans = zoom_plan(runtime, coverage, zooms)
+    cols, rows = runtime.layer.metatile
+    click.echo(f"zoom  tiles  metatiles ({cols}x{rows}, buffer {runtime.layer.meta_buffer} px)")
+    for plan in plans:
+        click.echo(f"{plan.z:>4}  {plan.tiles:>5}  {plan.metatiles:>9}")
+    click.echo(f"total {sum(p.tiles for p in plans):>5}  {sum(p.metatiles for p in plans):>9}")
+
+
+def _print_estimate(
+    settings: Settings,
+    layers: dict[str, LayerRuntime],
+    jobs: list[MetaJob],
+    options: SeedOptions,
+) -> None:
+    wms = wms_client(settings, 2)
+    try:
+        guess = estimate(layers, jobs, wms, options)
+    except (WMSError, SeedError) as err:
+        raise common.Failed(f"could not draw a sample metatile: {err}") from None
+    finally:
+        wms.close()
+    rate = f"at most {options.wms_rate:g} GetMaps/s, " if options.wms_rate else ""
+    click.echo(
+        f"dry run: {len(jobs)} metatiles; sample of {guess.sampled}: "
+        f"{guess.seconds_per_metatile:.2f} s per metatile; estimate {guess.total_seconds:.0f} s "
+        f"with {rate}{options.concurrency} threads (nothing stored)"
+    )
+
+
+def _enqueue(
+    env: common.Environment,
+    endpoint_url: str | None,
+    queue: str,
+    jobs: list[MetaJob],
+    what: str,
+    per_message: int,
+    skip_existing: bool,
+    dry_run: bool,
+) -> bool:
+    """Send the jobs to the queue; False when SQS refused some messages."""
+    bodies = list(sqs_jobs.encode_messages(jobs, per_message, skip_existing))
+    if dry_run:
+        click.echo(f"dry run: {len(jobs)} metatiles in {len(bodies)} messages for {queue}")
+        if bodies:
+            click.echo(f"  first message: {bodies[0]}")
+        return True
+    sqs = common.sqs_client(env, endpoint_url)
+    try:
+        with common.progress_bar(len(bodies), "enqueue", unit="msg") as bar:
+            report = sqs_jobs.enqueue(sqs, queue, bodies, on_sent=bar.update)
+    except sqs_jobs.QueueError as err:
+        raise common.Failed(str(err)) from None
+    click.echo(
+        f"seed {what}: {len(jobs)} metatiles queued in {report.sent} messages to {queue}, "
+        f"{report.failed} messages refused; progress: s3maptiler seed --status --queue {queue}"
+    )
+    for reason in (report.reasons or [])[:20]:
+        click.echo(f"failed: {reason}", err=True)
+    return not report.failed
+
+
+def _print_status(sqs: Any, queue: str) -> None:
+    try:
+        status = sqs_jobs.queue_status(sqs, queue)
+    except sqs_jobs.QueueError as err:
+        raise common.Failed(str(err)) from None
+    click.echo(
+        f"queue {queue}: {status.waiting} waiting, {status.in_flight} in flight, "
+        f"{status.delayed} delayed{' (drained)' if status.drained else ''}"
+    )

@@ -1,0 +1,32 @@
+"""Configuration: one model of the settings (:mod:`~s3maptiler.config.model`), read from
+the environment and `.env` (:mod:`~s3maptiler.config.environment`) or a TOML layers
+file (:mod:`~s3maptiler.config.layersfile`), checked by one set of validators
+(:mod:`~s3maptiler.config.validators`). Imports :mod:`s3maptiler.tiles` only."""
+
+from s3maptiler.config.environment import load_settings
+from s3maptiler.config.model import (
+    DEFAULT_LAYER_NAME,
+    WMS_VERSIONS,
+    ConfigError,
+    IPNetwork,
+    Layer,
+    Settings,
+    default_layer_name,
+    default_meta_buffer,
+    default_spool_dir,
+    website_endpoint,
+)
+
+__all__ = [
+    "DEFAULT_LAYER_NAME",
+    "WMS_VERSIONS",
+    "ConfigError",
+    "IPNetwork",
+    "Layer",
+    "Settings",
+    "default_layer_name",
+    "default_meta_buffer",
+    "default_spool_dir",
+    "load_settings",
+    "website_endpoint",
+]

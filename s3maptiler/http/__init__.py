@@ -1,0 +1,1 @@
+"""HTTP: the Flask app factory and its blueprints. Nothing in the package imports it."""

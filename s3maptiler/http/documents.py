@@ -1,0 +1,60 @@
+"""Document routes: the TMS TileMapService and TileMaps, the WMTS capabilities and the
+ArcGIS MapServer JSON of every layer, with tile URLs on this service."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from s3maptiler.documents import arcgis, common, tms, wmts
+from s3maptiler.http.replies import document, service, text
+
+blueprint = Blueprint("documents", __name__)
+
+
+def _base_url() -> str:
+    return service().settings.service_url or request.host_url.rstrip("/")
+
+
+@blueprint.get("/1.0.0/")
+def tms_service() -> Response:
+    body = tms.tile_map_service(service().settings.layers, _base_url())
+    return document(body, common.TMS_CONTENT_TYPE)
+
+
+@blueprint.get("/1.0.0/<layer>")
+@blueprint.get("/1.0.0/<layer>/")
+def tms_tile_map(layer: str) -> Response:
+    found = service().layer(layer)
+    if found is None:
+        return text(404, f"no layer named {layer[:64]!r}")
+    try:
+        body = tms.tile_map(found, _base_url())
+    except common.DocumentError as exc:
+        return text(404, str(exc))
+    return document(body, common.TMS_CONTENT_TYPE)
+
+
+@blueprint.get("/" + common.WMTS_CAPABILITIES_PATH)
+def wmts_capabilities() -> Response:
+    body = wmts.wmts_capabilities(service().settings.layers, _base_url())
+    return document(body, common.WMTS_CONTENT_TYPE)
+
+
+@blueprint.get("/arcgis/rest/services/<layer>/MapServer")
+def arcgis_mapserver(layer: str) -> Response:
+    found = service().layer(layer)
+    if found is None:
+        return text(404, f"no layer named {layer[:64]!r}")
+    fmt = request.args.get("f", "json").lower()
+    if request.args.get("pretty", "").lower() == "true":
+        fmt = "pjson"  # GDAL adds &pretty=true
+    if fmt not in ("json", "pjson"):
+        return text(400, "f must be json or pjson")
+    try:
+        doc = arcgis.arcgis_mapserver(found)
+        body, content_type = arcgis.json_document(doc, fmt, request.args.get("callback"))
+    except common.DocumentError as exc:
+        return text(400, str(exc))
+    response = document(body, content_type)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response

@@ -1,0 +1,2 @@
+"""Rendering: the WMS client, the guard in front of it, and the one render pipeline
+(GetMap, check, decode, slice, encode). Imports :mod:`s3maptiler.tiles` only."""

@@ -1,0 +1,267 @@
+"""The one render pipeline: GetMap → check → decode → slice → encode.
+
+Both the tile service and seeding (the CLI and the SQS worker) draw tiles through
+this module, so a layer's settings mean the same thing whoever renders:
+
+- :class:`LayerRuntime` is a layer resolved once: grid, layout, WMS sources,
+  encoders, guard, and where its tiles (and its shared blanks) are stored;
+- :class:`Renderer` sends one GetMap for a metatile (or a single tile) through the
+  layer's guard and cuts the answer into encoded tiles (:class:`Cut`).
+
+The service (:mod:`s3maptiler.service.tilepath`) answers first and uploads in the
+background; seeding (:func:`s3maptiler.seeding.run.render_metatile`) writes each tile
+at once. Both store through the same blank policy (:mod:`s3maptiler.storage.blanks`).
+
+:class:`RenderedTiles` is the finished metatile as bytes: the format in which other
+workers (the spool) and other instances (the bucket lease) receive a render.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from PIL import Image
+
+from s3maptiler import metrics
+from s3maptiler.config import Layer
+from s3maptiler.render.encode import (
+    Encoder,
+    SlicedTile,
+    decode_metatile,
+    slice_image,
+    uniform_tile,
+)
+from s3maptiler.render.errors import WMSBadImage, WMSError
+from s3maptiler.render.getmap import WMSSource
+from s3maptiler.render.guard import WMSGuard
+from s3maptiler.render.wms import WMSClient
+from s3maptiler.tiles.formats import for_extension, media_type
+from s3maptiler.tiles.grids import GridError, Tile, TileGrid
+from s3maptiler.tiles.layouts import Layout, LayoutError, get_layout
+from s3maptiler.tiles.metatile import MetaTile, MetaTileError, metatile_for
+from s3maptiler.tiles.tilemath import tile_lonlat_bounds
+
+
+@dataclass(frozen=True)
+class LayerRuntime:
+    """A configured layer with its grid, layout and WMS sources resolved once."""
+
+    layer: Layer
+    grid: TileGrid
+    layout: Layout
+    sources: dict[str, WMSSource]  # by tile extension
+    encoders: dict[str, Encoder]  # by tile extension, for tiles cut from metatiles
+    guard: WMSGuard  # cap on concurrent GetMaps and circuit breaker for the layer's WMS
+
+    def metatile_of(self, tile: Tile) -> MetaTile | None:
+        """The metatile drawn for `tile`; None when the layer draws tiles one by one."""
+        if self.layer.metatile == (1, 1) and self.layer.meta_buffer == 0:
+            return None
+        return metatile_for(self.grid, tile, self.layer.metatile, self.layer.meta_buffer)
+
+    def key_to_store(self, tile: Tile, ext: str) -> str | None:
+        """The key of a neighbour cut from a metatile, or None when it is not worth
+        storing (outside the layer's extent, or not expressible in its layout)."""
+        extent = self.layer.extent
+        if extent is not None and not overlaps(tile_lonlat_bounds(self.grid, tile), extent):
+            return None
+        try:
+            return self.layer.prefix + self.layout.format(tile, ext, self.grid)
+        except (LayoutError, GridError):
+            return None
+
+    def content_type(self, ext: str) -> str:
+        """The Content-Type of this layer's tiles with extension `ext`."""
+        return media_type(self.sources[ext].image_format)
+
+    @property
+    def cache_control(self) -> str | None:
+        """The Cache-Control stored with the layer's tiles (None: none)."""
+        return self.layer.cache_control or None
+
+    def blank_key(self, ext: str, tile: SlicedTile) -> str | None:
+        """The key of the shared blank `tile` is stored as, when it is uniform and the
+        layer's ``empty_tiles`` policy is "redirect" (see storage/blanks.py), else None."""
+        if not tile.uniform or self.layer.empty_tiles != "redirect":
+            return None
+        digest = hashlib.md5(tile.data, usedforsecurity=False).hexdigest()
+        return f"{self.layer.prefix}_blank/{digest}.{ext}"
+
+    @classmethod
+    def build(cls, layer: Layer, guard: WMSGuard) -> LayerRuntime:
+        grid = layer.tile_grid
+        sources = {
+            ext: WMSSource(
+                url=layer.wms_url,
+                layers=layer.wms_layers,
+                styles=layer.wms_styles,
+                version=layer.wms_version,
+                srs=grid.srs,
+                image_format=for_extension(layer.tile_format, ext).wms_format,
+                transparent=layer.transparent,
+                bgcolor=layer.bgcolor,
+            )
+            for ext in layer.formats
+        }
+        encoders = {
+            ext: Encoder(
+                format=for_extension(layer.tile_format, ext).name,
+                png_compress_level=layer.png_compress_level,
+                jpeg_quality=layer.jpeg_quality,
+            )
+            for ext in layer.formats
+        }
+        return cls(layer, grid, get_layout(layer.layout), sources, encoders, guard)
+
+
+def overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two (west, south, east, north) boxes share more than an edge."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+class Cut:
+    """A decoded metatile, ready to be sliced into encoded tiles in any order."""
+
+    def __init__(self, image: Image.Image, meta: MetaTile, encoder: Encoder):
+        self.meta = meta
+        self.encoder = encoder
+        self._work = encoder.prepare(image)  # the mode conversion, once per metatile
+
+    def encode(self, tiles: Iterable[Tile]) -> dict[Tile, SlicedTile]:
+        """Each tile's encoded bytes and whether it is uniform, in the order given."""
+        try:
+            return slice_image(self._work, self.meta, self.encoder, tiles)
+        except MetaTileError as exc:
+            raise WMSBadImage(f"metatile image unusable: {exc}") from None
+
+
+class Renderer:
+    """GetMaps through each layer's guard, counted in the metrics, and their decoding."""
+
+    def __init__(self, wms: WMSClient):
+        self.wms = wms
+
+    def get_map(self, runtime: LayerRuntime, ext: str, bbox, width: int, height: int) -> bytes:
+        """One GetMap; raises WMSError (502/504) or WMSUnavailable (503, not asked)."""
+        name = runtime.layer.name
+        with runtime.guard.slot():
+            started = time.perf_counter()
+            try:
+                data = self.wms.get_map(runtime.sources[ext], bbox, width, height)
+            except WMSError as exc:
+                metrics.WMS_ERRORS.labels(name, exc.kind).inc()
+                # Only an unreachable WMS trips the breaker; an error answer means it is up.
+                if exc.kind in ("timeout", "connection"):
+                    runtime.guard.failed()
+                else:
+                    runtime.guard.succeeded()
+                raise
+            runtime.guard.succeeded()
+            metrics.WMS_SECONDS.labels(name).observe(time.perf_counter() - started)
+            return data
+
+    def tile(self, runtime: LayerRuntime, ext: str, tile: Tile) -> SlicedTile:
+        """A tile drawn on its own (1x1, no buffer): the WMS's bytes, untouched.
+        Only the redirect blank policy needs to know whether it is uniform."""
+        size = runtime.grid.tile_size
+        data = self.get_map(runtime, ext, runtime.grid.tile_bbox(tile), size, size)
+        if runtime.layer.empty_tiles != "redirect":
+            return SlicedTile(data, False)
+        try:
+            return SlicedTile(data, uniform_tile(data))
+        except MetaTileError as exc:
+            raise WMSBadImage(f"tile image unusable: {exc}") from None
+
+    def metatile(self, runtime: LayerRuntime, ext: str, meta: MetaTile) -> Cut:
+        """One GetMap for the metatile, decoded: raises WMSBadImage for an image that
+        cannot be decoded or has the wrong size."""
+        image = self.get_map(runtime, ext, meta.bbox, meta.width, meta.height)
+        try:
+            decoded = decode_metatile(image, meta)
+        except MetaTileError as exc:
+            raise WMSBadImage(f"metatile image unusable: {exc}") from None
+        return Cut(decoded, meta, runtime.encoders[ext])
+
+    def budget(self, runtime: LayerRuntime) -> float:
+        """Seconds a render of this layer may take at most: the wait for a WMS slot,
+        every GetMap attempt with its backoff, and slack for decoding and encoding.
+        Whoever waits for another's render waits this long before giving up."""
+        return runtime.guard.wait + self.wms.budget() + ENCODE_SLACK
+
+
+ENCODE_SLACK = 5.0  # seconds: decode and encode 64 tiles on a loaded core
+
+
+# --------------------------------------------------------------------------- blank tiles
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+# --------------------------------------------------------------------------- a finished render
+
+
+class BadBundle(ValueError):
+    """Bytes that are not a :class:`RenderedTiles` (truncated, or another format)."""
+
+
+@dataclass(frozen=True)
+class RenderedTiles:
+    """Every tile of one metatile, encoded: what a render hands to whoever waited for it.
+
+    ``to_bytes`` is one JSON header line (content type, each tile's x, y and byte
+    length, and any ``fields`` the caller adds), then the tiles' bytes back to back.
+    """
+
+    content_type: str
+    tiles: dict[Tile, bytes]
+
+    def to_bytes(self, **fields: object) -> bytes:
+        index = [[tile.x, tile.y, tile.z, len(data)] for tile, data in self.tiles.items()]
+        header = {**fields, "content_type": self.content_type, "tiles": index}
+        return (
+            json.dumps(header, separators=(",", ":")).encode()
+            + b"\n"
+            + b"".join(self.tiles.values())
+        )
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> tuple[RenderedTiles, dict]:
+        """The tiles and the header's other fields; raises BadBundle."""
+        header, body = read_header(blob)
+        try:
+            tiles: dict[Tile, bytes] = {}
+            offset = 0
+            for x, y, z, length in header["tiles"]:
+                tiles[Tile(x, y, z)] = body[offset : offset + length]
+                offset += length
+            content_type = header["content_type"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadBundle(f"bundle header incomplete: {exc}") from None
+        if offset != len(body):
+            raise BadBundle(f"bundle has {len(body)} bytes of tiles, header says {offset}")
+        return cls(content_type, tiles), header
+
+
+def read_header(blob: bytes) -> tuple[dict, bytes]:
+    """The JSON header line of a bundle (or of a bare lease record) and the rest."""
+    line, _, body = blob.partition(b"\n")
+    try:
+        header = json.loads(line)
+    except ValueError:
+        raise BadBundle("bundle header is not JSON") from None
+    if not isinstance(header, dict):
+        raise BadBundle("bundle header is not an object")
+    return header, body
+
+
+def slice_rest(cut: Cut, first: Tile) -> Callable[[], dict[Tile, SlicedTile]]:
+    """The work of encoding every tile of a metatile but `first` (already answered)."""
+    return lambda: cut.encode(t for t in cut.meta.tiles() if t != first)

@@ -1,0 +1,180 @@
+"""Addresses: which tile of which layer a key or a route names, or why none (400/404).
+
+The one file for "why did this tile come back 404": a key outside every layer's
+prefix, a path that is not the layer's layout, a tile outside the grid, a zoom
+outside the layer's range, a format the layer does not serve, or a tile outside its
+extent (unless the layer answers those with a blank).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from s3maptiler.config import Layer
+from s3maptiler.render.pipeline import LayerRuntime, overlaps
+from s3maptiler.tiles.grids import GridError, Tile, TileOutOfRange
+from s3maptiler.tiles.layouts import LayoutError, get_layout
+from s3maptiler.tiles.tilemath import tile_lonlat_bounds
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "Addresses",
+    "BadTileRequest",
+    "TileNotFound",
+    "TileRequest",
+    "TileRequestError",
+    "check_key",
+]
+
+MAX_KEY_LENGTH = 512
+
+
+class TileRequestError(Exception):
+    """The request cannot be a tile; `status` is the HTTP status to answer."""
+
+    status = 400
+
+
+class BadTileRequest(TileRequestError):
+    status = 400
+
+
+class TileNotFound(TileRequestError):
+    status = 404
+
+
+@dataclass(frozen=True)
+class TileRequest:
+    layer: LayerRuntime
+    tile: Tile
+    ext: str
+    key: str
+    outside_extent: bool = False  # answered with a blank tile (the layer's outside_extent)
+
+
+def check_key(key: str) -> None:
+    """BadTileRequest unless `key` could be an S3 key the service writes: bounded,
+    printable ASCII, no backslash, no empty, '.' or '..' segment."""
+    if len(key) > MAX_KEY_LENGTH:
+        raise BadTileRequest(f"key longer than {MAX_KEY_LENGTH} characters")
+    if not key.isascii() or not key.isprintable() or "\\" in key:
+        raise BadTileRequest("key has characters a tile key never has")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise BadTileRequest("key has an empty, '.' or '..' segment")
+
+
+class Addresses:
+    """The configured layers by name and by key prefix, and the tile each address names.
+
+    ``resolve`` (a key), ``request_for`` and ``request_via`` (a named layer's tile, in
+    its own layout or another) answer a :class:`TileRequest` or raise
+    :class:`TileNotFound` (404) or :class:`BadTileRequest` (400) with a one-line reason.
+    """
+
+    def __init__(self, layers: Sequence[LayerRuntime]):
+        self.runtimes: Mapping[str, LayerRuntime] = MappingProxyType(
+            {runtime.layer.name: runtime for runtime in layers}
+        )
+        # Longest prefix first, so a layer nested under another's prefix still wins.
+        self._by_prefix = sorted(layers, key=lambda rt: len(rt.layer.prefix), reverse=True)
+
+    def layer(self, name: str) -> Layer | None:
+        """The configured layer called `name`, or None."""
+        runtime = self.runtimes.get(name)
+        return None if runtime is None else runtime.layer
+
+    def extension_for(self, name: str, media_type: str) -> str | None:
+        """The extension of layer `name`'s tiles of `media_type` (its own first), or None."""
+        runtime = self.runtimes.get(name)
+        if runtime is None:
+            return None
+        served = sorted(runtime.sources, key=lambda e: e != runtime.layer.extension)
+        return next((e for e in served if runtime.content_type(e) == media_type), None)
+
+    def resolve(self, key: str) -> TileRequest:
+        """Parse an S3 key (no leading slash) into a tile of a configured layer."""
+        check_key(key)
+        runtime = self._owner(key)
+        if runtime is None:
+            raise TileNotFound("no layer serves this key prefix")
+        layer = runtime.layer
+        try:
+            parsed = runtime.layout.parse(key[len(layer.prefix) :], runtime.grid)
+        except TileOutOfRange as exc:
+            raise TileNotFound(f"tile out of range: {exc}") from None
+        except (LayoutError, GridError) as exc:
+            raise BadTileRequest(str(exc)) from None
+        return self._checked(runtime, parsed.tile, parsed.ext, key)
+
+    def request_for(self, layer_name: str, tile: Tile, ext: str | None = None) -> TileRequest:
+        """A tile addressed by layer name (the fixed TMS, WMTS and ArcGIS routes).
+
+        The key is formatted in the layer's own layout, so these routes read and fill
+        the same objects as requests for the key itself. `ext` None: the layer's format.
+        """
+        runtime = self.runtimes.get(layer_name)
+        if runtime is None:
+            raise TileNotFound(f"no layer named {layer_name[:64]!r}")
+        try:
+            runtime.grid.check(tile)
+        except GridError as exc:
+            raise TileNotFound(f"tile out of range: {exc}") from None
+        ext = ext or runtime.layer.extension
+        if ext not in runtime.sources:
+            raise TileNotFound(f"format .{ext} is not served by layer {layer_name}")
+        try:
+            key = runtime.layer.prefix + runtime.layout.format(tile, ext, runtime.grid)
+        except (LayoutError, GridError) as exc:
+            # e.g. zoom 0 has no quadkey: the layer cannot store this tile.
+            raise TileNotFound(f"layer {layer_name} cannot store this tile: {exc}") from None
+        return self._checked(runtime, tile, ext, key)
+
+    def _owner(self, key: str) -> LayerRuntime | None:
+        """The layer whose prefix `key` starts with (the longest such prefix)."""
+        return next((rt for rt in self._by_prefix if key.startswith(rt.layer.prefix)), None)
+
+    def owns(self, key: str) -> bool:
+        """Whether `key` is a configured layer's key: its prefix, then a path in its
+        layout (a tile in range or not). Such a key is that layer's tile before any
+        other reading of the path (e.g. `TILE_PREFIX=1.0.0/<name>/` and `/1.0.0/...`)."""
+        runtime = self._owner(key) if len(key) <= MAX_KEY_LENGTH else None
+        if runtime is None:
+            return False
+        try:
+            runtime.layout.parse(key[len(runtime.layer.prefix) :], runtime.grid)
+        except LayoutError:
+            return False
+        except GridError:
+            return True  # the layer's key shape, outside its grid: the layer answers 404
+        return True
+
+    def request_via(self, layer_name: str, layout_name: str, path: str) -> TileRequest:
+        """A tile of a named layer addressed in another layout, e.g. "tms" for
+        `/1.0.0/<layer>/{z}/{x}/{y}.png` or "wmts" for `{TileMatrix}/{TileRow}/{TileCol}.png`."""
+        runtime = self.runtimes.get(layer_name)
+        if runtime is None:
+            raise TileNotFound(f"no layer named {layer_name[:64]!r}")
+        try:
+            parsed = get_layout(layout_name).parse(path, runtime.grid)
+        except TileOutOfRange as exc:
+            raise TileNotFound(f"tile out of range: {exc}") from None
+        except (LayoutError, GridError) as exc:
+            raise BadTileRequest(str(exc)) from None
+        return self.request_for(layer_name, parsed.tile, parsed.ext)
+
+    def _checked(self, runtime: LayerRuntime, tile: Tile, ext: str, key: str) -> TileRequest:
+        layer = runtime.layer
+        if ext not in runtime.sources:
+            raise TileNotFound(f"format .{ext} is not served by layer {layer.name}")
+        if not layer.min_zoom <= tile.z <= layer.max_zoom:
+            raise TileNotFound(
+                f"zoom {tile.z} outside {layer.min_zoom}..{layer.max_zoom} of layer {layer.name}"
+            )
+        outside = layer.extent is not None and not overlaps(
+            tile_lonlat_bounds(runtime.grid, tile), layer.extent
+        )
+        if outside and layer.outside_extent == "404":
+            raise TileNotFound(f"tile outside the extent of layer {layer.name}")
+        return TileRequest(runtime, tile, ext, key, outside)

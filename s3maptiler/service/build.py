@@ -1,0 +1,101 @@
+"""The one construction of the service and its per-process clients.
+
+The web app (:func:`build_service`) and the CLI's seeding commands (:func:`wms_client`,
+:func:`s3_store`) make their WMS client and stores here, from the same settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from s3maptiler import metrics
+from s3maptiler.config import Settings
+from s3maptiler.render.wms import WMSClient
+from s3maptiler.service.leases import Leases
+from s3maptiler.service.spool import Spool
+from s3maptiler.service.tilepath import TileService
+from s3maptiler.storage.blanks import SharedBlanks
+from s3maptiler.storage.s3 import make_s3_client
+from s3maptiler.storage.stores import LocalStore, S3Store, TileStore
+from s3maptiler.storage.uploads import UploadJob, UploadPool
+
+__all__ = ["READ_ATTEMPTS", "build_service", "s3_store", "wms_client"]
+
+
+# S3 requests per tile read (GetObject), retries included: a read is on the request
+# path, so a throttled store costs a little latency, then the tile is rendered.
+READ_ATTEMPTS = 3
+
+
+def build_service(settings: Settings, store: TileStore | None = None) -> TileService:
+    """Create the per-process clients (WMS session, S3 clients, upload pool) and the service.
+
+    Two S3 clients, one retry policy (botocore "standard"), two budgets: reads (and
+    the fleet's leases) make at most READ_ATTEMPTS requests, uploads at most
+    1 + UPLOAD_RETRIES PutObjects. A given `store` (tests) serves both."""
+    upload_store = store
+    leases = None
+    if store is None:
+        if settings.bucket:
+            store = _s3_store(settings, settings.threads, READ_ATTEMPTS)
+            store.on_read_denied = metrics.STORE_READS_DENIED.inc
+            upload_store = _s3_store(
+                settings, settings.upload_max_workers, 1 + settings.upload_retries
+            )
+            if settings.fleet_leases:
+                leases = Leases(store.client, settings.bucket)
+        else:
+            store = upload_store = LocalStore(settings.local_cache_dir)
+    wms = wms_client(settings, settings.threads)
+    blanks = SharedBlanks()
+
+    def settled(job: UploadJob, outcome: str) -> None:
+        """Called once for every job the pool accepted, whatever became of it."""
+        metrics.UPLOADS.labels(outcome).inc()
+        metrics.UPLOAD_QUEUE.dec()
+        blanks.settled(job, outcome)
+
+    uploads = UploadPool(
+        upload_store,
+        workers=settings.upload_workers,
+        max_workers=settings.upload_max_workers,
+        max_pending=settings.upload_queue,
+        on_result=settled,
+    )
+    spool = Spool(settings.spool_dir)
+    return TileService(settings, store, wms, uploads, spool, leases, blanks)
+
+
+def wms_client(settings: Settings, pool_size: int) -> WMSClient:
+    """The process's WMS client, with the configured timeouts and retries."""
+    return WMSClient(
+        pool_size=pool_size,
+        connect_timeout=settings.wms_connect_timeout,
+        read_timeout=settings.wms_timeout,
+        retries=settings.wms_retries,
+    )
+
+
+def s3_store(
+    settings: Settings,
+    client: Any,
+    bucket: str | None = None,
+    conditional: bool | None = None,
+) -> S3Store:
+    """The bucket (`bucket`, else BUCKET_NAME) through `client`, with the configured ACL
+    and conditional writes (`conditional` None: S3_CONDITIONAL_PUT)."""
+    name = bucket or settings.bucket
+    assert name is not None
+    if conditional is None:
+        conditional = settings.s3_conditional_put
+    return S3Store(name, client, acl=settings.s3_acl, conditional=conditional)
+
+
+def _s3_store(settings: Settings, threads: int, attempts: int) -> S3Store:
+    client = make_s3_client(
+        max_pool_connections=threads,
+        endpoint_url=settings.aws_endpoint_url,
+        region_name=settings.aws_region,
+        max_attempts=attempts,
+    )
+    return s3_store(settings, client)

@@ -1,0 +1,440 @@
+"""The tile path: cache read, single flight (process, host, fleet), render, upload.
+
+`TileService` knows nothing about HTTP. `resolve()` turns an S3 key into a
+`TileRequest` or raises `TileNotFound`/`BadTileRequest`; `get()` returns the tile's
+bytes and where they came from. The key a tile is uploaded under is the key its
+request was parsed from, so the next request for that key is a hit.
+
+A miss for a tile of a metatile goes through three rings of single flight, each
+"lock, re-check, render, publish":
+
+1. the threads of this process (:mod:`s3maptiler.service.singleflight`): one leads, the
+   others wait for its future;
+2. the workers of this host (:mod:`s3maptiler.service.spool`): the leader takes the
+   metatile's file lock, or reads the render another worker publishes;
+3. the instances of the fleet (:mod:`s3maptiler.service.leases`): the leader takes the
+   metatile's lease in the bucket, or serves the render another instance puts there.
+
+Only then is the WMS asked, once, through :mod:`s3maptiler.render.pipeline`. The requested
+tile is answered as soon as it is encoded; the rest of the metatile is encoded by
+the slicer, published to the other rings and queued for upload.
+
+Every wait for someone else's render lasts at most `patience`: twice the render's
+own budget (the leader may itself wait that long before it renders). A waiter
+whose leader failed answers with the leader's error (502/503/504), never a 500.
+
+One module of about 440 lines on purpose: the tile path is one flow (read, the three
+rings, render, publish, upload), and splitting it would scatter the order of its
+steps; addresses, the rings and the slicer already live beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from s3maptiler import metrics
+from s3maptiler.config import Layer, Settings
+from s3maptiler.render.encode import SlicedTile, blank_tile, uniform_tile
+from s3maptiler.render.guard import WMSGuard
+from s3maptiler.render.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer
+from s3maptiler.render.wms import WMSClient
+from s3maptiler.service.addresses import Addresses, TileRequest
+from s3maptiler.service.leases import Lease, Leases
+from s3maptiler.service.singleflight import RenderFailed, SingleFlight, wait_for
+from s3maptiler.service.slicer import Slicer
+from s3maptiler.service.spool import Spool, Turn
+from s3maptiler.storage.blanks import SharedBlanks
+from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.stores import StoredTile, TileStore
+from s3maptiler.storage.uploads import UploadJob, UploadPool
+from s3maptiler.tiles.formats import etag_of
+from s3maptiler.tiles.metatile import MetaTile
+
+log = logging.getLogger(__name__)
+
+SLICER_THREADS = 2
+# Metatiles queued or encoding in the background, each holding its decoded image
+# (about 5 MB for 4x4 tiles with a 64 px buffer); past this the leader encodes inline.
+SLICER_BACKLOG = 8
+# Seconds a request thread waits for room in a full upload queue before dropping its
+# tile; background encoding waits up to the render budget.
+UPLOAD_WAIT = 1.0
+# Seconds a request waits for another thread's read of the same key: the S3 client's
+# own budget (three attempts of a 3 s connect and a 10 s read) with some slack.
+STORE_READ_PATIENCE = 45.0
+# Weight of the newest render in the running average a lease tells waiters to expect.
+_EXPECTED_WEIGHT = 0.2
+
+
+@dataclass(frozen=True)
+class TileResult:
+    data: bytes
+    content_type: str
+    source: str  # "cache" | "render" | "inflight" | "blank"
+    etag: str  # quoted, like S3's
+    cache_control: str
+    wms_ms: float | None = None
+    upload: str = "-"  # "queued" | "dropped" | "-"
+
+
+@dataclass(eq=False)
+class TileService(Addresses):
+    """Cache read, then render; each metatile drawn once by the process, host and fleet.
+
+    Its addresses (which tile a key or a route names, and why not) are
+    :class:`~s3maptiler.service.addresses.Addresses`'. `spool` and `leases` are the
+    host's and the fleet's rings of single flight (None: that ring is off).
+    """
+
+    settings: Settings
+    store: TileStore
+    wms: WMSClient
+    uploads: UploadPool
+    spool: Spool | None = None
+    leases: Leases | None = None
+    blanks: SharedBlanks = field(default_factory=SharedBlanks)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.renderer = Renderer(self.wms)
+        self.layers = [
+            LayerRuntime.build(
+                layer,
+                WMSGuard(
+                    settings.wms_max_concurrent,
+                    settings.wms_queue_wait,
+                    settings.wms_breaker_failures,
+                    settings.wms_breaker_cooldown,
+                ),
+            )
+            for layer in settings.layers
+        ]
+        super().__init__(self.layers)
+        self._reads: SingleFlight[StoredTile | None] = SingleFlight()
+        self._tiles: SingleFlight[bytes] = SingleFlight()
+        self._metatiles: SingleFlight[RenderedTiles] = SingleFlight()
+        self._slicer = Slicer(SLICER_THREADS, SLICER_BACKLOG)
+        self._expected = {runtime.layer.name: 1.0 for runtime in self.layers}
+
+    # ------------------------------------------------------------------ the tile path
+
+    def get(self, request: TileRequest, known_miss: bool = False) -> TileResult:
+        """The tile's bytes: from the upload queue, the store, or a render.
+
+        `known_miss` skips the store read: S3 has just redirected this key to us.
+        Concurrent requests for one key share one store read; requests for tiles of
+        one metatile share its GetMap, across threads, workers and instances. Raises
+        WMSError (or WMSUnavailable) when no tile can be had; nothing is stored then.
+        """
+        if request.outside_extent:
+            return self._blank(request)
+        pending = self.uploads.pending(request.key)
+        if pending is not None:
+            return self._result(request, pending, "inflight")
+        if self.settings.cache_read and not known_miss:
+            stored = self._read_once(request.key)
+            if stored is not None:
+                etag = stored.etag or etag_of(stored.data)
+                cache_control = request.layer.layer.cache_control
+                return TileResult(stored.data, stored.content_type, "cache", etag, cache_control)
+        reused = self._from_layout_key(request)
+        if reused is not None:
+            return reused
+        meta = request.layer.metatile_of(request.tile)
+        if meta is None or len(meta.columns) * len(meta.rows) == 1:
+            # One tile per GetMap: only this process's threads coalesce. Two workers
+            # asking for the very same tile at once is rare, and the conditional PUT
+            # still stores it once.
+            return self._single(request, meta)
+        return self._from_metatile(request, meta)
+
+    def patience(self, runtime: LayerRuntime) -> float:
+        """Seconds to wait for another's render: it may wait its budget, then render."""
+        return 2 * self.renderer.budget(runtime)
+
+    def _read_once(self, key: str) -> StoredTile | None:
+        future, leader = self._reads.join(key)
+        if not leader:
+            metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
+            return wait_for(future, STORE_READ_PATIENCE, f"the store read of {key}")
+        try:
+            stored = self._read_store(key)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        future.set_result(stored)
+        return stored
+
+    def _read_store(self, key: str) -> StoredTile | None:
+        try:
+            return self.store.get(key)
+        except StoreError as exc:
+            # A store that cannot be read must not take tiles down: render instead.
+            log.warning("store read failed, rendering instead key=%s reason=%s", key, exc)
+            return None
+
+    def _single(self, request: TileRequest, meta: MetaTile | None) -> TileResult:
+        """A tile that is its own GetMap; `meta` when it still has a buffer to cut."""
+        future, leader = self._tiles.join(request.key)
+        if not leader:
+            metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
+            data = wait_for(future, self.patience(request.layer), request.key)
+            return self._result(request, data, "inflight")
+        runtime, ext = request.layer, request.ext
+        try:
+            started = time.perf_counter()
+            if meta is None:
+                piece = self.renderer.tile(runtime, ext, request.tile)
+            else:
+                piece = self.renderer.metatile(runtime, ext, meta).encode([request.tile])
+                piece = piece[request.tile]
+            wms_ms = (time.perf_counter() - started) * 1000
+            upload = self._upload(runtime, ext, request.key, piece, UPLOAD_WAIT)
+            self._upload_layout_key(request, piece)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        future.set_result(piece.data)  # after queueing: pending() answers from now on
+        return self._rendered(request, piece.data, wms_ms, upload)
+
+    def _from_metatile(self, request: TileRequest, meta: MetaTile) -> TileResult:
+        runtime = request.layer
+        flight = metatile_flight(self.store.location, runtime.layer, request.ext, meta)
+        future, leader = self._metatiles.join(flight)
+        if not leader:
+            metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
+            rendered = wait_for(future, self.patience(runtime), meta.describe())
+            return self._shared(request, rendered.tiles[request.tile])
+        try:
+            return self._lead(request, meta, flight, future)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            raise
+
+    def _lead(
+        self, request: TileRequest, meta: MetaTile, flight: str, future: Future
+    ) -> TileResult:
+        """This thread leads the metatile in its process: the host and fleet next."""
+        runtime, ext = request.layer, request.ext
+        deadline = time.monotonic() + self.patience(runtime)
+        turn = self.spool.turn(flight, deadline) if self.spool else Turn(held=True)
+        if turn.found is not None:
+            metrics.SINGLE_FLIGHT_WAITS.labels("worker").inc()
+            future.set_result(turn.found)
+            return self._shared(request, turn.found.tiles[request.tile])
+        lease = None
+        try:
+            if self.leases is not None:
+                budget = self.renderer.budget(runtime)
+                expected = self._expected[runtime.layer.name]
+                claim = self.leases.claim(flight, deadline, budget, expected)
+                if claim.found is not None:
+                    metrics.SINGLE_FLIGHT_WAITS.labels("instance").inc()
+                    if claim.took is not None:
+                        self._learn(runtime, claim.took)
+                    self._publish_here(flight, claim.found, turn)
+                    future.set_result(claim.found)
+                    return self._shared(request, claim.found.tiles[request.tile])
+                lease = claim.lease
+            started = time.perf_counter()
+            cut = self.renderer.metatile(runtime, ext, meta)
+            wms_ms = (time.perf_counter() - started) * 1000
+            first = cut.encode([request.tile])[request.tile]
+        except BaseException as exc:
+            self._failed(flight, turn, lease, exc)
+            raise
+        upload = self._upload(runtime, ext, request.key, first, UPLOAD_WAIT)
+        self._upload_layout_key(request, first)
+        finish = functools.partial(
+            self._finish, request, cut, first.data, flight, future, turn, lease, started
+        )
+        abandon = functools.partial(
+            self._failed, flight, turn, lease, RenderFailed("the service is stopping"), future
+        )
+        self._slicer.run(finish, abandon)
+        return self._rendered(request, first.data, wms_ms, upload)
+
+    def _finish(
+        self,
+        request: TileRequest,
+        cut: Cut,
+        first: bytes,
+        flight: str,
+        future: Future,
+        turn: Turn,
+        lease: Lease | None,
+        started: float,
+    ) -> None:
+        """Encode the rest of the metatile, publish it to every ring, queue its uploads."""
+        runtime, ext = request.layer, request.ext
+        try:
+            rest = cut.encode(t for t in cut.meta.tiles() if t != request.tile)
+            tiles = {request.tile: first, **{tile: piece.data for tile, piece in rest.items()}}
+            rendered = RenderedTiles(runtime.content_type(ext), tiles)
+            self._publish_here(flight, rendered, turn)
+            future.set_result(rendered)
+        except BaseException as exc:
+            log.exception("slicing metatile %s failed", cut.meta.describe())
+            self._failed(flight, turn, lease, exc, future)
+            return
+        self._learn(runtime, time.perf_counter() - started)
+        if lease is not None:
+            self.leases.publish(lease, rendered)
+        wait = self.renderer.budget(runtime)
+        for tile, piece in rest.items():
+            key = runtime.key_to_store(tile, ext)
+            if key is not None:
+                self._upload(runtime, ext, key, piece, wait)
+
+    def _publish_here(self, flight: str, rendered: RenderedTiles, turn: Turn) -> None:
+        """Hand a finished render to this host's other workers, then let them go."""
+        if self.spool is not None:
+            self.spool.publish(flight, rendered)
+        turn.release()
+
+    def _failed(
+        self,
+        flight: str,
+        turn: Turn,
+        lease: Lease | None,
+        exc: BaseException,
+        future: Future | None = None,
+    ) -> None:
+        """Tell every ring that waits on this render that it failed, and how."""
+        if self.spool is not None:
+            self.spool.publish_failure(flight, exc)
+        turn.release()
+        if lease is not None:
+            self.leases.fail(lease, exc)
+        if future is not None and not future.done():
+            future.set_exception(exc)
+
+    def _learn(self, runtime: LayerRuntime, seconds: float) -> None:
+        name = runtime.layer.name
+        self._expected[name] += _EXPECTED_WEIGHT * (seconds - self._expected[name])
+
+    def _upload(
+        self, runtime: LayerRuntime, ext: str, key: str, piece: SlicedTile, wait: float
+    ) -> str:
+        """Queue a rendered tile through the layer's blank policy: "queued" or "dropped"."""
+        outcome = "queued"
+        own = UploadJob(
+            key, piece.data, runtime.content_type(ext), runtime.layer.cache_control or None
+        )
+        for job in self.blanks.jobs(own, runtime.blank_key(ext, piece)):
+            if self.uploads.submit(job, wait):
+                metrics.UPLOAD_QUEUE.inc()  # the pool's on_result decrements it: exact, no lock
+            else:
+                metrics.UPLOADS.labels("dropped").inc()
+                self.blanks.settled(job, "dropped")
+                outcome = "dropped"
+        return outcome
+
+    # ------------------------------------------------------------------ other keys
+
+    def _layout_key(self, request: TileRequest) -> str | None:
+        """The layer's own key of the tile when the request came by another key (an
+        ArcGIS REST key through the redirect), else None. Tiles cut from a metatile
+        are stored under their layout keys."""
+        key = request.layer.key_to_store(request.tile, request.ext)
+        return key if key != request.key else None
+
+    def _from_layout_key(self, request: TileRequest) -> TileResult | None:
+        """A tile asked by another key that is already queued or stored under the
+        layer's own key (a neighbour's metatile drew it): no GetMap, and it is stored
+        under the key it was asked by too, so that key's next request is a hit."""
+        alias = self._layout_key(request)
+        if alias is None or not self.settings.cache_read:
+            return None
+        data = self.uploads.pending(alias)
+        if data is not None:
+            return self._shared(request, data)
+        stored = self._read_once(alias)
+        if stored is None:
+            return None
+        result = self._shared(request, stored.data)
+        return dataclasses.replace(result, source="cache", etag=stored.etag or result.etag)
+
+    def _shared(self, request: TileRequest, data: bytes) -> TileResult:
+        """A tile of another request's render ("inflight"): its uploads queued that
+        tile under the layer's own key; a request by another key stores it there too."""
+        result = self._result(request, data, "inflight")
+        if self._layout_key(request) is None:
+            return result
+        runtime = request.layer
+        uniform = runtime.layer.empty_tiles == "redirect" and uniform_tile(data)
+        upload = self._upload(runtime, request.ext, request.key, SlicedTile(data, uniform), 0)
+        return dataclasses.replace(result, upload=upload)
+
+    def _upload_layout_key(self, request: TileRequest, piece: SlicedTile) -> None:
+        """A tile rendered for a request by another key: under the layer's key too."""
+        alias = self._layout_key(request)
+        if alias is not None:
+            self._upload(request.layer, request.ext, alias, piece, UPLOAD_WAIT)
+
+    def health_checks(self) -> dict[str, str]:
+        """The deep health check: the store, its recent reads and every layer's WMS
+        (GetCapabilities within 3 s), each "ok" or "failing: <one line>"."""
+        checks = {"store": _probe(self.store.check)}
+        denied = self.store.read_problem()
+        checks["store_reads"] = "ok" if denied is None else f"failing: {denied}"
+        for runtime in self.layers:
+            source = next(iter(runtime.sources.values()))
+            checks[f"wms:{runtime.layer.name}"] = _probe(
+                lambda s=source: self.wms.check_capabilities(s, timeout=3.0)
+            )
+        return checks
+
+    def drain(self, timeout: float) -> int:
+        """Finish slicing, then the uploads, within `timeout` seconds; returns how
+        many uploads were left undone (on shutdown: gunicorn's worker_exit)."""
+        deadline = time.monotonic() + timeout
+        self._slicer.drain(deadline)
+        return self.uploads.drain(max(deadline - time.monotonic(), 0.1))
+
+    # ------------------------------------------------------------------ answers
+
+    def _blank(self, request: TileRequest) -> TileResult:
+        """Outside the layer's extent: a blank tile, stored like any other so the S3
+        redirect does not send this key back to the service forever."""
+        content_type = request.layer.content_type(request.ext)
+        data = blank_tile(content_type, request.layer.grid.tile_size)
+        upload = self._upload(request.layer, request.ext, request.key, SlicedTile(data, False), 0)
+        result = self._result(request, data, "blank")
+        return dataclasses.replace(result, upload=upload)
+
+    def _rendered(self, request: TileRequest, data: bytes, wms_ms: float, upload: str):
+        result = self._result(request, data, "render")
+        return dataclasses.replace(result, wms_ms=wms_ms, upload=upload)
+
+    def _result(self, request: TileRequest, data: bytes, source: str) -> TileResult:
+        content_type = request.layer.content_type(request.ext)
+        return TileResult(
+            data, content_type, source, etag_of(data), request.layer.layer.cache_control
+        )
+
+
+def metatile_flight(store_location: str, layer: Layer, ext: str, meta: MetaTile) -> str:
+    """A metatile's id across processes and hosts (hex): the same store, layer,
+    format and geometry give the same id, and so the same lock, spool entry and lease."""
+    text = (
+        f"{store_location}|{layer.name}|{layer.prefix}|{ext}|{meta.describe()}"
+        f"|{layer.metatile}|{layer.meta_buffer}"
+    )
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _probe(check: Callable[[], object]) -> str:
+    try:
+        check()
+    except Exception as exc:  # every failure is reported, none is raised
+        return f"failing: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+    return "ok"
