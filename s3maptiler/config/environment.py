@@ -134,6 +134,7 @@ def _layer_from_env(read: _Reader) -> Layer:
         # the ArcGIS routes and seeding use.
         format="png" if formats[0] == "png" else "jpeg",
         cache_control=read.text("CACHE_CONTROL", "public, max-age=86400") or "",
+        cache_from_wms=read.boolean("CACHE_FROM_WMS", False),
         min_zoom=min_zoom,
         max_zoom=max_zoom,
         metatile=metatile,

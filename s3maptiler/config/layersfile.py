@@ -105,6 +105,7 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "extent": ("extent", _extent),
     "outside_extent": ("outside_extent", _choice("404", "blank")),
     "cache_control": ("cache_control", _text),
+    "cache_from_wms": ("cache_from_wms", _boolean),
     "metatile": ("metatile", validators.metatile),
     "meta_buffer": ("meta_buffer", _pixels),
     "tile_size": ("tile_size", _tile_size),
