@@ -8,6 +8,8 @@ import pytest
 from s3maptiler.config import ConfigError, load_settings
 from s3maptiler.render import freshness
 from s3maptiler.render.freshness import Freshness, freshness_of, http_date, stored_headers
+from s3maptiler.render.pipeline import RenderedTiles
+from s3maptiler.tiles.grids import Tile
 
 NOW = 1_800_000_000.0  # our clock when the answer arrives
 WMS_NOW = NOW - 1000  # the WMS's clock, 1000 s behind ours
@@ -94,3 +96,11 @@ def test_the_setting_from_the_environment_and_the_layers_file(tmp_path):
     with pytest.raises(ConfigError) as bad:
         load_settings({"LAYERS_FILE": str(path)}, dotenv_path=None)
     assert str(bad.value) == f"{path}: layer a: key 'cache_from_wms': expected true or false"
+
+
+def test_a_render_hands_its_lifetime_to_other_workers_and_instances():
+    tiles = {Tile(1, 2, 3): b"one", Tile(2, 2, 3): b"two"}
+    for fresh in (Freshness(NOW + 60), Freshness(NOW, shared=False, directive="no-store"), None):
+        blob = RenderedTiles("image/png", tiles, fresh).to_bytes(state="done")
+        back, header = RenderedTiles.from_bytes(blob)
+        assert (back.tiles, back.freshness, header["state"]) == (tiles, fresh, "done")
