@@ -41,10 +41,12 @@ def _json(build: Callable[[], dict[str, Any] | None], kind: str = ogcapi.JSON_TY
 
 
 def _of_layer(name: str, build: Callable[[Layer], dict[str, Any] | None]) -> Response:
-    """The document `build` makes of layer `name`; 404 when there is no such layer."""
-    layer = service().layer(name)
+    """The document `build` makes of layer `name`; 404 when the OGC API has no such
+    layer (none configured, or one it leaves out: see ``ogcapi.published``)."""
+    described = {view.name: view.layer for view, _ in ogcapi.published(service().settings.layers)}
+    layer = described.get(name)
     if layer is None:
-        return text(404, f"no layer named {name[:64]!r}")
+        return text(404, f"no collection named {name[:64]!r}")
     return _json(lambda: build(layer))
 
 
