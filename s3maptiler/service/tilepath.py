@@ -69,8 +69,10 @@ UPLOAD_WAIT = 1.0
 # Seconds a request waits for another thread's read of the same key: the S3 client's
 # own budget (three attempts of a 3 s connect and a 10 s read) with some slack.
 STORE_READ_PATIENCE = 45.0
-# Weight of the newest render in the running average a lease tells waiters to expect.
+# Weight of the newest render in the running average a lease tells waiters to expect;
+# until a layer's first render is seen, waiters are told this many seconds.
 _EXPECTED_WEIGHT = 0.2
+_EXPECTED_FIRST = 1.0
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class TileService(Addresses):
         self._tiles: SingleFlight[bytes] = SingleFlight()
         self._metatiles: SingleFlight[RenderedTiles] = SingleFlight()
         self._slicer = Slicer(SLICER_THREADS, SLICER_BACKLOG)
-        self._expected = {runtime.layer.name: 1.0 for runtime in self.layers}
+        self._expected: dict[str, float] = {}  # by layer: seconds a metatile render takes
 
     # ------------------------------------------------------------------ the tile path
 
@@ -234,7 +236,7 @@ class TileService(Addresses):
         try:
             if self.leases is not None:
                 budget = self.renderer.budget(runtime)
-                expected = self._expected[runtime.layer.name]
+                expected = self._expected.get(runtime.layer.name, _EXPECTED_FIRST)
                 claim = self.leases.claim(flight, deadline, budget, expected)
                 if claim.found is not None:
                     metrics.SINGLE_FLIGHT_WAITS.labels("instance").inc()
@@ -318,8 +320,13 @@ class TileService(Addresses):
             future.set_exception(exc)
 
     def _learn(self, runtime: LayerRuntime, seconds: float) -> None:
+        """A render seen to take `seconds` (ours, or another instance's in its lease):
+        the first replaces the guess, later ones move the running average."""
         name = runtime.layer.name
-        self._expected[name] += _EXPECTED_WEIGHT * (seconds - self._expected[name])
+        known = self._expected.get(name)
+        self._expected[name] = (
+            seconds if known is None else known + _EXPECTED_WEIGHT * (seconds - known)
+        )
 
     def _upload(
         self, runtime: LayerRuntime, ext: str, key: str, piece: SlicedTile, wait: float
