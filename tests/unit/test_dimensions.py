@@ -1,6 +1,8 @@
 """Dimensions (tiles/dimensions.py): declared values, the one spelling of each value,
 the key segments, and their checks in the layers file and the environment."""
 
+from pathlib import Path
+
 import pytest
 
 from s3maptiler.config import ConfigError, load_settings
@@ -206,3 +208,17 @@ def test_the_environment_declares_the_layers_dimensions_as_json():
     for bad, message in (("{time", "DIMENSIONS: not JSON"), ('{"time": 1}', "DIMENSIONS: time:")):
         with pytest.raises(ConfigError, match=message):
             load_settings({**env, "DIMENSIONS": bad}, dotenv_path=None)
+
+
+def test_the_commented_example_in_layers_example_toml_loads(tmp_path):
+    example = (Path(__file__).resolve().parents[2] / "layers.example.toml").read_text()
+    start = example.index("# [layers.rain]")
+    block = example[start : example.index("\n\n", start)]
+    text = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    path = tmp_path / "layers.toml"
+    path.write_text('wms_url = "http://wms.test/"\n' + text)
+    (layer,) = load_settings({"LAYERS_FILE": str(path)}, dotenv_path=None).layers
+    assert [(d.wms_param, d.default) for d in layer.dimensions] == [
+        ("TIME", "2024-12-01"),
+        ("ELEVATION", "0"),
+    ]
