@@ -31,6 +31,10 @@ none: without them it is the layer's *dimension-less* key, drawn with every defa
 unambiguous: values never hold a ``/``, so the two readings differ in their number
 of segments, and a default is always one declared value, never "current".
 
+About 440 lines in one module on purpose: what a value is (the three kinds), which
+values a declaration allows (lists and intervals) and how a declaration is read are
+one fact; a reader of the declarations would otherwise reach into the domains.
+
 >>> dims = parse_dimensions({"time": {"values": "2024-01-01/2024-12-01/P1M",
 ...                                   "default": "2024-12-01"}})
 >>> dims[0].canonical("2024-03-01T00:00:00Z"), dims[0].identifier, dims[0].wms_param

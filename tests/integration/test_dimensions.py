@@ -18,7 +18,6 @@ import time
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 import requests
 from PIL import Image
@@ -57,22 +56,12 @@ Z, X, Y = 2, 0, 1
 JANUARY_PX, FEBRUARY_PX, MARCH_PX = (40, 150), (128, 150), (213, 150)
 
 
-def s3_client(moto_server):
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 @pytest.fixture(scope="module")
 def app(demo_wms, moto_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dimensions")
     (tmp / "layers.toml").write_text(LAYERS.format(wms=demo_wms.url))
     bucket = f"months-{uuid.uuid4().hex[:12]}"
-    s3_client(moto_server).create_bucket(Bucket=bucket)
+    requests.put(f"{moto_server.url}/{bucket}", timeout=10).raise_for_status()  # CreateBucket
     env = {
         **AWS_ENV,
         "LAYERS_FILE": str(tmp / "layers.toml"),
@@ -109,17 +98,16 @@ def test_owslib_reads_the_time_dimension_and_tiles_differ_by_time(app):
     assert time_dimension["default"] == "2024-12-01"
     assert time_dimension["values"] == [f"2024-{m:02d}-01" for m in range(1, 13)]
 
+    where = {
+        "layer": "months",
+        "tilematrixset": "GoogleMapsCompatible",
+        "tilematrix": str(Z),
+        "row": Y,
+        "column": X,
+    }
+
     def kvp(month: str) -> Image.Image:
-        answer = wmts.gettile(
-            layer="months",
-            tilematrixset="GoogleMapsCompatible",
-            tilematrix=str(Z),
-            row=Y,
-            column=X,
-            format="image/png",
-            Time=month,
-        )
-        return image(answer.read())
+        return image(wmts.gettile(**where, format="image/png", Time=month).read())
 
     january, march = kvp("2024-01-01"), kvp("2024-03-01")
     assert january.tobytes() != march.tobytes()
@@ -130,14 +118,7 @@ def test_owslib_reads_the_time_dimension_and_tiles_differ_by_time(app):
     keyed = requests.get(f"{app.url}/months/2024-01-01/{Z}/{X}/{Y}.png", timeout=60)
     assert keyed.headers["X-Tile-Source"] in ("cache", "inflight")
     assert image(keyed.content).tobytes() == january.tobytes()
-    rest = wmts.buildTileResource(
-        layer="months",
-        tilematrixset="GoogleMapsCompatible",
-        tilematrix=str(Z),
-        row=Y,
-        column=X,
-        Time="2024-03-01",
-    )
+    rest = wmts.buildTileResource(**where, Time="2024-03-01")
     assert "/2024-03-01/" in rest
     assert image(requests.get(rest, timeout=60).content).tobytes() == march.tobytes()
 
@@ -178,10 +159,7 @@ def test_a_time_the_layer_does_not_declare_is_a_400_that_reaches_no_wms(app, dem
 @pytest.mark.parametrize(
     ("form", "month"), [("/miss/{key}", "2024-05-01"), ("/?tile={key}", "2024-06-01")]
 )
-def test_redirected_misses_are_stored_under_exactly_the_key_that_missed(
-    app, moto_server, form, month
-):
-    s3 = s3_client(moto_server)
+def test_redirected_misses_are_stored_under_exactly_the_key_that_missed(app, s3, form, month):
     key = f"months/{month}/3/1/3.png"
     answer = requests.get(app.url + form.format(key=key), timeout=60)
     assert answer.status_code == 200
@@ -214,17 +192,8 @@ def test_seed_and_purge_a_range_of_months(demo_wms, moto_server, s3, bucket, tmp
         )
 
     before = demo_wms.request_count()
-    seeded = cli(
-        "seed",
-        "--layer",
-        "months",
-        "--zoom",
-        "1",
-        "--bbox",
-        "-180,-60,180,60",
-        "--dimension",
-        "time=2024-01-01/2024-03-01",
-    )
+    area = "--layer months --zoom 1 --bbox -180,-60,180,60"
+    seeded = cli("seed", *area.split(), "--dimension", "time=2024-01-01/2024-03-01")
     assert seeded.returncode == 0, seeded.stderr
     assert "time=2024-01-01..2024-03-01 (3 values)" in seeded.stdout
     # Zoom 1 is one metatile: one GetMap per month.
@@ -237,17 +206,7 @@ def test_seed_and_purge_a_range_of_months(demo_wms, moto_server, s3, bucket, tmp
     ]
     assert len(set(tiles)) == 3
 
-    refused = cli(
-        "seed",
-        "--layer",
-        "months",
-        "--zoom",
-        "1",
-        "--bbox",
-        "-1,-1,1,1",
-        "--dimension",
-        "time=2025-01-01",
-    )
+    refused = cli("seed", *area.split(), "--dimension", "time=2025-01-01")
     assert refused.returncode == 2 and "Time '2025-01-01'" in refused.stderr
 
     purged = cli("purge", "--layer", "months", "--dimension", "time=2024-02-01", "--yes")
