@@ -122,10 +122,10 @@ def _wmts_rest_route(service: TileService, values: Mapping[str, str], args) -> T
 def _rest_dimensions(service: TileService, layer_name: str, text: str | None) -> dict[str, str]:
     """The `{Time}/...` segments of a WMTS REST URL by name, one per dimension of the
     layer, in the order of its ResourceURL template."""
-    if text is None:
-        return {}
     layer = service.layer(layer_name)
-    names = [d.name.upper() for d in layer.dimensions] if layer else []
+    if text is None or layer is None:  # no layer: request_via answers 404
+        return {}
+    names = [d.name.upper() for d in layer.dimensions]
     given = text.split("/")
     if len(given) != len(names):
         raise BadTileRequest(

@@ -85,6 +85,16 @@ def test_a_value_the_layer_does_not_declare_is_a_400_without_wms_call_or_write(t
     assert stored(tmp_path) == set()
 
 
+def test_a_rest_url_with_values_for_no_layer_or_a_layer_without_dimensions(tmp_path, wms):
+    app, _ = make_app(tmp_path)
+    client = app.test_client()
+    path = "default/GoogleMapsCompatible/2024-01-01/1/0/0.png"
+    assert client.get(f"/wmts/1.0.0/nosuch/{path}").status_code == 404
+    answer = client.get(f"/wmts/1.0.0/default/{path}")
+    assert answer.status_code == 400 and "layer default has 0" in answer.text
+    assert wms_calls(wms) == []
+
+
 @pytest.mark.parametrize("form", ["/miss/{key}", "/?tile={key}"])
 def test_redirected_misses_are_stored_under_exactly_the_key_that_missed(tmp_path, wms, form):
     app, service = make_app(tmp_path, DIMENSIONS=MONTHS)
