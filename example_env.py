@@ -35,6 +35,7 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("WMS_STYLES", "", "the WMS STYLES parameter; always sent, empty means default styles"),
     ("WMS_TRANSPARENT", "false", "ask the WMS for a transparent background (PNG only)"),
     ("WMS_BGCOLOR", None, "the WMS BGCOLOR parameter, 0xRRGGBB"),
+    ("DIMENSIONS", None, 'the layer\'s dimensions as JSON, e.g. {"time": {"values": "2024-01-01/2024-12-01/P1M", "default": "2024-12-01"}}: TIME=, ELEVATION=, DIM_<name>= in GetMaps, each value\'s tiles under TILE_PREFIX<value>/'),
     ("WMS_CONNECT_TIMEOUT", "3.05", "seconds to wait for a connection to the WMS"),
     ("WMS_TIMEOUT", "30", "seconds to wait for the WMS to answer; past it the tile is a 504"),
     ("WMS_RETRIES", "2", "retries on WMS connection errors and 5xx answers (never on timeouts)"),

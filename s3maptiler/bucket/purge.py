@@ -135,6 +135,13 @@ class TilesFound:
     ignored: int = 0  # listed keys that are not tiles of the layout
     elapsed: float = 0.0  # seconds
 
+    def add(self, other: TilesFound) -> None:
+        """Count in the finds under another prefix (another dimension value)."""
+        self.keys.extend(other.keys)
+        self.listed += other.listed
+        self.ignored += other.ignored
+        self.elapsed += other.elapsed
+
 
 def find_tiles(
     client: Any,

@@ -15,6 +15,7 @@ the setting and what is wrong with it.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from s3maptiler.config.model import (
     default_meta_buffer,
     default_spool_dir,
 )
+from s3maptiler.tiles.dimensions import Dimension, parse_dimensions
 from s3maptiler.tiles.formats import EXTENSIONS
 
 
@@ -141,7 +143,22 @@ def _layer_from_env(read: _Reader) -> Layer:
         png_compress_level=read.integer("PNG_COMPRESS_LEVEL", 6, 0, 9),
         jpeg_quality=read.integer("JPEG_QUALITY", 90, 1, 100),
         empty_tiles=read.choice("EMPTY_TILES", "store", ("store", "redirect")),
+        dimensions=_dimensions(read),
     )
+
+
+def _dimensions(read: _Reader) -> tuple[Dimension, ...]:
+    """DIMENSIONS: the layers file's dimensions table as JSON, e.g.
+    ``{"time": {"values": "2024-01-01/2024-12-01/P1M", "default": "2024-12-01"}}``."""
+    raw = read.text("DIMENSIONS")
+    if raw is None:
+        return ()
+    try:
+        return parse_dimensions(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"DIMENSIONS: not JSON: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"DIMENSIONS: {exc}") from None
 
 
 def _cors_origins(read: _Reader) -> tuple[str, ...]:

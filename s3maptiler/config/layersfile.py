@@ -18,6 +18,7 @@ from typing import Any
 from s3maptiler.config import validators
 from s3maptiler.config.model import WMS_VERSIONS, ConfigError, Layer, checked, default_meta_buffer
 from s3maptiler.tiles.arcgis import grid_from_arcgis_conf, grid_from_arcgis_tileinfo
+from s3maptiler.tiles.dimensions import parse_dimensions
 from s3maptiler.tiles.formats import TILE_FORMATS
 from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid, custom_grid, get_grid
 from s3maptiler.tiles.layouts import LAYOUTS
@@ -111,6 +112,7 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "png_compress_level": ("png_compress_level", _bounded(0, 9)),
     "jpeg_quality": ("jpeg_quality", _bounded(1, 100)),
     "empty_tiles": ("empty_tiles", _choice("store", "redirect")),
+    "dimensions": ("dimensions", parse_dimensions),
 }
 
 

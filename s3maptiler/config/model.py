@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from s3maptiler.tiles.dimensions import Dimension
 from s3maptiler.tiles.formats import TILE_FORMATS, TileFormat, own_extension
 from s3maptiler.tiles.grids import TileGrid, get_grid
 
@@ -74,6 +75,8 @@ class Layer:
     jpeg_quality: int = 90
     empty_tiles: str = "store"  # "store", or "redirect" to one shared blank (S3 website)
     grid_def: TileGrid | None = field(default=None, compare=False, repr=False)  # custom grids
+    # TIME, ELEVATION, DIM_<name>: each value's tiles under {prefix}{value}/ (tiles/dimensions.py)
+    dimensions: tuple[Dimension, ...] = ()
 
     @property
     def tile_format(self) -> TileFormat:

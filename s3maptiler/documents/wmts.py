@@ -81,12 +81,25 @@ def _kvp_operation(parent: ET.Element, name: str, href: str) -> None:
 
 def _resource_template(view: View, base: str, mode: str) -> str:
     ext = view.layer.extension
+    # One segment per dimension, as in the keys: {prefix}{Time}/{TileMatrix}/...
+    values = "".join(f"{{{d.identifier}}}/" for d in view.layer.dimensions)
     if mode == "service":
         return (
-            f"{base}/wmts/1.0.0/{segment(view.name)}"
-            f"/{{Style}}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileRow}}/{{TileCol}}.{ext}"
+            f"{base}/wmts/1.0.0/{segment(view.name)}/{{Style}}/{{TileMatrixSet}}/"
+            f"{values}{{TileMatrix}}/{{TileRow}}/{{TileCol}}.{ext}"
         )
-    return f"{base}/{view.layer.prefix}{WMTS_KEY_TEMPLATES[view.layer.layout]}.{ext}"
+    return f"{base}/{view.layer.prefix}{values}{WMTS_KEY_TEMPLATES[view.layer.layout]}.{ext}"
+
+
+def _dimensions(parent: ET.Element, layer: Layer) -> None:
+    """A Dimension per dimension of the layer, children in the schema's order:
+    Identifier, Default, Value (one per value; a long interval as start/end/period)."""
+    for dimension in layer.dimensions:
+        element = sub(parent, "Dimension")
+        sub(element, "ows:Identifier", dimension.identifier)
+        sub(element, "Default", dimension.default)
+        for value in dimension.listed():
+            sub(element, "Value", value)
 
 
 def _limits(parent: ET.Element, view: View, set_levels: int) -> None:
@@ -183,7 +196,7 @@ def wmts_capabilities(
         fmt = view.layer.tile_format
         set_id = tile_matrix_set_id(view.grid)
         # Child order is the schema's: Title, WGS84BoundingBox, Identifier, BoundingBox,
-        # Style, Format, TileMatrixSetLink, ResourceURL.
+        # Style, Format, Dimension, TileMatrixSetLink, ResourceURL.
         element = sub(contents, "Layer")
         sub(element, "ows:Title", view.title)
         if view.lonlat is not None:
@@ -195,6 +208,7 @@ def wmts_capabilities(
         style = sub(element, "Style", isDefault="true")
         sub(style, "ows:Identifier", _STYLE)
         sub(element, "Format", fmt.media_type)
+        _dimensions(element, view.layer)
         link = sub(element, "TileMatrixSetLink")
         sub(link, "TileMatrixSet", set_id)
         _limits(link, view, sets[set_id][1])

@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
@@ -39,6 +39,7 @@ from s3maptiler.render.errors import WMSBadImage, WMSError
 from s3maptiler.render.getmap import WMSSource
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.wms import WMSClient
+from s3maptiler.tiles.dimensions import values_path, wms_params
 from s3maptiler.tiles.formats import for_extension, media_type
 from s3maptiler.tiles.grids import GridError, Tile, TileGrid
 from s3maptiler.tiles.layouts import Layout, LayoutError, get_layout
@@ -91,9 +92,23 @@ class LayerRuntime:
         digest = hashlib.md5(tile.data, usedforsecurity=False).hexdigest()
         return f"{self.layer.prefix}_blank/{digest}.{ext}"
 
+    def with_values(self, values: Sequence[str]) -> LayerRuntime:
+        """The layer at one value of each of its dimensions (already checked): its
+        tiles under ``{prefix}{values}/``, its GetMaps with TIME=, ELEVATION=, DIM_...=.
+        It shares the layer's guard. Without dimensions, the layer itself."""
+        if not values:
+            return self
+        layer = replace(self.layer, prefix=self.layer.prefix + values_path(values))
+        return LayerRuntime.build(layer, self.guard, tuple(values))
+
     @classmethod
-    def build(cls, layer: Layer, guard: WMSGuard) -> LayerRuntime:
+    def build(
+        cls, layer: Layer, guard: WMSGuard, values: Sequence[str] | None = None
+    ) -> LayerRuntime:
+        """`values`: one per dimension of the layer; None: the defaults (what the
+        layer's dimension-less keys are drawn with)."""
         grid = layer.tile_grid
+        dimension_params = wms_params(layer.dimensions, values)
         sources = {
             ext: WMSSource(
                 url=layer.wms_url,
@@ -104,6 +119,7 @@ class LayerRuntime:
                 image_format=for_extension(layer.tile_format, ext).wms_format,
                 transparent=layer.transparent,
                 bgcolor=layer.bgcolor,
+                extra_params=dimension_params,
             )
             for ext in layer.formats
         }

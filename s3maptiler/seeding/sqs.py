@@ -8,7 +8,13 @@ A message is a small JSON object with tile coordinates only (SQS takes at most
                     "tiles": [[1208, 1536], [1209, 1536]]}]}
 
 ``x``, ``y`` are the top-left tile of a metatile (rows from the top); ``tiles``
-lists the tiles to store when the coverage holds only some of them.
+lists the tiles to store when the coverage holds only some of them. A message for a
+layer with dimensions names one value of each, for all its metatiles, and is
+version 2, so that a worker that predates dimensions refuses it rather than drawing
+the defaults::
+
+    {"v": 2, "layer": "rain", "ext": "png", "dimensions": {"time": "2024-03-01"},
+     "skip_existing": false, "metatiles": [{"z": 5, "x": 8, "y": 8}]}
 
 The same body is handled by ``s3maptiler worker`` (:func:`run_worker`: long polling,
 visibility extended while rendering, DeleteMessage on success, failures left for the
@@ -59,6 +65,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+DIMENSIONS_VERSION = 2  # messages with dimension values
 MAX_BATCH = 10  # SendMessageBatch and ReceiveMessage take at most 10
 MAX_MESSAGE_BYTES = 256 * 1024  # SQS's limit for one message, and for one batch
 MAX_METATILES_PER_MESSAGE = 100  # keeps a message far below the limit and one job short
@@ -98,23 +105,24 @@ def encode_messages(
     jobs: Iterable[MetaJob], per_message: int = 1, skip_existing: bool = False
 ) -> Iterator[str]:
     """Message bodies (JSON text) of ``per_message`` metatiles each; jobs of another
-    layer or format start a new message."""
+    layer, format or dimension values start a new message."""
     if not 1 <= per_message <= MAX_METATILES_PER_MESSAGE:
         raise ValueError(f"per_message must be 1..{MAX_METATILES_PER_MESSAGE}")
     batch: list[MetaJob] = []
 
     def body() -> str:
-        doc = {
-            "v": FORMAT_VERSION,
-            "layer": batch[0].layer,
-            "ext": batch[0].ext,
-            "skip_existing": skip_existing,
-            "metatiles": [_coordinates(job) for job in batch],
-        }
+        first = batch[0]
+        doc: dict[str, Any] = {"v": FORMAT_VERSION, "layer": first.layer, "ext": first.ext}
+        if first.dimensions:
+            doc.update(v=DIMENSIONS_VERSION, dimensions=dict(first.dimensions))
+        doc.update(skip_existing=skip_existing, metatiles=[_coordinates(job) for job in batch])
         return json.dumps(doc, separators=(",", ":"))
 
+    def same(job: MetaJob) -> tuple:
+        return (job.layer, job.ext, job.dimensions)
+
     for job in jobs:
-        if batch and (len(batch) == per_message or job[:2] != batch[0][:2]):
+        if batch and (len(batch) == per_message or same(job) != same(batch[0])):
             yield body()
             batch = []
         batch.append(job)
@@ -125,6 +133,7 @@ def encode_messages(
 def _coordinates(job: MetaJob) -> dict[str, Any]:
     doc = job.to_dict()
     del doc["layer"], doc["ext"]
+    doc.pop("dimensions", None)
     return doc
 
 
@@ -141,8 +150,8 @@ def decode_message(body: str | bytes | Mapping[str, Any]) -> Message:
             raise BadMessage("message body is not JSON") from None
     if not isinstance(doc, Mapping):
         raise BadMessage("message body must be a JSON object")
-    if doc.get("v", FORMAT_VERSION) != FORMAT_VERSION:
-        raise BadMessage(f"message version {doc.get('v')!r} is not {FORMAT_VERSION}")
+    if doc.get("v", FORMAT_VERSION) not in (FORMAT_VERSION, DIMENSIONS_VERSION):
+        raise BadMessage(f"message version {doc.get('v')!r} is not {FORMAT_VERSION} or 2")
     layer, ext, metatiles = doc.get("layer"), doc.get("ext"), doc.get("metatiles")
     if not isinstance(layer, str) or not isinstance(ext, str):
         raise BadMessage("message needs text fields layer and ext")
@@ -153,10 +162,10 @@ def decode_message(body: str | bytes | Mapping[str, Any]) -> Message:
     skip = doc.get("skip_existing", False)
     if not isinstance(skip, bool):
         raise BadMessage("skip_existing must be true or false")
+    shared = {"layer": layer, "ext": ext, "dimensions": doc.get("dimensions")}
     try:
         jobs = tuple(
-            MetaJob.from_dict({**m, "layer": layer, "ext": ext} if isinstance(m, Mapping) else m)
-            for m in metatiles
+            MetaJob.from_dict({**m, **shared} if isinstance(m, Mapping) else m) for m in metatiles
         )
     except BadJob as exc:
         raise BadMessage(str(exc)) from None
