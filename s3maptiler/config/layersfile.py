@@ -110,6 +110,8 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "tile_size": ("tile_size", _tile_size),
     "png_compress_level": ("png_compress_level", _bounded(0, 9)),
     "jpeg_quality": ("jpeg_quality", _bounded(1, 100)),
+    "webp_quality": ("webp_quality", _bounded(0, 100)),
+    "webp_lossless": ("webp_lossless", _boolean),
     "empty_tiles": ("empty_tiles", _choice("store", "redirect")),
 }
 
@@ -150,7 +152,7 @@ def load_layers_file(path: Path) -> tuple[Layer, ...]:
             raise ConfigError(f"{where}: {exc}") from None
         grid = with_tile_size(grid, fields.pop("tile_size", grid.tile_size))
         tile_format = TILE_FORMATS[fields.get("format", "png")]
-        extensions = ("jpg", "jpeg") if tile_format.extension == "jpg" else ("png",)
+        extensions = ("jpg", "jpeg") if tile_format.extension == "jpg" else (tile_format.extension,)
         layer = Layer(name=name, formats=extensions, **fields)
         layer = replace(
             layer,

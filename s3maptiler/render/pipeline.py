@@ -39,7 +39,7 @@ from s3maptiler.render.errors import WMSBadImage, WMSError
 from s3maptiler.render.getmap import WMSSource
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.wms import WMSClient
-from s3maptiler.tiles.formats import for_extension, media_type
+from s3maptiler.tiles.formats import TileFormat, for_extension, tile_content_type
 from s3maptiler.tiles.grids import GridError, Tile, TileGrid
 from s3maptiler.tiles.layouts import Layout, LayoutError, get_layout
 from s3maptiler.tiles.metatile import MetaTile, MetaTileError, metatile_for
@@ -56,10 +56,13 @@ class LayerRuntime:
     sources: dict[str, WMSSource]  # by tile extension
     encoders: dict[str, Encoder]  # by tile extension, for tiles cut from metatiles
     guard: WMSGuard  # cap on concurrent GetMaps and circuit breaker for the layer's WMS
+    formats: dict[str, TileFormat]  # by tile extension
 
-    def metatile_of(self, tile: Tile) -> MetaTile | None:
-        """The metatile drawn for `tile`; None when the layer draws tiles one by one."""
-        if self.layer.metatile == (1, 1) and self.layer.meta_buffer == 0:
+    def metatile_of(self, tile: Tile, ext: str) -> MetaTile | None:
+        """The metatile drawn for `tile`; None when the tile is the WMS's own answer
+        (drawn alone, without a buffer, in the format the WMS was asked for)."""
+        alone = self.layer.metatile == (1, 1) and self.layer.meta_buffer == 0
+        if alone and not self.formats[ext].reencoded:
             return None
         return metatile_for(self.grid, tile, self.layer.metatile, self.layer.meta_buffer)
 
@@ -74,9 +77,14 @@ class LayerRuntime:
         except (LayoutError, GridError):
             return None
 
-    def content_type(self, ext: str) -> str:
-        """The Content-Type of this layer's tiles with extension `ext`."""
-        return media_type(self.sources[ext].image_format)
+    def content_type(self, ext: str, data: bytes) -> str:
+        """The Content-Type of the tile `data` with extension `ext`: the format's, or
+        for a mixed layer that of the bytes (image/jpeg or image/png)."""
+        return tile_content_type(self.formats[ext], data)
+
+    def media_type(self, ext: str) -> str:
+        """What documents and WMTS FORMAT call tiles with extension `ext`."""
+        return self.formats[ext].media_type
 
     @property
     def cache_control(self) -> str | None:
@@ -94,6 +102,7 @@ class LayerRuntime:
     @classmethod
     def build(cls, layer: Layer, guard: WMSGuard) -> LayerRuntime:
         grid = layer.tile_grid
+        formats = {ext: for_extension(layer.tile_format, ext) for ext in layer.formats}
         sources = {
             ext: WMSSource(
                 url=layer.wms_url,
@@ -101,7 +110,7 @@ class LayerRuntime:
                 styles=layer.wms_styles,
                 version=layer.wms_version,
                 srs=grid.srs,
-                image_format=for_extension(layer.tile_format, ext).wms_format,
+                image_format=formats[ext].wms_format,
                 transparent=layer.transparent,
                 bgcolor=layer.bgcolor,
             )
@@ -109,13 +118,15 @@ class LayerRuntime:
         }
         encoders = {
             ext: Encoder(
-                format=for_extension(layer.tile_format, ext).name,
+                format=formats[ext].name,
                 png_compress_level=layer.png_compress_level,
                 jpeg_quality=layer.jpeg_quality,
+                webp_quality=layer.webp_quality,
+                webp_lossless=layer.webp_lossless,
             )
             for ext in layer.formats
         }
-        return cls(layer, grid, get_layout(layer.layout), sources, encoders, guard)
+        return cls(layer, grid, get_layout(layer.layout), sources, encoders, guard, formats)
 
 
 def overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -168,7 +179,8 @@ class Renderer:
             return data
 
     def tile(self, runtime: LayerRuntime, ext: str, tile: Tile) -> SlicedTile:
-        """A tile drawn on its own (1x1, no buffer): the WMS's bytes, untouched.
+        """A tile drawn on its own (1x1, no buffer) in the format asked of the WMS: the
+        WMS's bytes, untouched (webp and mixed tiles are cut from a 1x1 metatile).
         Only the redirect blank policy needs to know whether it is uniform."""
         size = runtime.grid.tile_size
         data = self.get_map(runtime, ext, runtime.grid.tile_bbox(tile), size, size)

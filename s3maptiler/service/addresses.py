@@ -91,7 +91,7 @@ class Addresses:
         if runtime is None:
             return None
         served = sorted(runtime.sources, key=lambda e: e != runtime.layer.extension)
-        return next((e for e in served if runtime.content_type(e) == media_type), None)
+        return next((e for e in served if runtime.media_type(e) == media_type), None)
 
     def resolve(self, key: str) -> TileRequest:
         """Parse an S3 key (no leading slash) into a tile of a configured layer."""

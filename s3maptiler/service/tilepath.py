@@ -147,7 +147,7 @@ class TileService(Addresses):
         reused = self._from_layout_key(request)
         if reused is not None:
             return reused
-        meta = request.layer.metatile_of(request.tile)
+        meta = request.layer.metatile_of(request.tile, request.ext)
         if meta is None or len(meta.columns) * len(meta.rows) == 1:
             # One tile per GetMap: only this process's threads coalesce. Two workers
             # asking for the very same tile at once is rare, and the conditional PUT
@@ -278,7 +278,7 @@ class TileService(Addresses):
         try:
             rest = cut.encode(t for t in cut.meta.tiles() if t != request.tile)
             tiles = {request.tile: first, **{tile: piece.data for tile, piece in rest.items()}}
-            rendered = RenderedTiles(runtime.content_type(ext), tiles)
+            rendered = RenderedTiles(runtime.media_type(ext), tiles)
             self._publish_here(flight, rendered, turn)
             future.set_result(rendered)
         except BaseException as exc:
@@ -327,7 +327,7 @@ class TileService(Addresses):
         """Queue a rendered tile through the layer's blank policy: "queued" or "dropped"."""
         outcome = "queued"
         own = UploadJob(
-            key, piece.data, runtime.content_type(ext), runtime.layer.cache_control or None
+            key, piece.data, runtime.content_type(ext, piece.data), runtime.cache_control
         )
         for job in self.blanks.jobs(own, runtime.blank_key(ext, piece)):
             if self.uploads.submit(job, wait):
@@ -405,8 +405,7 @@ class TileService(Addresses):
     def _blank(self, request: TileRequest) -> TileResult:
         """Outside the layer's extent: a blank tile, stored like any other so the S3
         redirect does not send this key back to the service forever."""
-        content_type = request.layer.content_type(request.ext)
-        data = blank_tile(content_type, request.layer.grid.tile_size)
+        data = blank_tile(request.layer.media_type(request.ext), request.layer.grid.tile_size)
         upload = self._upload(request.layer, request.ext, request.key, SlicedTile(data, False), 0)
         result = self._result(request, data, "blank")
         return dataclasses.replace(result, upload=upload)
@@ -416,7 +415,7 @@ class TileService(Addresses):
         return dataclasses.replace(result, wms_ms=wms_ms, upload=upload)
 
     def _result(self, request: TileRequest, data: bytes, source: str) -> TileResult:
-        content_type = request.layer.content_type(request.ext)
+        content_type = request.layer.content_type(request.ext, data)
         return TileResult(
             data, content_type, source, etag_of(data), request.layer.layer.cache_control
         )
