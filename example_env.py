@@ -50,6 +50,8 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("JPEG_QUALITY", "90", "quality 1-100 of JPEG tiles cut from metatiles"),
     ("WEBP_QUALITY", "80", "quality 0-100 of lossy WebP tiles (TILE_FORMATS with webp; the WMS is asked for PNG)"),
     ("WEBP_LOSSLESS", "false", "WebP tiles without loss instead (about half the bytes of PNG, 2.7x those of lossy quality 80)"),
+    ("PIXEL_RATIOS", "1", "1,2 also serves 2x tiles: 512 px, the same ground, keys {z}/{x}/{y}@2x.png, the layer <name>@2x in documents (3 for @3x)"),
+    ("WMS_VENDOR", "mapserver", "the WMS's resolution parameter for 2x tiles: mapserver (MAP_RESOLUTION), geoserver (FORMAT_OPTIONS=dpi:), qgis (DPI) or none"),
     ("EMPTY_TILES", "store", "uniform tiles: store each, or 'redirect' each to one shared blank object"),
     ("LAYERS_FILE", None, "a TOML file of many layers (see layers.example.toml); replaces the layer above"),
     ("MIN_ZOOM", "0", "lowest zoom level served; others are 404"),

@@ -23,6 +23,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from s3maptiler.config import validators
+from s3maptiler.config.hidpi import WMS_VENDORS
 from s3maptiler.config.layersfile import load_layers_file
 from s3maptiler.config.model import (
     DEFAULT_METRICS_ALLOW,
@@ -142,6 +143,10 @@ def _layer_from_env(read: _Reader) -> Layer:
         jpeg_quality=read.integer("JPEG_QUALITY", 90, 1, 100),
         webp_quality=read.integer("WEBP_QUALITY", 80, 0, 100),
         webp_lossless=read.boolean("WEBP_LOSSLESS", False),
+        pixel_ratios=checked(
+            "PIXEL_RATIOS", validators.pixel_ratios, read.text("PIXEL_RATIOS", "1") or "1"
+        ),
+        wms_vendor=read.choice("WMS_VENDOR", "mapserver", WMS_VENDORS),
         empty_tiles=read.choice("EMPTY_TILES", "store", ("store", "redirect")),
     )
 

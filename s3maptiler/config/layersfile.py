@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from s3maptiler.config import validators
+from s3maptiler.config.hidpi import WMS_VENDORS, with_tile_size
 from s3maptiler.config.model import WMS_VERSIONS, ConfigError, Layer, checked, default_meta_buffer
 from s3maptiler.tiles.arcgis import grid_from_arcgis_conf, grid_from_arcgis_tileinfo
 from s3maptiler.tiles.formats import TILE_FORMATS
@@ -112,6 +113,8 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "jpeg_quality": ("jpeg_quality", _bounded(1, 100)),
     "webp_quality": ("webp_quality", _bounded(0, 100)),
     "webp_lossless": ("webp_lossless", _boolean),
+    "pixel_ratios": ("pixel_ratios", validators.pixel_ratios),
+    "wms_vendor": ("wms_vendor", _choice(*WMS_VENDORS)),
     "empty_tiles": ("empty_tiles", _choice("store", "redirect")),
 }
 
@@ -173,19 +176,6 @@ def load_layers_file(path: Path) -> tuple[Layer, ...]:
         layers.append(layer)
     _check_prefixes(path, layers)
     return tuple(layers)
-
-
-def with_tile_size(grid: TileGrid, tile_size: int) -> TileGrid:
-    """The same grid drawn with bigger tiles: 512 px tiles halve every resolution."""
-    if tile_size == grid.tile_size:
-        return grid
-    factor = grid.tile_size / tile_size
-    return replace(
-        grid,
-        name=f"{grid.name}-{tile_size}",
-        tile_size=tile_size,
-        resolutions=tuple(r * factor for r in grid.resolutions),
-    )
 
 
 def _tables(path: Path, section: str, tables: Any):

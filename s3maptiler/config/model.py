@@ -74,6 +74,9 @@ class Layer:
     jpeg_quality: int = 90
     webp_quality: int = 80  # lossy WebP quality 0-100 (bench/encode_cost.py)
     webp_lossless: bool = False  # WebP without loss instead
+    pixel_ratios: tuple[int, ...] = (1,)  # 2: also @2x keys of 2x tiles (config/hidpi.py)
+    wms_vendor: str = "mapserver"  # which resolution parameter the WMS reads (hidpi.py)
+    pixel_ratio: int = 1  # this layer's tiles: 2 for the layer "<name>@2x" of 2x tiles
     empty_tiles: str = "store"  # "store", or "redirect" to one shared blank (S3 website)
     grid_def: TileGrid | None = field(default=None, compare=False, repr=False)  # custom grids
 

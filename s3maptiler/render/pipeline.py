@@ -36,12 +36,12 @@ from s3maptiler.render.encode import (
     uniform_tile,
 )
 from s3maptiler.render.errors import WMSBadImage, WMSError
-from s3maptiler.render.getmap import WMSSource
+from s3maptiler.render.getmap import WMSSource, resolution_params
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.wms import WMSClient
 from s3maptiler.tiles.formats import TileFormat, for_extension, tile_content_type
 from s3maptiler.tiles.grids import GridError, Tile, TileGrid
-from s3maptiler.tiles.layouts import Layout, LayoutError, get_layout
+from s3maptiler.tiles.layouts import Layout, LayoutError, get_layout, with_pixel_ratio
 from s3maptiler.tiles.metatile import MetaTile, MetaTileError, metatile_for
 from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 
@@ -73,9 +73,16 @@ class LayerRuntime:
         if extent is not None and not overlaps(tile_lonlat_bounds(self.grid, tile), extent):
             return None
         try:
-            return self.layer.prefix + self.layout.format(tile, ext, self.grid)
+            return self.key_of(tile, ext)
         except (LayoutError, GridError):
             return None
+
+    def key_of(self, tile: Tile, ext: str) -> str:
+        """The key of `tile` with extension `ext`: the layer's prefix, its layout's path
+        and, for high-DPI tiles, ``@2x`` before the extension. Raises LayoutError or
+        GridError for a tile the layout cannot write."""
+        path = self.layout.format(tile, ext, self.grid)
+        return self.layer.prefix + with_pixel_ratio(path, self.layer.pixel_ratio)
 
     def content_type(self, ext: str, data: bytes) -> str:
         """The Content-Type of the tile `data` with extension `ext`: the format's, or
@@ -113,6 +120,7 @@ class LayerRuntime:
                 image_format=formats[ext].wms_format,
                 transparent=layer.transparent,
                 bgcolor=layer.bgcolor,
+                extra_params=resolution_params(layer.wms_vendor, layer.pixel_ratio),
             )
             for ext in layer.formats
         }

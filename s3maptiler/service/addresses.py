@@ -2,8 +2,12 @@
 
 The one file for "why did this tile come back 404": a key outside every layer's
 prefix, a path that is not the layer's layout, a tile outside the grid, a zoom
-outside the layer's range, a format the layer does not serve, or a tile outside its
-extent (unless the layer answers those with a blank).
+outside the layer's range, a format or a pixel ratio (``@2x``) the layer does not
+serve, or a tile outside its extent (unless the layer answers those with a blank).
+
+A layer's high-DPI tiles are a layer of their own (``roads@2x``, see
+:mod:`s3maptiler.config.hidpi`) with the same prefix: a key ending in ``@2x.png`` is
+that layer's.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from s3maptiler.config import Layer
+from s3maptiler.config import Layer, pixel_ratio_name
 from s3maptiler.render.pipeline import LayerRuntime, overlaps
 from s3maptiler.tiles.grids import GridError, Tile, TileOutOfRange
-from s3maptiler.tiles.layouts import LayoutError, get_layout
+from s3maptiler.tiles.layouts import LayoutError, get_layout, split_pixel_ratio
 from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 
 __all__ = [
@@ -77,8 +81,13 @@ class Addresses:
         self.runtimes: Mapping[str, LayerRuntime] = MappingProxyType(
             {runtime.layer.name: runtime for runtime in layers}
         )
-        # Longest prefix first, so a layer nested under another's prefix still wins.
-        self._by_prefix = sorted(layers, key=lambda rt: len(rt.layer.prefix), reverse=True)
+        # Longest prefix first, so a layer nested under another's prefix still wins;
+        # 1x layers only: a high-DPI layer shares its prefix (see _at_ratio).
+        self._by_prefix = sorted(
+            (rt for rt in layers if rt.layer.pixel_ratio == 1),
+            key=lambda rt: len(rt.layer.prefix),
+            reverse=True,
+        )
 
     def layer(self, name: str) -> Layer | None:
         """The configured layer called `name`, or None."""
@@ -99,14 +108,26 @@ class Addresses:
         runtime = self._owner(key)
         if runtime is None:
             raise TileNotFound("no layer serves this key prefix")
-        layer = runtime.layer
+        path, ratio = split_pixel_ratio(key[len(runtime.layer.prefix) :])
+        runtime = self._at_ratio(runtime, ratio)
         try:
-            parsed = runtime.layout.parse(key[len(layer.prefix) :], runtime.grid)
+            parsed = runtime.layout.parse(path, runtime.grid)
         except TileOutOfRange as exc:
             raise TileNotFound(f"tile out of range: {exc}") from None
         except (LayoutError, GridError) as exc:
             raise BadTileRequest(str(exc)) from None
         return self._checked(runtime, parsed.tile, parsed.ext, key)
+
+    def _at_ratio(self, runtime: LayerRuntime, ratio: int) -> LayerRuntime:
+        """The layer of `runtime`'s tiles at pixel ratio `ratio` (``@2x`` in a key)."""
+        if ratio == 1:
+            return runtime
+        found = None
+        if runtime.layer.pixel_ratio == 1:
+            found = self.runtimes.get(pixel_ratio_name(runtime.layer.name, ratio))
+        if found is None:
+            raise TileNotFound(f"layer {runtime.layer.name} serves no @{ratio}x tiles")
+        return found
 
     def request_for(self, layer_name: str, tile: Tile, ext: str | None = None) -> TileRequest:
         """A tile addressed by layer name (the fixed TMS, WMTS and ArcGIS routes).
@@ -125,7 +146,7 @@ class Addresses:
         if ext not in runtime.sources:
             raise TileNotFound(f"format .{ext} is not served by layer {layer_name}")
         try:
-            key = runtime.layer.prefix + runtime.layout.format(tile, ext, runtime.grid)
+            key = runtime.key_of(tile, ext)
         except (LayoutError, GridError) as exc:
             # e.g. zoom 0 has no quadkey: the layer cannot store this tile.
             raise TileNotFound(f"layer {layer_name} cannot store this tile: {exc}") from None
@@ -143,7 +164,8 @@ class Addresses:
         if runtime is None:
             return False
         try:
-            runtime.layout.parse(key[len(runtime.layer.prefix) :], runtime.grid)
+            path, _ = split_pixel_ratio(key[len(runtime.layer.prefix) :])
+            runtime.layout.parse(path, runtime.grid)
         except LayoutError:
             return False
         except GridError:
@@ -152,17 +174,20 @@ class Addresses:
 
     def request_via(self, layer_name: str, layout_name: str, path: str) -> TileRequest:
         """A tile of a named layer addressed in another layout, e.g. "tms" for
-        `/1.0.0/<layer>/{z}/{x}/{y}.png` or "wmts" for `{TileMatrix}/{TileRow}/{TileCol}.png`."""
+        `/1.0.0/<layer>/{z}/{x}/{y}.png` or "wmts" for `{TileMatrix}/{TileRow}/{TileCol}.png`
+        (with ``@2x`` before the extension: the layer's 2x tile)."""
         runtime = self.runtimes.get(layer_name)
         if runtime is None:
             raise TileNotFound(f"no layer named {layer_name[:64]!r}")
+        path, ratio = split_pixel_ratio(path)
+        runtime = self._at_ratio(runtime, ratio)
         try:
             parsed = get_layout(layout_name).parse(path, runtime.grid)
         except TileOutOfRange as exc:
             raise TileNotFound(f"tile out of range: {exc}") from None
         except (LayoutError, GridError) as exc:
             raise BadTileRequest(str(exc)) from None
-        return self.request_for(layer_name, parsed.tile, parsed.ext)
+        return self.request_for(runtime.layer.name, parsed.tile, parsed.ext)
 
     def _checked(self, runtime: LayerRuntime, tile: Tile, ext: str, key: str) -> TileRequest:
         layer = runtime.layer

@@ -40,7 +40,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from s3maptiler import metrics
-from s3maptiler.config import Layer, Settings
+from s3maptiler.config import Layer, Settings, with_pixel_ratios
 from s3maptiler.render.encode import SlicedTile, blank_tile, uniform_tile
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer
@@ -104,18 +104,17 @@ class TileService(Addresses):
     def __post_init__(self) -> None:
         settings = self.settings
         self.renderer = Renderer(self.wms)
-        self.layers = [
-            LayerRuntime.build(
-                layer,
-                WMSGuard(
-                    settings.wms_max_concurrent,
-                    settings.wms_queue_wait,
-                    settings.wms_breaker_failures,
-                    settings.wms_breaker_cooldown,
-                ),
+        self.layers = []
+        for layer in settings.layers:
+            guard = WMSGuard(
+                settings.wms_max_concurrent,
+                settings.wms_queue_wait,
+                settings.wms_breaker_failures,
+                settings.wms_breaker_cooldown,
             )
-            for layer in settings.layers
-        ]
+            # A layer's high-DPI tiles ("roads@2x") share its WMS, so its guard too.
+            variants = with_pixel_ratios([layer])
+            self.layers += [LayerRuntime.build(variant, guard) for variant in variants]
         super().__init__(self.layers)
         self._reads: SingleFlight[StoredTile | None] = SingleFlight()
         self._tiles: SingleFlight[bytes] = SingleFlight()
@@ -387,6 +386,8 @@ class TileService(Addresses):
         denied = self.store.read_problem()
         checks["store_reads"] = "ok" if denied is None else f"failing: {denied}"
         for runtime in self.layers:
+            if runtime.layer.pixel_ratio != 1:
+                continue  # the WMS of its 1x layer
             source = next(iter(runtime.sources.values()))
             checks[f"wms:{runtime.layer.name}"] = _probe(
                 lambda s=source: self.wms.check_capabilities(s, timeout=3.0)
