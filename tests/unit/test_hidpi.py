@@ -297,3 +297,27 @@ def test_purging_a_layer_takes_its_2x_tiles_and_a_2x_layer_only_those():
     assert only.selects("3/4/2@2x.png") is True
     assert only.selects("3/4/2.png") is False
     assert only.selects("3/4/x@2x.png") is None
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+def test_seeding_the_2x_layer_writes_2x_keys_from_2x_getmaps(tmp_path):
+    from s3maptiler.seeding import coverage, plan, run
+    from s3maptiler.storage.stores import LocalStore
+    from tests.unit.test_seed import NYC, FakeWMS
+
+    layer = make_layer("demo", prefix="tiles/", pixel_ratios=(1, 2), meta_buffer=8)
+    runtime = plan.layer_runtime(with_pixel_ratios([layer])[1])
+    planned = list(plan.plan_jobs(runtime, coverage.Coverage.from_bbox(NYC), [12]))
+    wms = FakeWMS()
+    store = LocalStore(tmp_path)
+    report = run.run_seed({"demo@2x": runtime}, planned, wms, store, run.SeedOptions(1))
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png")}
+    assert written and all(key.endswith("@2x.png") for key in written)
+    assert report.done == len(written) and report.failed == 0
+    # 4x4 metatiles of 512 px tiles with a 16 px buffer (8 at 1x); MAP_RESOLUTION=144.
+    assert {(width, height) for _, width, height in wms.calls} == {(2080, 2080)}
+    assert runtime.sources["png"].extra_params == (("MAP_RESOLUTION", "144"),)
+    for key in written:
+        assert Image.open(tmp_path / key).size == (512, 512)

@@ -344,3 +344,30 @@ def test_png_layers_still_pass_a_1x1_getmap_through(tmp_path, wms):  # noqa: F81
     wms.get(WMS, body=png(), content_type="image/png")
     app, _ = make_app(tmp_path)
     assert app.test_client().get("/" + KEY + ".png").data == png()
+
+
+def test_seeded_mixed_tiles_are_stored_with_the_content_type_of_their_bytes():
+    from s3maptiler.seeding import coverage, plan, run
+    from tests.unit.test_seed import NYC, FakeWMS
+
+    layer = Layer(
+        name="coast",
+        wms_url="http://127.0.0.1:9/wms",
+        wms_layers="demo",
+        prefix="coast/",
+        format="mixed",
+        formats=("mixed",),
+    )
+    runtime = plan.layer_runtime(layer)
+    planned = list(plan.plan_jobs(runtime, coverage.Coverage.from_bbox(NYC), [12]))
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        store = S3Store(BUCKET, client)
+        # The fake WMS draws opaque red: every tile is a JPEG, under a .mixed key.
+        report = run.run_seed({"coast": runtime}, planned, FakeWMS(), store, run.SeedOptions(1))
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]]
+        assert len(keys) == report.done > 0
+        for key in keys:
+            assert key.startswith("coast/") and key.endswith(".mixed")
+            assert client.head_object(Bucket=BUCKET, Key=key)["ContentType"] == "image/jpeg"
