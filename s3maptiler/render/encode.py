@@ -103,9 +103,9 @@ class Encoder:
     level 9 does not.
 
     WebP (same bench): lossy at quality 80, libwebp's method 4, is 0.18 of level-6 PNG's
-    bytes and 0.28 of JPEG 90's, for 2.1 ms CPU per tile (2.8 with content); method 2
+    bytes and 0.28 of JPEG 90's, for 2.2 ms CPU per tile (2.8 with content); method 2
     would save 1.4 ms for 5 % more bytes, which the rule above says to keep. Lossless
-    at effort 40 and method 2 is 0.49 of PNG's bytes for 2.9 ms (3.8); effort 80 and
+    at effort 40 and method 2 is 0.49 of PNG's bytes for 2.9 ms (3.9); effort 80 and
     method 4, Pillow's defaults, saves another 1.4 % for 6 ms more per tile.
     """
 
