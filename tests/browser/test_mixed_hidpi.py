@@ -290,3 +290,20 @@ def test_the_2x_map_loads_2x_tiles_through_the_bucket_and_shows_them_sharp(loop,
     sheet.paste(shots[1].crop(crop), (0, 0))
     sheet.paste(shots[2].crop(crop), (960 + 16, 0))
     sheet.save(SCREENSHOTS / "hidpi-chromium-1x-vs-2x.png")
+
+
+def test_the_preview_of_the_2x_layer_draws_its_2x_tiles(loop, chromium):
+    from tests.browser.test_website_loop import wait_preview
+
+    page = chromium[2].new_page()
+    watched = Watched(page)
+    page.goto(f"{loop.app.url}/preview/demo@2x?lon=-73.97&lat=40.78&z={Z}")
+    state = wait_preview(page)
+    watched.settle(page)
+    assert watched.errors == []
+    assert state["address"] == "keys" and state["failed"] == 0 and state["loaded"] > 0, state
+    asked = [url for url, _, _ in watched.to(loop.app.url) if "/tiles/" in url]
+    assert asked and all(url.endswith("@2x.png") for url in asked), asked
+    assert all(f"/tiles/{Z}/" in url for url in asked)  # the 1x zoom, 512 px tiles
+    screenshot(page, "hidpi-preview-2x")
+    page.close()

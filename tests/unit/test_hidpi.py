@@ -321,3 +321,25 @@ def test_seeding_the_2x_layer_writes_2x_keys_from_2x_getmaps(tmp_path):
     assert runtime.sources["png"].extra_params == (("MAP_RESOLUTION", "144"),)
     for key in written:
         assert Image.open(tmp_path / key).size == (512, 512)
+
+
+# --------------------------------------------------------------------------- preview
+
+
+def test_the_preview_of_a_2x_layer_draws_its_512_px_tiles_on_the_1x_grid(tmp_path):
+    from s3maptiler.http import preview
+
+    layer = make_layer("demo", prefix="tiles/", pixel_ratios=(1, 2), max_zoom=4)
+    one, two = with_pixel_ratios([layer])
+    config = preview.preview_config(two, two.tile_grid, "", "http://b.example")
+    base = preview.preview_config(one, one.tile_grid, "", "http://b.example")
+    assert (config["tileSize"], config["tilePixelRatio"]) == (256, 2)
+    assert config["resolutions"] == base["resolutions"]
+    templates = {a["id"]: a["template"] for a in config["addresses"]}
+    assert templates["bucket"] == "http://b.example/tiles/{z}/{x}/{-y}@2x.png"
+    assert templates["keys"] == "/tiles/{z}/{x}/{-y}@2x.png"
+    assert templates["tms"] == "/1.0.0/demo%402x/{z}/{x}/{-y}.png"  # the routes: by name
+    app, _ = make_app(tmp_path, PIXEL_RATIOS="1,2")
+    index = app.test_client().get("/").text
+    assert "/preview/default%402x" in index
+    assert app.test_client().get("/preview/default@2x").status_code == 200
