@@ -36,6 +36,7 @@ from tests.browser.test_preview import (
     browser_unavailable,
     ensure_viewer,
 )
+from tests.browser.test_website_loop import PAGE as LOOP_PAGE
 from tests.browser.test_website_loop import (
     WEBSITE_FLAGS,
     PageServer,
@@ -67,50 +68,29 @@ prefix = "tiles/"
 pixel_ratios = [1, 2]
 """
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="ol.css">
-<style>html, body, #map {{ margin: 0; width: 100%; height: 100%; }}</style>
-</head><body><div id="map"></div>
-<script src="ol.js"></script>
-<script>
-  const html = document.documentElement;
-  let pending = 0, loaded = 0, failed = 0;
-  const source = new ol.source.XYZ({{
-    url: '{template}',
-    tilePixelRatio: {ratio},
-    crossOrigin: 'anonymous',
-    transition: 0,
-  }});
-  source.on('tileloadstart', () => {{ pending += 1; html.dataset.state = 'loading'; }});
-  const done = (ok) => () => {{
-    pending -= 1; if (ok) loaded += 1; else failed += 1;
-    html.dataset.loaded = loaded; html.dataset.failed = failed;
-  }};
-  source.on('tileloadend', done(true));
-  source.on('tileloaderror', done(false));
-  const map = new ol.Map({{
-    target: 'map',
-    layers: [new ol.layer.Tile({{ source: source, preload: 0 }})],
-    view: new ol.View({{ center: [{x}, {y}], zoom: {z} }}),
-    controls: [],
-  }});
-  map.on('rendercomplete', () => {{
-    if (pending === 0 && loaded + failed > 0) html.dataset.state = 'idle';
-  }});
-  window.readCanvas = (left, top, width, height) => {{
+# The website loop's OpenLayers page (its tile counters and readCanvas), with a URL
+# template and tilePixelRatio of our own, its centre in metres (so tile edges fall on
+# whole device pixels), and readPixels for a region of the canvas.
+_URL = "url: '{website}/tiles/{{z}}/{{x}}/{{-y}}.png',"
+_CENTRE = "center: ol.proj.fromLonLat([{lon}, {lat}])"
+_END = "</script></body></html>"
+_READ_PIXELS = """  window.readPixels = (left, top, width, height) => {{
     const canvas = document.querySelector('#map canvas');
     const data = canvas.getContext('2d').getImageData(left, top, width, height).data;
     return {{ width: canvas.width, height: canvas.height, pixels: Array.from(data) }};
   }};
-</script></body></html>
 """
+assert _URL in LOOP_PAGE and _CENTRE in LOOP_PAGE and _END in LOOP_PAGE
+PAGE = (
+    LOOP_PAGE.replace(_URL, "url: '{template}', tilePixelRatio: {ratio},")
+    .replace(_CENTRE, "center: [{x}, {y}]")
+    .replace(_END, _READ_PIXELS + _END)
+)
 
 
 def write_page(site, name: str, template: str, ratio: int, centre, z: int) -> None:
     x, y = centre
-    (site / name).write_text(PAGE.format(title=name, template=template, ratio=ratio, x=x, y=y, z=z))
+    (site / name).write_text(PAGE.format(template=template, ratio=ratio, x=x, y=y, z=z))
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +233,7 @@ def test_the_2x_map_loads_2x_tiles_through_the_bucket_and_shows_them_sharp(loop,
             assert url.startswith(f"{loop.app.url}/miss/tiles/{Z}/") and url.endswith(suffix)
             assert status == 200 and headers["content-type"] == "image/png", url
         assert loop.service_tile_requests() > served  # the bucket was empty: misses
-        canvas = page.evaluate("() => window.readCanvas(0, 0, 1, 1)")
+        canvas = page.evaluate("() => window.readPixels(0, 0, 1, 1)")
         assert (canvas["width"], canvas["height"]) == (1600, 1200)  # device pixels
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"hidpi-chromium-{ratio}x.png"
@@ -270,7 +250,7 @@ def test_the_2x_map_loads_2x_tiles_through_the_bucket_and_shows_them_sharp(loop,
             assert tile_png.headers["Content-Type"] == "image/png"
             expected = Image.open(io.BytesIO(tile_png.content)).convert("RGB")
             assert expected.size == (512, 512)
-            drawn = page.evaluate("() => window.readCanvas(800, 600, 512, 512)")
+            drawn = page.evaluate("() => window.readPixels(800, 600, 512, 512)")
             rgba = Image.frombytes("RGBA", (512, 512), bytes(drawn["pixels"]))
             diff = ImageStat.Stat(ImageChops.difference(rgba.convert("RGB"), expected)).mean
             assert max(diff) < 1.0, diff

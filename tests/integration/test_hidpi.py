@@ -17,9 +17,6 @@ tile and the 2x tile without MAP_RESOLUTION side by side, for a person to look a
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import subprocess
 
 import pytest
 import requests
@@ -30,7 +27,7 @@ from s3maptiler.render.getmap import WMSSource, getmap_url
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 from s3maptiler.tiles.metatile import metatile_for
 from s3maptiler.tiles.tilemath import lonlat_to_tile
-from tests.integration.conftest import need
+from tests.integration.test_website_gdal import gdal  # GDAL with its WMS cache off
 from tests.servers import ROOT, GunicornApp
 
 pytestmark = pytest.mark.integration
@@ -164,26 +161,6 @@ def save_side_by_side(one: Image.Image, two: Image.Image, flat: Image.Image) -> 
     sheet.save(SCREENSHOTS / "hidpi-tile-1x-2x-none.png")
 
 
-def gdal(*args: str, cwd) -> str:
-    need(None if shutil.which("gdal_translate") else "GDAL (gdal-bin) is not installed")
-    done = subprocess.run(
-        args,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=cwd,
-        env={
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "GDAL_HTTP_TIMEOUT": "60",
-            "GDAL_ENABLE_WMS_CACHE": "NO",
-            "GDAL_DEFAULT_WMS_CACHE_PATH": str(cwd / "gdalwmscache"),
-            "CPL_DEBUG": "OFF",
-        },
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 @pytest.mark.parametrize("document", ["wmts", "tms", "arcgis"])
 def test_gdal_reads_the_2x_tiles(app, tmp_path, document):
     source = {
@@ -201,21 +178,8 @@ def test_gdal_reads_the_2x_tiles(app, tmp_path, document):
     scale = 1 if document == "wmts" else 2 ** (12 - Z)
     window = [NYC.x * 512 * scale, NYC.y * 512 * scale, 1024 * scale, 1024 * scale]
     out = tmp_path / "window.png"
-    gdal(
-        "gdal_translate",
-        "-q",
-        *options,
-        "-of",
-        "PNG",
-        "-srcwin",
-        *map(str, window),
-        "-outsize",
-        "1024",
-        "1024",
-        source,
-        str(out),
-        cwd=tmp_path,
-    )
+    command = ["gdal_translate", "-q", *options, "-of", "PNG", "-srcwin", *map(str, window)]
+    gdal(*command, "-outsize", "1024", "1024", source, str(out), cwd=tmp_path)
     got = Image.open(out).convert("RGB")
     served = Image.new("RGB", (1024, 1024))
     for dy in (0, 1):

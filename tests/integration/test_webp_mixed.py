@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import shutil
-import subprocess
 
 import pytest
 import requests
@@ -24,7 +21,8 @@ from PIL import Image, ImageChops, ImageStat
 from s3maptiler.tiles.formats import sniff
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 from s3maptiler.tiles.tilemath import lonlat_to_tile
-from tests.integration.conftest import AWS_ENV, need
+from tests.integration.conftest import AWS_ENV
+from tests.integration.test_website_gdal import gdal  # GDAL with its WMS cache off
 from tests.servers import GunicornApp
 
 pytestmark = pytest.mark.integration
@@ -88,26 +86,10 @@ def _credentials() -> dict[str, str]:
 
 def gdal_window(source: str, out, cwd) -> Image.Image:
     """The 768 x 768 px window over New York at zoom 10 that GDAL reads from `source`."""
-    need(None if shutil.which("gdal_translate") else "GDAL (gdal-bin) is not installed")
     command = ["gdal_translate", "-q", "-of", "PNG", "-srcwin", *map(str, WINDOW)]
     if source.startswith("WMTS:"):
         command += ["-oo", f"ZOOM_LEVEL={Z}"]
-    done = subprocess.run(
-        [*command, source, str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=cwd,
-        env={
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "GDAL_HTTP_TIMEOUT": "60",
-            "GDAL_ENABLE_WMS_CACHE": "NO",
-            "GDAL_DEFAULT_WMS_CACHE_PATH": str(cwd / "gdalwmscache"),
-            "CPL_DEBUG": "OFF",
-        },
-    )
-    assert done.returncode == 0, done.stderr
-    assert "error" not in done.stderr.lower(), done.stderr
+    gdal(*command, source, str(out), cwd=cwd)
     with Image.open(out) as image:
         image.load()
         return image

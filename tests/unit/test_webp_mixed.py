@@ -349,15 +349,9 @@ def test_png_layers_still_pass_a_1x1_getmap_through(tmp_path, wms):  # noqa: F81
 def test_seeded_mixed_tiles_are_stored_with_the_content_type_of_their_bytes():
     from s3maptiler.seeding import coverage, plan, run
     from tests.unit.test_seed import NYC, FakeWMS
+    from tests.unit.test_seed import make_layer as make_seed_layer
 
-    layer = Layer(
-        name="coast",
-        wms_url="http://127.0.0.1:9/wms",
-        wms_layers="demo",
-        prefix="coast/",
-        format="mixed",
-        formats=("mixed",),
-    )
+    layer = make_seed_layer(name="coast", prefix="coast/", format="mixed", formats=("mixed",))
     runtime = plan.layer_runtime(layer)
     planned = list(plan.plan_jobs(runtime, coverage.Coverage.from_bbox(NYC), [12]))
     with mock_aws():
