@@ -36,14 +36,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from s3maptiler.bucket import spec as bucket_docs
-from s3maptiler.config import (
-    ConfigError,
-    Layer,
-    Settings,
-    default_layer_name,
-    load_settings,
-    with_pixel_ratios,
-)
+from s3maptiler.config import ConfigError, Layer, Settings, default_layer_name, load_settings
+from s3maptiler.config.hidpi import with_pixel_ratios
 from s3maptiler.documents.common import ARCGIS_SERVICES_PREFIX
 from s3maptiler.service.build import s3_store
 from s3maptiler.storage.s3 import make_s3_client
