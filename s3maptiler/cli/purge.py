@@ -70,6 +70,7 @@ def purge_command(
             min_zoom=min_zoom,
             max_zoom=max_zoom,
             bbox=_parse_bbox(bbox),
+            pixel_ratio=layer.pixel_ratio if layer.pixel_ratio != 1 else None,
         )
     except (purge.InvalidSelection, LayoutError) as err:
         raise common.ConfigProblem(str(err)) from None

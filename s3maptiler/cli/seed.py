@@ -23,7 +23,7 @@ import click
 
 from s3maptiler.cli import common
 from s3maptiler.cli import dimensions as dimension_option
-from s3maptiler.config import Settings
+from s3maptiler.config import Settings, with_pixel_ratios
 from s3maptiler.render.errors import WMSError
 from s3maptiler.render.pipeline import LayerRuntime
 from s3maptiler.seeding import sqs as sqs_jobs
@@ -50,7 +50,7 @@ SEED_DIR = Path("var/seed")
 def _runtime(env: common.Environment, layer_name: str | None) -> LayerRuntime:
     settings = common.settings_of(env)
     layer = env.layer(layer_name)
-    if layer not in settings.layers:
+    if layer not in with_pixel_ratios(settings.layers):
         raise common.ConfigProblem(f"layer {layer.name} is not configured")
     return layer_runtime(layer)
 
@@ -178,7 +178,9 @@ def seed_command(
             raise common.ConfigProblem(str(err)) from None
         wanted = {job.layer for job in jobs}
         layers = {
-            layer.name: layer_runtime(layer) for layer in settings.layers if layer.name in wanted
+            layer.name: layer_runtime(layer)
+            for layer in with_pixel_ratios(settings.layers)
+            if layer.name in wanted
         }
         unknown = wanted - set(layers)
         if unknown:

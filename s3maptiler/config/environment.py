@@ -24,6 +24,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from s3maptiler.config import validators
+from s3maptiler.config.hidpi import WMS_VENDORS
 from s3maptiler.config.layersfile import load_layers_file
 from s3maptiler.config.model import (
     DEFAULT_METRICS_ALLOW,
@@ -134,7 +135,7 @@ def _layer_from_env(read: _Reader) -> Layer:
         formats=formats,
         # The first extension served is the layer's own format, the one documents,
         # the ArcGIS routes and seeding use.
-        format="png" if formats[0] == "png" else "jpeg",
+        format="jpeg" if formats[0] in ("jpg", "jpeg") else formats[0],
         cache_control=read.text("CACHE_CONTROL", "public, max-age=86400") or "",
         min_zoom=min_zoom,
         max_zoom=max_zoom,
@@ -142,6 +143,12 @@ def _layer_from_env(read: _Reader) -> Layer:
         meta_buffer=read.integer("META_BUFFER", default_meta_buffer(metatile), 0, 512),
         png_compress_level=read.integer("PNG_COMPRESS_LEVEL", 6, 0, 9),
         jpeg_quality=read.integer("JPEG_QUALITY", 90, 1, 100),
+        webp_quality=read.integer("WEBP_QUALITY", 80, 0, 100),
+        webp_lossless=read.boolean("WEBP_LOSSLESS", False),
+        pixel_ratios=checked(
+            "PIXEL_RATIOS", validators.pixel_ratios, read.text("PIXEL_RATIOS", "1") or "1"
+        ),
+        wms_vendor=read.choice("WMS_VENDOR", "mapserver", WMS_VENDORS),
         empty_tiles=read.choice("EMPTY_TILES", "store", ("store", "redirect")),
         dimensions=_dimensions(read),
     )

@@ -23,6 +23,7 @@ from s3maptiler.documents.common import (
 )
 from s3maptiler.tiles import srs
 from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox, Tile, TileGrid
+from s3maptiler.tiles.layouts import with_pixel_ratio
 from s3maptiler.tiles.srs import CRS
 from s3maptiler.tiles.tilemath import scale_denominator
 
@@ -88,7 +89,10 @@ def _resource_template(view: View, base: str, mode: str) -> str:
             f"{base}/wmts/1.0.0/{segment(view.name)}/{{Style}}/{{TileMatrixSet}}/"
             f"{values}{{TileMatrix}}/{{TileRow}}/{{TileCol}}.{ext}"
         )
-    return f"{base}/{view.layer.prefix}{values}{WMTS_KEY_TEMPLATES[view.layer.layout]}.{ext}"
+    path = with_pixel_ratio(
+        f"{WMTS_KEY_TEMPLATES[view.layer.layout]}.{ext}", view.layer.pixel_ratio
+    )
+    return f"{base}/{view.layer.prefix}{values}{path}"
 
 
 def _dimensions(parent: ET.Element, layer: Layer) -> None:

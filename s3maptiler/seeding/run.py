@@ -189,7 +189,8 @@ def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> Re
     blanks = drawing.blanks
     for tile, key in keys.items():
         piece = sliced[tile]
-        own = UploadJob(key, piece.data, runtime.content_type(job.ext), runtime.cache_control)
+        content_type = runtime.content_type(job.ext, piece.data)
+        own = UploadJob(key, piece.data, content_type, runtime.cache_control)
         for upload in blanks.jobs(own, runtime.blank_key(job.ext, piece)):
             outcome = put(drawing.store, upload)
             blanks.settled(upload, outcome)

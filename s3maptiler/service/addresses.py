@@ -2,15 +2,20 @@
 
 The one file for "why did this tile come back 404": a key outside every layer's
 prefix, a path that is not the layer's layout, a tile outside the grid, a zoom
-outside the layer's range, a format the layer does not serve, or a tile outside its
-extent (unless the layer answers those with a blank). And for "why 400": a dimension
-value the layer does not declare, or one spelt otherwise than in its keys.
+outside the layer's range, a format or a pixel ratio (``@2x``) the layer does not
+serve, or a tile outside its extent (unless the layer answers those with a blank).
+And for "why 400": a dimension value the layer does not declare, or one spelt
+otherwise than in its keys.
 
 A layer with dimensions (:mod:`s3maptiler.tiles.dimensions`) keeps the tiles of each
 value under ``{prefix}{value}/{layout path}``; a key without the value segments is its
 dimension-less key, drawn with the defaults. The tile of a key with values is drawn
 by the layer's runtime at those values (:meth:`LayerRuntime.with_values`), one per
 combination, kept here.
+
+A layer's high-DPI tiles are a layer of their own (``roads@2x``, see
+:mod:`s3maptiler.config.hidpi`) with the same prefix: a key ending in ``@2x.png`` is
+that layer's (with dimensions: ``{prefix}{value}/{layout path}@2x.png``).
 """
 
 from __future__ import annotations
@@ -19,11 +24,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from s3maptiler.config import Layer
+from s3maptiler.config import Layer, pixel_ratio_name
 from s3maptiler.render.pipeline import LayerRuntime, overlaps
 from s3maptiler.tiles.dimensions import DimensionError, split_values
 from s3maptiler.tiles.grids import GridError, Tile, TileOutOfRange
-from s3maptiler.tiles.layouts import LayoutError, MalformedPath, TileKey, get_layout
+from s3maptiler.tiles.layouts import (
+    LayoutError,
+    MalformedPath,
+    TileKey,
+    get_layout,
+    split_pixel_ratio,
+)
 from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 
 __all__ = [
@@ -87,8 +98,13 @@ class Addresses:
         self.runtimes: Mapping[str, LayerRuntime] = MappingProxyType(
             {runtime.layer.name: runtime for runtime in layers}
         )
-        # Longest prefix first, so a layer nested under another's prefix still wins.
-        self._by_prefix = sorted(layers, key=lambda rt: len(rt.layer.prefix), reverse=True)
+        # Longest prefix first, so a layer nested under another's prefix still wins;
+        # 1x layers only: a high-DPI layer shares its prefix (see _at_ratio).
+        self._by_prefix = sorted(
+            (rt for rt in layers if rt.layer.pixel_ratio == 1),
+            key=lambda rt: len(rt.layer.prefix),
+            reverse=True,
+        )
         self._variants: dict[tuple[str, tuple[str, ...]], LayerRuntime] = {}
 
     def layer(self, name: str) -> Layer | None:
@@ -102,7 +118,7 @@ class Addresses:
         if runtime is None:
             return None
         served = sorted(runtime.sources, key=lambda e: e != runtime.layer.extension)
-        return next((e for e in served if runtime.content_type(e) == media_type), None)
+        return next((e for e in served if runtime.media_type(e) == media_type), None)
 
     def resolve(self, key: str) -> TileRequest:
         """Parse an S3 key (no leading slash) into a tile of a configured layer."""
@@ -110,8 +126,10 @@ class Addresses:
         runtime = self._owner(key)
         if runtime is None:
             raise TileNotFound("no layer serves this key prefix")
+        path, ratio = split_pixel_ratio(key[len(runtime.layer.prefix) :])
+        runtime = self._at_ratio(runtime, ratio)
         try:
-            values, parsed = _parse(runtime, key[len(runtime.layer.prefix) :])
+            values, parsed = _parse(runtime, path)
             if values is not None:
                 runtime = self._at(runtime, tuple(d.key_value(v) for d, v in values))
         except TileOutOfRange as exc:
@@ -119,6 +137,17 @@ class Addresses:
         except (LayoutError, GridError, DimensionError) as exc:
             raise BadTileRequest(str(exc)) from None
         return self._checked(runtime, parsed.tile, parsed.ext, key)
+
+    def _at_ratio(self, runtime: LayerRuntime, ratio: int) -> LayerRuntime:
+        """The layer of `runtime`'s tiles at pixel ratio `ratio` (``@2x`` in a key)."""
+        if ratio == 1:
+            return runtime
+        found = None
+        if runtime.layer.pixel_ratio == 1:
+            found = self.runtimes.get(pixel_ratio_name(runtime.layer.name, ratio))
+        if found is None:
+            raise TileNotFound(f"layer {runtime.layer.name} serves no @{ratio}x tiles")
+        return found
 
     def request_for(
         self,
@@ -147,7 +176,7 @@ class Addresses:
         if ext not in runtime.sources:
             raise TileNotFound(f"format .{ext} is not served by layer {layer_name}")
         try:
-            key = runtime.layer.prefix + runtime.layout.format(tile, ext, runtime.grid)
+            key = runtime.key_of(tile, ext)
         except (LayoutError, GridError) as exc:
             # e.g. zoom 0 has no quadkey: the layer cannot store this tile.
             raise TileNotFound(f"layer {layer_name} cannot store this tile: {exc}") from None
@@ -186,7 +215,8 @@ class Addresses:
         if runtime is None:
             return False
         try:
-            _parse(runtime, key[len(runtime.layer.prefix) :])
+            path, _ = split_pixel_ratio(key[len(runtime.layer.prefix) :])
+            _parse(runtime, path)
         except LayoutError:
             return False
         except GridError:
@@ -201,18 +231,21 @@ class Addresses:
         dimensions: Mapping[str, str] | None = None,
     ) -> TileRequest:
         """A tile of a named layer addressed in another layout, e.g. "tms" for
-        `/1.0.0/<layer>/{z}/{x}/{y}.png` or "wmts" for `{TileMatrix}/{TileRow}/{TileCol}.png`;
-        `dimensions` as :meth:`request_for` takes them."""
+        `/1.0.0/<layer>/{z}/{x}/{y}.png` or "wmts" for `{TileMatrix}/{TileRow}/{TileCol}.png`
+        (with ``@2x`` before the extension: the layer's 2x tile); `dimensions` as
+        :meth:`request_for` takes them."""
         runtime = self.runtimes.get(layer_name)
         if runtime is None:
             raise TileNotFound(f"no layer named {layer_name[:64]!r}")
+        path, ratio = split_pixel_ratio(path)
+        runtime = self._at_ratio(runtime, ratio)
         try:
             parsed = get_layout(layout_name).parse(path, runtime.grid)
         except TileOutOfRange as exc:
             raise TileNotFound(f"tile out of range: {exc}") from None
         except (LayoutError, GridError) as exc:
             raise BadTileRequest(str(exc)) from None
-        return self.request_for(layer_name, parsed.tile, parsed.ext, dimensions)
+        return self.request_for(runtime.layer.name, parsed.tile, parsed.ext, dimensions)
 
     def _checked(self, runtime: LayerRuntime, tile: Tile, ext: str, key: str) -> TileRequest:
         layer = runtime.layer

@@ -40,7 +40,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from s3maptiler import metrics
-from s3maptiler.config import Layer, Settings
+from s3maptiler.config import Layer, Settings, with_pixel_ratios
 from s3maptiler.render.encode import SlicedTile, blank_tile, uniform_tile
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer
@@ -106,18 +106,17 @@ class TileService(Addresses):
     def __post_init__(self) -> None:
         settings = self.settings
         self.renderer = Renderer(self.wms)
-        self.layers = [
-            LayerRuntime.build(
-                layer,
-                WMSGuard(
-                    settings.wms_max_concurrent,
-                    settings.wms_queue_wait,
-                    settings.wms_breaker_failures,
-                    settings.wms_breaker_cooldown,
-                ),
+        self.layers = []
+        for layer in settings.layers:
+            guard = WMSGuard(
+                settings.wms_max_concurrent,
+                settings.wms_queue_wait,
+                settings.wms_breaker_failures,
+                settings.wms_breaker_cooldown,
             )
-            for layer in settings.layers
-        ]
+            # A layer's high-DPI tiles ("roads@2x") share its WMS, so its guard too.
+            variants = with_pixel_ratios([layer])
+            self.layers += [LayerRuntime.build(variant, guard) for variant in variants]
         super().__init__(self.layers)
         self._reads: SingleFlight[StoredTile | None] = SingleFlight()
         self._tiles: SingleFlight[bytes] = SingleFlight()
@@ -149,7 +148,7 @@ class TileService(Addresses):
         reused = self._from_layout_key(request)
         if reused is not None:
             return reused
-        meta = request.layer.metatile_of(request.tile)
+        meta = request.layer.metatile_of(request.tile, request.ext)
         if meta is None or len(meta.columns) * len(meta.rows) == 1:
             # One tile per GetMap: only this process's threads coalesce. Two workers
             # asking for the very same tile at once is rare, and the conditional PUT
@@ -280,7 +279,7 @@ class TileService(Addresses):
         try:
             rest = cut.encode(t for t in cut.meta.tiles() if t != request.tile)
             tiles = {request.tile: first, **{tile: piece.data for tile, piece in rest.items()}}
-            rendered = RenderedTiles(runtime.content_type(ext), tiles)
+            rendered = RenderedTiles(runtime.media_type(ext), tiles)
             self._publish_here(flight, rendered, turn)
             future.set_result(rendered)
         except BaseException as exc:
@@ -334,7 +333,7 @@ class TileService(Addresses):
         """Queue a rendered tile through the layer's blank policy: "queued" or "dropped"."""
         outcome = "queued"
         own = UploadJob(
-            key, piece.data, runtime.content_type(ext), runtime.layer.cache_control or None
+            key, piece.data, runtime.content_type(ext, piece.data), runtime.cache_control
         )
         for job in self.blanks.jobs(own, runtime.blank_key(ext, piece)):
             if self.uploads.submit(job, wait):
@@ -394,6 +393,8 @@ class TileService(Addresses):
         denied = self.store.read_problem()
         checks["store_reads"] = "ok" if denied is None else f"failing: {denied}"
         for runtime in self.layers:
+            if runtime.layer.pixel_ratio != 1:
+                continue  # the WMS of its 1x layer
             source = next(iter(runtime.sources.values()))
             checks[f"wms:{runtime.layer.name}"] = _probe(
                 lambda s=source: self.wms.check_capabilities(s, timeout=3.0)
@@ -412,8 +413,7 @@ class TileService(Addresses):
     def _blank(self, request: TileRequest) -> TileResult:
         """Outside the layer's extent: a blank tile, stored like any other so the S3
         redirect does not send this key back to the service forever."""
-        content_type = request.layer.content_type(request.ext)
-        data = blank_tile(content_type, request.layer.grid.tile_size)
+        data = blank_tile(request.layer.media_type(request.ext), request.layer.grid.tile_size)
         upload = self._upload(request.layer, request.ext, request.key, SlicedTile(data, False), 0)
         result = self._result(request, data, "blank")
         return dataclasses.replace(result, upload=upload)
@@ -423,7 +423,7 @@ class TileService(Addresses):
         return dataclasses.replace(result, wms_ms=wms_ms, upload=upload)
 
     def _result(self, request: TileRequest, data: bytes, source: str) -> TileResult:
-        content_type = request.layer.content_type(request.ext)
+        content_type = request.layer.content_type(request.ext, data)
         return TileResult(
             data, content_type, source, etag_of(data), request.layer.layer.cache_control
         )
