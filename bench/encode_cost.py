@@ -6,8 +6,9 @@ open ocean, then measures in this process, with time.process_time():
 
 - decode: Pillow decoding the metatile PNG, divided by the tiles it holds;
 - slice+encode: cropping every tile and encoding it, for png compress levels
-  1, 3, 6, 9, png8 and jpeg quality 90 (uniform tiles included, as the service sees
-  them: after the first round their canonical blank comes from the per-process cache).
+  1, 3, 6, 9, png8, jpeg quality 90 and webp (lossy at quality 75, 80 and 90, and
+  lossless) (uniform tiles included, as the service sees them: after the first round
+  their canonical blank comes from the per-process cache).
 
 Prints one table: CPU ms per tile (decode + slice/encode), the same for the tiles
 that are not uniform, and the mean encoded size of all tiles and of non-uniform tiles.
@@ -52,6 +53,10 @@ ENCODERS = [
     ("png level 9", Encoder("png", png_compress_level=9)),
     ("png8 (level 6)", Encoder("png8", png_compress_level=6)),
     ("jpeg 90", Encoder("jpeg", jpeg_quality=90)),
+    ("webp q75", Encoder("webp", webp_quality=75)),
+    ("webp q80", Encoder("webp", webp_quality=80)),
+    ("webp q90", Encoder("webp", webp_quality=90)),
+    ("webp lossless", Encoder("webp", webp_lossless=True)),
 ]
 
 

@@ -6,6 +6,10 @@ places (public domain) and the NYC borough boundaries. Newer geopandas releases
 dropped them, hence the pin. The wheel is fetched with ``pip download`` and
 opened as a zip; only ``geopandas/datasets/`` is read.
 
+A "months" layer is generated here too: twelve bands of 30 degrees of longitude, one
+per month of 2024, each with its ``date``, so that the WMS's TIME parameter picks one
+(demo.map's ``wms_timeitem``); it gives the tests a time dimension to draw.
+
 A small shaded "relief" raster is generated here (pure Python writes an ASCII
 grid, GDAL's command-line tools georeference, mask and colour it) so that tests
 have raster pixels to compare. It is fake terrain: a smooth function of
@@ -13,7 +17,8 @@ longitude and latitude, masked to land by the countries polygons.
 
 Outputs, all in EPSG:4326 (decimal degrees):
 
-- ``countries.shp``, ``cities.shp``, ``nybb.shp`` with ``.qix`` spatial indexes
+- ``countries.shp``, ``cities.shp``, ``nybb.shp``, ``months.shp`` with ``.qix``
+  spatial indexes
 - ``relief.tif``: RGBA GeoTIFF, alpha 0 over the sea
 
 Usage: ``python demo/build_data.py [--force]`` or ``ensure_demo_data()``.
@@ -49,11 +54,11 @@ GEOPANDAS_REQUIREMENT = "geopandas==0.14.4"
 WHEEL_ENV = "DEMO_GEOPANDAS_WHEEL"
 
 #: Bump when the outputs change so that old builds are rebuilt.
-DATA_VERSION = 1
+DATA_VERSION = 2
 MANIFEST = "MANIFEST.json"
 
 SHAPE_SUFFIXES = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix")
-VECTOR_LAYERS = ("countries", "cities", "nybb")
+VECTOR_LAYERS = ("countries", "cities", "nybb", "months")
 RELIEF_FILE = "relief.tif"
 
 
@@ -68,6 +73,9 @@ class Extent(NamedTuple):
 
 #: The relief raster covers the whole world at 0.25 degrees per pixel (1440 x 720).
 RELIEF_EXTENT = Extent(-180.0, -90.0, 180.0, 90.0)
+
+#: The year of the "months" layer: one feature dated the first of each of its months.
+MONTHS_YEAR = 2024
 RELIEF_RESOLUTION = 0.25
 
 #: Height (metres) to colour (R, G, B); gdaldem interpolates linearly between rows.
@@ -162,6 +170,7 @@ def _build(build_dir: Path) -> None:
         out.mkdir()
         datasets = extract_datasets(fetch_geopandas_wheel(work), work / "src")
         convert_vectors(datasets, out)
+        build_months(out, work)
         build_relief(out, out / "countries.shp", work)
         sizes = {}
         for name in expected_files():
@@ -268,6 +277,32 @@ def convert_vectors(datasets: Datasets, out: Path) -> None:
             + ["-select", fields, "-lco", "ENCODING=UTF-8", target, source]
         )
         _run(["shptree", target])
+
+
+def build_months(out: Path, work: Path) -> Path:
+    """Write ``months.shp``: for month m of MONTHS_YEAR, the band of longitudes
+    -180 + 30 (m - 1) to -150 + 30 (m - 1) between 60 S and 60 N (decimal degrees),
+    with a ``date`` field (``2024-03-01``) and a ``month`` field."""
+    features = []
+    for month in range(1, 13):
+        west = -180 + 30 * (month - 1)
+        ring = [[west, -60], [west + 30, -60], [west + 30, 60], [west, 60], [west, -60]]
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {"date": f"{MONTHS_YEAR}-{month:02d}-01", "month": month},
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+            }
+        )
+    source = work / "months.geojson"
+    source.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    target = out / "months.shp"
+    _run(
+        ["ogr2ogr", "-f", "ESRI Shapefile", "-nln", "months", "-lco", "ENCODING=UTF-8"]
+        + [target, source]
+    )
+    _run(["shptree", target])
+    return target
 
 
 def relief_height(lon: float, lat: float) -> float:

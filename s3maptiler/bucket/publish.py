@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from s3maptiler.config import Layer
+from s3maptiler.config import Layer, with_pixel_ratios
 from s3maptiler.documents import arcgis, common, ogcapi, openapi, tms, wmts
 from s3maptiler.tiles.formats import etag_of
 
@@ -40,7 +40,9 @@ class Document:
 def documents(
     layers: Sequence[Layer], base_url: str
 ) -> tuple[list[Document], list[common.Skipped]]:
-    """Every document to publish for `layers`, and the layers a document had to skip."""
+    """Every document to publish for `layers` (and their high-DPI layers, ``roads@2x``),
+    and the layers a document had to skip."""
+    layers = with_pixel_ratios(layers)
     base_url = base_url.rstrip("/")
     tms_type, wmts_type = common.TMS_CONTENT_TYPE, common.WMTS_CONTENT_TYPE
     docs = [

@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.storage.s3 import BulkReport, ListingFailed, describe_error, list_objects
 from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid
-from s3maptiler.tiles.layouts import Layout, LayoutError
+from s3maptiler.tiles.layouts import Layout, LayoutError, split_pixel_ratio
 from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 
 __all__ = [
@@ -69,6 +69,8 @@ class TileSelection:
     min_zoom: int = 0
     max_zoom: int | None = None
     bbox: Bbox | None = None
+    # None: the tiles at every pixel ratio (a layer's @2x tiles go with it); 2: only @2x.
+    pixel_ratio: int | None = None
 
     def __post_init__(self) -> None:
         top = self.grid.max_zoom
@@ -102,10 +104,13 @@ class TileSelection:
     def selects(self, path: str) -> bool | None:
         """True when the tile at `path` (relative to the layer's prefix) is selected,
         False when it is a tile outside the selection, None when it is not a tile."""
+        path, ratio = split_pixel_ratio(path)
         try:
             tile, _ext = self.layout.parse(path, self.grid)
         except (LayoutError, GridError):
             return None
+        if self.pixel_ratio not in (None, ratio):
+            return False
         if not self.min_zoom <= tile.z <= self.max_zoom:  # type: ignore[operator]
             return False
         if self.bbox is None:
@@ -134,6 +139,13 @@ class TilesFound:
     listed: int = 0  # objects listed
     ignored: int = 0  # listed keys that are not tiles of the layout
     elapsed: float = 0.0  # seconds
+
+    def add(self, other: TilesFound) -> None:
+        """Count in the finds under another prefix (another dimension value)."""
+        self.keys.extend(other.keys)
+        self.listed += other.listed
+        self.ignored += other.ignored
+        self.elapsed += other.elapsed
 
 
 def find_tiles(

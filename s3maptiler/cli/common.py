@@ -37,6 +37,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from s3maptiler.bucket import spec as bucket_docs
 from s3maptiler.config import ConfigError, Layer, Settings, default_layer_name, load_settings
+from s3maptiler.config.hidpi import with_pixel_ratios
 from s3maptiler.documents.common import ARCGIS_SERVICES_PREFIX
 from s3maptiler.documents.ogcapi import PREFIX as OGCAPI_PREFIX
 from s3maptiler.service.build import s3_store
@@ -129,7 +130,7 @@ class Environment:
         if name is not None:
             if not layers:
                 raise ConfigProblem(f"--layer {name}: no layers configured ({self.settings_error})")
-            for layer in layers:
+            for layer in with_pixel_ratios(layers):  # "roads@2x": roads's 2x tiles
                 if layer.name == name:
                     return layer
             known = ", ".join(layer.name for layer in layers)

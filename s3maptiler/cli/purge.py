@@ -8,6 +8,8 @@ import click
 
 from s3maptiler.bucket import purge
 from s3maptiler.cli import common
+from s3maptiler.cli import dimensions as dimension_option
+from s3maptiler.tiles.dimensions import values_path
 from s3maptiler.tiles.grids import Bbox
 from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, get_layout
 
@@ -29,6 +31,7 @@ def _parse_bbox(value: str | None) -> Bbox | None:
 @click.option("--prefix", metavar="PREFIX", help="Key prefix (default: the layer's, TILE_PREFIX).")
 @click.option("--layer", "layer_name", metavar="NAME", help="A configured layer to purge.")
 @click.option("--layout", "layout_name", type=click.Choice(sorted(LAYOUTS)), help="Key layout.")
+@dimension_option.option
 @click.option("--grid", "grid_name", metavar="NAME", help="Tile grid (default: the layer's).")
 @click.option("--min-zoom", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--max-zoom", type=click.IntRange(0), help="Default: the grid's last level.")
@@ -43,6 +46,7 @@ def purge_command(
     prefix: str | None,
     layer_name: str | None,
     layout_name: str | None,
+    dimensions: tuple[str, ...],
     grid_name: str | None,
     min_zoom: int,
     max_zoom: int | None,
@@ -51,9 +55,14 @@ def purge_command(
     dry_run: bool,
     yes: bool,
 ) -> None:
-    """Delete a layer's tiles by zoom range and area (DeleteObjects, 1000 keys a call)."""
+    """Delete a layer's tiles by zoom range and area (DeleteObjects, 1000 keys a call).
+
+    With --dimension, the tiles of those values (under PREFIX<value>/); without, a
+    layer with dimensions keeps every value's tiles and loses its dimension-less ones.
+    """
     target = common.layer_target(ctx, s3, layer_name, prefix)
     env, layer, name, key_prefix = target.env, target.layer, target.bucket, target.prefix
+    combinations = dimension_option.chosen(layer, dimensions)
     try:
         selection = purge.TileSelection(
             layout=get_layout(layout_name or layer.layout),
@@ -61,17 +70,25 @@ def purge_command(
             min_zoom=min_zoom,
             max_zoom=max_zoom,
             bbox=_parse_bbox(bbox),
+            pixel_ratio=layer.pixel_ratio if layer.pixel_ratio != 1 else None,
         )
     except (purge.InvalidSelection, LayoutError) as err:
         raise common.ConfigProblem(str(err)) from None
     client = common.s3_client(env, s3.endpoint_url, pool=workers + 1, attempts=5)
+    found = purge.TilesFound()
     with common.progress_bar(None, "list", unit="key") as bar:
-        try:
-            found = purge.find_tiles(client, name, key_prefix, selection, on_listed=bar.update)
-        except purge.ListingFailed as err:
-            raise common.Failed(str(err)) from None
-    where = f"s3://{name}/{key_prefix} zoom {selection.min_zoom}-{selection.max_zoom}" + (
-        f" bbox {','.join(f'{v:g}' for v in selection.bbox)}" if selection.bbox else ""
+        for values in combinations:
+            value_prefix = key_prefix + values_path([value for _, value in values])
+            try:
+                found.add(
+                    purge.find_tiles(client, name, value_prefix, selection, on_listed=bar.update)
+                )
+            except purge.ListingFailed as err:
+                raise common.Failed(str(err)) from None
+    where = (
+        f"s3://{name}/{key_prefix}{dimension_option.describe(combinations)}"
+        f" zoom {selection.min_zoom}-{selection.max_zoom}"
+        + (f" bbox {','.join(f'{v:g}' for v in selection.bbox)}" if selection.bbox else "")
     )
     outside = found.listed - found.ignored - len(found.keys)
     tail = f"{outside} outside the selection, {found.ignored} not tiles (kept)"

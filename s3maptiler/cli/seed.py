@@ -25,7 +25,8 @@ from typing import Any
 import click
 
 from s3maptiler.cli import common
-from s3maptiler.config import Settings
+from s3maptiler.cli import dimensions as dimension_option
+from s3maptiler.config import Settings, with_pixel_ratios
 from s3maptiler.render.errors import WMSError
 from s3maptiler.render.pipeline import LayerRuntime
 from s3maptiler.seeding import sqs as sqs_jobs
@@ -52,7 +53,7 @@ SEED_DIR = Path("var/seed")
 def _runtime(env: common.Environment, layer_name: str | None) -> LayerRuntime:
     settings = common.settings_of(env)
     layer = env.layer(layer_name)
-    if layer not in settings.layers:
+    if layer not in with_pixel_ratios(settings.layers):
         raise common.ConfigProblem(f"layer {layer.name} is not configured")
     return layer_runtime(layer)
 
@@ -141,6 +142,7 @@ def _digest(text: str) -> str:
 @common.s3_options
 @click.option("--layer", "layer_name", metavar="NAME", help="A configured layer to seed.")
 @click.option("--format", "ext", metavar="EXT", help="Tile extension (default: the layer's).")
+@dimension_option.option
 @click.option("--zoom", metavar="Z|LOW-HIGH", help="Zoom level or range, e.g. 12 or 0-14.")
 @click.option("--bbox", metavar="W,S,E,N", help="Area in decimal degrees (lon/lat).")
 @click.option(
@@ -185,6 +187,7 @@ def seed_command(
     s3: common.S3Place,
     layer_name: str | None,
     ext: str | None,
+    dimensions: tuple[str, ...],
     zoom: str | None,
     bbox: str | None,
     geojson: Path | None,
@@ -225,7 +228,9 @@ def seed_command(
             raise common.ConfigProblem(str(err)) from None
         wanted = {job.layer for job in jobs}
         layers = {
-            layer.name: layer_runtime(layer) for layer in settings.layers if layer.name in wanted
+            layer.name: layer_runtime(layer)
+            for layer in with_pixel_ratios(settings.layers)
+            if layer.name in wanted
         }
         unknown = wanted - set(layers)
         if unknown:
@@ -246,12 +251,23 @@ def seed_command(
             raise common.ConfigProblem(
                 f"--format {ext}: layer {runtime.layer.name} serves {runtime.layer.formats}"
             )
+        combinations = dimension_option.chosen(runtime.layer, dimensions)
         layers = {runtime.layer.name: runtime}
         if dry_run:
-            _print_plan(runtime, coverage, zooms)
-        jobs = list(plan_jobs(runtime, coverage, zooms, ext))
-        what = f"{runtime.layer.name} .{ext} z{zooms[0]}-{zooms[-1]} over {coverage.description}"
+            _print_plan(runtime, coverage, zooms, len(combinations))
+        jobs = [
+            job
+            for values in combinations
+            for job in plan_jobs(runtime, coverage, zooms, ext, values)
+        ]
+        values_text = dimension_option.describe(combinations)
+        what = (
+            f"{runtime.layer.name}{values_text} .{ext} z{zooms[0]}-{zooms[-1]}"
+            f" over {coverage.description}"
+        )
         signature = plan_signature(runtime.layer.name, ext, zooms, coverage.digest())
+        if values_text:  # each selection of values is a seed of its own
+            signature += "|" + _digest(json.dumps(combinations))
         name = f"{runtime.layer.name}-{ext}-{_digest(signature)}"
     total_tiles = sum(tile_count(layers[job.layer], job) for job in jobs)
     options = SeedOptions(concurrency, wms_rate, skip_existing, refresh_before)
@@ -313,10 +329,15 @@ def seed_command(
         ctx.exit(common.EXIT_FAILED)
 
 
-def _print_plan(runtime: LayerRuntime, coverage: Coverage, zooms: list[int]) -> None:
+def _print_plan(
+    runtime: LayerRuntime, coverage: Coverage, zooms: list[int], values: int = 1
+) -> None:
     plans = zoom_plan(runtime, coverage, zooms)
     cols, rows = runtime.layer.metatile
-    click.echo(f"zoom  tiles  metatiles ({cols}x{rows}, buffer {runtime.layer.meta_buffer} px)")
+    each = f", for each of {values} dimension values" if values > 1 else ""
+    click.echo(
+        f"zoom  tiles  metatiles ({cols}x{rows}, buffer {runtime.layer.meta_buffer} px{each})"
+    )
     for plan in plans:
         click.echo(f"{plan.z:>4}  {plan.tiles:>5}  {plan.metatiles:>9}")
     click.echo(f"total {sum(p.tiles for p in plans):>5}  {sum(p.metatiles for p in plans):>9}")

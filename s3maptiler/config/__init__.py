@@ -4,6 +4,7 @@ file (:mod:`~s3maptiler.config.layersfile`), checked by one set of validators
 (:mod:`~s3maptiler.config.validators`). Imports :mod:`s3maptiler.tiles` only."""
 
 from s3maptiler.config.environment import load_settings
+from s3maptiler.config.hidpi import pixel_ratio_name, with_pixel_ratios
 from s3maptiler.config.model import (
     DEFAULT_LAYER_NAME,
     WMS_VERSIONS,
@@ -28,5 +29,7 @@ __all__ = [
     "default_meta_buffer",
     "default_spool_dir",
     "load_settings",
+    "pixel_ratio_name",
     "website_endpoint",
+    "with_pixel_ratios",
 ]

@@ -15,6 +15,7 @@ the setting and what is wrong with it.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from s3maptiler.config import validators
+from s3maptiler.config.hidpi import WMS_VENDORS
 from s3maptiler.config.layersfile import load_layers_file
 from s3maptiler.config.model import (
     DEFAULT_METRICS_ALLOW,
@@ -36,6 +38,7 @@ from s3maptiler.config.model import (
     default_meta_buffer,
     default_spool_dir,
 )
+from s3maptiler.tiles.dimensions import Dimension, parse_dimensions
 from s3maptiler.tiles.formats import EXTENSIONS
 
 
@@ -132,7 +135,7 @@ def _layer_from_env(read: _Reader) -> Layer:
         formats=formats,
         # The first extension served is the layer's own format, the one documents,
         # the ArcGIS routes and seeding use.
-        format="png" if formats[0] == "png" else "jpeg",
+        format="jpeg" if formats[0] in ("jpg", "jpeg") else formats[0],
         cache_control=read.text("CACHE_CONTROL", "public, max-age=86400") or "",
         cache_from_wms=read.boolean("CACHE_FROM_WMS", False),
         min_zoom=min_zoom,
@@ -141,8 +144,29 @@ def _layer_from_env(read: _Reader) -> Layer:
         meta_buffer=read.integer("META_BUFFER", default_meta_buffer(metatile), 0, 512),
         png_compress_level=read.integer("PNG_COMPRESS_LEVEL", 6, 0, 9),
         jpeg_quality=read.integer("JPEG_QUALITY", 90, 1, 100),
+        webp_quality=read.integer("WEBP_QUALITY", 80, 0, 100),
+        webp_lossless=read.boolean("WEBP_LOSSLESS", False),
+        pixel_ratios=checked(
+            "PIXEL_RATIOS", validators.pixel_ratios, read.text("PIXEL_RATIOS", "1") or "1"
+        ),
+        wms_vendor=read.choice("WMS_VENDOR", "mapserver", WMS_VENDORS),
         empty_tiles=read.choice("EMPTY_TILES", "store", ("store", "redirect")),
+        dimensions=_dimensions(read),
     )
+
+
+def _dimensions(read: _Reader) -> tuple[Dimension, ...]:
+    """DIMENSIONS: the layers file's dimensions table as JSON, e.g.
+    ``{"time": {"values": "2024-01-01/2024-12-01/P1M", "default": "2024-12-01"}}``."""
+    raw = read.text("DIMENSIONS")
+    if raw is None:
+        return ()
+    try:
+        return parse_dimensions(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"DIMENSIONS: not JSON: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"DIMENSIONS: {exc}") from None
 
 
 def _cors_origins(read: _Reader) -> tuple[str, ...]:

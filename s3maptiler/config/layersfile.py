@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from s3maptiler.config import validators
+from s3maptiler.config.hidpi import WMS_VENDORS, with_tile_size
 from s3maptiler.config.model import WMS_VERSIONS, ConfigError, Layer, checked, default_meta_buffer
 from s3maptiler.tiles.arcgis import grid_from_arcgis_conf, grid_from_arcgis_tileinfo
+from s3maptiler.tiles.dimensions import parse_dimensions
 from s3maptiler.tiles.formats import TILE_FORMATS
 from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid, custom_grid, get_grid
 from s3maptiler.tiles.layouts import LAYOUTS
@@ -111,7 +113,12 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "tile_size": ("tile_size", _tile_size),
     "png_compress_level": ("png_compress_level", _bounded(0, 9)),
     "jpeg_quality": ("jpeg_quality", _bounded(1, 100)),
+    "webp_quality": ("webp_quality", _bounded(0, 100)),
+    "webp_lossless": ("webp_lossless", _boolean),
+    "pixel_ratios": ("pixel_ratios", validators.pixel_ratios),
+    "wms_vendor": ("wms_vendor", _choice(*WMS_VENDORS)),
     "empty_tiles": ("empty_tiles", _choice("store", "redirect")),
+    "dimensions": ("dimensions", parse_dimensions),
 }
 
 
@@ -151,7 +158,7 @@ def load_layers_file(path: Path) -> tuple[Layer, ...]:
             raise ConfigError(f"{where}: {exc}") from None
         grid = with_tile_size(grid, fields.pop("tile_size", grid.tile_size))
         tile_format = TILE_FORMATS[fields.get("format", "png")]
-        extensions = ("jpg", "jpeg") if tile_format.extension == "jpg" else ("png",)
+        extensions = ("jpg", "jpeg") if tile_format.extension == "jpg" else (tile_format.extension,)
         layer = Layer(name=name, formats=extensions, **fields)
         layer = replace(
             layer,
@@ -172,19 +179,6 @@ def load_layers_file(path: Path) -> tuple[Layer, ...]:
         layers.append(layer)
     _check_prefixes(path, layers)
     return tuple(layers)
-
-
-def with_tile_size(grid: TileGrid, tile_size: int) -> TileGrid:
-    """The same grid drawn with bigger tiles: 512 px tiles halve every resolution."""
-    if tile_size == grid.tile_size:
-        return grid
-    factor = grid.tile_size / tile_size
-    return replace(
-        grid,
-        name=f"{grid.name}-{tile_size}",
-        tile_size=tile_size,
-        resolutions=tuple(r * factor for r in grid.resolutions),
-    )
 
 
 def _tables(path: Path, section: str, tables: Any):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from s3maptiler.tiles.dimensions import Dimension
 from s3maptiler.tiles.formats import TILE_FORMATS, TileFormat, own_extension
 from s3maptiler.tiles.grids import TileGrid, get_grid
 
@@ -69,15 +70,22 @@ class Layer:
     max_zoom: int = 22
     tile_size: int = 256
     title: str = ""
-    format: str = "png"  # a TILE_FORMATS name: the format documents advertise
+    format: str = "png"  # png, png8, jpeg, webp or mixed: the format documents advertise
     extent: tuple[float, float, float, float] | None = None  # lon/lat; None: the grid's
     outside_extent: str = "404"  # "404" or "blank": the answer for a tile outside `extent`
     metatile: tuple[int, int] = (4, 4)  # columns, rows of tiles per WMS GetMap
     meta_buffer: int = 64  # pixels drawn around a metatile and cut away
     png_compress_level: int = 6  # zlib level of tiles cut from metatiles (bench/encode_cost.py)
     jpeg_quality: int = 90
+    webp_quality: int = 80  # lossy WebP quality 0-100 (bench/encode_cost.py)
+    webp_lossless: bool = False  # WebP without loss instead
+    pixel_ratios: tuple[int, ...] = (1,)  # 2: also @2x keys of 2x tiles (config/hidpi.py)
+    wms_vendor: str = "mapserver"  # which resolution parameter the WMS reads (hidpi.py)
+    pixel_ratio: int = 1  # this layer's tiles: 2 for the layer "<name>@2x" of 2x tiles
     empty_tiles: str = "store"  # "store", or "redirect" to one shared blank (S3 website)
     grid_def: TileGrid | None = field(default=None, compare=False, repr=False)  # custom grids
+    # TIME, ELEVATION, DIM_<name>: each value's tiles under {prefix}{value}/ (tiles/dimensions.py)
+    dimensions: tuple[Dimension, ...] = ()
 
     @property
     def tile_format(self) -> TileFormat:

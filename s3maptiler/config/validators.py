@@ -18,6 +18,7 @@ __all__ = [
     "key_prefix",
     "layer_name",
     "metatile",
+    "pixel_ratios",
     "url",
 ]
 
@@ -32,6 +33,8 @@ _WILDCARD_ORIGIN_RE = re.compile(r"https?://[A-Za-z0-9*.-]+(?::[0-9]{1,5})?")
 _METATILE_RE = re.compile(r"([0-9]{1,2})(?:x([0-9]{1,2}))?")
 # 8 x 8 tiles plus a buffer is about 2200 px: beyond that WMS size limits bite.
 _MAX_METATILE = 8
+# Device pixel ratios of high-DPI tiles: phones and laptops have 2 and 3.
+_MAX_PIXEL_RATIO = 3
 
 
 def url(value: str) -> str:
@@ -96,3 +99,21 @@ def metatile(value: Any) -> tuple[int, int]:
     ):
         raise ValueError('expected columns x rows such as "4x4", 4 or [4, 4], each 1..8')
     return value[0], value[1]
+
+
+def pixel_ratios(value: Any) -> tuple[int, ...]:
+    """Device pixel ratios a layer serves: distinct whole numbers 1..3 holding 1, given
+    as ``[1, 2]`` or ``"1,2"``; sorted."""
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",")]
+        value = [int(part) if part.isdigit() else part for part in parts]
+    expected = (
+        f"expected distinct pixel ratios from 1 to {_MAX_PIXEL_RATIO} holding 1, such as [1, 2]"
+    )
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= _MAX_PIXEL_RATIO for v in value
+    ):
+        raise ValueError(f"{expected}, got {value!r}")
+    if 1 not in value or len(set(value)) != len(value):
+        raise ValueError(f"{expected}, got {list(value)!r}")
+    return tuple(sorted(value))

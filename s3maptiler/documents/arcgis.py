@@ -16,7 +16,7 @@ from s3maptiler.documents.common import (
     view_of,
 )
 from s3maptiler.tiles.arcgis import ArcgisCacheInfo
-from s3maptiler.tiles.formats import JPEG_QUALITY, esri_formats
+from s3maptiler.tiles.formats import esri_formats
 from s3maptiler.tiles.grids import Bbox
 from s3maptiler.tiles.srs import MERCATOR_EXTENT, crs
 from s3maptiler.tiles.tilemath import arcgis_scale
@@ -116,13 +116,20 @@ def arcgis_mapserver(layer: Layer) -> dict[str, Any]:
     if origin is None:
         raise CannotDescribe(f"layer {layer.name}: grid {grid.name} has no single top-left origin")
     fmt = layer.tile_format
+    if fmt.esri_name is None:
+        # ArcGIS clients that honour tileInfo.format (ArcGIS Pro, the Runtime SDKs)
+        # know PNG, PNG8/24/32, JPG, MIXED and LERC only: no document beats a wrong one.
+        raise CannotDescribe(
+            f"layer {layer.name}: ArcGIS tiled services have no {fmt.name} tile format"
+            " (PNG, PNG8, PNG24, PNG32, JPG, MIXED, LERC); use its WMTS or TMS document"
+        )
     return mapserver_json(
         name=view.title,
         reference={"wkid": system.wkid, "latestWkid": system.latest_wkid},
         tile_size=(grid.tile_size, grid.tile_size),
         dpi=96,
         tile_format=fmt.esri_name,
-        quality=JPEG_QUALITY if fmt.name == "jpeg" else 0,
+        quality=_quality(layer),
         origin=origin,
         lods=[
             {"level": z, "resolution": grid.resolution(z), "scale": arcgis_scale(grid, z)}
@@ -133,6 +140,11 @@ def arcgis_mapserver(layer: Layer) -> dict[str, Any]:
         formats=esri_formats(fmt, [layer.extension, *layer.formats]),
         scales=(arcgis_scale(grid, view.zooms.start), arcgis_scale(grid, view.zooms.stop - 1)),
     )
+
+
+def _quality(layer: Layer) -> int:
+    """tileInfo.compressionQuality: the JPEG quality of a jpeg or mixed layer, else 0."""
+    return layer.jpeg_quality if layer.tile_format.name in ("jpeg", "mixed") else 0
 
 
 def cache_mapserver(info: ArcgisCacheInfo, name: str, extent: Bbox | None = None) -> dict:

@@ -179,8 +179,9 @@ def base_of(base_url: str) -> str:
 
 
 def segment(name: str) -> str:
-    """A layer name as one URL path segment."""
-    return quote(name, safe="")
+    """A layer name as one URL path segment (``@`` of ``roads@2x`` kept: a path may
+    hold it, and an S3 key written from it matches the URL a client asks for)."""
+    return quote(name, safe="@")
 
 
 def corner_of(grid: TileGrid, zooms: range, corner: str) -> tuple[float, float] | None:
@@ -229,6 +230,8 @@ def tms_levels(layer: Layer, grid: TileGrid) -> range:
 def tms_problem(layer: Layer, mode: str) -> str | None:
     if mode == "keys" and layer.layout != "tms":
         return f"layout {layer.layout} is not the TMS z/x/y order with y counted from the bottom"
+    if mode == "keys" and layer.pixel_ratio != 1:
+        return f"TMS tile URLs end in {{y}}.{{extension}}: no room for @{layer.pixel_ratio}x"
     grid = layer.tile_grid
     if corner_of(grid, tms_levels(layer, grid), "bottom-left") is None:
         return f"grid {grid.name} has no single bottom-left origin for all zoom levels"

@@ -47,6 +47,7 @@ from s3maptiler.documents.common import (
     view_of,
 )
 from s3maptiler.tiles import srs
+from s3maptiler.tiles.dimensions import Dimension
 from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Tile, TileGrid
 from s3maptiler.tiles.tilemath import scale_denominator
 
@@ -210,9 +211,25 @@ def conformance(layers: Sequence[Layer]) -> dict[str, Any]:
     classes += [_TILES + "geodata-tilesets", _TILES + "oas30"]
     served = {view.layer.tile_format.media_type for view, _ in published(layers)}
     classes += [_TILES + name for kind, name in _ENCODING_CLASSES.items() if kind in served]
+    if any(time_of(view.layer) for view, _ in published(layers)):
+        classes.append(_TILES + "datetime")
     for name in ("tilematrixset", "tilematrixsetlimits", "tilesetmetadata"):
         classes += [_TMS_CONF + name, _TMS_CONF + "json-" + name]
     return {"conformsTo": classes}
+
+
+def time_of(layer: Layer) -> Dimension | None:
+    """The layer's time dimension: what a tile request's ``datetime`` names."""
+    return next((d for d in layer.dimensions if d.name == "time"), None)
+
+
+def _temporal(time: Dimension) -> dict[str, Any]:
+    """The interval of a time dimension's values, in RFC 3339 (dates at midnight UTC)."""
+    listed = time.listed()  # values in one spelling, or one "start/end/period"
+    ends = listed[0].split("/")[:2] if "/" in listed[0] else sorted(listed)
+    first, last = ends[0], ends[-1]
+    stamp = [v if "T" in v else f"{v}T00:00:00Z" for v in (first, last)]
+    return {"interval": [stamp], "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}
 
 
 def collection(layer: Layer, base_url: str) -> dict[str, Any]:
@@ -230,6 +247,9 @@ def collection(layer: Layer, base_url: str) -> dict[str, Any]:
                 "crs": srs.crs("CRS:84").uri,
             }
         }
+    time = time_of(layer)
+    if time is not None:
+        doc.setdefault("extent", {})["temporal"] = _temporal(time)
     doc["dataType"] = "map"
     doc["crs"] = [info.crs.uri]
     doc["links"] = [

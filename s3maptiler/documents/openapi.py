@@ -9,7 +9,7 @@ from typing import Any
 
 from s3maptiler.config import Layer
 from s3maptiler.documents.common import base_of
-from s3maptiler.documents.ogcapi import JSON_TYPE, ROOT, published
+from s3maptiler.documents.ogcapi import JSON_TYPE, ROOT, published, time_of
 
 __all__ = ["api_definition"]
 
@@ -17,6 +17,13 @@ _TEXT = {"text/plain": {"schema": {"type": "string"}}}
 _ERRORS = {
     "400": {"description": "A bad parameter, in one line", "content": _TEXT},
     "404": {"description": "No such layer, tile matrix set or tile, in one line", "content": _TEXT},
+}
+_DATETIME = {
+    "name": "datetime",
+    "in": "query",
+    "required": False,
+    "description": "A value of the layer's time dimension (absent: its default)",
+    "schema": {"type": "string"},
 }
 _F_JSON = {
     "name": "f",
@@ -96,7 +103,7 @@ def api_definition(layers: Sequence[Layer], base_url: str, title: str = "s3mapti
         tiles + "/{tileMatrix}/{tileRow}/{tileCol}": _operation(
             "getCollectionMapTile",
             "A map tile, in the layer's own format",
-            [collection_id, set_id, *cell],
+            [collection_id, set_id, *cell, *([_DATETIME] if any(map(time_of, layers)) else [])],
             tile_content,
         ),
         "/tileMatrixSets": _json_operation("getTileMatrixSets", "The tile matrix sets", []),

@@ -106,7 +106,7 @@ def tile_map(layer: Layer, base_url: str, mode: str = "service") -> str:
         {"version": _TMS_VERSION, "tilemapservice": f"{base}/{tms_service_path(mode)}"},
     )
     sub(root, "Title", view.title)
-    sub(root, "Abstract", "")
+    sub(root, "Abstract", _defaults_note(layer))
     sub(root, "SRS", view.crs.name)
     sub(
         root,
@@ -139,3 +139,13 @@ def tile_map(layer: Layer, base_url: str, mode: str = "service") -> str:
             order=str(z),
         )
     return to_xml(root)
+
+
+def _defaults_note(layer: Layer) -> str:
+    """TMS has no dimensions: a layer's TileMap is its dimension-less keys, drawn at
+    the default of each dimension (one TileMap per value would list every value of an
+    interval as a layer of its own). The WMTS capabilities name the other values."""
+    if not layer.dimensions:
+        return ""
+    defaults = ", ".join(f"{d.wms_param}={d.default}" for d in layer.dimensions)
+    return f"Tiles at {defaults}; the WMTS capabilities list every value."

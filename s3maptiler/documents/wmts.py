@@ -24,6 +24,7 @@ from s3maptiler.documents.common import (
 )
 from s3maptiler.tiles import srs
 from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox, Tile, TileGrid
+from s3maptiler.tiles.layouts import with_pixel_ratio
 from s3maptiler.tiles.srs import CRS
 from s3maptiler.tiles.tilemath import scale_denominator
 
@@ -82,12 +83,28 @@ def _kvp_operation(parent: ET.Element, name: str, href: str) -> None:
 
 def _resource_template(view: View, base: str, mode: str) -> str:
     ext = view.layer.extension
+    # One segment per dimension, as in the keys: {prefix}{Time}/{TileMatrix}/...
+    values = "".join(f"{{{d.identifier}}}/" for d in view.layer.dimensions)
     if mode == "service":
         return (
-            f"{base}/wmts/1.0.0/{segment(view.name)}"
-            f"/{{Style}}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileRow}}/{{TileCol}}.{ext}"
+            f"{base}/wmts/1.0.0/{segment(view.name)}/{{Style}}/{{TileMatrixSet}}/"
+            f"{values}{{TileMatrix}}/{{TileRow}}/{{TileCol}}.{ext}"
         )
-    return f"{base}/{view.layer.prefix}{WMTS_KEY_TEMPLATES[view.layer.layout]}.{ext}"
+    path = with_pixel_ratio(
+        f"{WMTS_KEY_TEMPLATES[view.layer.layout]}.{ext}", view.layer.pixel_ratio
+    )
+    return f"{base}/{view.layer.prefix}{values}{path}"
+
+
+def _dimensions(parent: ET.Element, layer: Layer) -> None:
+    """A Dimension per dimension of the layer, children in the schema's order:
+    Identifier, Default, Value (one per value; a long interval as start/end/period)."""
+    for dimension in layer.dimensions:
+        element = sub(parent, "Dimension")
+        sub(element, "ows:Identifier", dimension.identifier)
+        sub(element, "Default", dimension.default)
+        for value in dimension.listed():
+            sub(element, "Value", value)
 
 
 def _limits(parent: ET.Element, view: View, set_levels: int) -> None:
@@ -180,7 +197,7 @@ def wmts_capabilities(
         fmt = view.layer.tile_format
         set_id = tile_matrix_set_id(view.grid)
         # Child order is the schema's: Title, WGS84BoundingBox, Identifier, BoundingBox,
-        # Style, Format, TileMatrixSetLink, ResourceURL.
+        # Style, Format, Dimension, TileMatrixSetLink, ResourceURL.
         element = sub(contents, "Layer")
         sub(element, "ows:Title", view.title)
         if view.lonlat is not None:
@@ -192,6 +209,7 @@ def wmts_capabilities(
         style = sub(element, "Style", isDefault="true")
         sub(style, "ows:Identifier", _STYLE)
         sub(element, "Format", fmt.media_type)
+        _dimensions(element, view.layer)
         link = sub(element, "TileMatrixSetLink")
         sub(link, "TileMatrixSet", set_id)
         _limits(link, view, sets[set_id][1])

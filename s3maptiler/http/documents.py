@@ -1,10 +1,12 @@
 """Document routes: the TMS TileMapService and TileMaps, the WMTS capabilities and the
-ArcGIS MapServer JSON of every layer, with tile URLs on this service."""
+ArcGIS MapServer JSON of every layer (and of its high-DPI tiles, ``roads@2x``), with
+tile URLs on this service."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from s3maptiler.config import with_pixel_ratios
 from s3maptiler.documents import arcgis, common, tms, wmts
 from s3maptiler.http.replies import document, service, text
 
@@ -17,7 +19,7 @@ def _base_url() -> str:
 
 @blueprint.get("/1.0.0/")
 def tms_service() -> Response:
-    body = tms.tile_map_service(service().settings.layers, _base_url())
+    body = tms.tile_map_service(with_pixel_ratios(service().settings.layers), _base_url())
     return document(body, common.TMS_CONTENT_TYPE)
 
 
@@ -36,7 +38,7 @@ def tms_tile_map(layer: str) -> Response:
 
 @blueprint.get("/" + common.WMTS_CAPABILITIES_PATH)
 def wmts_capabilities() -> Response:
-    body = wmts.wmts_capabilities(service().settings.layers, _base_url())
+    body = wmts.wmts_capabilities(with_pixel_ratios(service().settings.layers), _base_url())
     return document(body, common.WMTS_CONTENT_TYPE)
 
 

@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, has_request_context, render_template, request
 
-from s3maptiler.config import Layer
+from s3maptiler.config import Layer, with_pixel_ratios
 from s3maptiler.documents import arcgis, common
 from s3maptiler.documents.wmts import tile_matrix_set_id
 from s3maptiler.http.replies import service, text
@@ -101,6 +101,7 @@ class TileAddress:
     ext: str  # "" for the ArcGIS REST route, which has no extension
     template: str
     external: bool = False  # on another origin (the bucket), not the service
+    suffix: str = ""  # before the extension: "@2x" in a high-DPI layer's keys
 
 
 # How each layout writes a tile, for people: y and row count from the top, -y from the bottom.
@@ -113,8 +114,8 @@ _PATH_TEMPLATES = {
 }
 
 
-def _template(address_base: str, layout: str, ext: str) -> str:
-    return address_base + _PATH_TEMPLATES[layout] + (f".{ext}" if ext else "")
+def _template(address_base: str, layout: str, ext: str, suffix: str = "") -> str:
+    return address_base + _PATH_TEMPLATES[layout] + suffix + (f".{ext}" if ext else "")
 
 
 def projection_of(grid: TileGrid) -> str:
@@ -146,6 +147,9 @@ def tile_addresses(
     ``root`` is the URL path the service is mounted under ("" at the host's root).
     """
     ext = _tile_ext(layer)
+    # A high-DPI layer's keys are its 1x layer's with "@2x" before the extension; its
+    # routes (/1.0.0/roads@2x/...) carry the ratio in the layer's name.
+    suffix = "" if layer.pixel_ratio == 1 else f"@{layer.pixel_ratio}x"
     bucket = []
     if bucket_url:
         base = f"{bucket_url.rstrip('/')}/{layer.prefix}"
@@ -156,8 +160,9 @@ def tile_addresses(
                 base,
                 layer.layout,
                 ext,
-                _template(base, layer.layout, ext),
+                _template(base, layer.layout, ext, suffix),
                 external=True,
+                suffix=suffix,
             )
         )
     name = quote(layer.name, safe="")
@@ -172,7 +177,8 @@ def tile_addresses(
             keys,
             layer.layout,
             ext,
-            _template(keys, layer.layout, ext),
+            _template(keys, layer.layout, ext, suffix),
+            suffix=suffix,
         ),
         TileAddress("tms", "TMS route", tms, "tms", ext, _template(tms, "tms", ext)),
         TileAddress("wmts", "WMTS REST route", wmts, "wmts", ext, _template(wmts, "wmts", ext)),
@@ -209,6 +215,7 @@ def preview_config(
     """
     projection = projection_of(grid)
     zooms = range(0, _max_zoom(layer, grid) + 1)
+    ratio = layer.pixel_ratio  # 2: the 512 px tiles are drawn on the 1x grid's 256 CSS px
     origins = []
     for z in zooms:
         box = grid.tile_bbox(Tile(0, 0, z))
@@ -219,8 +226,9 @@ def preview_config(
         "projection": projection,
         "extent": list(grid.bbox),
         "dataExtent": _data_extent(layer, projection),
-        "tileSize": grid.tile_size,
-        "resolutions": [grid.resolution(z) for z in zooms],
+        "tileSize": grid.tile_size // ratio,
+        "tilePixelRatio": ratio,
+        "resolutions": [grid.resolution(z) * ratio for z in zooms],
         "origins": origins,
         "sizes": [list(grid.matrix_size(z)) for z in zooms],
         "minZoom": min(layer.min_zoom, zooms.stop - 1),
@@ -271,7 +279,7 @@ def index_page(tiles: Any) -> str:
     """
     root = _root()
     rows = []
-    for layer in tiles.settings.layers:
+    for layer in with_pixel_ratios(tiles.settings.layers):  # and "roads@2x" after roads
         grid = layer.tile_grid
         keys = tile_addresses(layer, grid, root)[0]
         try:

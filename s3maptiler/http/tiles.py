@@ -76,6 +76,7 @@ def tms_tile(**values: str) -> Response:
 
 
 @blueprint.get("/wmts/1.0.0/<layer>/<style>/<matrix_set>/<z>/<row>/<col>")
+@blueprint.get("/wmts/1.0.0/<layer>/<style>/<matrix_set>/<path:dimensions>/<z>/<row>/<col>")
 def wmts_rest_tile(**values: str) -> Response:
     return _fixed_route("tiles.wmts_rest_tile", values)
 
@@ -122,7 +123,25 @@ def _tms_route(service: TileService, values: Mapping[str, str], args) -> TileReq
 
 def _wmts_rest_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
     path = f"{values['z']}/{values['row']}/{values['col']}"
-    return _wmts_request(service, values["layer"], values["matrix_set"], path)
+    dimensions = _rest_dimensions(service, values["layer"], values.get("dimensions"))
+    return _wmts_request(
+        service, values["layer"], values["matrix_set"], path, dimensions=dimensions
+    )
+
+
+def _rest_dimensions(service: TileService, layer_name: str, text: str | None) -> dict[str, str]:
+    """The `{Time}/...` segments of a WMTS REST URL by name, one per dimension of the
+    layer, in the order of its ResourceURL template."""
+    layer = service.layer(layer_name)
+    if text is None or layer is None:  # no layer: request_via answers 404
+        return {}
+    names = [d.name.upper() for d in layer.dimensions]
+    given = text.split("/")
+    if len(given) != len(names):
+        raise BadTileRequest(
+            f"{len(given)} dimension values in the path, layer {layer_name[:64]} has {len(names)}"
+        )
+    return dict(zip(names, given, strict=True))
 
 
 def _wmts_kvp_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
@@ -142,7 +161,8 @@ def _arcgis_route(service: TileService, values: Mapping[str, str], args) -> Tile
 
 
 def _ogcapi_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
-    """An OGC API tile: the layer's own format, or the one ``f`` names (png, jpeg)."""
+    """An OGC API tile: the layer's own format, or the one ``f`` names (png, jpeg), at
+    the time ``datetime`` names (absent: the layer's dimension-less key)."""
     layer = service.layer(values["layer"])
     ext = layer.extension if layer else "png"
     wanted = args.get("f")
@@ -152,7 +172,16 @@ def _ogcapi_route(service: TileService, values: Mapping[str, str], args) -> Tile
         if ext is None:
             raise TileNotFound(f"layer {layer.name} does not serve f={wanted[:20]!r}")
     path = f"{values['z']}/{values['row']}/{values['col']}.{ext}"
-    return _wmts_request(service, values["layer"], values["matrix_set"], path, _ogcapi_set_id)
+    # OGC API's datetime is the layer's TIME dimension (ignored by a layer without one).
+    when = args.get("datetime")
+    return _wmts_request(
+        service,
+        values["layer"],
+        values["matrix_set"],
+        path,
+        set_id=_ogcapi_set_id,
+        dimensions={"TIME": when} if when else None,
+    )
 
 
 def _ogcapi_set_id(grid: TileGrid) -> str:
@@ -199,12 +228,14 @@ def _wmts_request(
     layer: str,
     matrix_set: str,
     path: str,
+    *,
     set_id: Callable[[TileGrid], str] = tile_matrix_set_id,
+    dimensions: Mapping[str, str] | None = None,
 ) -> TileRequest:
     named = service.layer(layer)
     if named is not None and matrix_set != set_id(named.tile_grid):
         raise TileNotFound(f"layer {layer} has no TileMatrixSet {matrix_set[:64]!r}")
-    return service.request_via(layer, "wmts", path)
+    return service.request_via(layer, "wmts", path, dimensions)
 
 
 def _wmts_kvp_request(service: TileService, args: dict[str, str]) -> TileRequest:
@@ -222,4 +253,5 @@ def _wmts_kvp_request(service: TileService, args: dict[str, str]) -> TileRequest
     if ext is None:
         raise TileNotFound(f"layer {args['LAYER']} does not serve {args['FORMAT'][:64]!r}")
     path = f"{args['TILEMATRIX']}/{args['TILEROW']}/{args['TILECOL']}.{ext}"
-    return _wmts_request(service, args["LAYER"], args["TILEMATRIXSET"], path)
+    # A dimension's value under its identifier (Time=...), the default when absent.
+    return _wmts_request(service, args["LAYER"], args["TILEMATRIXSET"], path, dimensions=args)

@@ -2,7 +2,9 @@
 
 Encoding keeps a ``png`` layer full colour (RGB/RGBA, never quantised); ``png8``
 quantises to a palette only when asked; ``jpeg`` composites transparency on a
-background colour. Uniform tiles (one colour, or fully transparent) are found with
+background colour; ``webp`` keeps transparency, lossy or lossless; ``mixed`` writes
+each tile as JPEG when it is fully opaque and as full-colour PNG when it is not.
+Uniform tiles (one colour, or fully transparent) are found with
 Pillow's per-band extrema, not a Python pixel loop. Where each tile sits in the
 metatile image is :mod:`s3maptiler.tiles.metatile`'s geometry.
 """
@@ -44,6 +46,11 @@ _PNG8_METHODS = {
 }
 # Modes a PNG stores as they are, without any loss.
 _PNG_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA"})
+# libwebp's speed/size trade-off ("method", 0 fast .. 6) for lossy tiles, and method
+# and effort (0..100, Pillow's "quality") for lossless ones; see Encoder.
+WEBP_METHOD = 4
+WEBP_LOSSLESS_METHOD = 2
+WEBP_LOSSLESS_EFFORT = 40
 
 
 class UndecodableImage(MetaTileError):
@@ -81,7 +88,10 @@ class Encoder:
     ``format`` is ``png`` (full colour, lossless), ``png8`` (palette of at most
     ``png8_colors`` colours, quantised with ``png8_method``) or ``jpeg`` (quality
     ``jpeg_quality``, transparency composited on ``jpeg_background``, an RGB triple).
-    ``png_compress_level`` is the zlib level 0..9 for png and png8.
+    ``png_compress_level`` is the zlib level 0..9 for png and png8. ``webp`` is lossy
+    at ``webp_quality`` (0..100, transparency kept losslessly) or lossless with
+    ``webp_lossless``. ``mixed`` uses ``jpeg_quality`` for its opaque tiles and
+    ``png_compress_level`` for the others.
 
     Level 6 is the default (``python bench/encode_cost.py``, 272 demo-WMS tiles from
     4x4 metatiles, decode included): 1.6 ms CPU per tile (2.1 ms for tiles with
@@ -91,6 +101,12 @@ class Encoder:
     a tenth of what one month of storing level 3's 21 % more bytes costs, and a tile
     with content stays under the 5 ms target with the S3 PUT (~1.4 ms) included;
     level 9 does not.
+
+    WebP (same bench): lossy at quality 80, libwebp's method 4, is 0.18 of level-6 PNG's
+    bytes and 0.28 of JPEG 90's, for 2.2 ms CPU per tile (2.8 with content); method 2
+    would save 1.4 ms for 5 % more bytes, which the rule above says to keep. Lossless
+    at effort 40 and method 2 is 0.49 of PNG's bytes for 2.9 ms (3.9); effort 80 and
+    method 4, Pillow's defaults, saves another 1.4 % for 6 ms more per tile.
     """
 
     format: str = "png"
@@ -99,6 +115,8 @@ class Encoder:
     png8_colors: int = 256
     png8_method: str = "fastoctree"
     jpeg_background: tuple[int, int, int] = (255, 255, 255)
+    webp_quality: int = 80
+    webp_lossless: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in TILE_FORMATS:
@@ -108,6 +126,7 @@ class Encoder:
             ("png_compress_level", self.png_compress_level, 0, 9),
             ("jpeg_quality", self.jpeg_quality, 1, 100),
             ("png8_colors", self.png8_colors, 2, 256),
+            ("webp_quality", self.webp_quality, 0, 100),
         )
         for name, value, low, high in checks:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -122,12 +141,15 @@ class Encoder:
         ):
             raise InvalidEncoder(f"jpeg_background must be three values 0..255, got {background!r}")
         object.__setattr__(self, "jpeg_background", background)
+        if not isinstance(self.webp_lossless, bool):
+            raise InvalidEncoder(f"webp_lossless must be true or false, got {self.webp_lossless!r}")
 
     def prepare(self, image: Image.Image) -> Image.Image:
         """The image in the mode this format encodes, converted without loss where the
         format allows: palette images become RGB(A) for png and keep their palette for
-        png8, an alpha band that is opaque everywhere is dropped, and jpeg loses
-        transparency on the background colour."""
+        png8, an alpha band that is opaque everywhere is dropped (so a mixed tile
+        without one is opaque), and jpeg loses transparency on the background colour;
+        webp and mixed work in RGB or RGBA."""
         mode = image.mode
         if self.format == "jpeg":
             if _has_alpha(image):
@@ -144,8 +166,21 @@ class Encoder:
         """The image encoded in this format, as the bytes of a file."""
         image = self.prepare(image)
         out = io.BytesIO()
-        if self.format == "jpeg":
+        # prepare() dropped the alpha band of an opaque tile: a mixed tile without one
+        # is JPEG, one with transparency is PNG (below).
+        if self.format == "jpeg" or (self.format == "mixed" and image.mode == "RGB"):
             image.save(out, "JPEG", quality=self.jpeg_quality)
+            return out.getvalue()
+        if self.format == "webp":
+            if self.webp_lossless:
+                options = {
+                    "lossless": True,
+                    "quality": WEBP_LOSSLESS_EFFORT,
+                    "method": WEBP_LOSSLESS_METHOD,
+                }
+            else:
+                options = {"quality": self.webp_quality, "method": WEBP_METHOD}
+            image.save(out, "WEBP", **options)
             return out.getvalue()
         if self.format == "png8" and image.mode != "P":
             # Only FASTOCTREE (and libimagequant) handle an alpha band.
@@ -309,10 +344,13 @@ def slice_metatile(data: bytes, meta: MetaTile, encoder: Encoder) -> dict[Tile, 
 
 @functools.cache
 def blank_tile(media_type: str, size: int) -> bytes:
-    """A transparent PNG, or a white JPEG, of size x size pixels."""
+    """A transparent PNG (also for mixed layers) or WebP, or a white JPEG, of size x
+    size pixels."""
     out = io.BytesIO()
     if media_type == "image/jpeg":
         Image.new("RGB", (size, size), (255, 255, 255)).save(out, "JPEG", quality=90)
+    elif media_type == "image/webp":
+        Image.new("RGBA", (size, size), (0, 0, 0, 0)).save(out, "WEBP", lossless=True)
     else:
         Image.new("RGBA", (size, size), (0, 0, 0, 0)).save(out, "PNG", optimize=True)
     return out.getvalue()

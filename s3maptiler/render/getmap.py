@@ -29,6 +29,7 @@ __all__ = [
     "bbox_text",
     "getmap_params",
     "getmap_url",
+    "resolution_params",
 ]
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,36 @@ def getmap_params(
     params.append(("EXCEPTIONS", _EXCEPTIONS_FORMAT[source.version]))
     params.extend(source.extra_params)
     return params
+
+
+#: How each WMS is told to draw a map at a higher resolution, and the dots per inch
+#: it draws at without: MapServer's MAP_RESOLUTION (its RESOLUTION, 72 by default;
+#: symbols scale by RESOLUTION/DEFRESOLUTION, MS RFC 55), GeoServer's
+#: FORMAT_OPTIONS=dpi (90, its documented OGC standard), QGIS Server's DPI (the OGC's
+#: 0.28 mm pixel, 90.7 dpi: QgsWmsRenderContext::dotsPerMm).
+_RESOLUTION = {
+    "mapserver": ("MAP_RESOLUTION", "{}", 72.0),
+    "geoserver": ("FORMAT_OPTIONS", "dpi:{}", 90.0),
+    "qgis": ("DPI", "{}", 25.4 / 0.28),
+}
+
+
+def resolution_params(vendor: str, ratio: int) -> tuple[tuple[str, str], ...]:
+    """The vendor parameter that makes `vendor`'s WMS draw a map `ratio` times the
+    pixels of its ground at `ratio` times its resolution: labels, symbols and lines
+    `ratio` times as many pixels, and the same scale (so scale-dependent layers and
+    labels are those of the 1x map). None for ratio 1, or for a WMS without one
+    (``"none"``). Whole dots per inch: older QGIS Servers read DPI as an integer.
+
+    >>> resolution_params("mapserver", 2), resolution_params("qgis", 2)
+    ((('MAP_RESOLUTION', '144'),), (('DPI', '181'),))
+    >>> resolution_params("geoserver", 2), resolution_params("none", 2)
+    ((('FORMAT_OPTIONS', 'dpi:180'),), ())
+    """
+    if ratio == 1 or vendor not in _RESOLUTION:
+        return ()
+    key, template, base = _RESOLUTION[vendor]
+    return ((key, template.format(round(base * ratio))),)
 
 
 def getmap_url(source: WMSSource, bbox: Sequence[float], width: int, height: int) -> str:

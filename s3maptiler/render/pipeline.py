@@ -22,8 +22,8 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 
 from PIL import Image
 
@@ -38,12 +38,13 @@ from s3maptiler.render.encode import (
 )
 from s3maptiler.render.errors import WMSBadImage, WMSError
 from s3maptiler.render.freshness import Freshness, freshness_of, max_age_of
-from s3maptiler.render.getmap import WMSSource
+from s3maptiler.render.getmap import WMSSource, resolution_params
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.wms import WMSClient
-from s3maptiler.tiles.formats import for_extension, media_type
+from s3maptiler.tiles.dimensions import values_path, wms_params
+from s3maptiler.tiles.formats import TileFormat, for_extension, tile_content_type
 from s3maptiler.tiles.grids import GridError, Tile, TileGrid
-from s3maptiler.tiles.layouts import Layout, LayoutError, get_layout
+from s3maptiler.tiles.layouts import Layout, LayoutError, get_layout, with_pixel_ratio
 from s3maptiler.tiles.metatile import MetaTile, MetaTileError, metatile_for
 from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 
@@ -58,10 +59,13 @@ class LayerRuntime:
     sources: dict[str, WMSSource]  # by tile extension
     encoders: dict[str, Encoder]  # by tile extension, for tiles cut from metatiles
     guard: WMSGuard  # cap on concurrent GetMaps and circuit breaker for the layer's WMS
+    formats: dict[str, TileFormat]  # by tile extension
 
-    def metatile_of(self, tile: Tile) -> MetaTile | None:
-        """The metatile drawn for `tile`; None when the layer draws tiles one by one."""
-        if self.layer.metatile == (1, 1) and self.layer.meta_buffer == 0:
+    def metatile_of(self, tile: Tile, ext: str) -> MetaTile | None:
+        """The metatile drawn for `tile`; None when the tile is the WMS's own answer
+        (drawn alone, without a buffer, in the format the WMS was asked for)."""
+        alone = self.layer.metatile == (1, 1) and self.layer.meta_buffer == 0
+        if alone and not self.formats[ext].reencoded:
             return None
         return metatile_for(self.grid, tile, self.layer.metatile, self.layer.meta_buffer)
 
@@ -72,13 +76,25 @@ class LayerRuntime:
         if extent is not None and not overlaps(tile_lonlat_bounds(self.grid, tile), extent):
             return None
         try:
-            return self.layer.prefix + self.layout.format(tile, ext, self.grid)
+            return self.key_of(tile, ext)
         except (LayoutError, GridError):
             return None
 
-    def content_type(self, ext: str) -> str:
-        """The Content-Type of this layer's tiles with extension `ext`."""
-        return media_type(self.sources[ext].image_format)
+    def key_of(self, tile: Tile, ext: str) -> str:
+        """The key of `tile` with extension `ext`: the layer's prefix, its layout's path
+        and, for high-DPI tiles, ``@2x`` before the extension. Raises LayoutError or
+        GridError for a tile the layout cannot write."""
+        path = self.layout.format(tile, ext, self.grid)
+        return self.layer.prefix + with_pixel_ratio(path, self.layer.pixel_ratio)
+
+    def content_type(self, ext: str, data: bytes) -> str:
+        """The Content-Type of the tile `data` with extension `ext`: the format's, or
+        for a mixed layer that of the bytes (image/jpeg or image/png)."""
+        return tile_content_type(self.formats[ext], data)
+
+    def media_type(self, ext: str) -> str:
+        """What documents and WMTS FORMAT call tiles with extension `ext`."""
+        return self.formats[ext].media_type
 
     @property
     def cache_control(self) -> str | None:
@@ -93,9 +109,27 @@ class LayerRuntime:
         digest = hashlib.md5(tile.data, usedforsecurity=False).hexdigest()
         return f"{self.layer.prefix}_blank/{digest}.{ext}"
 
+    def with_values(self, values: Sequence[str]) -> LayerRuntime:
+        """The layer at one value of each of its dimensions (already checked): its
+        tiles under ``{prefix}{values}/``, its GetMaps with TIME=, ELEVATION=, DIM_...=.
+        It shares the layer's guard. Without dimensions, the layer itself."""
+        if not values:
+            return self
+        layer = replace(self.layer, prefix=self.layer.prefix + values_path(values))
+        return LayerRuntime.build(layer, self.guard, tuple(values))
+
     @classmethod
-    def build(cls, layer: Layer, guard: WMSGuard) -> LayerRuntime:
+    def build(
+        cls, layer: Layer, guard: WMSGuard, values: Sequence[str] | None = None
+    ) -> LayerRuntime:
+        """`values`: one per dimension of the layer; None: the defaults (what the
+        layer's dimension-less keys are drawn with)."""
         grid = layer.tile_grid
+        formats = {ext: for_extension(layer.tile_format, ext) for ext in layer.formats}
+        # Dimension values first, then the vendor's resolution for high-DPI tiles.
+        extra_params = wms_params(layer.dimensions, values) + resolution_params(
+            layer.wms_vendor, layer.pixel_ratio
+        )
         sources = {
             ext: WMSSource(
                 url=layer.wms_url,
@@ -103,21 +137,24 @@ class LayerRuntime:
                 styles=layer.wms_styles,
                 version=layer.wms_version,
                 srs=grid.srs,
-                image_format=for_extension(layer.tile_format, ext).wms_format,
+                image_format=formats[ext].wms_format,
                 transparent=layer.transparent,
                 bgcolor=layer.bgcolor,
+                extra_params=extra_params,
             )
             for ext in layer.formats
         }
         encoders = {
             ext: Encoder(
-                format=for_extension(layer.tile_format, ext).name,
+                format=formats[ext].name,
                 png_compress_level=layer.png_compress_level,
                 jpeg_quality=layer.jpeg_quality,
+                webp_quality=layer.webp_quality,
+                webp_lossless=layer.webp_lossless,
             )
             for ext in layer.formats
         }
-        return cls(layer, grid, get_layout(layer.layout), sources, encoders, guard)
+        return cls(layer, grid, get_layout(layer.layout), sources, encoders, guard, formats)
 
 
 def overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -197,7 +234,8 @@ class Renderer:
     def tile(
         self, runtime: LayerRuntime, ext: str, tile: Tile
     ) -> tuple[SlicedTile, Freshness | None]:
-        """A tile drawn on its own (1x1, no buffer): the WMS's bytes, untouched, and
+        """A tile drawn on its own (1x1, no buffer) in the format asked of the WMS: the
+        WMS's bytes, untouched (webp and mixed tiles are cut from a 1x1 metatile), and
         their lifetime (see :meth:`answer`). Only the redirect blank policy needs to
         know whether it is uniform."""
         size = runtime.grid.tile_size

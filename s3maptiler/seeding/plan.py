@@ -10,6 +10,7 @@ from s3maptiler.config import Layer
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.pipeline import LayerRuntime
 from s3maptiler.seeding.coverage import Coverage, SeedError, tile_touches
+from s3maptiler.tiles.dimensions import DimensionError
 from s3maptiler.tiles.grids import GridError, Tile, TileGrid
 from s3maptiler.tiles.metatile import MetaTile, metatile_for
 from s3maptiler.tiles.tilemath import lonlat_to_tile, tile_lonlat_bounds
@@ -31,7 +32,9 @@ def layer_runtime(layer: Layer) -> LayerRuntime:
 class MetaJob(NamedTuple):
     """One metatile to render: layer, tile extension, zoom and the column/row of its
     top-left tile (rows from the top). ``tiles`` are the (x, y) of the tiles to
-    store, in the metatile; empty means every tile of the metatile."""
+    store, in the metatile; empty means every tile of the metatile. ``dimensions``
+    are (name, value) pairs, one per dimension of the layer, in its order; empty means
+    the layer's dimension-less keys (drawn at the defaults)."""
 
     layer: str
     ext: str
@@ -39,13 +42,16 @@ class MetaJob(NamedTuple):
     x: int
     y: int
     tiles: tuple[tuple[int, int], ...] = ()
+    dimensions: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """The job as JSON-ready data: coordinates only."""
+        """The job as JSON-ready data: coordinates (and dimension values) only."""
         doc: dict[str, Any] = {"layer": self.layer, "ext": self.ext, "z": self.z}
         doc.update(x=self.x, y=self.y)
         if self.tiles:
             doc["tiles"] = [list(t) for t in self.tiles]
+        if self.dimensions:
+            doc["dimensions"] = dict(self.dimensions)
         return doc
 
     @classmethod
@@ -64,15 +70,21 @@ class MetaJob(NamedTuple):
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in numbers
         ):
             raise BadJob("job: layer and ext must be text, z, x, y and tiles whole numbers >= 0")
-        return cls(layer, ext, z, x, y, tiles)
+        dimensions = doc.get("dimensions") or {}
+        if not isinstance(dimensions, Mapping) or not all(
+            isinstance(v, str) for v in dimensions.values()
+        ):
+            raise BadJob("job: dimensions must be an object of text values")
+        return cls(layer, ext, z, x, y, tiles, tuple(dimensions.items()))
 
     @property
-    def key(self) -> tuple[str, str, int, int, int]:
+    def key(self) -> tuple:
         """Identity of the metatile, for journals."""
-        return (self.layer, self.ext, self.z, self.x, self.y)
+        return (self.layer, self.ext, self.z, self.x, self.y, *self.dimensions)
 
     def describe(self) -> str:
-        return f"{self.layer} {self.z}/{self.x}/{self.y}.{self.ext}"
+        values = "".join(f" {name}={value}" for name, value in self.dimensions)
+        return f"{self.layer}{values} {self.z}/{self.x}/{self.y}.{self.ext}"
 
 
 class ZoomPlan(NamedTuple):
@@ -106,10 +118,15 @@ def _covered(runtime: LayerRuntime, coverage: Coverage, z: int) -> dict[Tile, li
 
 
 def plan_jobs(
-    runtime: LayerRuntime, coverage: Coverage, zooms: Iterable[int], ext: str | None = None
+    runtime: LayerRuntime,
+    coverage: Coverage,
+    zooms: Iterable[int],
+    ext: str | None = None,
+    dimensions: tuple[tuple[str, str], ...] = (),
 ) -> Iterator[MetaJob]:
     """Every metatile of ``zooms`` with at least one tile touching ``coverage``, zoom by
-    zoom, top-left first. A job lists its tiles only when not all of them are covered."""
+    zoom, top-left first. A job lists its tiles only when not all of them are covered.
+    ``dimensions``: the (name, value) pairs every job draws (none: the defaults)."""
     ext = ext or runtime.layer.extension
     cols, rows = runtime.layer.metatile
     for z in zooms:
@@ -117,7 +134,7 @@ def plan_jobs(
         for origin, tiles in sorted(_covered(runtime, coverage, z).items(), key=_row_major):
             full = min(cols, matrix_cols - origin.x) * min(rows, matrix_rows - origin.y)
             listed = () if len(tiles) == full else tuple((t.x, t.y) for t in tiles)
-            yield MetaJob(runtime.layer.name, ext, z, origin.x, origin.y, listed)
+            yield MetaJob(runtime.layer.name, ext, z, origin.x, origin.y, listed, dimensions)
 
 
 def _row_major(item: tuple[Tile, list[Tile]]) -> tuple[int, int]:
@@ -131,6 +148,22 @@ def zoom_plan(runtime: LayerRuntime, coverage: Coverage, zooms: Iterable[int]) -
         groups = _covered(runtime, coverage, z)
         plans.append(ZoomPlan(z, sum(len(t) for t in groups.values()), len(groups)))
     return plans
+
+
+def job_runtime(runtime: LayerRuntime, job: MetaJob) -> LayerRuntime:
+    """The layer at the job's dimension values: every dimension of the layer named,
+    each value in the spelling of its keys; raises BadJob otherwise."""
+    if not job.dimensions:
+        return runtime
+    dims = runtime.layer.dimensions
+    given = dict(job.dimensions)
+    if len(given) != len(job.dimensions) or set(given) != {d.name for d in dims}:
+        expected = ", ".join(d.name for d in dims) or "none"
+        raise BadJob(f"{job.describe()}: layer {job.layer} has the dimensions {expected}")
+    try:
+        return runtime.with_values(tuple(d.key_value(given[d.name]) for d in dims))
+    except DimensionError as exc:
+        raise BadJob(f"{job.describe()}: {exc}") from None
 
 
 def job_tiles(runtime: LayerRuntime, job: MetaJob) -> tuple[MetaTile, list[Tile]]:

@@ -39,7 +39,7 @@ from s3maptiler.render.wms import WMSClient
 from s3maptiler.seeding.coverage import SeedError
 from s3maptiler.seeding.existing import ListingCache
 from s3maptiler.seeding.journal import FailureLog, Journal
-from s3maptiler.seeding.plan import BadJob, MetaJob, job_tiles, tile_count
+from s3maptiler.seeding.plan import BadJob, MetaJob, job_runtime, job_tiles, tile_count
 from s3maptiler.storage.blanks import SharedBlanks
 from s3maptiler.storage.s3 import StoreError
 from s3maptiler.storage.stores import TileStore, put
@@ -170,6 +170,7 @@ def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> Re
     Interrupted, WMSError (including an unusable image) or StoreError; tiles stored
     before a StoreError stay stored.
     """
+    runtime = job_runtime(runtime, job)
     meta, tiles = job_tiles(runtime, job)
     counts = RenderCounts()
     keys: dict[Tile, str] = {}
@@ -198,9 +199,9 @@ def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> Re
     blanks = drawing.blanks
     cache_control, expires = headers
     overwrite = drawing.overwrite or runtime.layer.cache_from_wms
-    content_type = runtime.content_type(job.ext)
     for tile, key in keys.items():
         piece = sliced[tile]
+        content_type = runtime.content_type(job.ext, piece.data)
         own = UploadJob(key, piece.data, content_type, cache_control, None, expires, overwrite)
         for upload in blanks.jobs(own, runtime.blank_key(job.ext, piece)):
             outcome = put(drawing.store, upload)
@@ -378,7 +379,7 @@ def estimate(
     deadline = time.monotonic() + budget
     renderer = Renderer(wms)
     for job in picked:
-        runtime = layers[job.layer]
+        runtime = job_runtime(layers[job.layer], job)
         meta, tiles = job_tiles(runtime, job)
         started = time.monotonic()
         renderer.metatile(runtime, job.ext, meta).encode(tiles)

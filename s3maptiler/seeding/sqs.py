@@ -10,7 +10,13 @@ A message is a small JSON object with tile coordinates only (SQS takes at most
 ``x``, ``y`` are the top-left tile of a metatile (rows from the top); ``tiles``
 lists the tiles to store when the coverage holds only some of them. An optional
 ``refresh_before`` (seconds since the epoch) draws again the tiles stored before it
-and skips the younger ones (``seed --refresh-older-than``).
+and skips the younger ones (``seed --refresh-older-than``). A message for a
+layer with dimensions names one value of each, for all its metatiles, and is
+version 2, so that a worker that predates dimensions refuses it rather than drawing
+the defaults::
+
+    {"v": 2, "layer": "rain", "ext": "png", "dimensions": {"time": "2024-03-01"},
+     "skip_existing": false, "metatiles": [{"z": 5, "x": 8, "y": 8}]}
 
 The same body is handled by ``s3maptiler worker`` (:func:`run_worker`: long polling,
 visibility extended while rendering, DeleteMessage on success, failures left for the
@@ -61,6 +67,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+DIMENSIONS_VERSION = 2  # messages with dimension values
 MAX_BATCH = 10  # SendMessageBatch and ReceiveMessage take at most 10
 MAX_MESSAGE_BYTES = 256 * 1024  # SQS's limit for one message, and for one batch
 MAX_METATILES_PER_MESSAGE = 100  # keeps a message far below the limit and one job short
@@ -104,26 +111,27 @@ def encode_messages(
     refresh_before: float | None = None,
 ) -> Iterator[str]:
     """Message bodies (JSON text) of ``per_message`` metatiles each; jobs of another
-    layer or format start a new message. ``refresh_before`` (``seed
+    layer, format or dimension values start a new message. ``refresh_before`` (``seed
     --refresh-older-than``) is sent only when set."""
     if not 1 <= per_message <= MAX_METATILES_PER_MESSAGE:
         raise ValueError(f"per_message must be 1..{MAX_METATILES_PER_MESSAGE}")
     batch: list[MetaJob] = []
 
     def body() -> str:
-        doc = {
-            "v": FORMAT_VERSION,
-            "layer": batch[0].layer,
-            "ext": batch[0].ext,
-            "skip_existing": skip_existing,
-            "metatiles": [_coordinates(job) for job in batch],
-        }
+        first = batch[0]
+        doc: dict[str, Any] = {"v": FORMAT_VERSION, "layer": first.layer, "ext": first.ext}
+        if first.dimensions:
+            doc.update(v=DIMENSIONS_VERSION, dimensions=dict(first.dimensions))
+        doc.update(skip_existing=skip_existing, metatiles=[_coordinates(job) for job in batch])
         if refresh_before is not None:
             doc["refresh_before"] = refresh_before
         return json.dumps(doc, separators=(",", ":"))
 
+    def same(job: MetaJob) -> tuple:
+        return (job.layer, job.ext, job.dimensions)
+
     for job in jobs:
-        if batch and (len(batch) == per_message or job[:2] != batch[0][:2]):
+        if batch and (len(batch) == per_message or same(job) != same(batch[0])):
             yield body()
             batch = []
         batch.append(job)
@@ -134,6 +142,7 @@ def encode_messages(
 def _coordinates(job: MetaJob) -> dict[str, Any]:
     doc = job.to_dict()
     del doc["layer"], doc["ext"]
+    doc.pop("dimensions", None)
     return doc
 
 
@@ -150,8 +159,8 @@ def decode_message(body: str | bytes | Mapping[str, Any]) -> Message:
             raise BadMessage("message body is not JSON") from None
     if not isinstance(doc, Mapping):
         raise BadMessage("message body must be a JSON object")
-    if doc.get("v", FORMAT_VERSION) != FORMAT_VERSION:
-        raise BadMessage(f"message version {doc.get('v')!r} is not {FORMAT_VERSION}")
+    if doc.get("v", FORMAT_VERSION) not in (FORMAT_VERSION, DIMENSIONS_VERSION):
+        raise BadMessage(f"message version {doc.get('v')!r} is not {FORMAT_VERSION} or 2")
     layer, ext, metatiles = doc.get("layer"), doc.get("ext"), doc.get("metatiles")
     if not isinstance(layer, str) or not isinstance(ext, str):
         raise BadMessage("message needs text fields layer and ext")
@@ -167,10 +176,10 @@ def decode_message(body: str | bytes | Mapping[str, Any]) -> Message:
         isinstance(refresh, bool) or not isinstance(refresh, int | float) or not refresh >= 0
     ):
         raise BadMessage("refresh_before must be seconds since the epoch")
+    shared = {"layer": layer, "ext": ext, "dimensions": doc.get("dimensions")}
     try:
         jobs = tuple(
-            MetaJob.from_dict({**m, "layer": layer, "ext": ext} if isinstance(m, Mapping) else m)
-            for m in metatiles
+            MetaJob.from_dict({**m, **shared} if isinstance(m, Mapping) else m) for m in metatiles
         )
     except BadJob as exc:
         raise BadMessage(str(exc)) from None

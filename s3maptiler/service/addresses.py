@@ -2,8 +2,20 @@
 
 The one file for "why did this tile come back 404": a key outside every layer's
 prefix, a path that is not the layer's layout, a tile outside the grid, a zoom
-outside the layer's range, a format the layer does not serve, or a tile outside its
-extent (unless the layer answers those with a blank).
+outside the layer's range, a format or a pixel ratio (``@2x``) the layer does not
+serve, or a tile outside its extent (unless the layer answers those with a blank).
+And for "why 400": a dimension value the layer does not declare, or one spelt
+otherwise than in its keys.
+
+A layer with dimensions (:mod:`s3maptiler.tiles.dimensions`) keeps the tiles of each
+value under ``{prefix}{value}/{layout path}``; a key without the value segments is its
+dimension-less key, drawn with the defaults. The tile of a key with values is drawn
+by the layer's runtime at those values (:meth:`LayerRuntime.with_values`), one per
+combination, kept here.
+
+A layer's high-DPI tiles are a layer of their own (``roads@2x``, see
+:mod:`s3maptiler.config.hidpi`) with the same prefix: a key ending in ``@2x.png`` is
+that layer's (with dimensions: ``{prefix}{value}/{layout path}@2x.png``).
 """
 
 from __future__ import annotations
@@ -12,10 +24,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from s3maptiler.config import Layer
+from s3maptiler.config import Layer, pixel_ratio_name
 from s3maptiler.render.pipeline import LayerRuntime, overlaps
+from s3maptiler.tiles.dimensions import DimensionError, split_values
 from s3maptiler.tiles.grids import GridError, Tile, TileOutOfRange
-from s3maptiler.tiles.layouts import LayoutError, get_layout
+from s3maptiler.tiles.layouts import (
+    LayoutError,
+    MalformedPath,
+    TileKey,
+    get_layout,
+    split_pixel_ratio,
+)
 from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 
 __all__ = [
@@ -29,6 +48,8 @@ __all__ = [
 ]
 
 MAX_KEY_LENGTH = 512
+# Runtimes of layers at given dimension values kept at most; past it they are built anew.
+MAX_VARIANTS = 4096
 
 
 class TileRequestError(Exception):
@@ -77,8 +98,14 @@ class Addresses:
         self.runtimes: Mapping[str, LayerRuntime] = MappingProxyType(
             {runtime.layer.name: runtime for runtime in layers}
         )
-        # Longest prefix first, so a layer nested under another's prefix still wins.
-        self._by_prefix = sorted(layers, key=lambda rt: len(rt.layer.prefix), reverse=True)
+        # Longest prefix first, so a layer nested under another's prefix still wins;
+        # 1x layers only: a high-DPI layer shares its prefix (see _at_ratio).
+        self._by_prefix = sorted(
+            (rt for rt in layers if rt.layer.pixel_ratio == 1),
+            key=lambda rt: len(rt.layer.prefix),
+            reverse=True,
+        )
+        self._variants: dict[tuple[str, tuple[str, ...]], LayerRuntime] = {}
 
     def layer(self, name: str) -> Layer | None:
         """The configured layer called `name`, or None."""
@@ -91,7 +118,7 @@ class Addresses:
         if runtime is None:
             return None
         served = sorted(runtime.sources, key=lambda e: e != runtime.layer.extension)
-        return next((e for e in served if runtime.content_type(e) == media_type), None)
+        return next((e for e in served if runtime.media_type(e) == media_type), None)
 
     def resolve(self, key: str) -> TileRequest:
         """Parse an S3 key (no leading slash) into a tile of a configured layer."""
@@ -99,24 +126,48 @@ class Addresses:
         runtime = self._owner(key)
         if runtime is None:
             raise TileNotFound("no layer serves this key prefix")
-        layer = runtime.layer
+        path, ratio = split_pixel_ratio(key[len(runtime.layer.prefix) :])
+        runtime = self._at_ratio(runtime, ratio)
         try:
-            parsed = runtime.layout.parse(key[len(layer.prefix) :], runtime.grid)
+            values, parsed = _parse(runtime, path)
+            if values is not None:
+                runtime = self._at(runtime, tuple(d.key_value(v) for d, v in values))
         except TileOutOfRange as exc:
             raise TileNotFound(f"tile out of range: {exc}") from None
-        except (LayoutError, GridError) as exc:
+        except (LayoutError, GridError, DimensionError) as exc:
             raise BadTileRequest(str(exc)) from None
         return self._checked(runtime, parsed.tile, parsed.ext, key)
 
-    def request_for(self, layer_name: str, tile: Tile, ext: str | None = None) -> TileRequest:
+    def _at_ratio(self, runtime: LayerRuntime, ratio: int) -> LayerRuntime:
+        """The layer of `runtime`'s tiles at pixel ratio `ratio` (``@2x`` in a key)."""
+        if ratio == 1:
+            return runtime
+        found = None
+        if runtime.layer.pixel_ratio == 1:
+            found = self.runtimes.get(pixel_ratio_name(runtime.layer.name, ratio))
+        if found is None:
+            raise TileNotFound(f"layer {runtime.layer.name} serves no @{ratio}x tiles")
+        return found
+
+    def request_for(
+        self,
+        layer_name: str,
+        tile: Tile,
+        ext: str | None = None,
+        dimensions: Mapping[str, str] | None = None,
+    ) -> TileRequest:
         """A tile addressed by layer name (the fixed TMS, WMTS and ArcGIS routes).
 
         The key is formatted in the layer's own layout, so these routes read and fill
         the same objects as requests for the key itself. `ext` None: the layer's format.
+        `dimensions`: values by upper-case name (``{"TIME": ...}``), any spelling; none
+        of the layer's named: its dimension-less key; some: the others at their default.
         """
         runtime = self.runtimes.get(layer_name)
         if runtime is None:
             raise TileNotFound(f"no layer named {layer_name[:64]!r}")
+        if dimensions and runtime.layer.dimensions:
+            runtime = self._named(runtime, dimensions)
         try:
             runtime.grid.check(tile)
         except GridError as exc:
@@ -125,11 +176,32 @@ class Addresses:
         if ext not in runtime.sources:
             raise TileNotFound(f"format .{ext} is not served by layer {layer_name}")
         try:
-            key = runtime.layer.prefix + runtime.layout.format(tile, ext, runtime.grid)
+            key = runtime.key_of(tile, ext)
         except (LayoutError, GridError) as exc:
             # e.g. zoom 0 has no quadkey: the layer cannot store this tile.
             raise TileNotFound(f"layer {layer_name} cannot store this tile: {exc}") from None
         return self._checked(runtime, tile, ext, key)
+
+    def _named(self, runtime: LayerRuntime, given: Mapping[str, str]) -> LayerRuntime:
+        """The layer at the dimension values a route names, in any spelling."""
+        dims = runtime.layer.dimensions
+        if not any(d.name.upper() in given for d in dims):
+            return runtime
+        try:
+            values = tuple(d.canonical(given.get(d.name.upper(), d.default)) for d in dims)
+        except DimensionError as exc:
+            raise BadTileRequest(str(exc)) from None
+        return self._at(runtime, values)
+
+    def _at(self, runtime: LayerRuntime, values: tuple[str, ...]) -> LayerRuntime:
+        """The layer at checked, canonical dimension values, built once per combination."""
+        index = (runtime.layer.name, values)
+        variant = self._variants.get(index)
+        if variant is None:
+            if len(self._variants) >= MAX_VARIANTS:
+                self._variants.clear()
+            variant = self._variants[index] = runtime.with_values(values)
+        return variant
 
     def _owner(self, key: str) -> LayerRuntime | None:
         """The layer whose prefix `key` starts with (the longest such prefix)."""
@@ -143,26 +215,37 @@ class Addresses:
         if runtime is None:
             return False
         try:
-            runtime.layout.parse(key[len(runtime.layer.prefix) :], runtime.grid)
+            path, _ = split_pixel_ratio(key[len(runtime.layer.prefix) :])
+            _parse(runtime, path)
         except LayoutError:
             return False
         except GridError:
             return True  # the layer's key shape, outside its grid: the layer answers 404
         return True
 
-    def request_via(self, layer_name: str, layout_name: str, path: str) -> TileRequest:
+    def request_via(
+        self,
+        layer_name: str,
+        layout_name: str,
+        path: str,
+        dimensions: Mapping[str, str] | None = None,
+    ) -> TileRequest:
         """A tile of a named layer addressed in another layout, e.g. "tms" for
-        `/1.0.0/<layer>/{z}/{x}/{y}.png` or "wmts" for `{TileMatrix}/{TileRow}/{TileCol}.png`."""
+        `/1.0.0/<layer>/{z}/{x}/{y}.png` or "wmts" for `{TileMatrix}/{TileRow}/{TileCol}.png`
+        (with ``@2x`` before the extension: the layer's 2x tile); `dimensions` as
+        :meth:`request_for` takes them."""
         runtime = self.runtimes.get(layer_name)
         if runtime is None:
             raise TileNotFound(f"no layer named {layer_name[:64]!r}")
+        path, ratio = split_pixel_ratio(path)
+        runtime = self._at_ratio(runtime, ratio)
         try:
             parsed = get_layout(layout_name).parse(path, runtime.grid)
         except TileOutOfRange as exc:
             raise TileNotFound(f"tile out of range: {exc}") from None
         except (LayoutError, GridError) as exc:
             raise BadTileRequest(str(exc)) from None
-        return self.request_for(layer_name, parsed.tile, parsed.ext)
+        return self.request_for(runtime.layer.name, parsed.tile, parsed.ext, dimensions)
 
     def _checked(self, runtime: LayerRuntime, tile: Tile, ext: str, key: str) -> TileRequest:
         layer = runtime.layer
@@ -178,3 +261,20 @@ class Addresses:
         if outside and layer.outside_extent == "404":
             raise TileNotFound(f"tile outside the extent of layer {layer.name}")
         return TileRequest(runtime, tile, ext, key, outside)
+
+
+def _parse(runtime: LayerRuntime, path: str) -> tuple[list | None, TileKey]:
+    """The tile a key path (after the prefix) names in the layer's layout, and for a
+    layer with dimensions the (dimension, value) pairs of its first segments, None for
+    its dimension-less key. Values are not checked here."""
+    dims = runtime.layer.dimensions
+    if dims:
+        values, rest = split_values(path, len(dims))
+        if values is not None:
+            try:
+                parsed = runtime.layout.parse(rest, runtime.grid)
+            except MalformedPath:
+                pass  # fewer segments: the dimension-less key (or no key at all)
+            else:
+                return list(zip(dims, values, strict=True)), parsed
+    return None, runtime.layout.parse(path, runtime.grid)

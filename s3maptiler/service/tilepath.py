@@ -40,7 +40,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from s3maptiler import metrics
-from s3maptiler.config import Layer, Settings
+from s3maptiler.config import Layer, Settings, with_pixel_ratios
 from s3maptiler.render.encode import SlicedTile, blank_tile, uniform_tile
 from s3maptiler.render.freshness import Freshness, stored_headers
 from s3maptiler.render.guard import WMSGuard
@@ -71,8 +71,10 @@ UPLOAD_WAIT = 1.0
 # Seconds a request waits for another thread's read of the same key: the S3 client's
 # own budget (three attempts of a 3 s connect and a 10 s read) with some slack.
 STORE_READ_PATIENCE = 45.0
-# Weight of the newest render in the running average a lease tells waiters to expect.
+# Weight of the newest render in the running average a lease tells waiters to expect;
+# until a layer's first render is seen, waiters are told this many seconds.
 _EXPECTED_WEIGHT = 0.2
+_EXPECTED_FIRST = 1.0
 
 
 @dataclass(frozen=True)
@@ -107,24 +109,23 @@ class TileService(Addresses):
     def __post_init__(self) -> None:
         settings = self.settings
         self.renderer = Renderer(self.wms)
-        self.layers = [
-            LayerRuntime.build(
-                layer,
-                WMSGuard(
-                    settings.wms_max_concurrent,
-                    settings.wms_queue_wait,
-                    settings.wms_breaker_failures,
-                    settings.wms_breaker_cooldown,
-                ),
+        self.layers = []
+        for layer in settings.layers:
+            guard = WMSGuard(
+                settings.wms_max_concurrent,
+                settings.wms_queue_wait,
+                settings.wms_breaker_failures,
+                settings.wms_breaker_cooldown,
             )
-            for layer in settings.layers
-        ]
+            # A layer's high-DPI tiles ("roads@2x") share its WMS, so its guard too.
+            variants = with_pixel_ratios([layer])
+            self.layers += [LayerRuntime.build(variant, guard) for variant in variants]
         super().__init__(self.layers)
         self._reads: SingleFlight[StoredTile | None] = SingleFlight()
         self._tiles: SingleFlight[tuple[bytes, Freshness | None]] = SingleFlight()
         self._metatiles: SingleFlight[RenderedTiles] = SingleFlight()
         self._slicer = Slicer(SLICER_THREADS, SLICER_BACKLOG)
-        self._expected = {runtime.layer.name: 1.0 for runtime in self.layers}
+        self._expected: dict[str, float] = {}  # by layer: seconds a metatile render takes
 
     # ------------------------------------------------------------------ the tile path
 
@@ -155,7 +156,7 @@ class TileService(Addresses):
         reused = self._from_layout_key(request)
         if reused is not None:
             return reused
-        meta = request.layer.metatile_of(request.tile)
+        meta = request.layer.metatile_of(request.tile, request.ext)
         if meta is None or len(meta.columns) * len(meta.rows) == 1:
             # One tile per GetMap: only this process's threads coalesce. Two workers
             # asking for the very same tile at once is rare, and the conditional PUT
@@ -242,7 +243,7 @@ class TileService(Addresses):
         try:
             if self.leases is not None:
                 budget = self.renderer.budget(runtime)
-                expected = self._expected[runtime.layer.name]
+                expected = self._expected.get(runtime.layer.name, _EXPECTED_FIRST)
                 claim = self.leases.claim(flight, deadline, budget, expected)
                 if claim.found is not None:
                     metrics.SINGLE_FLIGHT_WAITS.labels("instance").inc()
@@ -287,7 +288,7 @@ class TileService(Addresses):
         try:
             rest = cut.encode(t for t in cut.meta.tiles() if t != request.tile)
             tiles = {request.tile: first, **{tile: piece.data for tile, piece in rest.items()}}
-            rendered = RenderedTiles(runtime.content_type(ext), tiles, cut.freshness)
+            rendered = RenderedTiles(runtime.media_type(ext), tiles, cut.freshness)
             self._publish_here(flight, rendered, turn)
             future.set_result(rendered)
         except BaseException as exc:
@@ -327,8 +328,13 @@ class TileService(Addresses):
             future.set_exception(exc)
 
     def _learn(self, runtime: LayerRuntime, seconds: float) -> None:
+        """A render seen to take `seconds` (ours, or another instance's in its lease):
+        the first replaces the guess, later ones move the running average."""
         name = runtime.layer.name
-        self._expected[name] += _EXPECTED_WEIGHT * (seconds - self._expected[name])
+        known = self._expected.get(name)
+        self._expected[name] = (
+            seconds if known is None else known + _EXPECTED_WEIGHT * (seconds - known)
+        )
 
     def _upload(self, runtime: LayerRuntime, ext: str, key: str, piece: SlicedTile, wait: float,
                 fresh: Freshness | None = None) -> str:  # fmt: skip
@@ -341,7 +347,7 @@ class TileService(Addresses):
             return "uncached"
         cache_control, expires = headers
         overwrite = runtime.layer.cache_from_wms
-        content_type = runtime.content_type(ext)
+        content_type = runtime.content_type(ext, piece.data)
         own = UploadJob(key, piece.data, content_type, cache_control, None, expires, overwrite)
         outcome = "queued"
         for job in self.blanks.jobs(own, runtime.blank_key(ext, piece)):
@@ -404,6 +410,8 @@ class TileService(Addresses):
         denied = self.store.read_problem()
         checks["store_reads"] = "ok" if denied is None else f"failing: {denied}"
         for runtime in self.layers:
+            if runtime.layer.pixel_ratio != 1:
+                continue  # the WMS of its 1x layer
             source = next(iter(runtime.sources.values()))
             checks[f"wms:{runtime.layer.name}"] = _probe(
                 lambda s=source: self.wms.check_capabilities(s, timeout=3.0)
@@ -422,8 +430,7 @@ class TileService(Addresses):
     def _blank(self, request: TileRequest) -> TileResult:
         """Outside the layer's extent: a blank tile, stored like any other so the S3
         redirect does not send this key back to the service forever."""
-        content_type = request.layer.content_type(request.ext)
-        data = blank_tile(content_type, request.layer.grid.tile_size)
+        data = blank_tile(request.layer.media_type(request.ext), request.layer.grid.tile_size)
         upload = self._upload(request.layer, request.ext, request.key, SlicedTile(data, False), 0)
         result = self._result(request, data, "blank")
         return dataclasses.replace(result, upload=upload)
@@ -434,7 +441,7 @@ class TileService(Addresses):
 
     def _result(self, request: TileRequest, data: bytes, source: str, fresh=None) -> TileResult:
         """A tile's answer: the layer's Cache-Control, or the lifetime its WMS gave it."""
-        content_type = request.layer.content_type(request.ext)
+        content_type = request.layer.content_type(request.ext, data)
         cache_control, expires = lifetimes.answer_headers(request.layer.layer, fresh)
         return TileResult(data, content_type, source, etag_of(data), cache_control, expires=expires)
 

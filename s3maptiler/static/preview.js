@@ -65,7 +65,8 @@
   function tileUrl(address, z, x, y) {
     const path = LAYOUTS[address.layout](z, x, y);
     if (path === null) return undefined;
-    return address.base + path + (address.ext ? `.${address.ext}` : '');
+    // suffix: "@2x" before the extension of a high-DPI layer's keys.
+    return address.base + path + (address.suffix || '') + (address.ext ? `.${address.ext}` : '');
   }
 
   const addresses = Object.fromEntries(config.addresses.map((a) => [a.id, a]));
@@ -229,6 +230,7 @@
     tileGrid: tileGrid,
     tileUrlFunction: (coord) => tileUrl(address, coord[0], coord[1], coord[2]),
     tileLoadFunction: loadTile,
+    tilePixelRatio: config.tilePixelRatio || 1, // 2: 512 px tiles drawn on 256 CSS px
     transition: 0,
     wrapX: false,
   });

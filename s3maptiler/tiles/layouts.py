@@ -21,6 +21,12 @@ the next request for the upper-case spelling misses again.
 The quadkey layout has no key for zoom 0 (the quadkey would be empty, the key
 ``.png``); it raises :class:`LayoutError` there, in both directions.
 
+High-DPI tiles (2x, 3x) have the key of their 1x tile with ``@2x`` (``@3x``) before
+the extension, in every layout: ``12/1205/2557@2x.png``, ``L12/R00000602/C000004b5@2x.png``,
+``032010110132@2x.png``. :func:`with_pixel_ratio` writes it and
+:func:`split_pixel_ratio` takes it off before a layout parses the rest; ``@1x`` is
+never written and not accepted.
+
 >>> from s3maptiler.tiles.grids import WEB_MERCATOR
 >>> get_layout("arcgis").parse("L05/R0000001a/C0000001b.png", WEB_MERCATOR)
 TileKey(tile=Tile(x=27, y=26, z=5), ext='png')
@@ -49,6 +55,8 @@ __all__ = [
     "WmtsLayout",
     "ZxyLayout",
     "get_layout",
+    "split_pixel_ratio",
+    "with_pixel_ratio",
 ]
 
 # One number: "0" or 1-10 ASCII digits without a leading zero. [0-9], not \d, which
@@ -62,6 +70,8 @@ _ARCGIS_RE = re.compile(
 )
 _QUADKEY_RE = re.compile(r"(?P<key>[0-3]{0,32})\." + _EXT)
 _EXT_RE = re.compile(r"[a-z0-9]{1,5}")
+# "<path>@<n>x.<ext>": a high-DPI tile's key; n 2..9, never 1.
+_PIXEL_RATIO_RE = re.compile(r"(?P<stem>.+)@(?P<ratio>[2-9])x(?P<ext>\.[A-Za-z0-9]{1,5})")
 _MAX_HEX8 = 0xFFFFFFFF
 _MAX_DECIMAL = 10**10 - 1
 
@@ -263,3 +273,30 @@ def get_layout(name: str) -> Layout:
         raise UnknownLayout(
             f"unknown layout {name!r}; known layouts: {', '.join(LAYOUTS)}"
         ) from None
+
+
+def with_pixel_ratio(path: str, ratio: int) -> str:
+    """The key path of a tile at `ratio` from its 1x key path: ``@2x`` before the
+    extension (templates too: ``{TileRow}.png`` -> ``{TileRow}@2x.png``).
+
+    >>> with_pixel_ratio("12/1205/2557.png", 2), with_pixel_ratio("12/1205/2557.png", 1)
+    ('12/1205/2557@2x.png', '12/1205/2557.png')
+    """
+    if ratio == 1:
+        return path
+    stem, dot, ext = path.rpartition(".")
+    if not dot:
+        raise MalformedPath(f"no extension to put @{ratio}x before: {_show(path)}")
+    return f"{stem}@{ratio}x.{ext}"
+
+
+def split_pixel_ratio(path: str) -> tuple[str, int]:
+    """``(the 1x key path, the pixel ratio)`` of a key path: 1 without an ``@<n>x``.
+
+    >>> split_pixel_ratio("L12/R00000602/C000004b5@2x.png"), split_pixel_ratio("3/4/2.png")
+    (('L12/R00000602/C000004b5.png', 2), ('3/4/2.png', 1))
+    """
+    m = _PIXEL_RATIO_RE.fullmatch(path)
+    if m is None:
+        return path, 1
+    return m["stem"] + m["ext"], int(m["ratio"])

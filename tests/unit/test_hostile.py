@@ -482,7 +482,7 @@ def test_valid_tiles_ask_the_wms_only_what_configuration_says(many, case, method
     check_answer(many, seen, f"{method} {target}")
     assert seen.status in (200, 404), (target, seen.status, seen.body[:200])
     assert len(seen.wms_calls) <= 1
-    if seen.wms_calls and runtime.metatile_of(tile) is None:
+    if seen.wms_calls and runtime.metatile_of(tile, ext) is None:
         size = runtime.grid.tile_size
         expected = getmap_url(runtime.sources[ext], runtime.grid.tile_bbox(tile), size, size)
         assert seen.wms_calls == [expected], target

@@ -404,7 +404,7 @@ def test_wrong_size_or_undecodable_answers_are_errors():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"format": "webp"},
+        {"format": "gif"},
         {"png_compress_level": 10},
         {"png_compress_level": -1},
         {"jpeg_quality": 0},
@@ -412,6 +412,9 @@ def test_wrong_size_or_undecodable_answers_are_errors():
         {"png8_method": "libimagequant"},
         {"jpeg_background": (255, 255)},
         {"jpeg_background": (0, 0, 256)},
+        {"webp_quality": 101},
+        {"webp_quality": -1},
+        {"webp_lossless": "yes"},
     ],
 )
 def test_bad_encoder_settings_are_refused(kwargs):

@@ -1,0 +1,86 @@
+"""High-DPI tiles: a layer served at 2x (or 3x) beside its own 1x tiles.
+
+A layer with ``pixel_ratios = [1, 2]`` also serves 2x tiles: 512 px tiles of the same
+grid, each covering exactly the ground of its 256 px tile, drawn with the WMS told to
+render at twice its resolution, so labels and lines are twice as many pixels wide
+rather than half as big (:func:`s3maptiler.render.getmap.resolution_params`). They
+are those of a layer of their own, :func:`at_pixel_ratio`:
+
+- named ``<name>@2x`` (a name no configured layer can have), in every route and
+  document: ``/1.0.0/roads@2x/``, the WMTS layer ``roads@2x``, the ArcGIS service
+  ``roads@2x``;
+- with the same prefix and layout as the 1x layer, and the keys of its tiles carry
+  ``@2x`` before the extension: ``tiles/12/1205/2557@2x.png`` in every layout
+  (:func:`s3maptiler.tiles.layouts.with_pixel_ratio`), the convention of Leaflet's
+  ``{r}``, Mapbox and Carto;
+- on the grid with twice the tile size (:func:`with_tile_size`), the same metatiles
+  (twice the pixels) and twice the meta_buffer, so a 2x metatile covers the ground of
+  the 1x one and labels cut by an edge at 1x are cut, or kept, at 2x too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from s3maptiler.config.model import Layer
+from s3maptiler.tiles.grids import TileGrid
+
+__all__ = [
+    "WMS_VENDORS",
+    "at_pixel_ratio",
+    "pixel_ratio_name",
+    "with_pixel_ratios",
+    "with_tile_size",
+]
+
+#: WMS servers whose resolution parameter s3maptiler knows (render/getmap.py), and
+#: "none" for a WMS that has none: its 2x tiles are sharp, but labels stay 1x in size.
+WMS_VENDORS = ("mapserver", "geoserver", "qgis", "none")
+
+
+def pixel_ratio_name(name: str, ratio: int) -> str:
+    """The name of layer `name`'s tiles at `ratio`.
+
+    >>> pixel_ratio_name("roads", 2), pixel_ratio_name("roads", 1)
+    ('roads@2x', 'roads')
+    """
+    return name if ratio == 1 else f"{name}@{ratio}x"
+
+
+def with_tile_size(grid: TileGrid, tile_size: int) -> TileGrid:
+    """The same grid drawn with bigger tiles: 512 px tiles halve every resolution."""
+    if tile_size == grid.tile_size:
+        return grid
+    factor = grid.tile_size / tile_size
+    return replace(
+        grid,
+        name=f"{grid.name}-{tile_size}",
+        tile_size=tile_size,
+        resolutions=tuple(r * factor for r in grid.resolutions),
+    )
+
+
+def at_pixel_ratio(layer: Layer, ratio: int) -> Layer:
+    """`layer`'s tiles at `ratio` times the pixels, as a layer of their own (`layer`
+    itself at its own ratio)."""
+    if ratio == layer.pixel_ratio:
+        return layer
+    grid = layer.tile_grid
+    bigger = with_tile_size(grid, grid.tile_size * ratio)
+    return replace(
+        layer,
+        name=pixel_ratio_name(layer.name, ratio),
+        title=f"{layer.title or layer.name} (@{ratio}x)",
+        pixel_ratio=ratio,
+        pixel_ratios=(ratio,),
+        grid=bigger.name,
+        grid_def=bigger,
+        tile_size=bigger.tile_size,
+        meta_buffer=layer.meta_buffer * ratio,
+    )
+
+
+def with_pixel_ratios(layers: Iterable[Layer]) -> tuple[Layer, ...]:
+    """Every layer, each followed by its layers at its other pixel ratios."""
+    return tuple(at_pixel_ratio(layer, ratio) for layer in layers for ratio in layer.pixel_ratios)
