@@ -20,7 +20,13 @@ def test_the_shipped_example_loads():
         layer.name: layer
         for layer in load_settings({"LAYERS_FILE": str(EXAMPLE)}, dotenv_path=None).layers
     }
-    assert set(layers) == {"demo", "nyc", "world4326", "esri"}
+    assert set(layers) == {
+        *("demo", "nyc", "world4326", "esri"),
+        *("photo", "coast", "retina", "months", "fresh"),  # one of each kind
+    }
+    assert layers["photo"].formats == ("webp",) and layers["coast"].formats == ("mixed",)
+    assert layers["retina"].pixel_ratios == (1, 2) and layers["fresh"].cache_from_wms
+    assert layers["months"].dimensions[0].wms_param == "TIME"
     assert layers["demo"].metatile == (4, 4) and layers["demo"].meta_buffer == 64
     assert layers["nyc"].layout == "xyz" and layers["nyc"].prefix == "nyc/"
     assert layers["world4326"].tile_grid.matrix_size(0) == (2, 1)
