@@ -215,7 +215,7 @@ def load_settings(
 
     layers_file = read.text("LAYERS_FILE")
     if layers_file is not None:
-        layers = load_layers_file(Path(layers_file))
+        layers = load_layers_file(Path(layers_file), read.text("WMS_SERVER"))
     else:
         layers = (_layer_from_env(read),)
     bucket = read.text("BUCKET_NAME")

@@ -1,11 +1,11 @@
-"""The shipped layers.example.toml, as a user starts it: every layer of it served by
-gunicorn from the demo MapServer, one tile of each kind through its own key, with the
+"""The shipped layers.example.toml, as a user starts it (``LAYERS_FILE`` and the demo
+WMS as ``WMS_SERVER``, which its layers take for their ``wms_url``): every layer of it
+served by gunicorn from the demo MapServer, one tile of each kind through its own key, with the
 Content-Type, size and lifetime that kind promises, and every layer in the documents."""
 
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 
 import pytest
@@ -32,9 +32,12 @@ KEYS = {
 @pytest.fixture(scope="module")
 def app(demo_wms, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("example")
-    text = re.sub(r'(?m)^wms_url = "[^"]*"', f'wms_url = "{demo_wms.url}"', EXAMPLE.read_text())
-    (tmp / "layers.toml").write_text(text)
-    env = {"LAYERS_FILE": str(tmp / "layers.toml"), "LOCAL_CACHE_DIR": str(tmp / "tiles")}
+    # The file as shipped: its layers take WMS_SERVER's WMS, as under `make run`.
+    env = {
+        "LAYERS_FILE": str(EXAMPLE),
+        "WMS_SERVER": demo_wms.url,
+        "LOCAL_CACHE_DIR": str(tmp / "tiles"),
+    }
     service = GunicornApp({**env, "LOG_LEVEL": "WARNING"}).start()
     yield service
     service.stop()
