@@ -111,6 +111,12 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("MAX_ZOOM", "22", "highest zoom level served; others are 404"),
     # Cache and uploads.
     ("CACHE_CONTROL", "public, max-age=86400", "Cache-Control of tile responses and S3 objects"),
+    (
+        "CACHE_FROM_WMS",
+        "false",
+        "true: tiles live as long as the WMS's own Cache-Control/Expires/Last-Modified say, "
+        "instead of CACHE_CONTROL; expired tiles are drawn again on the next read",
+    ),
     ("CACHE_READ", "true", "read the store before rendering (false: every request renders)"),
     (
         "MISS_PREFIX",

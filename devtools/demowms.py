@@ -34,7 +34,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
@@ -201,8 +201,11 @@ class DemoWMS:
         fcgi_processes: int = 4,
         workdir: Path | None = None,
         demo_dir: str | os.PathLike[str] | None = None,
+        response_headers: Mapping[str, str] | None = None,
     ) -> None:
-        """`demo_dir`: the folder holding demo.map; None: :func:`find_demo_dir`'s lookup."""
+        """`demo_dir`: the folder holding demo.map; None: :func:`find_demo_dir`'s lookup.
+        `response_headers`: headers lighttpd adds to every answer, e.g. the
+        ``Cache-Control`` of a WMS whose operator says how long its maps stay valid."""
         if fcgi_processes < 1:
             raise ValueError("fcgi_processes must be at least 1")
         self._demo_dir = demo_dir
@@ -213,6 +216,7 @@ class DemoWMS:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else None
         self.process: subprocess.Popen[bytes] | None = None
+        self.response_headers = dict(response_headers or {})
 
     @property
     def url(self) -> str:
@@ -310,7 +314,7 @@ setenv.add-environment = (
   "MS_MAPFILE" => "{self.mapfile}",
   "MAPSERVER_CONFIG_FILE" => "{ms_config}",
 )
-fastcgi.server = ("{WMS_PATH}" => ((
+{self._response_headers_config()}fastcgi.server = ("{WMS_PATH}" => ((
   "bin-path" => "{_which("mapserv") or "mapserv"}",
   "socket" => "{self.workdir}/mapserv.sock",
   "check-local" => "disable",
@@ -320,6 +324,12 @@ fastcgi.server = ("{WMS_PATH}" => ((
 """
         )
         return conf
+
+    def _response_headers_config(self) -> str:
+        if not self.response_headers:
+            return ""
+        pairs = ", ".join(f'"{name}" => "{value}"' for name, value in self.response_headers.items())
+        return f"setenv.add-response-header = ({pairs})\n"
 
     def _wait_ready(self, timeout: float) -> None:
         """Poll GetCapabilities every 0.1 s for up to ``timeout`` seconds."""

@@ -15,6 +15,10 @@ requests:
 - ``jpeg-for-png``: HTTP 200 ``image/jpeg``, a complete JPEG where PNG was asked;
 - ``reset``: reads the request, then resets the connection (RST) without answering.
 
+`headers` (a dict, may be changed between requests) are sent with every ``ok`` answer,
+e.g. a ``Cache-Control`` or ``Expires`` of the WMS's own; `colour` is the colour of
+its images (change it to tell a new render from an old one).
+
 Every GetMap is counted and its query kept (`queries`); `concurrent_max` is the most
 GetMaps the server held at once. `closed_url()` is a WMS URL on a port nobody
 listens on, for "connection refused".
@@ -74,13 +78,19 @@ def closed_url() -> str:
     return f"http://127.0.0.1:{free_port()}/wms"
 
 
-def encode_image(width: int, height: int, fmt: str = "PNG", noise: bool = False) -> bytes:
+def encode_image(
+    width: int,
+    height: int,
+    fmt: str = "PNG",
+    noise: bool = False,
+    colour: tuple[int, int, int] = (40, 120, 200),
+) -> bytes:
     """A ``width`` x ``height`` pixel image in ``fmt`` ("PNG" or "JPEG"): one colour,
     or random pixels (``noise``: large, incompressible bodies for memory tests)."""
     if noise:
         image = Image.frombytes("RGB", (width, height), _random_bytes(width * height * 3))
     else:
-        image = Image.new("RGB", (width, height), (40, 120, 200))
+        image = Image.new("RGB", (width, height), colour)
     out = io.BytesIO()
     if fmt == "PNG":
         image.save(out, "PNG", compress_level=1)
@@ -108,12 +118,14 @@ class FaultWMS:
         self.slow_seconds = slow_seconds
         self.retry_after = retry_after
         self.noise = noise  # "ok" answers with random pixels (big PNGs)
+        self.headers: dict[str, str] = {}  # sent with every "ok" answer
+        self.colour = (40, 120, 200)
         self.queries: list[dict[str, str]] = []
         self.times: list[float] = []  # time.monotonic() of each GetMap's arrival
         self.concurrent_max = 0
         self._concurrent = 0
         self._lock = threading.Lock()
-        self._images: dict[tuple[int, int, str, bool], bytes] = {}
+        self._images: dict[tuple, bytes] = {}
         self._release = threading.Event()
         self._stopping = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -172,11 +184,11 @@ class FaultWMS:
             return self._concurrent
 
     def image(self, width: int, height: int, fmt: str = "PNG") -> bytes:
-        key = (width, height, fmt, self.noise)
+        key = (width, height, fmt, self.noise, self.colour)
         with self._lock:
             cached = self._images.get(key)
         if cached is None:
-            cached = encode_image(width, height, fmt, self.noise)
+            cached = encode_image(width, height, fmt, self.noise, self.colour)
             with self._lock:
                 self._images[key] = cached
         return cached
@@ -231,7 +243,7 @@ class FaultWMS:
             self._release.wait()
             mode = "ok"
         if mode == "ok":
-            handler._send(200, content_type, self.image(width, height, fmt))
+            handler._send(200, content_type, self.image(width, height, fmt), **self.headers)
         elif mode == "500":
             body = (MESSAGES["500"] + "\n").encode()
             handler._send(500, "text/plain; charset=utf-8", body)

@@ -1,10 +1,12 @@
-"""Publish the TMS, WMTS and ArcGIS documents into the bucket, beside the tiles.
+"""Publish the TMS, WMTS, ArcGIS and OGC API - Tiles documents into the bucket,
+beside the tiles.
 
 Documents are built in "keys" mode: their tile URLs are the layers' own S3 keys under
 the bucket's public URL (website endpoint or CloudFront), so the bucket alone opens
-as a TMS, a WMTS and an ArcGIS tiled service. Layers whose layout a document cannot
-express are left out of it and reported. Objects whose bytes did not change are not
-written again.
+as a TMS, a WMTS, an ArcGIS tiled service and an OGC API - Tiles. Layers whose layout a
+document cannot express are left out of it and reported (the OGC API points those
+at its tile route's keys, which the redirect fills). Objects whose bytes did not
+change are not written again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from s3maptiler.config import Layer, with_pixel_ratios
-from s3maptiler.documents import arcgis, common, tms, wmts
+from s3maptiler.documents import arcgis, common, ogcapi, openapi, tms, wmts
 from s3maptiler.tiles.formats import etag_of
 
 DOCUMENT_CACHE_CONTROL = "public, max-age=300"
@@ -24,6 +26,7 @@ DOCUMENT_CACHE_CONTROL = "public, max-age=300"
 SERVICE_DOCUMENT_KEYS = (
     common.tms_service_path("keys"),
     common.WMTS_CAPABILITIES_PATH,
+    ogcapi.ROOT,  # the landing page; every other OGC API key is under ogcapi.PREFIX
 )
 
 
@@ -67,7 +70,36 @@ def documents(
             skipped.append(common.Skipped(layer.name, f"ArcGIS: {exc}"))
             continue
         docs.append(Document(common.arcgis_service_path(layer), body, json_type))
-    return docs, skipped
+    return docs + ogcapi_documents(layers, base_url), skipped
+
+
+def ogcapi_documents(layers: Sequence[Layer], base_url: str) -> list[Document]:
+    """The OGC API - Tiles documents, each under the key that is its path on the
+    service (:mod:`s3maptiler.documents.ogcapi`), so a bucket answers like the service."""
+    root, json_type = ogcapi.ROOT, ogcapi.JSON_TYPE
+    described = ogcapi.published(layers)
+    pages: list[tuple[str, dict, str]] = [
+        (root, ogcapi.landing_page(base_url), json_type),
+        (f"{root}/conformance", ogcapi.conformance(layers), json_type),
+        (f"{root}/api", openapi.api_definition(layers, base_url), ogcapi.OPENAPI_TYPE),
+        (f"{root}/collections", ogcapi.collections(layers, base_url), json_type),
+        (f"{root}/tileMatrixSets", ogcapi.tile_matrix_sets(layers, base_url), json_type),
+    ]
+    for view, info in described:
+        collection = f"{root}/collections/{common.segment(view.name)}"
+        pages += [
+            (collection, ogcapi.collection(view.layer, base_url), json_type),
+            (f"{collection}/map/tiles", ogcapi.tilesets(view.layer, base_url), json_type),
+            (
+                f"{collection}/map/tiles/{common.segment(info.id)}",
+                ogcapi.tileset(view.layer, base_url, "keys"),
+                json_type,
+            ),
+        ]
+    for set_id in dict.fromkeys(info.id for _, info in described):
+        doc = ogcapi.tile_matrix_set(layers, set_id)
+        pages.append((f"{root}/tileMatrixSets/{common.segment(set_id)}", doc, json_type))
+    return [Document(key, ogcapi.dumps(doc).encode(), kind) for key, doc, kind in pages]
 
 
 def publish(client: Any, bucket: str, docs: Sequence[Document], dry_run: bool = False) -> dict:

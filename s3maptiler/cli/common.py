@@ -39,6 +39,7 @@ from s3maptiler.bucket import spec as bucket_docs
 from s3maptiler.config import ConfigError, Layer, Settings, default_layer_name, load_settings
 from s3maptiler.config.hidpi import with_pixel_ratios
 from s3maptiler.documents.common import ARCGIS_SERVICES_PREFIX
+from s3maptiler.documents.ogcapi import PREFIX as OGCAPI_PREFIX
 from s3maptiler.service.build import s3_store
 from s3maptiler.storage.s3 import make_s3_client
 from s3maptiler.storage.stores import LocalStore, TileStore
@@ -153,14 +154,15 @@ class Environment:
         """Every configured tile prefix (all layers), else ``TILE_PREFIX``; then the
         ArcGIS REST prefix, whose ``.../MapServer/tile/{z}/{row}/{col}`` keys are the
         tile URLs of the MapServer documents ``publish`` writes: a miss there goes to
-        the service like any other, and fills that key."""
+        the service like any other, and fills that key; and the OGC API prefix, for
+        the same reason (the tile URLs of layers whose keys no template can spell)."""
         if self.settings is None and self.get("LAYERS_FILE"):
             raise ConfigProblem(str(self.settings_error))
         if self.settings:
             layers = tuple(layer.prefix for layer in self.settings.layers)
         else:
             layers = (self.layer(None).prefix,)
-        return tuple(dict.fromkeys((*layers, ARCGIS_SERVICES_PREFIX)))
+        return tuple(dict.fromkeys((*layers, ARCGIS_SERVICES_PREFIX, OGCAPI_PREFIX)))
 
 
 def load_environment(dotenv_path: str | Path = ".env") -> Environment:

@@ -16,6 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +100,40 @@ def _coverage(bbox: str | None, geojson: Path | None) -> Coverage:
         raise common.ConfigProblem(str(err)) from None
 
 
+_AGE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def refresh_cutoff(value: str, now: float) -> float:
+    """Seconds since the epoch before which stored tiles are drawn again: ``now`` less
+    an age (``90s``, ``30m``, ``12h``, ``7d``, ``2w``), or an ISO 8601 date or time
+    (UTC unless it names another offset). ConfigProblem for anything else, or a
+    moment in the future.
+
+    >>> refresh_cutoff("2h", 10_000.0), refresh_cutoff("1970-01-01T01:00:00Z", 10_000.0)
+    (2800.0, 3600.0)
+    """
+    text = value.strip()
+    match = _AGE_RE.fullmatch(text.lower())
+    if match is not None:
+        return now - float(match[1]) * _AGE_UNITS[match[2]]
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise common.ConfigProblem(
+            f"--refresh-older-than {value[:40]!r}: expected an age (30m, 12h, 7d, 2w) "
+            "or a date (2025-05-01T12:00:00Z)"
+        ) from None
+    cutoff = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    if cutoff > now:
+        raise common.ConfigProblem(f"--refresh-older-than {value[:40]!r} is in the future")
+    return cutoff
+
+
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -119,6 +156,13 @@ def _digest(text: str) -> str:
 )
 @click.option(
     "--skip-existing", is_flag=True, help="Leave stored tiles alone (one listing per folder)."
+)
+@click.option(
+    "--refresh-older-than",
+    "refresh_age",
+    metavar="AGE|DATE",
+    help="Draw again (replace) tiles stored before this: an age (30m, 12h, 7d, 2w) or a "
+    "date (2025-05-01, 2025-05-01T12:00:00Z; UTC unless it says); leave younger ones.",
 )
 @click.option(
     "--failed-file",
@@ -150,6 +194,7 @@ def seed_command(
     concurrency: int,
     wms_rate: float | None,
     skip_existing: bool,
+    refresh_age: str | None,
     failed_file: Path | None,
     retry_failed: Path | None,
     journal: Path | None,
@@ -171,6 +216,11 @@ def seed_command(
         _print_status(common.sqs_client(env, s3.endpoint_url), queue)
         return
     settings = common.settings_of(env)
+    refresh_before = None
+    if refresh_age is not None:
+        if skip_existing:
+            raise common.ConfigProblem("give --skip-existing or --refresh-older-than, not both")
+        refresh_before = refresh_cutoff(refresh_age, time.time())
     if retry_failed is not None:
         try:
             jobs = read_failures(retry_failed)
@@ -220,12 +270,10 @@ def seed_command(
             signature += "|" + _digest(json.dumps(combinations))
         name = f"{runtime.layer.name}-{ext}-{_digest(signature)}"
     total_tiles = sum(tile_count(layers[job.layer], job) for job in jobs)
-    options = SeedOptions(concurrency, wms_rate, skip_existing)
+    options = SeedOptions(concurrency, wms_rate, skip_existing, refresh_before)
 
     if queue:
-        if not _enqueue(
-            env, s3.endpoint_url, queue, jobs, what, per_message, skip_existing, dry_run
-        ):
+        if not _enqueue(env, s3.endpoint_url, queue, jobs, what, per_message, options, dry_run):
             ctx.exit(common.EXIT_FAILED)
         return
     if dry_run:
@@ -257,8 +305,9 @@ def seed_command(
         wms.close()
     complete = not report.failed and not report.interrupted
     the_journal.close(remove=complete)
+    kept = "already stored" if refresh_before is None else f"stored since {_iso(refresh_before)}"
     click.echo(
-        f"seed {what}: {report.done} done, {report.skipped} skipped (already stored), "
+        f"seed {what}: {report.done} done, {report.skipped} skipped ({kept}), "
         f"{report.failed} failed, {report.ignored} ignored (outside extent); "
         f"{report.metatiles_done} metatiles done, {report.metatiles_skipped} resumed, "
         f"{report.metatiles_failed} failed, {report.wms_requests} WMS requests; "
@@ -322,11 +371,13 @@ def _enqueue(
     jobs: list[MetaJob],
     what: str,
     per_message: int,
-    skip_existing: bool,
+    options: SeedOptions,
     dry_run: bool,
 ) -> bool:
     """Send the jobs to the queue; False when SQS refused some messages."""
-    bodies = list(sqs_jobs.encode_messages(jobs, per_message, skip_existing))
+    bodies = list(
+        sqs_jobs.encode_messages(jobs, per_message, options.skip_existing, options.refresh_before)
+    )
     if dry_run:
         click.echo(f"dry run: {len(jobs)} metatiles in {len(bodies)} messages for {queue}")
         if bodies:

@@ -137,6 +137,7 @@ def _layer_from_env(read: _Reader) -> Layer:
         # the ArcGIS routes and seeding use.
         format="jpeg" if formats[0] in ("jpg", "jpeg") else formats[0],
         cache_control=read.text("CACHE_CONTROL", "public, max-age=86400") or "",
+        cache_from_wms=read.boolean("CACHE_FROM_WMS", False),
         min_zoom=min_zoom,
         max_zoom=max_zoom,
         metatile=metatile,
@@ -214,7 +215,7 @@ def load_settings(
 
     layers_file = read.text("LAYERS_FILE")
     if layers_file is not None:
-        layers = load_layers_file(Path(layers_file))
+        layers = load_layers_file(Path(layers_file), read.text("WMS_SERVER"))
     else:
         layers = (_layer_from_env(read),)
     bucket = read.text("BUCKET_NAME")

@@ -107,6 +107,7 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "extent": ("extent", _extent),
     "outside_extent": ("outside_extent", _choice("404", "blank")),
     "cache_control": ("cache_control", _text),
+    "cache_from_wms": ("cache_from_wms", _boolean),
     "metatile": ("metatile", validators.metatile),
     "meta_buffer": ("meta_buffer", _pixels),
     "tile_size": ("tile_size", _tile_size),
@@ -121,8 +122,10 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 
 
-def load_layers_file(path: Path) -> tuple[Layer, ...]:
-    """Read and check every layer of a layers file."""
+def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, ...]:
+    """Read and check every layer of a layers file. `wms_server` (``WMS_SERVER``) is
+    the ``wms_url`` of a layer the file gives none, so one file runs against the demo
+    WMS of ``make run`` and, unchanged, against yours."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -141,6 +144,8 @@ def load_layers_file(path: Path) -> tuple[Layer, ...]:
     for name, table in _tables(path, "layers", layer_tables):
         where = f"{path}: layer {name}"
         fields = {**defaults, **_fields(path, f"layer {name}", table)}
+        if wms_server is not None:
+            fields.setdefault("wms_url", wms_server)
         for required in ("wms_url", "wms_layers"):
             if required not in fields:
                 raise ConfigError(f"{where}: key {required!r} is missing")

@@ -60,6 +60,10 @@ class Layer:
     bgcolor: str | None = None
     formats: tuple[str, ...] = ("png", "jpg", "jpeg")
     cache_control: str = "public, max-age=86400"
+    # Tiles carry the lifetime the WMS's own Cache-Control/Expires/Last-Modified give
+    # them instead of cache_control (render/freshness.py), and are rendered again once
+    # it has passed.
+    cache_from_wms: bool = False
     grid: str = "GoogleMapsCompatible"
     layout: str = "tms"
     min_zoom: int = 0

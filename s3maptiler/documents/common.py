@@ -208,6 +208,20 @@ def corner_of(grid: TileGrid, zooms: range, corner: str) -> tuple[float, float] 
     return x0, y0
 
 
+def matrix_limits(view: View) -> list[tuple[int, range, range]]:
+    """``(z, columns, rows)`` of the tiles each of the layer's zoom levels covers in
+    its extent (WMTS TileMatrixSetLimits, OGC API tileMatrixSetLimits); an extent
+    thinner than a float covers the whole matrix."""
+    limits = []
+    for z in view.zooms:
+        cols, rows = view.grid.tiles_in(view.native, z)
+        if not cols or not rows:
+            width, height = view.grid.matrix_size(z)
+            cols, rows = range(width), range(height)
+        limits.append((z, cols, rows))
+    return limits
+
+
 def tms_levels(layer: Layer, grid: TileGrid) -> range:
     # From 0, not min_zoom: GDAL refuses a TileMap whose first TileSet is not order 0.
     return range(0, min(layer.max_zoom, grid.max_zoom) + 1)

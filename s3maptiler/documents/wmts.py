@@ -14,6 +14,7 @@ from s3maptiler.documents.common import (
     base_of,
     check_mode,
     geometry,
+    matrix_limits,
     num,
     pair,
     segment,
@@ -113,11 +114,7 @@ def _limits(parent: ET.Element, view: View, set_levels: int) -> None:
     if whole:
         return
     limits = sub(parent, "TileMatrixSetLimits")
-    for z in view.zooms:
-        cols, rows = view.grid.tiles_in(view.native, z)
-        if not cols or not rows:  # an extent thinner than a float: the whole matrix
-            width, height = view.grid.matrix_size(z)
-            cols, rows = range(width), range(height)
+    for z, cols, rows in matrix_limits(view):
         entry = sub(limits, "TileMatrixLimits")
         sub(entry, "TileMatrix", str(z))
         sub(entry, "MinTileRow", str(rows[0]))

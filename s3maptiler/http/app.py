@@ -15,7 +15,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from s3maptiler.config import Settings, load_settings
-from s3maptiler.http import documents, operations, preview, tiles
+from s3maptiler.http import documents, ogcapi, operations, preview, tiles
 from s3maptiler.http.replies import text
 from s3maptiler.service.build import build_service
 from s3maptiler.service.tilepath import TileService
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, service: TileService | None = N
     app = Flask(__name__, static_folder=None)
     app.extensions["s3maptiler"] = service
     app.before_request(_refuse_encoded_slashes)
-    for blueprint in (operations, documents, preview, tiles):
+    for blueprint in (operations, documents, ogcapi, preview, tiles):
         app.register_blueprint(blueprint.blueprint)
     if settings.tasks_enabled:
         # POST /tasks/seed renders on demand: only on a worker tier that asks for it.

@@ -3,7 +3,8 @@
 :func:`tile_reply` is the one place that turns a tile address into an HTTP answer:
 resolve it (400/404 with the reason), get the tile from the service (502/504 with
 the WMS's words, 503 with Retry-After when the WMS is not asked), answer 200 or 304
-with Content-Type, Cache-Control, ETag and X-Tile-Source, and log one line.
+with Content-Type, Cache-Control (and Expires for a lifetime from the WMS), ETag and
+X-Tile-Source, and log one line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from flask import Response, current_app, request
 
 from s3maptiler import metrics
 from s3maptiler.render.errors import WMSError
+from s3maptiler.render.freshness import http_date
 from s3maptiler.render.guard import WMSUnavailable
 from s3maptiler.service.addresses import TileRequest, TileRequestError
 from s3maptiler.service.tilepath import TileResult, TileService
@@ -76,6 +78,8 @@ def tile_reply(
     etag = result.etag.strip('"')
     response.set_etag(etag)
     response.headers["Cache-Control"] = result.cache_control
+    if result.expires is not None:  # a lifetime from the WMS (cache_from_wms)
+        response.headers["Expires"] = http_date(result.expires)
     response.headers["X-Tile-Source"] = result.source
     if request.if_none_match.contains(etag):
         response.status_code = 304

@@ -5,8 +5,8 @@ Tile addresses, all mapping to the S3 key the tile is stored under:
 - `/<MISS_PREFIX><key>`   an S3 website redirect with `ReplaceKeyPrefixWith`: a known miss
 - `/?tile=<key>`          the Node prototype's redirect form: a known miss
 - the fixed routes `/1.0.0/<layer>/...` (TMS), `/wmts/1.0.0/<layer>/...` and `/wmts?...`
-  (WMTS REST and KVP), `/arcgis/rest/services/<layer>/MapServer/tile/...` (ArcGIS):
-  the layer's own key.
+  (WMTS REST and KVP), `/arcgis/rest/services/<layer>/MapServer/tile/...` (ArcGIS),
+  `/ogcapi/collections/<layer>/map/tiles/<set>/...` (OGC API - Tiles): the layer's own key.
 
 A path that is a configured layer's key is that key, before any fixed route (so
 `TILE_PREFIX=1.0.0/<name>/` serves `/1.0.0/<name>/{z}/{x}/{y}.png` as keys). A
@@ -25,12 +25,15 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 
+from s3maptiler.documents.ogcapi import tile_matrix_set_of
 from s3maptiler.documents.wmts import tile_matrix_set_id
 from s3maptiler.http import documents
 from s3maptiler.http.preview import index_page
 from s3maptiler.http.replies import service, text, tile_reply
 from s3maptiler.service.addresses import BadTileRequest, TileNotFound, TileRequest, check_key
 from s3maptiler.service.tilepath import TileService
+from s3maptiler.tiles.formats import EXTENSIONS
+from s3maptiler.tiles.grids import TileGrid
 
 MAX_PATH_LENGTH = 1024
 
@@ -92,6 +95,11 @@ def arcgis_tile(**values: str) -> Response:
     return _fixed_route("tiles.arcgis_tile", values)
 
 
+@blueprint.get("/ogcapi/collections/<layer>/map/tiles/<matrix_set>/<z>/<row>/<col>")
+def ogcapi_tile(**values: str) -> Response:
+    return _fixed_route("tiles.ogcapi_tile", values)
+
+
 @blueprint.get("/<path:path>")
 def tile(path: str) -> Response:
     if len(path) > MAX_PATH_LENGTH:
@@ -116,7 +124,9 @@ def _tms_route(service: TileService, values: Mapping[str, str], args) -> TileReq
 def _wmts_rest_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
     path = f"{values['z']}/{values['row']}/{values['col']}"
     dimensions = _rest_dimensions(service, values["layer"], values.get("dimensions"))
-    return _wmts_request(service, values["layer"], values["matrix_set"], path, dimensions)
+    return _wmts_request(
+        service, values["layer"], values["matrix_set"], path, dimensions=dimensions
+    )
 
 
 def _rest_dimensions(service: TileService, layer_name: str, text: str | None) -> dict[str, str]:
@@ -150,11 +160,40 @@ def _arcgis_route(service: TileService, values: Mapping[str, str], args) -> Tile
     return service.request_via(values["layer"], "wmts", path)
 
 
+def _ogcapi_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+    """An OGC API tile: the layer's own format, or the one ``f`` names (png, jpeg), at
+    the time ``datetime`` names (absent: the layer's dimension-less key)."""
+    layer = service.layer(values["layer"])
+    ext = layer.extension if layer else "png"
+    wanted = args.get("f")
+    if wanted is not None and layer is not None:
+        media = EXTENSIONS.get(wanted.lower())
+        ext = service.extension_for(layer.name, media) if media else None
+        if ext is None:
+            raise TileNotFound(f"layer {layer.name} does not serve f={wanted[:20]!r}")
+    path = f"{values['z']}/{values['row']}/{values['col']}.{ext}"
+    # OGC API's datetime is the layer's TIME dimension (ignored by a layer without one).
+    when = args.get("datetime")
+    return _wmts_request(
+        service,
+        values["layer"],
+        values["matrix_set"],
+        path,
+        set_id=_ogcapi_set_id,
+        dimensions={"TIME": when} if when else None,
+    )
+
+
+def _ogcapi_set_id(grid: TileGrid) -> str:
+    return tile_matrix_set_of(grid).id
+
+
 TILE_ROUTES: dict[str, Callable[..., TileRequest]] = {
     "tiles.tms_tile": _tms_route,
     "tiles.wmts_rest_tile": _wmts_rest_route,
     "tiles.wmts_kvp": _wmts_kvp_route,
     "tiles.arcgis_tile": _arcgis_route,
+    "tiles.ogcapi_tile": _ogcapi_route,
 }
 
 
@@ -189,10 +228,12 @@ def _wmts_request(
     layer: str,
     matrix_set: str,
     path: str,
+    *,
+    set_id: Callable[[TileGrid], str] = tile_matrix_set_id,
     dimensions: Mapping[str, str] | None = None,
 ) -> TileRequest:
     named = service.layer(layer)
-    if named is not None and matrix_set != tile_matrix_set_id(named.tile_grid):
+    if named is not None and matrix_set != set_id(named.tile_grid):
         raise TileNotFound(f"layer {layer} has no TileMatrixSet {matrix_set[:64]!r}")
     return service.request_via(layer, "wmts", path, dimensions)
 
@@ -213,4 +254,4 @@ def _wmts_kvp_request(service: TileService, args: dict[str, str]) -> TileRequest
         raise TileNotFound(f"layer {args['LAYER']} does not serve {args['FORMAT'][:64]!r}")
     path = f"{args['TILEMATRIX']}/{args['TILEROW']}/{args['TILECOL']}.{ext}"
     # A dimension's value under its identifier (Time=...), the default when absent.
-    return _wmts_request(service, args["LAYER"], args["TILEMATRIXSET"], path, args)
+    return _wmts_request(service, args["LAYER"], args["TILEMATRIXSET"], path, dimensions=args)

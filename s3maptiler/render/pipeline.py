@@ -18,6 +18,7 @@ workers (the spool) and other instances (the bucket lease) receive a render.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -36,6 +37,7 @@ from s3maptiler.render.encode import (
     uniform_tile,
 )
 from s3maptiler.render.errors import WMSBadImage, WMSError
+from s3maptiler.render.freshness import Freshness, freshness_of, max_age_of
 from s3maptiler.render.getmap import WMSSource, resolution_params
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.wms import WMSClient
@@ -164,11 +166,20 @@ def overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 
 class Cut:
-    """A decoded metatile, ready to be sliced into encoded tiles in any order."""
+    """A decoded metatile, ready to be sliced into encoded tiles in any order;
+    ``freshness`` is how long its tiles may be cached (layers with cache_from_wms
+    whose WMS said so), else None."""
 
-    def __init__(self, image: Image.Image, meta: MetaTile, encoder: Encoder):
+    def __init__(
+        self,
+        image: Image.Image,
+        meta: MetaTile,
+        encoder: Encoder,
+        freshness: Freshness | None = None,
+    ):
         self.meta = meta
         self.encoder = encoder
+        self.freshness = freshness
         self._work = encoder.prepare(image)  # the mode conversion, once per metatile
 
     def encode(self, tiles: Iterable[Tile]) -> dict[Tile, SlicedTile]:
@@ -187,11 +198,27 @@ class Renderer:
 
     def get_map(self, runtime: LayerRuntime, ext: str, bbox, width: int, height: int) -> bytes:
         """One GetMap; raises WMSError (502/504) or WMSUnavailable (503, not asked)."""
+        return self.answer(runtime, ext, bbox, width, height)[0]
+
+    def answer(
+        self, runtime: LayerRuntime, ext: str, bbox, width: int, height: int
+    ) -> tuple[bytes, Freshness | None]:
+        """:meth:`get_map`, and how long the image may be cached when the layer honours
+        its WMS's cache headers (``cache_from_wms``) and they say; else None."""
         name = runtime.layer.name
+        layer = runtime.layer
         with runtime.guard.slot():
             started = time.perf_counter()
             try:
-                data = self.wms.get_map(runtime.sources[ext], bbox, width, height)
+                if layer.cache_from_wms:
+                    data, headers = self.wms.get_map_answer(
+                        runtime.sources[ext], bbox, width, height
+                    )
+                    cap = max_age_of(layer.cache_control)
+                    fresh = freshness_of(headers, time.time(), cap)
+                else:
+                    data = self.wms.get_map(runtime.sources[ext], bbox, width, height)
+                    fresh = None
             except WMSError as exc:
                 metrics.WMS_ERRORS.labels(name, exc.kind).inc()
                 # Only an unreachable WMS trips the breaker; an error answer means it is up.
@@ -202,30 +229,33 @@ class Renderer:
                 raise
             runtime.guard.succeeded()
             metrics.WMS_SECONDS.labels(name).observe(time.perf_counter() - started)
-            return data
+            return data, fresh
 
-    def tile(self, runtime: LayerRuntime, ext: str, tile: Tile) -> SlicedTile:
+    def tile(
+        self, runtime: LayerRuntime, ext: str, tile: Tile
+    ) -> tuple[SlicedTile, Freshness | None]:
         """A tile drawn on its own (1x1, no buffer) in the format asked of the WMS: the
-        WMS's bytes, untouched (webp and mixed tiles are cut from a 1x1 metatile).
-        Only the redirect blank policy needs to know whether it is uniform."""
+        WMS's bytes, untouched (webp and mixed tiles are cut from a 1x1 metatile), and
+        their lifetime (see :meth:`answer`). Only the redirect blank policy needs to
+        know whether it is uniform."""
         size = runtime.grid.tile_size
-        data = self.get_map(runtime, ext, runtime.grid.tile_bbox(tile), size, size)
+        data, fresh = self.answer(runtime, ext, runtime.grid.tile_bbox(tile), size, size)
         if runtime.layer.empty_tiles != "redirect":
-            return SlicedTile(data, False)
+            return SlicedTile(data, False), fresh
         try:
-            return SlicedTile(data, uniform_tile(data))
+            return SlicedTile(data, uniform_tile(data)), fresh
         except MetaTileError as exc:
             raise WMSBadImage(f"tile image unusable: {exc}") from None
 
     def metatile(self, runtime: LayerRuntime, ext: str, meta: MetaTile) -> Cut:
         """One GetMap for the metatile, decoded: raises WMSBadImage for an image that
         cannot be decoded or has the wrong size."""
-        image = self.get_map(runtime, ext, meta.bbox, meta.width, meta.height)
+        image, fresh = self.answer(runtime, ext, meta.bbox, meta.width, meta.height)
         try:
             decoded = decode_metatile(image, meta)
         except MetaTileError as exc:
             raise WMSBadImage(f"metatile image unusable: {exc}") from None
-        return Cut(decoded, meta, runtime.encoders[ext])
+        return Cut(decoded, meta, runtime.encoders[ext], fresh)
 
     def budget(self, runtime: LayerRuntime) -> float:
         """Seconds a render of this layer may take at most: the wait for a WMS slot,
@@ -255,15 +285,19 @@ class RenderedTiles:
     """Every tile of one metatile, encoded: what a render hands to whoever waited for it.
 
     ``to_bytes`` is one JSON header line (content type, each tile's x, y and byte
-    length, and any ``fields`` the caller adds), then the tiles' bytes back to back.
+    length, the lifetime when there is one, and any ``fields`` the caller adds), then
+    the tiles' bytes back to back.
     """
 
     content_type: str
     tiles: dict[Tile, bytes]
+    freshness: Freshness | None = None  # from the WMS's cache headers (cache_from_wms)
 
     def to_bytes(self, **fields: object) -> bytes:
         index = [[tile.x, tile.y, tile.z, len(data)] for tile, data in self.tiles.items()]
         header = {**fields, "content_type": self.content_type, "tiles": index}
+        if self.freshness is not None:
+            header["freshness"] = dataclasses.astuple(self.freshness)
         return (
             json.dumps(header, separators=(",", ":")).encode()
             + b"\n"
@@ -281,11 +315,13 @@ class RenderedTiles:
                 tiles[Tile(x, y, z)] = body[offset : offset + length]
                 offset += length
             content_type = header["content_type"]
+            fresh = header.get("freshness")
+            freshness = None if fresh is None else Freshness(*fresh)
         except (KeyError, TypeError, ValueError) as exc:
             raise BadBundle(f"bundle header incomplete: {exc}") from None
         if offset != len(body):
             raise BadBundle(f"bundle has {len(body)} bytes of tiles, header says {offset}")
-        return cls(content_type, tiles), header
+        return cls(content_type, tiles, freshness), header
 
 
 def read_header(blob: bytes) -> tuple[dict, bytes]:

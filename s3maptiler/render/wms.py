@@ -8,7 +8,7 @@ that are a complete image of the requested type and size
 timeout) and one-line ``reason`` the tile service can answer with. Nothing that
 failed here may ever be cached. Times are in seconds.
 
-One module of about 410 lines on purpose: the session, the attempts and the reading
+One module of about 440 lines on purpose: the session, the attempts and the reading
 of one answer belong to one retry loop; the request, the errors and the judging of
 answers are already their own modules.
 """
@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -46,10 +47,11 @@ from s3maptiler.render.errors import (
     WMSTimeout,
     WMSUsageError,
 )
+from s3maptiler.render.freshness import HEADERS
 from s3maptiler.render.getmap import WMSSource, getmap_url
 from s3maptiler.tiles.formats import sniff
 
-__all__ = ["MAX_BODY_BYTES", "WMSClient"]
+__all__ = ["MAX_BODY_BYTES", "WMSAnswer", "WMSClient"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,13 @@ def _root_cause(exc: BaseException) -> str:
 def _is_read_timeout(exc: BaseException) -> bool:
     timeouts = (ReadTimeoutError, requests.exceptions.ReadTimeout, TimeoutError)
     return any(isinstance(current, timeouts) for current in _causes(exc))
+
+
+class WMSAnswer(NamedTuple):
+    """A GetMap's image and the headers that say how long it may be cached."""
+
+    data: bytes
+    headers: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -259,6 +268,13 @@ class WMSClient:
         Raises :class:`WMSTimeout` (504) when the WMS does not answer within
         ``read_timeout`` seconds, otherwise another :class:`WMSError` (502).
         """
+        return self.get_map_answer(source, bbox, width, height).data
+
+    def get_map_answer(
+        self, source: WMSSource, bbox: Sequence[float], width: int, height: int
+    ) -> WMSAnswer:
+        """:meth:`get_map`'s image with the answer's caching headers (``Cache-Control``,
+        ``Expires``, ``Last-Modified``, ``Date``, ``Age``: those it sent)."""
         url = getmap_url(source, bbox, width, height)
         session = self._session_for_process()
         what = f"{source.endpoint} LAYERS={source.layers} {width}x{height}"
@@ -267,10 +283,10 @@ class WMSClient:
             started = time.monotonic()
             outcome = self._attempt(session, url, source, width, height)
             elapsed_ms = (time.monotonic() - started) * 1000.0
-            if isinstance(outcome, bytes):
+            if isinstance(outcome, WMSAnswer):
                 log.debug(
                     "GetMap %s attempt %d/%d: %d bytes in %.0f ms",
-                    what, attempt, attempts, len(outcome), elapsed_ms,
+                    what, attempt, attempts, len(outcome.data), elapsed_ms,
                 )  # fmt: skip
                 return outcome
             error = outcome.error
@@ -301,7 +317,7 @@ class WMSClient:
 
     def _attempt(
         self, session: requests.Session, url: str, source: WMSSource, width: int, height: int
-    ) -> bytes | _Failure:
+    ) -> WMSAnswer | _Failure:
         self._count()
         try:
             response = session.get(
@@ -329,7 +345,11 @@ class WMSClient:
         except requests.exceptions.RequestException as exc:
             return _Failure(WMSConnectionError(f"WMS request failed: {type(exc).__name__}"))
         with response:
-            return self._judge(response, source, width, height)
+            judged = self._judge(response, source, width, height)
+        if isinstance(judged, _Failure):
+            return judged
+        kept = {name: response.headers[name] for name in HEADERS if name in response.headers}
+        return WMSAnswer(judged, kept)
 
     def _read_body(self, response: requests.Response, limit: int) -> bytes | _Failure:
         """The whole body, read until the server ends it; reading stops once it is

@@ -1,5 +1,6 @@
 """Which tiles a store already holds, from one ListObjectsV2 listing per key
-"directory", shared by every metatile of a run (``--skip-existing``)."""
+"directory", shared by every metatile of a run (``--skip-existing``), or holds since
+a moment (``--refresh-older-than``: older tiles are drawn again)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from pathlib import Path
 
 from s3maptiler.storage.s3 import list_objects
 from s3maptiler.storage.stores import LocalStore, S3Store, TileStore
@@ -28,10 +30,14 @@ class ListingCache:
 
     S3 stores are listed with ListObjectsV2 (each prefix once per cache); a local
     directory is asked per file (a stat, no network); any other store per tile.
+    With ``stored_since`` (seconds since the epoch) only keys written at or after it
+    count: S3's LastModified, a file's modification time (another store cannot tell
+    and counts every key it holds).
     """
 
-    def __init__(self, store: TileStore) -> None:
+    def __init__(self, store: TileStore, stored_since: float | None = None) -> None:
         self.store = store
+        self.stored_since = stored_since
         self.listings = 0  # ListObjectsV2 pages requested
         self._lock = threading.Lock()
         self._prefixes: dict[str, Future] = {}
@@ -41,7 +47,7 @@ class ListingCache:
         if not keys:
             return set()
         if isinstance(self.store, LocalStore):
-            return {k for k in keys if self.store.path_for(k).is_file()}
+            return {k for k in keys if self._young_file(self.store.path_for(k))}
         if not isinstance(self.store, S3Store):
             return {k for k in keys if self.store.get(k) is not None}
         groups: dict[str, list[str]] = {}
@@ -76,8 +82,20 @@ class ListingCache:
         with self._lock:
             self.listings += 1
 
+    def _young_file(self, path: Path) -> bool:
+        try:
+            modified = path.stat().st_mtime
+        except OSError:
+            return False
+        return path.is_file() and (self.stored_since is None or modified >= self.stored_since)
+
     def _list(self, prefix: str) -> frozenset[str]:
         store = self.store
         assert isinstance(store, S3Store)
-        listing = list_objects(store.client, store.bucket, prefix, self._count_page)
-        return frozenset(obj["Key"] for obj in listing)
+        since = self.stored_since
+        listing = list_objects(
+            store.client, store.bucket, prefix, self._count_page, timestamps=since is not None
+        )
+        if since is None:
+            return frozenset(obj["Key"] for obj in listing)
+        return frozenset(o["Key"] for o in listing if o["LastModified"].timestamp() >= since)

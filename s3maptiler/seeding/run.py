@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from s3maptiler.render.errors import WMSError
+from s3maptiler.render.freshness import stored_headers
 from s3maptiler.render.pipeline import LayerRuntime, Renderer
 from s3maptiler.render.wms import WMSClient
 from s3maptiler.seeding.coverage import SeedError
@@ -154,6 +155,7 @@ class Drawing:
     existing: ListingCache | None = None
     limiter: TokenBucket | None = None
     stop: threading.Event | None = None
+    overwrite: bool = False  # replace stored tiles (a refresh) even through If-None-Match
 
 
 def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> RenderCounts:
@@ -162,9 +164,11 @@ def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> Re
     job: no upload queue).
 
     Keys already in the store are skipped when ``drawing.existing`` lists them, and no
-    GetMap is sent when all of them are. Raises BadJob, Interrupted, WMSError
-    (including an unusable image) or StoreError; tiles stored before a StoreError stay
-    stored.
+    GetMap is sent when all of them are. A layer with ``cache_from_wms`` stores the
+    lifetime its WMS gives (replacing what is there), or nothing when the WMS forbids
+    shared caches to keep its images (those tiles count as ignored). Raises BadJob,
+    Interrupted, WMSError (including an unusable image) or StoreError; tiles stored
+    before a StoreError stay stored.
     """
     runtime = job_runtime(runtime, job)
     meta, tiles = job_tiles(runtime, job)
@@ -185,12 +189,20 @@ def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> Re
     if drawing.limiter is not None and not drawing.limiter.acquire(drawing.stop):
         raise Interrupted("stopped before the GetMap")
     counts.getmaps = 1
-    sliced = Renderer(drawing.wms).metatile(runtime, job.ext, meta).encode(keys)
+    cut = Renderer(drawing.wms).metatile(runtime, job.ext, meta)
+    headers = stored_headers(runtime.cache_control, cut.freshness)
+    if headers is None:
+        log.warning("%s: the WMS forbids caching its image; nothing stored", job.describe())
+        counts.ignored += len(keys)
+        return counts
+    sliced = cut.encode(keys)
     blanks = drawing.blanks
+    cache_control, expires = headers
+    overwrite = drawing.overwrite or runtime.layer.cache_from_wms
     for tile, key in keys.items():
         piece = sliced[tile]
         content_type = runtime.content_type(job.ext, piece.data)
-        own = UploadJob(key, piece.data, content_type, runtime.cache_control)
+        own = UploadJob(key, piece.data, content_type, cache_control, None, expires, overwrite)
         for upload in blanks.jobs(own, runtime.blank_key(job.ext, piece)):
             outcome = put(drawing.store, upload)
             blanks.settled(upload, outcome)
@@ -210,11 +222,14 @@ def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> Re
 
 @dataclass(frozen=True)
 class SeedOptions:
-    """How to run: threads, GetMaps per second (None: no cap), skip stored tiles."""
+    """How to run: threads, GetMaps per second (None: no cap), skip stored tiles, or
+    skip only tiles stored since ``refresh_before`` (seconds since the epoch) and
+    draw the older ones again, replacing them."""
 
     concurrency: int = 4
     wms_rate: float | None = None
     skip_existing: bool = False
+    refresh_before: float | None = None
 
 
 @dataclass
@@ -266,8 +281,12 @@ def run_seed(
     stop = stop or threading.Event()
     report = SeedReport()
     done_before = journal.done() if journal is not None else set()
-    existing = ListingCache(store) if options.skip_existing else None
-    drawing = Drawing(wms, store, SharedBlanks(), existing, TokenBucket(options.wms_rate), stop)
+    refresh = options.refresh_before is not None
+    existing = (
+        ListingCache(store, options.refresh_before) if options.skip_existing or refresh else None
+    )
+    limiter = TokenBucket(options.wms_rate)
+    drawing = Drawing(wms, store, SharedBlanks(), existing, limiter, stop, overwrite=refresh)
     progress = on_progress or (lambda _n: None)
     lock = threading.Lock()
     started = time.monotonic()

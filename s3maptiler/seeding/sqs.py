@@ -8,7 +8,9 @@ A message is a small JSON object with tile coordinates only (SQS takes at most
                     "tiles": [[1208, 1536], [1209, 1536]]}]}
 
 ``x``, ``y`` are the top-left tile of a metatile (rows from the top); ``tiles``
-lists the tiles to store when the coverage holds only some of them. A message for a
+lists the tiles to store when the coverage holds only some of them. An optional
+``refresh_before`` (seconds since the epoch) draws again the tiles stored before it
+and skips the younger ones (``seed --refresh-older-than``). A message for a
 layer with dimensions names one value of each, for all its metatiles, and is
 version 2, so that a worker that predates dimensions refuses it rather than drawing
 the defaults::
@@ -99,13 +101,18 @@ class Message(NamedTuple):
     ext: str
     metatiles: tuple[MetaJob, ...]
     skip_existing: bool = False
+    refresh_before: float | None = None  # seconds since the epoch: redraw older tiles
 
 
 def encode_messages(
-    jobs: Iterable[MetaJob], per_message: int = 1, skip_existing: bool = False
+    jobs: Iterable[MetaJob],
+    per_message: int = 1,
+    skip_existing: bool = False,
+    refresh_before: float | None = None,
 ) -> Iterator[str]:
     """Message bodies (JSON text) of ``per_message`` metatiles each; jobs of another
-    layer, format or dimension values start a new message."""
+    layer, format or dimension values start a new message. ``refresh_before`` (``seed
+    --refresh-older-than``) is sent only when set."""
     if not 1 <= per_message <= MAX_METATILES_PER_MESSAGE:
         raise ValueError(f"per_message must be 1..{MAX_METATILES_PER_MESSAGE}")
     batch: list[MetaJob] = []
@@ -116,6 +123,8 @@ def encode_messages(
         if first.dimensions:
             doc.update(v=DIMENSIONS_VERSION, dimensions=dict(first.dimensions))
         doc.update(skip_existing=skip_existing, metatiles=[_coordinates(job) for job in batch])
+        if refresh_before is not None:
+            doc["refresh_before"] = refresh_before
         return json.dumps(doc, separators=(",", ":"))
 
     def same(job: MetaJob) -> tuple:
@@ -162,6 +171,11 @@ def decode_message(body: str | bytes | Mapping[str, Any]) -> Message:
     skip = doc.get("skip_existing", False)
     if not isinstance(skip, bool):
         raise BadMessage("skip_existing must be true or false")
+    refresh = doc.get("refresh_before")
+    if refresh is not None and (
+        isinstance(refresh, bool) or not isinstance(refresh, int | float) or not refresh >= 0
+    ):
+        raise BadMessage("refresh_before must be seconds since the epoch")
     shared = {"layer": layer, "ext": ext, "dimensions": doc.get("dimensions")}
     try:
         jobs = tuple(
@@ -169,7 +183,7 @@ def decode_message(body: str | bytes | Mapping[str, Any]) -> Message:
         )
     except BadJob as exc:
         raise BadMessage(str(exc)) from None
-    return Message(layer, ext, jobs, skip)
+    return Message(layer, ext, jobs, skip, refresh)
 
 
 def handle_message(
@@ -187,8 +201,10 @@ def handle_message(
     runtime = layers.get(message.layer)
     if runtime is None:
         raise BadMessage(f"no layer named {message.layer[:64]!r}")
-    existing = ListingCache(store) if message.skip_existing else None
-    drawing = Drawing(wms, store, blanks or SharedBlanks(), existing)
+    refresh = message.refresh_before is not None
+    listing = message.skip_existing or refresh
+    existing = ListingCache(store, message.refresh_before) if listing else None
+    drawing = Drawing(wms, store, blanks or SharedBlanks(), existing, overwrite=refresh)
     total = RenderCounts()
     failed: list[tuple[MetaJob, JobFailed]] = []
     for job in message.metatiles:

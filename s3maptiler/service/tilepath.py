@@ -23,7 +23,7 @@ Every wait for someone else's render lasts at most `patience`: twice the render'
 own budget (the leader may itself wait that long before it renders). A waiter
 whose leader failed answers with the leader's error (502/503/504), never a 500.
 
-One module of about 440 lines on purpose: the tile path is one flow (read, the three
+One module of about 460 lines on purpose: the tile path is one flow (read, the three
 rings, render, publish, upload), and splitting it would scatter the order of its
 steps; addresses, the rings and the slicer already live beside it.
 """
@@ -42,9 +42,11 @@ from dataclasses import dataclass, field
 from s3maptiler import metrics
 from s3maptiler.config import Layer, Settings, with_pixel_ratios
 from s3maptiler.render.encode import SlicedTile, blank_tile, uniform_tile
+from s3maptiler.render.freshness import Freshness, stored_headers
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer
 from s3maptiler.render.wms import WMSClient
+from s3maptiler.service import lifetimes
 from s3maptiler.service.addresses import Addresses, TileRequest
 from s3maptiler.service.leases import Lease, Leases
 from s3maptiler.service.singleflight import RenderFailed, SingleFlight, wait_for
@@ -83,7 +85,8 @@ class TileResult:
     etag: str  # quoted, like S3's
     cache_control: str
     wms_ms: float | None = None
-    upload: str = "-"  # "queued" | "dropped" | "-"
+    upload: str = "-"  # "queued" | "dropped" | "uncached" | "-"
+    expires: float | None = None  # seconds since the epoch: the Expires header, if any
 
 
 @dataclass(eq=False)
@@ -119,7 +122,7 @@ class TileService(Addresses):
             self.layers += [LayerRuntime.build(variant, guard) for variant in variants]
         super().__init__(self.layers)
         self._reads: SingleFlight[StoredTile | None] = SingleFlight()
-        self._tiles: SingleFlight[bytes] = SingleFlight()
+        self._tiles: SingleFlight[tuple[bytes, Freshness | None]] = SingleFlight()
         self._metatiles: SingleFlight[RenderedTiles] = SingleFlight()
         self._slicer = Slicer(SLICER_THREADS, SLICER_BACKLOG)
         self._expected: dict[str, float] = {}  # by layer: seconds a metatile render takes
@@ -136,15 +139,20 @@ class TileService(Addresses):
         """
         if request.outside_extent:
             return self._blank(request)
-        pending = self.uploads.pending(request.key)
+        layer = request.layer.layer
+        pending = self.uploads.pending_job(request.key)
         if pending is not None:
-            return self._result(request, pending, "inflight")
+            fresh = lifetimes.of_expires(layer, pending.expires)
+            return self._result(request, pending.data, "inflight", fresh)
         if self.settings.cache_read and not known_miss:
             stored = self._read_once(request.key)
-            if stored is not None:
+            if stored is not None and not lifetimes.expired(layer, stored):
                 etag = stored.etag or etag_of(stored.data)
-                cache_control = request.layer.layer.cache_control
-                return TileResult(stored.data, stored.content_type, "cache", etag, cache_control)
+                fresh = lifetimes.of_expires(layer, stored.expires)
+                cache_control, expires = lifetimes.answer_headers(layer, fresh)
+                return TileResult(
+                    stored.data, stored.content_type, "cache", etag, cache_control, expires=expires
+                )
         reused = self._from_layout_key(request)
         if reused is not None:
             return reused
@@ -186,24 +194,24 @@ class TileService(Addresses):
         future, leader = self._tiles.join(request.key)
         if not leader:
             metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
-            data = wait_for(future, self.patience(request.layer), request.key)
-            return self._result(request, data, "inflight")
+            data, fresh = wait_for(future, self.patience(request.layer), request.key)
+            return self._result(request, data, "inflight", fresh)
         runtime, ext = request.layer, request.ext
         try:
             started = time.perf_counter()
             if meta is None:
-                piece = self.renderer.tile(runtime, ext, request.tile)
+                piece, fresh = self.renderer.tile(runtime, ext, request.tile)
             else:
-                piece = self.renderer.metatile(runtime, ext, meta).encode([request.tile])
-                piece = piece[request.tile]
+                cut = self.renderer.metatile(runtime, ext, meta)
+                piece, fresh = cut.encode([request.tile])[request.tile], cut.freshness
             wms_ms = (time.perf_counter() - started) * 1000
-            upload = self._upload(runtime, ext, request.key, piece, UPLOAD_WAIT)
-            self._upload_layout_key(request, piece)
+            upload = self._upload(runtime, ext, request.key, piece, UPLOAD_WAIT, fresh)
+            self._upload_layout_key(request, piece, fresh)
         except BaseException as exc:
             future.set_exception(exc)
             raise
-        future.set_result(piece.data)  # after queueing: pending() answers from now on
-        return self._rendered(request, piece.data, wms_ms, upload)
+        future.set_result((piece.data, fresh))  # after queueing: pending() answers from now on
+        return self._rendered(request, piece.data, wms_ms, upload, fresh)
 
     def _from_metatile(self, request: TileRequest, meta: MetaTile) -> TileResult:
         runtime = request.layer
@@ -212,7 +220,7 @@ class TileService(Addresses):
         if not leader:
             metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
             rendered = wait_for(future, self.patience(runtime), meta.describe())
-            return self._shared(request, rendered.tiles[request.tile])
+            return self._shared(request, rendered.tiles[request.tile], rendered.freshness)
         try:
             return self._lead(request, meta, flight, future)
         except BaseException as exc:
@@ -230,7 +238,7 @@ class TileService(Addresses):
         if turn.found is not None:
             metrics.SINGLE_FLIGHT_WAITS.labels("worker").inc()
             future.set_result(turn.found)
-            return self._shared(request, turn.found.tiles[request.tile])
+            return self._shared(request, turn.found.tiles[request.tile], turn.found.freshness)
         lease = None
         try:
             if self.leases is not None:
@@ -243,7 +251,8 @@ class TileService(Addresses):
                         self._learn(runtime, claim.took)
                     self._publish_here(flight, claim.found, turn)
                     future.set_result(claim.found)
-                    return self._shared(request, claim.found.tiles[request.tile])
+                    found = claim.found
+                    return self._shared(request, found.tiles[request.tile], found.freshness)
                 lease = claim.lease
             started = time.perf_counter()
             cut = self.renderer.metatile(runtime, ext, meta)
@@ -252,8 +261,8 @@ class TileService(Addresses):
         except BaseException as exc:
             self._failed(flight, turn, lease, exc)
             raise
-        upload = self._upload(runtime, ext, request.key, first, UPLOAD_WAIT)
-        self._upload_layout_key(request, first)
+        upload = self._upload(runtime, ext, request.key, first, UPLOAD_WAIT, cut.freshness)
+        self._upload_layout_key(request, first, cut.freshness)
         finish = functools.partial(
             self._finish, request, cut, first.data, flight, future, turn, lease, started
         )
@@ -261,7 +270,7 @@ class TileService(Addresses):
             self._failed, flight, turn, lease, RenderFailed("the service is stopping"), future
         )
         self._slicer.run(finish, abandon)
-        return self._rendered(request, first.data, wms_ms, upload)
+        return self._rendered(request, first.data, wms_ms, upload, cut.freshness)
 
     def _finish(
         self,
@@ -279,7 +288,7 @@ class TileService(Addresses):
         try:
             rest = cut.encode(t for t in cut.meta.tiles() if t != request.tile)
             tiles = {request.tile: first, **{tile: piece.data for tile, piece in rest.items()}}
-            rendered = RenderedTiles(runtime.media_type(ext), tiles)
+            rendered = RenderedTiles(runtime.media_type(ext), tiles, cut.freshness)
             self._publish_here(flight, rendered, turn)
             future.set_result(rendered)
         except BaseException as exc:
@@ -293,7 +302,7 @@ class TileService(Addresses):
         for tile, piece in rest.items():
             key = runtime.key_to_store(tile, ext)
             if key is not None:
-                self._upload(runtime, ext, key, piece, wait)
+                self._upload(runtime, ext, key, piece, wait, cut.freshness)
 
     def _publish_here(self, flight: str, rendered: RenderedTiles, turn: Turn) -> None:
         """Hand a finished render to this host's other workers, then let them go."""
@@ -327,14 +336,20 @@ class TileService(Addresses):
             seconds if known is None else known + _EXPECTED_WEIGHT * (seconds - known)
         )
 
-    def _upload(
-        self, runtime: LayerRuntime, ext: str, key: str, piece: SlicedTile, wait: float
-    ) -> str:
-        """Queue a rendered tile through the layer's blank policy: "queued" or "dropped"."""
+    def _upload(self, runtime: LayerRuntime, ext: str, key: str, piece: SlicedTile, wait: float,
+                fresh: Freshness | None = None) -> str:  # fmt: skip
+        """Queue a rendered tile through the layer's blank policy: "queued" or "dropped";
+        "uncached" when its WMS forbade shared caches to keep it (no-store, private).
+        A layer with cache_from_wms writes unconditionally: each render carries a new
+        lifetime, and If-None-Match would refuse to replace an expired tile."""
+        headers = stored_headers(runtime.layer.cache_control, fresh)
+        if headers is None:
+            return "uncached"
+        cache_control, expires = headers
+        overwrite = runtime.layer.cache_from_wms
+        content_type = runtime.content_type(ext, piece.data)
+        own = UploadJob(key, piece.data, content_type, cache_control, None, expires, overwrite)
         outcome = "queued"
-        own = UploadJob(
-            key, piece.data, runtime.content_type(ext, piece.data), runtime.cache_control
-        )
         for job in self.blanks.jobs(own, runtime.blank_key(ext, piece)):
             if self.uploads.submit(job, wait):
                 metrics.UPLOAD_QUEUE.inc()  # the pool's on_result decrements it: exact, no lock
@@ -360,31 +375,33 @@ class TileService(Addresses):
         alias = self._layout_key(request)
         if alias is None or not self.settings.cache_read:
             return None
-        data = self.uploads.pending(alias)
-        if data is not None:
-            return self._shared(request, data)
+        layer = request.layer.layer
+        job = self.uploads.pending_job(alias)
+        if job is not None:
+            return self._shared(request, job.data, lifetimes.of_expires(layer, job.expires))
         stored = self._read_once(alias)
-        if stored is None:
+        if stored is None or lifetimes.expired(layer, stored):
             return None
-        result = self._shared(request, stored.data)
+        result = self._shared(request, stored.data, lifetimes.of_expires(layer, stored.expires))
         return dataclasses.replace(result, source="cache", etag=stored.etag or result.etag)
 
-    def _shared(self, request: TileRequest, data: bytes) -> TileResult:
+    def _shared(self, request: TileRequest, data: bytes, fresh: Freshness | None) -> TileResult:
         """A tile of another request's render ("inflight"): its uploads queued that
         tile under the layer's own key; a request by another key stores it there too."""
-        result = self._result(request, data, "inflight")
+        result = self._result(request, data, "inflight", fresh)
         if self._layout_key(request) is None:
             return result
         runtime = request.layer
         uniform = runtime.layer.empty_tiles == "redirect" and uniform_tile(data)
-        upload = self._upload(runtime, request.ext, request.key, SlicedTile(data, uniform), 0)
+        piece = SlicedTile(data, uniform)
+        upload = self._upload(runtime, request.ext, request.key, piece, 0, fresh)
         return dataclasses.replace(result, upload=upload)
 
-    def _upload_layout_key(self, request: TileRequest, piece: SlicedTile) -> None:
+    def _upload_layout_key(self, request: TileRequest, piece: SlicedTile, fresh) -> None:
         """A tile rendered for a request by another key: under the layer's key too."""
         alias = self._layout_key(request)
         if alias is not None:
-            self._upload(request.layer, request.ext, alias, piece, UPLOAD_WAIT)
+            self._upload(request.layer, request.ext, alias, piece, UPLOAD_WAIT, fresh)
 
     def health_checks(self) -> dict[str, str]:
         """The deep health check: the store, its recent reads and every layer's WMS
@@ -418,15 +435,15 @@ class TileService(Addresses):
         result = self._result(request, data, "blank")
         return dataclasses.replace(result, upload=upload)
 
-    def _rendered(self, request: TileRequest, data: bytes, wms_ms: float, upload: str):
-        result = self._result(request, data, "render")
+    def _rendered(self, request: TileRequest, data: bytes, wms_ms: float, upload: str, fresh):
+        result = self._result(request, data, "render", fresh)
         return dataclasses.replace(result, wms_ms=wms_ms, upload=upload)
 
-    def _result(self, request: TileRequest, data: bytes, source: str) -> TileResult:
+    def _result(self, request: TileRequest, data: bytes, source: str, fresh=None) -> TileResult:
+        """A tile's answer: the layer's Cache-Control, or the lifetime its WMS gave it."""
         content_type = request.layer.content_type(request.ext, data)
-        return TileResult(
-            data, content_type, source, etag_of(data), request.layer.layer.cache_control
-        )
+        cache_control, expires = lifetimes.answer_headers(request.layer.layer, fresh)
+        return TileResult(data, content_type, source, etag_of(data), cache_control, expires=expires)
 
 
 def metatile_flight(store_location: str, layer: Layer, ext: str, meta: MetaTile) -> str:

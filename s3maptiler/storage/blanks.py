@@ -51,7 +51,9 @@ class SharedBlanks:
             self._uploading.add(blank)
         if not first:
             return [own]
-        return [dataclasses.replace(own, key=blank), own]
+        # The shared blank is the same bytes whatever the tile's lifetime: it never
+        # expires (the tiles that point to it do).
+        return [dataclasses.replace(own, key=blank, expires=None), own]
 
     def settled(self, job: UploadJob, outcome: str) -> None:
         """An upload ended (the upload pool's on_result): remember blanks that are stored."""

@@ -253,6 +253,9 @@ def describe_error(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+_NO_MTIME = "s3maptiler-no-mtime"
+
+
 def _drop_last_modified(response_dict: dict, **_: Any) -> None:
     body = response_dict.get("body")
     if response_dict.get("status_code") == 200 and isinstance(body, bytes):
@@ -267,7 +270,7 @@ def skip_listing_timestamps(client: Any) -> None:
     third of it). Affects every ListObjectsV2 call of this client.
     """
     client.meta.events.register(
-        "before-parse.s3.ListObjectsV2", _drop_last_modified, unique_id="s3maptiler-no-mtime"
+        "before-parse.s3.ListObjectsV2", _drop_last_modified, unique_id=_NO_MTIME
     )
 
 
@@ -305,12 +308,21 @@ class ListingFailed(StoreError):
 
 
 def list_objects(
-    client: Any, bucket: str, prefix: str, on_page: Callable[[int], None] | None = None
+    client: Any,
+    bucket: str,
+    prefix: str,
+    on_page: Callable[[int], None] | None = None,
+    timestamps: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Every object under `prefix` (ListObjectsV2 pages of up to 1000 keys), each a
-    dict with ``Key``, ``Size`` and ``ETag``; `on_page(n)` after each page. Raises
-    ListingFailed with a one-line reason. Calls :func:`skip_listing_timestamps`."""
-    skip_listing_timestamps(client)
+    dict with ``Key``, ``Size`` and ``ETag``, and ``LastModified`` with `timestamps`;
+    `on_page(n)` after each page. Raises ListingFailed with a one-line reason. Without
+    `timestamps` calls :func:`skip_listing_timestamps` (for the client: a run lists
+    one way)."""
+    if timestamps:
+        client.meta.events.unregister("before-parse.s3.ListObjectsV2", unique_id=_NO_MTIME)
+    else:
+        skip_listing_timestamps(client)
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             contents = page.get("Contents", [])

@@ -14,7 +14,7 @@ Two implementations of one small interface:
 Every failure is a `StoreError` (:mod:`s3maptiler.storage.s3`) whose ``retryable``
 flag says whether trying again could help. Retrying is the S3 client's job alone.
 
-One module of about 430 lines on purpose: the interface and its two
+One module of about 460 lines on purpose: the interface and its two
 implementations read best side by side, so a reader can compare S3 and a directory
 rule by rule.
 """
@@ -30,7 +30,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,8 @@ class TileObject:
     content_type: str
     cache_control: str | None = None
     redirect_to: str | None = None  # key of the shared blank this empty tile points to
+    expires: float | None = None  # seconds since the epoch: the object's Expires header
+    overwrite: bool = False  # replace a tile already there (no If-None-Match)
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,13 @@ class StoredTile:
 
     ``etag`` is a quoted entity tag (S3's ETag header, or an MD5 of the bytes for
     local files) suitable for answering ``If-None-Match``; None when unknown.
+    ``expires`` is the object's Expires in seconds since the epoch (S3 only), if any.
     """
 
     data: bytes = field(repr=False)
     content_type: str
     etag: str | None
+    expires: float | None = None
 
 
 class TileStore(ABC):
@@ -107,14 +112,19 @@ class TileStore(ABC):
         content_type: str,
         cache_control: str | None,
         redirect_to: str | None = None,
+        expires: float | None = None,
+        overwrite: bool = False,
     ) -> str:
-        """Store `data` under `key`; "stored", or "exists" when a tile was already there.
+        """Store `data` under `key`; "stored", or "exists" when a tile was already there
+        (and `overwrite` is not set).
 
         `redirect_to` (another key holding the same bytes) lets a store that can,
         keep a tiny object that points there instead (S3 website redirects); others
-        store `data`. Raises StoreError.
+        store `data`. `expires` (seconds since the epoch) is kept by stores that can
+        (S3's Expires). Raises StoreError.
         """
-        return self.write(TileObject(key, data, content_type, cache_control, redirect_to))
+        obj = TileObject(key, data, content_type, cache_control, redirect_to, expires, overwrite)
+        return self.write(obj)
 
     def write(self, obj: TileObject) -> str:
         """:meth:`put` of one object, the way this store writes."""
@@ -134,8 +144,13 @@ class TileStore(ABC):
 
 def put(store: TileStore, obj: TileObject) -> str:
     """`obj` into `store` through its :meth:`~TileStore.put`: only a pointer to a shared
-    blank passes `redirect_to`, so a store that knows nothing of redirects stays simple."""
-    extra = {"redirect_to": obj.redirect_to} if obj.redirect_to else {}
+    blank passes `redirect_to`, and only a tile with a lifetime `expires` and
+    `overwrite`, so a store that knows nothing of them stays simple."""
+    extra: dict[str, Any] = {"redirect_to": obj.redirect_to} if obj.redirect_to else {}
+    if obj.expires is not None:
+        extra["expires"] = obj.expires
+    if obj.overwrite:
+        extra["overwrite"] = True
     return store.put(obj.key, obj.data, obj.content_type, obj.cache_control, **extra)
 
 
@@ -250,15 +265,19 @@ class S3Store(TileStore):
             raise boto_error(err, what) from err
         finally:
             body.close()
+        expires = response.get("Expires")  # botocore's datetime; absent when unparsable
+        when = expires.timestamp() if isinstance(expires, datetime) else None
         target = response.get("WebsiteRedirectLocation")
         if not data and target and target.startswith("/") and target[1:] != key:
-            # An empty tile stored as a pointer to the layer's shared blank.
-            return self.get(target[1:])
+            # An empty tile stored as a pointer to the layer's shared blank: the blank's
+            # bytes, the pointer's own lifetime.
+            blank = self.get(target[1:])
+            return blank if blank is None or when is None else replace(blank, expires=when)
         content_type = response.get("ContentType") or ""
         if content_type in GENERIC_CONTENT_TYPES:
             # Objects uploaded by other tools often lack a type; the bytes know better.
             content_type = sniff_content_type(data) or "application/octet-stream"
-        return StoredTile(data, content_type, response.get("ETag"))
+        return StoredTile(data, content_type, response.get("ETag"), when)
 
     def _read_denied(self, key: str) -> None:
         """A 403 on GetObject: a missing key without s3:ListBucket, or no s3:GetObject.
@@ -273,6 +292,7 @@ class S3Store(TileStore):
 
     def write(self, obj: TileObject) -> str:
         """One PutObject; "exists" on 412 PreconditionFailed. A 409 conflict is retried once.
+        With `obj.overwrite` the write is unconditional: it replaces an expired tile.
 
         With `redirect_to`, a zero-byte object whose WebsiteRedirectLocation sends S3
         website clients to that key (the layer's shared blank tile)."""
@@ -286,11 +306,13 @@ class S3Store(TileStore):
             params["WebsiteRedirectLocation"] = "/" + obj.redirect_to
         if obj.cache_control:
             params["CacheControl"] = obj.cache_control
+        if obj.expires is not None:
+            params["Expires"] = datetime.fromtimestamp(obj.expires, UTC)
         if self.acl:
             params["ACL"] = self.acl
         if self.metadata:
             params["Metadata"] = self.metadata
-        if self.conditional:
+        if self.conditional and not obj.overwrite:
             params["IfNoneMatch"] = "*"
         what = f"PutObject {self.location}/{obj.key}"
         outcome = self._put_object(params, what)
@@ -376,14 +398,15 @@ class LocalStore(TileStore):
         return StoredTile(data, content_type, etag_of(data))
 
     def write(self, obj: TileObject) -> str:
-        """Write atomically; "exists" when the file is already there (like IfNoneMatch).
-        A directory has no redirects: `redirect_to` is ignored and the bytes written.
+        """Write atomically; "exists" when the file is already there (like IfNoneMatch),
+        unless `obj.overwrite`. A directory has no redirects and no Expires:
+        `redirect_to` and `expires` are ignored and the bytes written.
 
         Two writers racing on one key both write whole files and the last rename
         wins; for tiles of the same request that is harmless.
         """
         path = self.path_for(obj.key)
-        if path.exists():
+        if path.exists() and not obj.overwrite:
             return "exists"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

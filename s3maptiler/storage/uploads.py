@@ -144,9 +144,14 @@ class UploadPool:
 
     def pending(self, key: str) -> bytes | None:
         """The bytes of the newest job for `key` while it is queued or uploading, else None."""
+        job = self.pending_job(key)
+        return None if job is None else job.data
+
+    def pending_job(self, key: str) -> UploadJob | None:
+        """The newest job for `key` while it is queued or uploading, else None."""
         with self._lock:
             jobs = self._pending.get(key)
-            return jobs[-1].data if jobs else None
+            return jobs[-1] if jobs else None
 
     def stats(self) -> dict[str, int]:
         """Counters since start: submitted, stored, exists, failed, dropped, pending,

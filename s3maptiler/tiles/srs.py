@@ -104,6 +104,17 @@ class CRS:
         return f"urn:ogc:def:crs:EPSG::{self.code}" if self.code is not None else self.name
 
     @property
+    def uri(self) -> str:
+        """The OGC http URI (OGC API and TileMatrixSet 2.0 ``crs``), e.g.
+        ``http://www.opengis.net/def/crs/EPSG/0/3857``; the name as given for a CRS
+        with no EPSG code."""
+        if self.name == "CRS:84":
+            return "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+        if self.code is None:
+            return self.name
+        return f"http://www.opengis.net/def/crs/EPSG/0/{self.code}"
+
+    @property
     def wkid(self) -> int | None:
         """ArcGIS ``wkid``: 102100 for Web Mercator, 4326 for CRS:84, else the EPSG code."""
         if self.kind == "mercator":

@@ -248,6 +248,7 @@ def test_bucket_setup_stores_the_documents_and_check_passes(cli_env, s3, bucket)
         # The documents `publish` writes outside the tile prefixes are public too.
         f"arn:aws:s3:::{bucket}/1.0.0/tilemapservice.xml",
         f"arn:aws:s3:::{bucket}/wmts/1.0.0/WMTSCapabilities.xml",
+        f"arn:aws:s3:::{bucket}/ogcapi",
     ]
     # The IAM policy for the instance role is printed as JSON.
     iam_text = result.stdout.split("(least privilege):\n", 1)[1].rsplit("\nbucket setup", 1)[0]
@@ -384,6 +385,7 @@ def test_a_layers_file_gives_prefix_layout_and_every_prefix(
     assert sorted({r["Condition"]["KeyPrefixEquals"] for r in rules}) == [
         "arcgis/",
         "arcgis/rest/services/",  # the ArcGIS REST tile URLs of published documents
+        "ogcapi/",  # the OGC API tile URLs of published documents
         "plain/",
     ]
 

@@ -194,3 +194,48 @@ def test_keys_with_and_without_values_round_trip_in_every_layout(layout):
     with pytest.raises(BadTileRequest, match="Time '2025-01-01'"):
         addresses.resolve(f"tiles/2025-01-01/{path}")
     assert not addresses.owns(f"tiles/2024-03-01/extra/{path}")
+
+
+OGC_TILE = "/ogcapi/collections/default/map/tiles/WebMercatorQuad/1/0/1"
+
+
+def test_ogc_api_datetime_is_the_time_dimension(tmp_path, wms):
+    """``datetime`` names the TIME value (any ISO 8601 spelling), stored under the
+    value's key; without it the dimension-less key; a value not declared is a 400."""
+    app, service = make_app(tmp_path, DIMENSIONS=MONTHS)
+    client = app.test_client()
+    answer = client.get(OGC_TILE + "?datetime=2024-02-01T00:00:00Z")
+    assert answer.status_code == 200, answer.text
+    assert query(wms_calls(wms)[-1])["TIME"] == ["2024-02-01"]
+    wait_uploaded(service, "tiles/2024-02-01/1/1/1.png")  # row 0 from the top: TMS y 1
+    assert client.get(OGC_TILE).status_code == 200
+    assert query(wms_calls(wms)[-1])["TIME"] == ["2024-06-01"]
+    wait_uploaded(service, "tiles/1/1/1.png")
+    assert {"tiles/2024-02-01/1/1/1.png", "tiles/1/1/1.png"} <= stored(tmp_path)
+    calls = len(wms_calls(wms))
+    bad = client.get(OGC_TILE + "?datetime=2025-01-01")
+    assert bad.status_code == 400 and "\n" not in bad.text.strip()
+    assert len(wms_calls(wms)) == calls
+
+
+def test_ogc_api_documents_say_the_time_extent_and_datetime(tmp_path):
+    app, _ = make_app(tmp_path, DIMENSIONS=MONTHS)
+    client = app.test_client()
+    collection = client.get("/ogcapi/collections/default").get_json()
+    assert collection["extent"]["temporal"]["interval"] == [
+        ["2024-01-01T00:00:00Z", "2024-06-01T00:00:00Z"]
+    ]
+    classes = client.get("/ogcapi/conformance").get_json()["conformsTo"]
+    assert "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/datetime" in classes
+    api = client.get("/ogcapi/api").get_json()
+    tile_path = next(p for p in api["paths"] if p.endswith("{tileCol}"))
+    names = [p["name"] for p in api["paths"][tile_path]["get"]["parameters"]]
+    assert "datetime" in names
+
+
+def test_ogc_api_without_time_leaves_datetime_out(tmp_path):
+    app, _ = make_app(tmp_path)
+    client = app.test_client()
+    assert "temporal" not in client.get("/ogcapi/collections/default").get_json().get("extent", {})
+    classes = client.get("/ogcapi/conformance").get_json()["conformsTo"]
+    assert not any(c.endswith("/datetime") for c in classes)

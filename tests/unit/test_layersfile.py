@@ -18,9 +18,18 @@ def load(tmp_path, text: str):
 def test_the_shipped_example_loads():
     layers = {
         layer.name: layer
-        for layer in load_settings({"LAYERS_FILE": str(EXAMPLE)}, dotenv_path=None).layers
+        for layer in load_settings(
+            {"LAYERS_FILE": str(EXAMPLE), "WMS_SERVER": "http://wms.test/"}, dotenv_path=None
+        ).layers
     }
-    assert set(layers) == {"demo", "nyc", "world4326", "esri"}
+    assert {layer.wms_url for layer in layers.values()} == {"http://wms.test/"}
+    assert set(layers) == {
+        *("demo", "nyc", "world4326", "esri"),
+        *("photo", "coast", "retina", "months", "fresh"),  # one of each kind
+    }
+    assert layers["photo"].formats == ("webp",) and layers["coast"].formats == ("mixed",)
+    assert layers["retina"].pixel_ratios == (1, 2) and layers["fresh"].cache_from_wms
+    assert layers["months"].dimensions[0].wms_param == "TIME"
     assert layers["demo"].metatile == (4, 4) and layers["demo"].meta_buffer == 64
     assert layers["nyc"].layout == "xyz" and layers["nyc"].prefix == "nyc/"
     assert layers["world4326"].tile_grid.matrix_size(0) == (2, 1)
@@ -183,3 +192,16 @@ metatile = "1x1"
 """,
     )
     assert (layer.metatile, layer.meta_buffer) == ((1, 1), 8)
+
+
+def test_wms_server_is_the_url_of_layers_that_give_none(tmp_path):
+    text = (
+        '[layers.a]\nwms_layers = "x"\n[layers.b]\nwms_layers = "y"\nwms_url = "http://b.test/"\n'
+    )
+    path = tmp_path / "layers.toml"
+    path.write_text(text)
+    env = {"LAYERS_FILE": str(path), "WMS_SERVER": "http://server.test/"}
+    a, b = load_settings(env, dotenv_path=None).layers
+    assert (a.wms_url, b.wms_url) == ("http://server.test/", "http://b.test/")
+    with pytest.raises(ConfigError, match="layer a: key 'wms_url' is missing"):
+        load_settings({"LAYERS_FILE": str(path)}, dotenv_path=None)
