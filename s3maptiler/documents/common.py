@@ -323,14 +323,8 @@ def to_xml(root: ET.Element) -> str:
     return XML_DECLARATION + ET.tostring(root, encoding="unicode") + "\n"
 
 
-# --------------------------------------------------------------------------- TMS
-
-
 # --------------------------------------------------------------------------- WMTS
 
 
 def geometry(grid: TileGrid) -> tuple[Any, ...]:
     return (srs.crs(grid.srs).urn, grid.bbox, grid.tile_size, grid.resolutions, grid.origin)
-
-
-# --------------------------------------------------------------------------- ArcGIS

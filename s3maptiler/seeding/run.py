@@ -65,12 +65,6 @@ class Interrupted(SeedError):
     """The run was asked to stop before this job sent its GetMap."""
 
 
-# --------------------------------------------------------------------------- coverage
-
-
-# --------------------------------------------------------------------------- plan
-
-
 # --------------------------------------------------------------------------- rate cap
 
 
@@ -117,9 +111,6 @@ class TokenBucket:
             self._sleep(wait_for)
             if stop is not None and stop.is_set():
                 return False
-
-
-# --------------------------------------------------------------------------- existing tiles
 
 
 # --------------------------------------------------------------------------- one metatile
@@ -212,9 +203,6 @@ def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> Re
                 else:
                     counts.stored += 1
     return counts
-
-
-# --------------------------------------------------------------------------- journal
 
 
 # --------------------------------------------------------------------------- the run

@@ -331,6 +331,3 @@ def queue_status(sqs: Any, queue_url: str) -> QueueStatus:
         int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
         int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
     )
-
-
-# --------------------------------------------------------------------------- worker
