@@ -9,6 +9,10 @@ Files under ``var/seed/`` unless named: the journal (metatiles done; a rerun of 
 same command resumes from it, and it is removed once a run completes without
 failures) and the failures file (failed metatiles of the last run; replay them with
 ``--retry-failed FILE``).
+
+About 410 lines in one module on purpose: it is the one command with many options
+(area, zooms, layers, pixel ratios, dimensions, refresh age, queue), and each option's
+checking sits beside the option, as in the other commands.
 """
 
 from __future__ import annotations
