@@ -219,7 +219,15 @@ SETTINGS: list[tuple[str, str | None, str]] = [
 ]
 
 
-if __name__ == "__main__":
+def template() -> str:
+    """The `.env` template: every setting commented out at its default, so the file
+    changes nothing until a line is uncommented (some defaults, such as "cores" or
+    "GUNICORN_THREADS/2", say how the value is worked out and are not values)."""
+    lines = []
     for name, default, meaning in SETTINGS:
-        print(f"# {meaning}")
-        print(f"{name}={default}" if default is not None else f"# {name}=")
+        lines += [f"# {meaning}", f"# {name}={default if default is not None else ''}"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(template(), end="")

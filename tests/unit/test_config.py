@@ -92,6 +92,17 @@ def test_every_setting_read_is_documented_in_example_env_and_readme():
     ]
 
 
+def test_the_env_template_starts_the_service_as_no_env_file_does(tmp_path):
+    """`python example_env.py > .env`, then start-up: the template sets nothing, so
+    defaults that describe a value ("cores", "GUNICORN_THREADS/2") cannot break it."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(example_env.template())
+    base = {"WMS_SERVER": "http://wms.test/", "MAP_LAYERS": "roads"}
+    assert load_settings(base, dotenv_path=dotenv) == load_settings(base, dotenv_path=None)
+    names = [line.split("=")[0] for line in example_env.template().splitlines()[1::2]]
+    assert names == [f"# {name}" for name, _, _ in example_env.SETTINGS]
+
+
 def test_the_bucket_url_is_public_url_else_the_aws_website_endpoint():
     base = {"WMS_SERVER": "http://wms.test/", "MAP_LAYERS": "roads"}
     assert load_settings(base, dotenv_path=None).bucket_url is None
