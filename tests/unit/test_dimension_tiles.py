@@ -4,6 +4,7 @@ with the WMS answered by `responses`: each value is a cache of its own under
 is a 400 that reaches no WMS and writes nothing."""
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from urllib.parse import parse_qs, urlsplit
 
@@ -239,3 +240,23 @@ def test_ogc_api_without_time_leaves_datetime_out(tmp_path):
     assert "temporal" not in client.get("/ogcapi/collections/default").get_json().get("extent", {})
     classes = client.get("/ogcapi/conformance").get_json()["conformsTo"]
     assert not any(c.endswith("/datetime") for c in classes)
+
+
+def test_a_2x_tile_of_a_value_is_drawn_at_both(tmp_path):
+    """Dimensions and high-DPI together: ``{prefix}{value}/{path}@2x.png`` is the 2x
+    layer at that value; its GetMap carries TIME and MAP_RESOLUTION, at 512 px; the
+    WMTS template of the 2x layer has both the {Time} segment and ``@2x``."""
+    app, service = make_app(tmp_path, DIMENSIONS=MONTHS, PIXEL_RATIOS="1,2", METATILE="1x1")
+    key = "tiles/2024-02-01/1/0/1@2x.png"
+    with responses.RequestsMock() as wms:
+        wms.get(WMS, body=png(size=512), content_type="image/png")
+        answer = app.test_client().get(f"/{key}")
+        assert answer.status_code == 200, answer.text
+        sent = query(wms_calls(wms)[-1])
+    assert sent["TIME"] == ["2024-02-01"] and sent["MAP_RESOLUTION"] == ["144"]
+    assert sent["WIDTH"] == ["512"]
+    wait_uploaded(service, key)
+    assert key in stored(tmp_path)
+    capabilities = app.test_client().get("/wmts/1.0.0/WMTSCapabilities.xml").text
+    templates = [t for t in re.findall(r'template="([^"]+)"', capabilities) if "@2x" in t]
+    assert templates and all("/{Time}/{TileMatrix}/" in t for t in templates), templates
