@@ -266,13 +266,15 @@ def test_an_ogcapi_tile_is_read_from_and_filled_into_the_layers_own_key(tmp_path
     assert len(wms_calls(wms)) == 2
 
 
-def test_a_redirected_ogcapi_tile_key_is_stored_under_that_key(tmp_path, wms):
+@pytest.mark.parametrize("form", ["/miss/{key}", "/?tile={key}"])
+def test_a_redirected_ogcapi_tile_key_is_stored_under_that_key(tmp_path, wms, form):
     """A bucket's OGC API points layers whose keys no template spells at the tile
-    route's keys; their misses arrive redirected and fill exactly that key."""
+    route's keys; their misses arrive redirected (either redirect form) and fill
+    exactly that key."""
     wms.get(WMS, body=png(), content_type="image/png")
     app, service = make_app(tmp_path)
     key = "ogcapi/collections/default/map/tiles/WebMercatorQuad/3/2/4"
-    answer = app.test_client().get(f"/miss/{key}")
+    answer = app.test_client().get(form.format(key=key))
     assert answer.status_code == 200 and answer.content_type == "image/png"
     service.drain(5)
     assert service.store.get(key).data == answer.data
