@@ -71,6 +71,7 @@ def api_definition(layers: Sequence[Layer], base_url: str, title: str = "s3mapti
     names = [view.name for view, _ in described]
     set_ids = sorted({info.id for _, info in described})
     media = sorted({view.layer.tile_format.media_type for view, _ in described})
+    timed = any(time_of(view.layer) for view, _ in described)  # datetime= is TIME
     collection_id = _path_parameter("collectionId", "A layer", {"type": "string", "enum": names})
     set_id = _path_parameter(
         "tileMatrixSetId", "A tile matrix set", {"type": "string", "enum": set_ids}
@@ -103,7 +104,7 @@ def api_definition(layers: Sequence[Layer], base_url: str, title: str = "s3mapti
         tiles + "/{tileMatrix}/{tileRow}/{tileCol}": _operation(
             "getCollectionMapTile",
             "A map tile, in the layer's own format",
-            [collection_id, set_id, *cell, *([_DATETIME] if any(map(time_of, layers)) else [])],
+            [collection_id, set_id, *cell, *([_DATETIME] if timed else [])],
             tile_content,
         ),
         "/tileMatrixSets": _json_operation("getTileMatrixSets", "The tile matrix sets", []),
