@@ -30,7 +30,13 @@ from s3maptiler.documents.wmts import tile_matrix_set_id
 from s3maptiler.http import documents
 from s3maptiler.http.preview import index_page
 from s3maptiler.http.replies import service, text, tile_reply
-from s3maptiler.service.addresses import BadTileRequest, TileNotFound, TileRequest, check_key
+from s3maptiler.service.addresses import (
+    BadTileRequest,
+    TileNotFound,
+    TileRequest,
+    TileRequestError,
+    check_key,
+)
 from s3maptiler.service.tilepath import TileService
 from s3maptiler.tiles.formats import EXTENSIONS
 from s3maptiler.tiles.grids import TileGrid
@@ -47,11 +53,15 @@ def keys_before_fixed_routes() -> Response | None:
         return None  # the catch-all reads keys itself
     tiles = service()
     path = request.path[1:]
-    return tile_reply(tiles, path) if tiles.owns(path) else None
+    try:
+        owned = tiles.owned(path)
+    except TileRequestError:  # the layer's key, one it cannot serve: its 400 or 404
+        return tile_reply(tiles, path)
+    return None if owned is None else tile_reply(tiles, path, lambda: owned)
 
 
 def _key_request_here(tiles: TileService, key: str) -> TileRequest:
-    return _key_request(tiles, current_app.url_map.bind("localhost"), key, request.args)
+    return _key_request(tiles, lambda: current_app.url_map.bind("localhost"), key, request.args)
 
 
 @blueprint.get("/")
@@ -198,7 +208,7 @@ TILE_ROUTES: dict[str, Callable[..., TileRequest]] = {
 
 
 def _key_request(
-    service: TileService, routes: MapAdapter, key: str, args: Mapping[str, str]
+    service: TileService, routes: Callable[[], MapAdapter], key: str, args: Mapping[str, str]
 ) -> TileRequest:
     """The tile a key (from the miss prefix, `?tile=` or the path) names.
 
@@ -206,12 +216,13 @@ def _key_request(
     route's tile, stored under exactly this key (a WMTS KVP query, which no key can
     hold, under the layer's own key). Else the layer key's own error.
     """
-    if service.owns(key):
-        return service.resolve(key)
+    owned = service.owned(key)
+    if owned is not None:
+        return owned
     check_key(key)
     path, mark, query = key.partition("?")
     try:
-        endpoint, values = routes.match("/" + path, method="GET")
+        endpoint, values = routes().match("/" + path, method="GET")
     except HTTPException:  # no route, or one that only redirects (a missing slash)
         endpoint, values = None, {}
     route = TILE_ROUTES.get(str(endpoint))

@@ -66,6 +66,19 @@ class TileNotFound(TileRequestError):
     status = 404
 
 
+class _NotLayerKey(TileRequestError):
+    """`resolve`: the key is no configured layer's key at all (outside every prefix,
+    not a key, or not a path of the layer's layout); `owned` answers None for it."""
+
+
+class _NoLayerPrefix(_NotLayerKey, TileNotFound):
+    pass
+
+
+class _NotLayerPath(_NotLayerKey, BadTileRequest):
+    pass
+
+
 @dataclass(frozen=True)
 class TileRequest:
     layer: LayerRuntime
@@ -122,10 +135,13 @@ class Addresses:
 
     def resolve(self, key: str) -> TileRequest:
         """Parse an S3 key (no leading slash) into a tile of a configured layer."""
-        check_key(key)
+        try:
+            check_key(key)
+        except BadTileRequest as exc:
+            raise _NotLayerPath(str(exc)) from None
         runtime = self._owner(key)
         if runtime is None:
-            raise TileNotFound("no layer serves this key prefix")
+            raise _NoLayerPrefix("no layer serves this key prefix")
         path, ratio = split_pixel_ratio(key[len(runtime.layer.prefix) :])
         runtime = self._at_ratio(runtime, ratio)
         try:
@@ -134,9 +150,22 @@ class Addresses:
                 runtime = self._at(runtime, tuple(d.key_value(v) for d, v in values))
         except TileOutOfRange as exc:
             raise TileNotFound(f"tile out of range: {exc}") from None
-        except (LayoutError, GridError, DimensionError) as exc:
+        except LayoutError as exc:
+            raise _NotLayerPath(str(exc)) from None
+        except (GridError, DimensionError) as exc:
             raise BadTileRequest(str(exc)) from None
         return self._checked(runtime, parsed.tile, parsed.ext, key)
+
+    def owned(self, key: str) -> TileRequest | None:
+        """The tile of `key` when it is a configured layer's key (its prefix, then a
+        path in its layout), else None. Such a key is that layer's tile before any
+        other reading of the path (e.g. `TILE_PREFIX=1.0.0/<name>/` and `/1.0.0/...`),
+        so a key of the layer's shape that it cannot serve (outside its grid, zooms or
+        extent, a value it does not declare) raises that 404 or 400 here."""
+        try:
+            return self.resolve(key)
+        except _NotLayerKey:
+            return None
 
     def _at_ratio(self, runtime: LayerRuntime, ratio: int) -> LayerRuntime:
         """The layer of `runtime`'s tiles at pixel ratio `ratio` (``@2x`` in a key)."""
@@ -206,22 +235,6 @@ class Addresses:
     def _owner(self, key: str) -> LayerRuntime | None:
         """The layer whose prefix `key` starts with (the longest such prefix)."""
         return next((rt for rt in self._by_prefix if key.startswith(rt.layer.prefix)), None)
-
-    def owns(self, key: str) -> bool:
-        """Whether `key` is a configured layer's key: its prefix, then a path in its
-        layout (a tile in range or not). Such a key is that layer's tile before any
-        other reading of the path (e.g. `TILE_PREFIX=1.0.0/<name>/` and `/1.0.0/...`)."""
-        runtime = self._owner(key) if len(key) <= MAX_KEY_LENGTH else None
-        if runtime is None:
-            return False
-        try:
-            path, _ = split_pixel_ratio(key[len(runtime.layer.prefix) :])
-            _parse(runtime, path)
-        except LayoutError:
-            return False
-        except GridError:
-            return True  # the layer's key shape, outside its grid: the layer answers 404
-        return True
 
     def request_via(
         self,
