@@ -263,3 +263,59 @@ def test_local_website_with_a_bad_or_busy_port_is_one_line_and_exit_2(port, tmp_
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr
     assert "LOCAL_WEBSITE_PORT" in done.stderr
+
+
+MONTHS = """\
+wms_url = "{wms}"
+[layers.months]
+wms_layers = "months"
+prefix = "months/"
+transparent = true
+pixel_ratios = [1, 2]
+[layers.months.dimensions.time]
+values = "2024-01-01/2024-12-01/P1M"
+default = "2024-12-01"
+"""
+
+
+@pytest.fixture(scope="module")
+def months_loop(localstack, demo_wms, tmp_path_factory):
+    """A layer with a TIME dimension and @2x tiles, as users run the service: two
+    gunicorn workers (the default on two cores), behind the bucket's website endpoint."""
+    layers = tmp_path_factory.mktemp("website-months") / "layers.toml"
+    layers.write_text(MONTHS.format(wms=demo_wms.url))
+    bucket = new_bucket_name()
+    app = start_service(localstack, bucket, layers, WEB_CONCURRENCY="2")
+    setup_bucket(localstack, bucket, app.url, ("months/",))
+    yield Loop(localstack, app, demo_wms), bucket
+    app.stop()
+
+
+def test_a_dated_2x_tile_goes_round_the_loop_and_a_bad_date_writes_nothing(months_loop):
+    loop, bucket = months_loop
+    stack = loop.stack
+    tiles = {}
+    for month in ("2024-03-01", "2024-06-01"):
+        key = f"months/{month}/3/1/4@2x.png"  # TMS z3: 135-90 W, the March band
+        getmaps = loop.getmaps()
+        miss = stack.website_get(bucket, "/" + key)
+        assert (miss.status_code, miss.headers["Location"]) == (307, f"{loop.app.url}/miss/{key}")
+        rendered = requests.get(miss.headers["Location"], timeout=60)
+        assert rendered.status_code == 200, rendered.text
+        assert loop.getmaps() == getmaps + 1
+        assert Image.open(io.BytesIO(rendered.content)).size == (512, 512)
+        loop.wait_stored(bucket, key)
+        hit = stack.website_get(bucket, "/" + key)
+        assert (hit.status_code, hit.content) == (200, rendered.content)
+        assert loop.getmaps() == getmaps + 1
+        tiles[month] = hit.content
+    assert tiles["2024-03-01"] != tiles["2024-06-01"]  # each month a cache of its own
+
+    getmaps = loop.getmaps()
+    bad = "months/2025-03-01/3/1/4@2x.png"  # not a declared month
+    miss = stack.website_get(bucket, "/" + bad)
+    refused = requests.get(miss.headers["Location"], timeout=60)
+    assert refused.status_code == 400 and "2025-03-01" in refused.text
+    assert loop.getmaps() == getmaps
+    time.sleep(1.0)  # an upload would have been queued at once
+    assert stack.website_get(bucket, "/" + bad).status_code == 307  # still not stored
