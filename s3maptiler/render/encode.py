@@ -33,6 +33,7 @@ __all__ = [
     "decode_metatile",
     "is_uniform",
     "slice_image",
+    "slice_prepared",
     "slice_metatile",
     "uniform_tile",
 ]
@@ -304,16 +305,24 @@ def slice_image(
     """Cut ``tiles`` (default: every tile of ``meta``, row by row) out of a decoded
     metatile image and encode each, in the order given.
 
-    To answer one tile before encoding the others, call it twice: first with
-    ``[tile]``, then with the rest; pass ``encoder.prepare(image)`` so the mode
-    conversion is done once. Uniform tiles are encoded from a canonical image of
-    their colour (fully transparent ones as all-zero pixels), once per colour and
-    process, so every blank tile of a layer has the same bytes. Raises
-    ImageSizeMismatch for an image of the wrong size, TileNotInMetaTile for a tile
-    of another metatile.
+    Uniform tiles are encoded from a canonical image of their colour (fully
+    transparent ones as all-zero pixels), once per colour and process, so every blank
+    tile of a layer has the same bytes. Raises ImageSizeMismatch for an image of the
+    wrong size, TileNotInMetaTile for a tile of another metatile. To answer one tile
+    before encoding the others, prepare the image once and call
+    :func:`slice_prepared` twice.
     """
-    _check_size(image.size, meta)
-    work = encoder.prepare(image)  # once per call, not once per tile
+    return slice_prepared(encoder.prepare(image), meta, encoder, tiles)
+
+
+def slice_prepared(
+    work: Image.Image,
+    meta: MetaTile,
+    encoder: Encoder,
+    tiles: Iterable[Tile] | None = None,
+) -> dict[Tile, SlicedTile]:
+    """:func:`slice_image` of an image already through ``encoder.prepare``."""
+    _check_size(work.size, meta)
     sliced: dict[Tile, SlicedTile] = {}
     for tile in meta.tiles() if tiles is None else tiles:
         crop = work.crop(meta.crop_box(tile))

@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from PIL import Image
@@ -33,7 +33,7 @@ from s3maptiler.render.encode import (
     Encoder,
     SlicedTile,
     decode_metatile,
-    slice_image,
+    slice_prepared,
     uniform_tile,
 )
 from s3maptiler.render.errors import WMSBadImage, WMSError
@@ -185,7 +185,7 @@ class Cut:
     def encode(self, tiles: Iterable[Tile]) -> dict[Tile, SlicedTile]:
         """Each tile's encoded bytes and whether it is uniform, in the order given."""
         try:
-            return slice_image(self._work, self.meta, self.encoder, tiles)
+            return slice_prepared(self._work, self.meta, self.encoder, tiles)
         except MetaTileError as exc:
             raise WMSBadImage(f"metatile image unusable: {exc}") from None
 
@@ -196,15 +196,12 @@ class Renderer:
     def __init__(self, wms: WMSClient):
         self.wms = wms
 
-    def get_map(self, runtime: LayerRuntime, ext: str, bbox, width: int, height: int) -> bytes:
-        """One GetMap; raises WMSError (502/504) or WMSUnavailable (503, not asked)."""
-        return self.answer(runtime, ext, bbox, width, height)[0]
-
     def answer(
         self, runtime: LayerRuntime, ext: str, bbox, width: int, height: int
     ) -> tuple[bytes, Freshness | None]:
-        """:meth:`get_map`, and how long the image may be cached when the layer honours
-        its WMS's cache headers (``cache_from_wms``) and they say; else None."""
+        """One GetMap's image, and how long it may be cached when the layer honours its
+        WMS's cache headers (``cache_from_wms``) and they say; else None. Raises
+        WMSError (502/504) or WMSUnavailable (503, the WMS not asked)."""
         name = runtime.layer.name
         layer = runtime.layer
         with runtime.guard.slot():
@@ -328,8 +325,3 @@ def read_header(blob: bytes) -> tuple[dict, bytes]:
     if not isinstance(header, dict):
         raise BadBundle("bundle header is not an object")
     return header, body
-
-
-def slice_rest(cut: Cut, first: Tile) -> Callable[[], dict[Tile, SlicedTile]]:
-    """The work of encoding every tile of a metatile but `first` (already answered)."""
-    return lambda: cut.encode(t for t in cut.meta.tiles() if t != first)
