@@ -15,7 +15,6 @@ answers are already their own modules.
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import http.client
 import logging
@@ -28,7 +27,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import NamedTuple
 from urllib.parse import urlencode, urlsplit
 
@@ -47,7 +45,7 @@ from s3maptiler.render.errors import (
     WMSTimeout,
     WMSUsageError,
 )
-from s3maptiler.render.freshness import HEADERS
+from s3maptiler.render.freshness import HEADERS, parse_http_date
 from s3maptiler.render.getmap import WMSSource, getmap_url
 from s3maptiler.tiles.formats import sniff
 
@@ -83,13 +81,10 @@ def _retry_after(response: requests.Response) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        when = parse_http_date(value)
+        if when is None:
             return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
+        seconds = when - time.time()
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
@@ -217,7 +212,9 @@ class WMSClient:
         """Raise WMSError unless the WMS answers GetCapabilities with 200 within
         `timeout` seconds (the deep health check; no retries)."""
         params = [("SERVICE", "WMS"), ("REQUEST", "GetCapabilities"), ("VERSION", source.version)]
-        url = source.url + ("&" if "?" in source.url else "?") + urlencode(params)
+        # The endpoint without its standard keys, as GetMaps use it (a URL copied with
+        # REQUEST=GetMap in it asks for capabilities all the same).
+        url = source._base + urlencode(params)
         try:
             response = self._session_for_process().get(
                 url,

@@ -365,6 +365,17 @@ def test_check_image_rejects_a_corrupt_chunk_length():
 # --------------------------------------------------------------------------- get_map (mocked)
 
 
+def test_the_health_check_asks_for_capabilities_even_from_a_getmap_url(client, mock):
+    """A WMS URL copied from a GetMap keeps its own parameters, not its REQUEST."""
+    mock.get(WMS_URL, body="<WMT_MS_Capabilities/>", content_type="application/xml")
+    url = WMS_URL + "?map=ROADS&REQUEST=GetMap&VERSION=1.3.0"
+    client.check_capabilities(source(url=url, version="1.1.1"), timeout=3.0)
+    sent = parse_qsl(urlsplit(mock.calls[0].request.url).query)
+    assert [v for k, v in sent if k.upper() == "REQUEST"] == ["GetCapabilities"]
+    assert [v for k, v in sent if k.upper() == "VERSION"] == ["1.1.1"]
+    assert ("map", "ROADS") in sent
+
+
 def test_get_map_returns_the_image_and_sends_the_getmap(client, mock):
     body = png()
     mock.get(WMS_URL, body=body, content_type="image/png")
