@@ -3,7 +3,8 @@
 Two implementations of one small interface:
 
 - `S3Store`: a bucket reached through one long-lived boto3 client. A read is exactly
-  one GetObject (never HEAD then GET); a write is one PutObject with the tile's
+  one GetObject (never HEAD then GET; a pointer to a shared blank reads the blank
+  once per process); a write is one PutObject with the tile's
   Content-Type, optional Cache-Control and, where the SDK supports it,
   ``IfNoneMatch="*"`` so that instances behind a load balancer never overwrite
   each other's tiles.
@@ -156,6 +157,9 @@ def put(store: TileStore, obj: TileObject) -> str:
 
 # --- S3 -----------------------------------------------------------------------------
 
+# Shared blanks an S3Store keeps in memory (uniform tiles: a handful per layer).
+MAX_BLANKS_KEPT = 256
+
 # Reads S3 refuses with 403 are misses (the tile is rendered), counted, and logged at
 # most once per this many seconds with the count since the last line.
 DENIED_LOG_INTERVAL = 60.0
@@ -237,6 +241,9 @@ class S3Store(TileStore):
         self.location = f"s3://{bucket}"
         # Checked once here, not per call: old SDKs would reject the parameter.
         self.conditional = conditional and supports_if_none_match(client)
+        # Shared blanks by key: their keys name their bytes (an MD5), so a blank read
+        # once serves every pointer to it without a second GetObject.
+        self._blanks: dict[str, StoredTile] = {}
         if conditional and not self.conditional:
             log.warning(
                 "this botocore cannot send IfNoneMatch; %s writes are unconditional", self.location
@@ -271,13 +278,24 @@ class S3Store(TileStore):
         if not data and target and target.startswith("/") and target[1:] != key:
             # An empty tile stored as a pointer to the layer's shared blank: the blank's
             # bytes, the pointer's own lifetime.
-            blank = self.get(target[1:])
+            blank = self._blank(target[1:])
             return blank if blank is None or when is None else replace(blank, expires=when)
         content_type = response.get("ContentType") or ""
         if content_type in GENERIC_CONTENT_TYPES:
             # Objects uploaded by other tools often lack a type; the bytes know better.
             content_type = sniff_content_type(data) or "application/octet-stream"
         return StoredTile(data, content_type, response.get("ETag"), when)
+
+    def _blank(self, key: str) -> StoredTile | None:
+        """The shared blank a pointer names: read once per process (a few per layer)."""
+        blank = self._blanks.get(key)
+        if blank is None:
+            blank = self.get(key)
+            if blank is not None:
+                if len(self._blanks) >= MAX_BLANKS_KEPT:
+                    self._blanks.clear()
+                self._blanks[key] = blank
+        return blank
 
     def _read_denied(self, key: str) -> None:
         """A 403 on GetObject: a missing key without s3:ListBucket, or no s3:GetObject.

@@ -599,3 +599,19 @@ def test_the_service_reads_and_uploads_with_their_own_retry_budgets(tmp_path):
     assert uploads.retries == {"mode": "standard", "total_max_attempts": 3}
     assert uploads.max_pool_connections == settings.upload_max_workers  # one per upload thread
     assert service.uploads.store.bucket == BUCKET
+
+
+def test_a_pointer_to_a_shared_blank_reads_the_blank_once_per_process(s3):
+    """Every uniform tile of a redirect layer is a pointer to one blank: after the
+    first, reading a pointer is one GetObject, not two."""
+    store = S3Store(BUCKET, s3)
+    blank = PNG
+    store.put("t/_blank/abc.png", blank, "image/png", None)
+    for key in ("t/1/0/0.png", "t/1/0/1.png", "t/1/1/0.png"):
+        store.put(key, blank, "image/png", None, redirect_to="t/_blank/abc.png")
+    gets = []
+    s3.meta.events.register("before-call.s3.GetObject", lambda **kw: gets.append(1))
+    for key in ("t/1/0/0.png", "t/1/0/1.png", "t/1/1/0.png"):
+        read = store.get(key)
+        assert (read.data, read.content_type) == (blank, "image/png")
+    assert len(gets) == 3 + 1  # each pointer, and the blank once
