@@ -40,8 +40,10 @@ class Document:
 def documents(
     layers: Sequence[Layer], base_url: str
 ) -> tuple[list[Document], list[common.Skipped]]:
-    """Every document to publish for `layers` (and their high-DPI layers, ``roads@2x``),
-    and the layers a document had to skip."""
+    """Every document to publish for `layers` (and, but in OGC API, their high-DPI
+    layers, ``roads@2x``, as the service serves them), and the layers a document had
+    to skip."""
+    ogcapi_docs = ogcapi_documents(layers, base_url.rstrip("/"))
     layers = with_pixel_ratios(layers)
     base_url = base_url.rstrip("/")
     tms_type, wmts_type = common.TMS_CONTENT_TYPE, common.WMTS_CONTENT_TYPE
@@ -58,8 +60,8 @@ def documents(
         ),
     ]
     skipped = common.skipped_layers(layers, "tms", "keys")
+    tms_skipped = {s.layer for s in skipped}
     skipped += common.skipped_layers(layers, "wmts", "keys")
-    tms_skipped = {s.layer for s in common.skipped_layers(layers, "tms", "keys")}
     for layer in layers:
         if layer.name not in tms_skipped:
             body = tms.tile_map(layer, base_url, "keys").encode()
@@ -70,7 +72,7 @@ def documents(
             skipped.append(common.Skipped(layer.name, f"ArcGIS: {exc}"))
             continue
         docs.append(Document(common.arcgis_service_path(layer), body, json_type))
-    return docs + ogcapi_documents(layers, base_url), skipped
+    return docs + ogcapi_docs, skipped
 
 
 def ogcapi_documents(layers: Sequence[Layer], base_url: str) -> list[Document]:

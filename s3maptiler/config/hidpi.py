@@ -6,9 +6,10 @@ render at twice its resolution, so labels and lines are twice as many pixels wid
 rather than half as big (:func:`s3maptiler.render.getmap.resolution_params`). They
 are those of a layer of their own, :func:`at_pixel_ratio`:
 
-- named ``<name>@2x`` (a name no configured layer can have), in every route and
-  document: ``/1.0.0/roads@2x/``, the WMTS layer ``roads@2x``, the ArcGIS service
-  ``roads@2x``;
+- named ``<name>@2x`` (a name no configured layer can have) in the TMS, WMTS and
+  ArcGIS routes and documents: ``/1.0.0/roads@2x/``, the WMTS layer ``roads@2x``, the
+  ArcGIS service ``roads@2x`` (not in OGC API - Tiles, whose collections are the
+  configured layers; a published bucket's TMS leaves them out too);
 - with the same prefix and layout as the 1x layer, and the keys of its tiles carry
   ``@2x`` before the extension: ``tiles/12/1205/2557@2x.png`` in every layout
   (:func:`s3maptiler.tiles.layouts.with_pixel_ratio`), the convention of Leaflet's

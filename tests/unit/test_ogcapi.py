@@ -317,3 +317,15 @@ def test_publish_writes_each_ogcapi_document_under_its_service_path():
             path = link["href"][len(BASE) + 1 :]
             assert path in keys or link.get("templated"), (key, link["href"])
     assert "ogcapi" in SERVICE_DOCUMENT_KEYS
+
+
+def test_a_published_ogcapi_describes_the_layers_the_service_does(tmp_path):
+    """High-DPI tiles are in the WMTS and TMS documents (``roads@2x``), not in OGC
+    API: a bucket's OGC API lists what the service's does, nothing more."""
+    layers = [layer("xyz", layout="xyz", pixel_ratios=(1, 2))]
+    docs = {doc.key for doc in documents(layers, BASE)[0]}
+    assert "ogcapi/collections/xyz" in docs
+    assert not any("@2x" in key for key in docs if key.startswith("ogcapi"))
+    app, _ = make_app(tmp_path, PIXEL_RATIOS="1,2")
+    listed = app.test_client().get("/ogcapi/collections").get_json()["collections"]
+    assert [c["id"] for c in listed] == ["default"]
