@@ -227,13 +227,19 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=24, help="tiles per side of the block")
     parser.add_argument("--zoom", type=int, default=15)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--forms", default="miss,key", help="miss, key or both")
+    parser.add_argument(
+        "--forms",
+        default="miss,key",
+        choices=("miss", "key", "miss,key"),
+        help="the redirect form (/miss/<key>), plain keys (/<key>), or both (miss,key)",
+    )
     parser.add_argument("--lone", type=int, default=60, help="lone misses timed per service")
     args = parser.parse_args()
     moto = MotoServer().start()
     wms = DemoWMS().start()
     s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1",
-                      aws_access_key_id="bench", aws_secret_access_key="bench")  # fmt: skip
+                      aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
     spool_root = Path(tempfile.mkdtemp(prefix="bench-spool-"))
     outcomes = []
     try:
