@@ -225,10 +225,7 @@ def time_of(layer: Layer) -> Dimension | None:
 
 def _temporal(time: Dimension) -> dict[str, Any]:
     """The interval of a time dimension's values, in RFC 3339 (dates at midnight UTC)."""
-    listed = time.listed()  # values in one spelling, or one "start/end/period"
-    ends = listed[0].split("/")[:2] if "/" in listed[0] else sorted(listed)
-    first, last = ends[0], ends[-1]
-    stamp = [v if "T" in v else f"{v}T00:00:00Z" for v in (first, last)]
+    stamp = [v if "T" in v else f"{v}T00:00:00Z" for v in time.bounds()]
     return {"interval": [stamp], "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}
 
 

@@ -45,6 +45,7 @@ one fact; a reader of the declarations would otherwise reach into the domains.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Mapping, Sequence
@@ -178,6 +179,12 @@ class _List:
     def listed(self) -> tuple[str, ...]:
         return self.values
 
+    def bounds(self) -> tuple[str, str]:
+        if isinstance(self.kind, _Words):  # words: the declared order
+            return self.values[0], self.values[-1]
+        ordered = sorted(self.values, key=self.kind.parse)
+        return ordered[0], ordered[-1]
+
     def describe(self) -> str:
         text = ", ".join(self.values)
         return text if len(text) <= 60 else text[:57] + "..."
@@ -228,9 +235,16 @@ class _Interval:
         return [self.kind.text(self.value_at(k)) for k in range(first, self._floor(highest) + 1)]
 
     def listed(self) -> tuple[str, ...]:
+        return self._listed
+
+    @functools.cached_property
+    def _listed(self) -> tuple[str, ...]:  # documents ask on every request: once
         if self.count > LISTED_VALUES:
             return (self.spelled,)
         return tuple(self.kind.text(self.value_at(k)) for k in range(self.count))
+
+    def bounds(self) -> tuple[str, str]:
+        return self.kind.text(self.start), self.kind.text(self.value_at(self.count - 1))
 
     def describe(self) -> str:
         return self.spelled
@@ -297,6 +311,10 @@ class Dimension:
         """The values as the WMTS capabilities list them (an interval of more than
         :data:`LISTED_VALUES` values as ``start/end/period``)."""
         return self.domain.listed()
+
+    def bounds(self) -> tuple[str, str]:
+        """The first and the last value (declared order for words), in their spelling."""
+        return self.domain.bounds()
 
 
 def split_values(path: str, count: int) -> tuple[tuple[str, ...] | None, str]:

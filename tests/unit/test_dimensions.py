@@ -222,3 +222,15 @@ def test_the_commented_example_in_layers_example_toml_loads(tmp_path):
         ("TIME", "2024-12-01"),
         ("ELEVATION", "0"),
     ]
+
+
+def test_bounds_are_the_first_and_last_values_however_many_there_are():
+    weekly = {"values": "2020-01-01/2020-01-16/P7D", "default": "2020-01-01"}
+    assert parse_dimensions({"time": weekly})[0].bounds() == ("2020-01-01", "2020-01-15")
+    # More values than the capabilities list: the last value, not the declared end.
+    long = {"values": "2000-01-01/2030-01-02/P7D", "default": "2000-01-01"}
+    (dimension,) = parse_dimensions({"time": long})
+    assert dimension.listed() == ("2000-01-01/2030-01-02/P7D",)
+    assert dimension.bounds() == ("2000-01-01", "2029-12-29")
+    numbers = {"values": [500, 0, 1000], "default": 0}
+    assert parse_dimensions({"elevation": numbers})[0].bounds() == ("0", "1000")
