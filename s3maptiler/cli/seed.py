@@ -259,11 +259,9 @@ def seed_command(
         layers = {runtime.layer.name: runtime}
         if dry_run:
             _print_plan(runtime, coverage, zooms, len(combinations))
-        jobs = [
-            job
-            for values in combinations
-            for job in plan_jobs(runtime, coverage, zooms, ext, values)
-        ]
+        # The area's metatiles are the same for every value: planned once.
+        area = list(plan_jobs(runtime, coverage, zooms, ext))
+        jobs = [job._replace(dimensions=values) for values in combinations for job in area]
         values_text = dimension_option.describe(combinations)
         what = (
             f"{runtime.layer.name}{values_text} .{ext} z{zooms[0]}-{zooms[-1]}"

@@ -23,7 +23,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from PIL import Image
 
@@ -60,6 +60,10 @@ class LayerRuntime:
     encoders: dict[str, Encoder]  # by tile extension, for tiles cut from metatiles
     guard: WMSGuard  # cap on concurrent GetMaps and circuit breaker for the layer's WMS
     formats: dict[str, TileFormat]  # by tile extension
+    # This layer at dimension values, by values (with_values).
+    _variants: dict[tuple[str, ...], LayerRuntime] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def metatile_of(self, tile: Tile, ext: str) -> MetaTile | None:
         """The metatile drawn for `tile`; None when the tile is the WMS's own answer
@@ -112,11 +116,18 @@ class LayerRuntime:
     def with_values(self, values: Sequence[str]) -> LayerRuntime:
         """The layer at one value of each of its dimensions (already checked): its
         tiles under ``{prefix}{values}/``, its GetMaps with TIME=, ELEVATION=, DIM_...=.
-        It shares the layer's guard. Without dimensions, the layer itself."""
+        It shares the layer's guard. Without dimensions, the layer itself. Built once
+        per combination (at most MAX_VARIANTS kept), for the service and seeding alike."""
         if not values:
             return self
-        layer = replace(self.layer, prefix=self.layer.prefix + values_path(values))
-        return LayerRuntime.build(layer, self.guard, tuple(values))
+        values = tuple(values)
+        variant = self._variants.get(values)
+        if variant is None:
+            if len(self._variants) >= MAX_VARIANTS:
+                self._variants.clear()
+            layer = replace(self.layer, prefix=self.layer.prefix + values_path(values))
+            variant = self._variants[values] = LayerRuntime.build(layer, self.guard, values)
+        return variant
 
     @classmethod
     def build(
@@ -262,6 +273,8 @@ class Renderer:
 
 
 ENCODE_SLACK = 5.0  # seconds: decode and encode 64 tiles on a loaded core
+# Runtimes of a layer at dimension values kept at most; past it they are built anew.
+MAX_VARIANTS = 4096
 
 
 # --------------------------------------------------------------------------- a finished render

@@ -10,8 +10,8 @@ otherwise than in its keys.
 A layer with dimensions (:mod:`s3maptiler.tiles.dimensions`) keeps the tiles of each
 value under ``{prefix}{value}/{layout path}``; a key without the value segments is its
 dimension-less key, drawn with the defaults. The tile of a key with values is drawn
-by the layer's runtime at those values (:meth:`LayerRuntime.with_values`), one per
-combination, kept here.
+by the layer's runtime at those values (:meth:`LayerRuntime.with_values`, built once
+per combination).
 
 A layer's high-DPI tiles are a layer of their own (``roads@2x``, see
 :mod:`s3maptiler.config.hidpi`) with the same prefix: a key ending in ``@2x.png`` is
@@ -48,8 +48,6 @@ __all__ = [
 ]
 
 MAX_KEY_LENGTH = 512
-# Runtimes of layers at given dimension values kept at most; past it they are built anew.
-MAX_VARIANTS = 4096
 
 
 class TileRequestError(Exception):
@@ -118,7 +116,6 @@ class Addresses:
             key=lambda rt: len(rt.layer.prefix),
             reverse=True,
         )
-        self._variants: dict[tuple[str, tuple[str, ...]], LayerRuntime] = {}
 
     def layer(self, name: str) -> Layer | None:
         """The configured layer called `name`, or None."""
@@ -147,7 +144,7 @@ class Addresses:
         try:
             values, parsed = _parse(runtime, path)
             if values is not None:
-                runtime = self._at(runtime, tuple(d.key_value(v) for d, v in values))
+                runtime = runtime.with_values(tuple(d.key_value(v) for d, v in values))
         except TileOutOfRange as exc:
             raise TileNotFound(f"tile out of range: {exc}") from None
         except LayoutError as exc:
@@ -220,17 +217,7 @@ class Addresses:
             values = tuple(d.canonical(given.get(d.name.upper(), d.default)) for d in dims)
         except DimensionError as exc:
             raise BadTileRequest(str(exc)) from None
-        return self._at(runtime, values)
-
-    def _at(self, runtime: LayerRuntime, values: tuple[str, ...]) -> LayerRuntime:
-        """The layer at checked, canonical dimension values, built once per combination."""
-        index = (runtime.layer.name, values)
-        variant = self._variants.get(index)
-        if variant is None:
-            if len(self._variants) >= MAX_VARIANTS:
-                self._variants.clear()
-            variant = self._variants[index] = runtime.with_values(values)
-        return variant
+        return runtime.with_values(values)
 
     def _owner(self, key: str) -> LayerRuntime | None:
         """The layer whose prefix `key` starts with (the longest such prefix)."""
