@@ -8,7 +8,9 @@ Two phases, so the second can show an honest total:
    layout inside the :class:`TileSelection`. Keys that are not tiles (documents,
    another layer nested under the prefix) are never selected.
 2. :func:`delete_keys` removes them with DeleteObjects, 1000 keys per call (the S3
-   maximum), retrying throttled batches, and counts what S3 says it deleted.
+   maximum; a throttled call is retried by the S3 client's own "standard" retries,
+   keys S3 reports it could not delete are counted as failed), and counts what S3
+   says it deleted.
 """
 
 from __future__ import annotations

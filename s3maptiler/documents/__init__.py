@@ -1,4 +1,5 @@
-"""Documents that let GIS clients open the layers: TMS XML, WMTS capabilities, ArcGIS JSON.
+"""Documents that let GIS clients open the layers: TMS XML, WMTS capabilities, ArcGIS
+JSON, and OGC API - Tiles JSON.
 
 Every function here is pure and deterministic: the same layers and base URL give the
 same bytes, so a publisher can skip objects that did not change. URLs are built from a
@@ -11,8 +12,9 @@ same bytes, so a publisher can skip objects that did not change. URLs are built 
   and ``{base}/wmts?`` (WMTS REST and KVP), ``{base}/arcgis/rest/services/{layer}/MapServer``.
 - ``"keys"``: tiles come straight from their S3 keys, ``{base}/{prefix}{layout path}``.
   Only some layouts can be written down: TMS needs layout ``tms``; WMTS templates need
-  ``xyz`` or ``wmts``. Other layers are left out of the document, logged, and listed by
-  :func:`skipped_layers`.
+  ``xyz`` or ``wmts``. Other layers are left out of the TMS and WMTS documents, logged,
+  and listed by :func:`skipped_layers`; OGC API keeps them, with the tile route's path
+  in the bucket as their template (which the bucket's redirect sends to the service).
 
 Numbers in XML are written in full precision and never in exponent form
 (``0.000042915344238281`` rather than ``4.2915344238281e-05``): some clients reject
@@ -24,6 +26,7 @@ Where the documents live under the base URL is decided here too
 serve them cannot drift apart.
 
 One module per document: :mod:`~s3maptiler.documents.tms`,
-:mod:`~s3maptiler.documents.wmts` and :mod:`~s3maptiler.documents.arcgis`; what they
+:mod:`~s3maptiler.documents.wmts`, :mod:`~s3maptiler.documents.arcgis`,
+:mod:`~s3maptiler.documents.ogcapi` and its :mod:`~s3maptiler.documents.openapi`; what they
 share (numbers, views of layers, paths, XML) is :mod:`~s3maptiler.documents.common`.
 """

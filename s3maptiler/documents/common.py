@@ -245,7 +245,9 @@ def _wmts_problem(layer: Layer, mode: str) -> str | None:
 
 
 def skipped_layers(layers: Sequence[Layer], document: str, mode: str) -> list[Skipped]:
-    """The layers that ``document`` (``"tms"`` or ``"wmts"``) leaves out in ``mode``."""
+    """The layers that ``document`` (``"tms"`` or ``"wmts"``) leaves out in ``mode``
+    for their layout or grid. Not listed: a layer whose grid's TileMatrixSet id a
+    different grid already has, which the WMTS document leaves out too (logged)."""
     check_mode(mode)
     problems = {"tms": tms_problem, "wmts": _wmts_problem}
     if document not in problems:

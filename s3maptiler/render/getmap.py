@@ -265,7 +265,7 @@ def resolution_params(vendor: str, ratio: int) -> tuple[tuple[str, str], ...]:
     """The vendor parameter that makes `vendor`'s WMS draw a map `ratio` times the
     pixels of its ground at `ratio` times its resolution: labels, symbols and lines
     `ratio` times as many pixels, and the same scale (so scale-dependent layers and
-    labels are those of the 1x map). None for ratio 1, or for a WMS without one
+    labels are those of the 1x map). Empty for ratio 1, or for a WMS without one
     (``"none"``). Whole dots per inch: older QGIS Servers read DPI as an integer.
 
     >>> resolution_params("mapserver", 2), resolution_params("qgis", 2)

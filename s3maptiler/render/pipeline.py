@@ -288,7 +288,7 @@ class BadBundle(ValueError):
 class RenderedTiles:
     """Every tile of one metatile, encoded: what a render hands to whoever waited for it.
 
-    ``to_bytes`` is one JSON header line (content type, each tile's x, y and byte
+    ``to_bytes`` is one JSON header line (content type, each tile's x, y, z and byte
     length, the lifetime when there is one, and any ``fields`` the caller adds), then
     the tiles' bytes back to back.
     """

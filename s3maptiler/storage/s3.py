@@ -4,7 +4,9 @@ the one listing helper.
 - :func:`make_s3_client`: one boto3 client per process, with explicit timeouts and
   botocore's "standard" retries with a total attempt budget: retrying is the
   client's job, never a second loop on top (the bulk tools' own ``--retries`` loop,
-  :func:`with_retries`, is the one exception, and asks :func:`is_retryable` too);
+  :func:`with_retries`, which asks :func:`is_retryable` too, and one more PutObject
+  after a 409 conflict in ``S3Store.write``, which botocore does not retry, are the
+  exceptions);
 - :func:`is_retryable`: which S3 errors are worth another try, written once;
 - :class:`StoreError` and its subclasses: every failure of a store, S3 or local,
   with a ``retryable`` flag; :func:`client_error` and :func:`boto_error` translate

@@ -1,15 +1,17 @@
 """Background upload pool: rendered tiles are written to the store after the response.
 
-One pool per process. ``submit`` never blocks a request thread: when the pool
-already holds ``max_pending`` jobs the new one is dropped (the next miss simply
-renders the tile again); a background producer (the slicer of a metatile) may wait
-for room instead, so a burst of renders slows down rather than loses tiles. The
+One pool per process. ``submit`` never waits for the store: when the pool already
+holds ``max_pending`` jobs the new one waits up to the caller's ``wait`` seconds for
+room, then is dropped (the next miss simply renders the tile again). The slicer of a
+metatile and a request thread storing the tile it rendered wait briefly (the tile
+service's ``UPLOAD_WAIT``), so a burst of renders slows down rather than loses tiles;
+a tile another render already drew is submitted without waiting. The
 pool starts ``workers`` threads and grows, one thread per ``_BACKLOG_PER_THREAD``
 queued jobs, up to ``max_workers`` while a backlog lasts; threads beyond
 ``workers`` leave after ``_IDLE_EXIT`` idle seconds. Each job is one ``store.put``:
 retries are the store's own (the S3 client's botocore "standard" retries, with a
-total attempt budget of 1 + UPLOAD_RETRIES), never a second loop here, so a
-throttled tile costs at most that many PutObjects. Everything is counted. While a
+total attempt budget of 1 + UPLOAD_RETRIES, and one more PutObject after a 409
+conflict, which botocore does not retry), never a second loop here. Everything is counted. While a
 tile waits or uploads, its bytes are served from ``pending(key)`` so a second
 request does not render it again.
 
@@ -117,7 +119,7 @@ class UploadPool:
         """Queue `job` for upload; False (and a WARNING) when it had to be dropped.
 
         Never waits for the store. A full pool drops the job at once, or after up to
-        `wait` seconds for room (background producers only); a draining pool drops it.
+        `wait` seconds for room; a draining pool drops it.
         """
         deadline = time.monotonic() + wait
         with self._lock:
