@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 from s3maptiler.bucket import spec as specs
 from s3maptiler.bucket.setup import read_current, rule_prefix
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

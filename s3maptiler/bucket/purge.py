@@ -26,9 +26,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.storage.s3 import BulkReport, ListingFailed, describe_error, list_objects
-from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid
+from s3maptiler.tiles.grids import Bbox, GridError, TileGrid
 from s3maptiler.tiles.layouts import Layout, LayoutError, split_pixel_ratio
-from s3maptiler.tiles.tilemath import tile_lonlat_bounds
+from s3maptiler.tiles.tilemath import has_lonlat, tile_lonlat_bounds
 
 __all__ = [
     "MAX_DELETE_BATCH",
@@ -92,10 +92,11 @@ class TileSelection:
                     f"bbox {tuple(bbox)} must be west,south,east,north in decimal degrees "
                     "with west < east and south < north"
                 )
-            try:  # grids in other CRSs have no lon/lat transform here
-                tile_lonlat_bounds(self.grid, Tile(0, 0, 0))
-            except GridError as err:
-                raise InvalidSelection(f"a bbox cannot be used with this grid: {err}") from err
+            if not has_lonlat(self.grid):  # grids in other CRSs have no transform here
+                raise InvalidSelection(
+                    f"a bbox cannot be used with this grid: no lon/lat transform for "
+                    f"{self.grid.srs}"
+                )
             object.__setattr__(self, "bbox", bbox)
 
     @property

@@ -311,6 +311,3 @@ def setup_bucket(client: Any, spec: BucketSpec, dry_run: bool = False) -> list[S
             raise _translate(err, spec.bucket, step.operation) from err
         log.info("bucket %s: %s", spec.bucket, step.summary)
     return steps
-
-
-# --- check --------------------------------------------------------------------------

@@ -21,9 +21,9 @@ from s3maptiler.config.model import WMS_VERSIONS, ConfigError, Layer, checked, d
 from s3maptiler.tiles.arcgis import grid_from_arcgis_conf, grid_from_arcgis_tileinfo
 from s3maptiler.tiles.dimensions import parse_dimensions
 from s3maptiler.tiles.formats import TILE_FORMATS
-from s3maptiler.tiles.grids import Bbox, GridError, Tile, TileGrid, custom_grid, get_grid
+from s3maptiler.tiles.grids import Bbox, GridError, TileGrid, custom_grid, get_grid
 from s3maptiler.tiles.layouts import LAYOUTS
-from s3maptiler.tiles.tilemath import tile_lonlat_bounds
+from s3maptiler.tiles.tilemath import has_lonlat
 
 GRID_KEYS = {"srs", "origin", "tile_size", "resolutions", "bbox", "arcgis_tileinfo", "arcgis_conf"}
 
@@ -171,13 +171,8 @@ def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, 
             tile_size=grid.tile_size,
             max_zoom=min(layer.max_zoom, grid.max_zoom),
         )
-        if layer.extent is not None:
-            try:
-                tile_lonlat_bounds(grid, Tile(0, 0, 0))
-            except GridError:
-                raise ConfigError(
-                    f"{where}: key 'extent' needs a grid in EPSG:3857 or EPSG:4326"
-                ) from None
+        if layer.extent is not None and not has_lonlat(grid):
+            raise ConfigError(f"{where}: key 'extent' needs a grid in EPSG:3857 or EPSG:4326")
         if layer.min_zoom > layer.max_zoom:
             raise ConfigError(f"{where}: key 'min_zoom' is above max_zoom {layer.max_zoom}")
         layers.append(layer)

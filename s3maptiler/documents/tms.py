@@ -8,7 +8,6 @@ True
 
 from __future__ import annotations
 
-import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
@@ -32,8 +31,6 @@ from s3maptiler.documents.common import (
 )
 from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, TileGrid
 
-logger = logging.getLogger(__name__)
-
 _TMS_VERSION = "1.0.0"
 
 
@@ -43,16 +40,6 @@ def _tms_profile(grid: TileGrid) -> str:
     if geometry(grid) == geometry(GLOBAL_GEODETIC):
         return "global-geodetic"
     return "none"
-
-
-def tms_root(base_url: str, mode: str = "service", title: str = "s3maptiler") -> str:
-    """The TMS root document: ``<Services>`` with one TileMapService."""
-    check_mode(mode)
-    root = ET.Element("Services")
-    href = f"{base_of(base_url)}/{tms_service_path(mode)}"
-    # "version" first: GDAL recognises the document by the text '<TileMapService version="1.0'.
-    sub(root, "TileMapService", version=_TMS_VERSION, title=title, href=href)
-    return to_xml(root)
 
 
 def tile_map_service(

@@ -39,7 +39,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 
 __all__ = [
     "HEADERS",
@@ -81,11 +81,6 @@ class Freshness:
         if not self.shared:
             return self.directive
         return f"public, max-age={left(self.expires_at, now)}"
-
-    @property
-    def expires(self) -> datetime:
-        """``expires_at`` as an aware UTC datetime (boto3's ``Expires``)."""
-        return datetime.fromtimestamp(self.expires_at, UTC)
 
 
 def left(expires_at: float, now: float) -> int:

@@ -100,11 +100,6 @@ class LayerRuntime:
         """What documents and WMTS FORMAT call tiles with extension `ext`."""
         return self.formats[ext].media_type
 
-    @property
-    def cache_control(self) -> str | None:
-        """The Cache-Control stored with the layer's tiles (None: none)."""
-        return self.layer.cache_control or None
-
     def blank_key(self, ext: str, tile: SlicedTile) -> str | None:
         """The key of the shared blank `tile` is stored as, when it is uniform and the
         layer's ``empty_tiles`` policy is "redirect" (see storage/blanks.py), else None."""

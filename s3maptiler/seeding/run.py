@@ -181,7 +181,7 @@ def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> Re
         raise Interrupted("stopped before the GetMap")
     counts.getmaps = 1
     cut = Renderer(drawing.wms).metatile(runtime, job.ext, meta)
-    headers = stored_headers(runtime.cache_control, cut.freshness)
+    headers = stored_headers(runtime.layer.cache_control, cut.freshness)
     if headers is None:
         log.warning("%s: the WMS forbids caching its image; nothing stored", job.describe())
         counts.ignored += len(keys)

@@ -25,7 +25,7 @@ from s3maptiler.documents.common import (
     tile_map_path,
     tms_service_path,
 )
-from s3maptiler.documents.tms import tile_map, tile_map_service, tms_root
+from s3maptiler.documents.tms import tile_map, tile_map_service
 from s3maptiler.documents.wmts import tile_matrix_set_id, wmts_capabilities
 from s3maptiler.tiles.grids import (
     GLOBAL_GEODETIC,
@@ -89,17 +89,6 @@ def test_module_doctests():
 
 
 # --------------------------------------------------------------------------- TMS
-
-
-def test_tms_root_points_at_the_tile_map_service():
-    text = tms_root(BASE + "/")
-    # GDAL recognises the document by this exact text.
-    assert '<TileMapService version="1.0.0"' in text
-    service = parse(text).find("TileMapService")
-    assert service.get("href") == f"{BASE}/1.0.0/"
-    assert parse(tms_root(BASE, "keys")).find("TileMapService").get("href") == (
-        f"{BASE}/1.0.0/tilemapservice.xml"
-    )
 
 
 def test_tile_map_service_lists_each_layer_with_its_profile():
