@@ -125,12 +125,6 @@ class UploadReport(BulkReport):
     bytes_uploaded: int = 0
     dry_run: bool = False
 
-    @property
-    def tiles_per_second(self) -> float:
-        """Tiles handled (uploaded, skipped or failed) per second of wall time."""
-        handled = self.uploaded + self.skipped + self.failed
-        return handled / self.elapsed if self.elapsed > 0 else 0.0
-
 
 def _send_body_at_once(request: Any, **_: Any) -> None:
     """botocore makes every PutObject wait for "100 Continue" before sending the body:

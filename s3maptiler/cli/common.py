@@ -10,6 +10,9 @@ extra.
 Every long command shows a progress bar with rate and ETA on stderr when stderr is a
 terminal, always prints a one-line summary, and has ``--dry-run``. Exit codes: 0 all
 good, 1 something failed, 2 usage or configuration error (one line on stderr).
+
+About 410 lines in one module on purpose: these are the conventions every command
+follows, and a command reads them in one place rather than in five small modules.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -31,19 +33,25 @@ from typing import Any
 import boto3
 import click
 from botocore.config import Config
-from dotenv import dotenv_values
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from s3maptiler.bucket import spec as bucket_docs
-from s3maptiler.config import ConfigError, Layer, Settings, default_layer_name, load_settings
+from s3maptiler.config import (
+    ConfigError,
+    Layer,
+    Settings,
+    default_layer_name,
+    environment_values,
+    load_settings,
+)
 from s3maptiler.config.hidpi import with_pixel_ratios
 from s3maptiler.documents.common import ARCGIS_SERVICES_PREFIX
 from s3maptiler.documents.ogcapi import PREFIX as OGCAPI_PREFIX
 from s3maptiler.service.build import s3_store
 from s3maptiler.storage.s3 import make_s3_client
 from s3maptiler.storage.stores import LocalStore, TileStore
-from s3maptiler.tiles.grids import GridError, TileGrid, get_grid
+from s3maptiler.tiles.grids import Bbox, GridError, TileGrid, get_grid
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +175,9 @@ class Environment:
 
 def load_environment(dotenv_path: str | Path = ".env") -> Environment:
     """Read ``.env`` and the environment the way the service does."""
-    values: dict[str, str] = {}
-    if Path(dotenv_path).is_file():
-        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    values.update(os.environ)
+    values = environment_values(dotenv_path=dotenv_path)
     try:
-        settings, error = load_settings(dotenv_path=dotenv_path), None
+        settings, error = load_settings(values, dotenv_path=None), None
     except ConfigError as err:
         settings, error = None, str(err)
     return Environment(values, settings, error)
@@ -291,6 +296,17 @@ def progress_bar(total: int | None, desc: str, unit: str = "tile") -> Iterator[t
     # Log lines go through tqdm.write while the bar is up, so they do not tear it.
     with logging_redirect_tqdm(loggers=[_PACKAGE_LOG]), _bar(total, desc, unit) as bar:
         yield bar
+
+
+def parse_bbox(value: str) -> Bbox:
+    """``--bbox west,south,east,north`` in degrees; ConfigProblem with the reason."""
+    try:
+        numbers = [float(part) for part in value.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 4:
+        raise ConfigProblem(f"--bbox {value!r}: expected west,south,east,north in degrees")
+    return Bbox(*numbers)
 
 
 def per_second(count: int, seconds: float) -> str:

@@ -10,20 +10,7 @@ from s3maptiler.bucket import purge
 from s3maptiler.cli import common
 from s3maptiler.cli import dimensions as dimension_option
 from s3maptiler.tiles.dimensions import values_path
-from s3maptiler.tiles.grids import Bbox
 from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, get_layout
-
-
-def _parse_bbox(value: str | None) -> Bbox | None:
-    if value is None:
-        return None
-    try:
-        numbers = [float(part) for part in value.split(",")]
-    except ValueError:
-        numbers = []
-    if len(numbers) != 4:
-        raise common.ConfigProblem(f"--bbox {value!r}: expected west,south,east,north in degrees")
-    return Bbox(*numbers)
 
 
 @click.command("purge")
@@ -69,7 +56,7 @@ def purge_command(
             grid=common.grid_for(grid_name, layer),
             min_zoom=min_zoom,
             max_zoom=max_zoom,
-            bbox=_parse_bbox(bbox),
+            bbox=None if bbox is None else common.parse_bbox(bbox),
             pixel_ratio=layer.pixel_ratio if layer.pixel_ratio != 1 else None,
         )
     except (purge.InvalidSelection, LayoutError) as err:

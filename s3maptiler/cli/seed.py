@@ -55,11 +55,8 @@ SEED_DIR = Path("var/seed")
 
 
 def _runtime(env: common.Environment, layer_name: str | None) -> LayerRuntime:
-    settings = common.settings_of(env)
-    layer = env.layer(layer_name)
-    if layer not in with_pixel_ratios(settings.layers):
-        raise common.ConfigProblem(f"layer {layer.name} is not configured")
-    return layer_runtime(layer)
+    common.settings_of(env)  # a layer needs settings: a clear error without them
+    return layer_runtime(env.layer(layer_name))
 
 
 def _zooms(value: str, runtime: LayerRuntime) -> list[int]:
@@ -84,15 +81,7 @@ def _coverage(bbox: str | None, geojson: Path | None) -> Coverage:
         raise common.ConfigProblem("give the area with exactly one of --bbox or --geojson")
     try:
         if bbox is not None:
-            try:
-                numbers = [float(part) for part in bbox.split(",")]
-            except ValueError:
-                numbers = []
-            if len(numbers) != 4:
-                raise common.ConfigProblem(
-                    f"--bbox {bbox!r}: expected west,south,east,north in degrees"
-                )
-            return Coverage.from_bbox(numbers)
+            return Coverage.from_bbox(common.parse_bbox(bbox))
         try:
             document = json.loads(Path(geojson).read_text(encoding="utf-8"))
         except OSError as err:

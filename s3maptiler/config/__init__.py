@@ -3,7 +3,7 @@ the environment and `.env` (:mod:`~s3maptiler.config.environment`) or a TOML lay
 file (:mod:`~s3maptiler.config.layersfile`), checked by one set of validators
 (:mod:`~s3maptiler.config.validators`). Imports :mod:`s3maptiler.tiles` only."""
 
-from s3maptiler.config.environment import load_settings
+from s3maptiler.config.environment import environment_values, load_settings
 from s3maptiler.config.hidpi import pixel_ratio_name, with_pixel_ratios
 from s3maptiler.config.model import (
     DEFAULT_LAYER_NAME,
@@ -28,6 +28,7 @@ __all__ = [
     "default_layer_name",
     "default_meta_buffer",
     "default_spool_dir",
+    "environment_values",
     "load_settings",
     "pixel_ratio_name",
     "website_endpoint",

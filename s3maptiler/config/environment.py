@@ -199,6 +199,17 @@ def _missing(name: str, what: str) -> str:
     raise ConfigError(f"{name}: not set ({what})")
 
 
+def environment_values(
+    environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
+) -> dict[str, str]:
+    """`environ` (default `os.environ`) over the `.env` file at `dotenv_path`."""
+    values: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    return values
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
 ) -> Settings:
@@ -207,11 +218,7 @@ def load_settings(
     `environ` defaults to `os.environ`; values in the `.env` file at `dotenv_path`
     fill only what the environment leaves unset.
     """
-    values: dict[str, str] = {}
-    if dotenv_path is not None and Path(dotenv_path).is_file():
-        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    values.update(os.environ if environ is None else environ)
-    read = _Reader(values)
+    read = _Reader(environment_values(environ, dotenv_path))
 
     layers_file = read.text("LAYERS_FILE")
     if layers_file is not None:

@@ -239,11 +239,6 @@ class SeedReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     @property
-    def tiles_per_second(self) -> float:
-        """Tiles written per second of the run."""
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
     def interrupted(self) -> bool:
         return self.metatiles_left > 0
 
