@@ -42,8 +42,9 @@ def moto_server():
     server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def s3(moto_server):
+    """moto itself, never through a proxy: what is really in the buckets."""
     return boto3.client(
         "s3",
         endpoint_url=moto_server.url,

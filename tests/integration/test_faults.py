@@ -18,7 +18,6 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
 import pytest
 import requests
 from PIL import Image
@@ -97,18 +96,6 @@ def start(env: dict[str, str]) -> GunicornApp:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def s3(moto_server):
-    """moto itself, never through a proxy: what is really in the buckets."""
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 @pytest.fixture(scope="module")

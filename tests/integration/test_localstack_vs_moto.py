@@ -17,6 +17,8 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from s3maptiler.bucket.spec import public_read_policy
+
 pytestmark = pytest.mark.integration
 
 
@@ -59,17 +61,7 @@ def test_only_localstack_reports_block_public_access_on_a_new_bucket(s3):
         with pytest.raises(ClientError, match="NoSuchPublicAccessBlockConfiguration"):
             c.get_public_access_block(Bucket=bucket)
     # Neither enforces it: a public policy is accepted all the same.
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": "s3:GetObject",
-                "Resource": f"arn:aws:s3:::{bucket}/*",
-            }
-        ],
-    }
+    policy = public_read_policy(bucket, [""])
     c.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
 

@@ -9,8 +9,6 @@ command, GDAL (gdal-bin) and OWSLib.
 from __future__ import annotations
 
 import io
-import shutil
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,7 +22,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.faults3 import wait_until
-from tests.integration.conftest import AWS_ENV, need
+from tests.integration.conftest import AWS_ENV
+from tests.integration.test_website_gdal import gdal  # GDAL with its WMS cache off
 from tests.servers import GunicornApp
 
 pytestmark = pytest.mark.integration
@@ -44,20 +43,6 @@ def wait_for_object(s3, bucket: str, key: str, timeout: float = 20.0) -> dict:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def s3(moto_server):
-    """moto itself: what is really in the buckets."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 def new_bucket(s3) -> str:
@@ -131,20 +116,6 @@ def test_the_prototype_configuration_renders_stores_and_serves_its_keys(
     assert hit.headers["X-Tile-Source"] == "cache"
     assert hit.content == first.content
     assert demo_wms.request_count() - before == 1, "a hit must not call the WMS"
-
-
-def gdal(*args: str, cwd) -> str:
-    need(None if shutil.which("gdalinfo") else "GDAL (gdal-bin) is not installed")
-    done = subprocess.run(
-        args,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env={"GDAL_HTTP_TIMEOUT": "60", "CPL_DEBUG": "OFF", "PATH": "/usr/bin"},
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 NYC = mercantile.tile(-73.98, 40.75, Z)

@@ -8,7 +8,6 @@ published into a bucket (moto server) open from the bucket's URL.
 
 import io
 import json
-import shutil
 import subprocess
 import sys
 
@@ -17,7 +16,9 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.integration.conftest import AWS_ENV, need
+from s3maptiler.bucket.spec import public_read_policy
+from tests.integration.conftest import AWS_ENV
+from tests.integration.test_website_gdal import gdal  # GDAL with its WMS cache off
 from tests.servers import GunicornApp
 
 pytestmark = pytest.mark.integration
@@ -75,21 +76,6 @@ def app(demo_wms, moto_server, tmp_path_factory):
 
 def pixels(data: bytes) -> bytes:
     return Image.open(io.BytesIO(data)).convert("RGBA").tobytes()
-
-
-def gdal(*args: str, cwd) -> str:
-    need(None if shutil.which("gdalinfo") else "GDAL (gdal-bin) is not installed")
-    # GDAL's WMS driver caches tiles in ./gdalwmscache: run it in a temp dir.
-    done = subprocess.run(
-        args,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env={"GDAL_HTTP_TIMEOUT": "60", "CPL_DEBUG": "OFF", "PATH": "/usr/bin"},
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_every_layout_serves_the_same_pixels(app):
@@ -253,17 +239,7 @@ def test_published_documents_open_from_the_bucket(app, moto_server, s3, bucket, 
         Bucket=bucket, Key=f"xyz/{Z}/{NYC.x}/{NYC.y}.png", Body=tile, ContentType="image/png"
     )
     # Public read through a bucket policy, as `s3maptiler bucket setup` grants it.
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": "s3:GetObject",
-                "Resource": f"arn:aws:s3:::{bucket}/*",
-            }
-        ],
-    }
+    policy = public_read_policy(bucket, [""])
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     from owslib.wmts import WebMapTileService
 
