@@ -55,6 +55,7 @@ from devtools.demowms import DemoWMS, unavailable_reason  # noqa: E402
 from s3maptiler.render.getmap import WMSSource, getmap_url  # noqa: E402
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile  # noqa: E402
 from tests.servers import (  # noqa: E402
+    MOTO_CREDENTIALS,
     GunicornApp,
     MotoServer,
     free_port,
@@ -69,11 +70,7 @@ VENV = BENCH / ".venv-mapproxy"
 REQUIREMENTS = BENCH / "requirements-mapproxy.txt"
 TEMPLATE = BENCH / "mapproxy" / "mapproxy.yaml.in"
 
-AWS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS = MOTO_CREDENTIALS  # moto accepts any keys
 # The middle of New York's five boroughs, the only detailed part of the demo map: at
 # zoom 15 they span about 52x52 tiles, four blocks of 24x24. Elsewhere the demo map
 # draws one colour per tile at such zooms.

@@ -32,13 +32,9 @@ sys.path.insert(0, str(ROOT))
 from devtools.demowms import DemoWMS  # noqa: E402
 from s3maptiler.render.getmap import WMSSource, getmap_url  # noqa: E402
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile  # noqa: E402
-from tests.servers import GunicornApp, MotoServer, service_cpu_seconds  # noqa: E402
+from tests.servers import MOTO_CREDENTIALS, GunicornApp, MotoServer, service_cpu_seconds  # noqa: E402
 
-AWS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS = MOTO_CREDENTIALS  # moto accepts any keys
 
 
 def timed_get(session: requests.Session, url: str) -> float:

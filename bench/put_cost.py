@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from s3maptiler.storage.s3 import make_s3_client  # noqa: E402
 from s3maptiler.storage.stores import S3Store  # noqa: E402
-from tests.servers import MotoServer  # noqa: E402
+from tests.servers import MOTO_CREDENTIALS, MotoServer  # noqa: E402
 
 BUCKET = "bench-put"
 
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     moto = MotoServer().start()
     try:
-        os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
+        os.environ.update(MOTO_CREDENTIALS)
         client = make_s3_client(4, endpoint_url=moto.url, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
         store = S3Store(BUCKET, client)

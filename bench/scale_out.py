@@ -40,13 +40,9 @@ sys.path.insert(0, str(ROOT))
 from devtools.demowms import DemoWMS  # noqa: E402
 from s3maptiler.service.leases import DEFAULT_PREFIX as LEASE_PREFIX  # noqa: E402
 from tests.nginx import Nginx  # noqa: E402
-from tests.servers import GunicornApp, MotoServer, service_cpu_seconds  # noqa: E402
+from tests.servers import MOTO_CREDENTIALS, GunicornApp, MotoServer, service_cpu_seconds  # noqa: E402
 
-AWS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS = MOTO_CREDENTIALS  # moto accepts any keys
 CPU_PARTS = ("service", "wms", "s3")
 CENTRE = (-73.98, 40.705)  # lon/lat: the demo map is detailed only over New York
 

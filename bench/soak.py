@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from devtools.demowms import DemoWMS  # noqa: E402
 from tests.servers import (  # noqa: E402
+    MOTO_CREDENTIALS,
     DelayProxy,
     GunicornApp,
     MotoServer,
@@ -50,11 +51,7 @@ from tests.servers import (  # noqa: E402
     worker_pids,
 )
 
-AWS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS = MOTO_CREDENTIALS  # moto accepts any keys
 # Addresses the service must refuse (4xx), sent as ~1 % of the load.
 BAD_PATHS = [
     "/tiles/3/%2e%2e/4/2.png",  # (a literal ".." would be removed by the client)

@@ -41,18 +41,14 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import DelayProxy, MotoServer  # noqa: E402
+from tests.servers import MOTO_CREDENTIALS, DelayProxy, MotoServer  # noqa: E402
 
 log = logging.getLogger("upload_vs_sync")
 
 AWSCLI_PIN = "awscli==1.46.2"
 VENV = ROOT / "bench" / ".venv-awscli"
 ZOOM = 12
-AWS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS = MOTO_CREDENTIALS  # moto accepts any keys
 
 
 def ensure_awscli(venv: Path = VENV) -> Path | None:
@@ -153,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         env.pop("LAYERS_FILE", None)
         s3 = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1",
-                          aws_access_key_id="bench", aws_secret_access_key="bench")  # fmt: skip
+                          aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
         tools = {
             f"s3maptiler upload (--workers {args.workers})": lambda bucket: [
                 sys.executable, "-m", "s3maptiler.cli", "upload", str(tree),

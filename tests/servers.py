@@ -22,6 +22,12 @@ import requests
 from s3maptiler.service.leases import DEFAULT_PREFIX as LEASE_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
+# Keys for moto, which accepts any: tests, benchmarks and the services they start.
+MOTO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def tile_keys(s3, bucket: str) -> set[str]:

@@ -9,13 +9,9 @@ import pytest
 
 from devtools import localwebsite
 from devtools.demowms import DemoWMS, unavailable_reason
-from tests.servers import MotoServer
+from tests.servers import MOTO_CREDENTIALS, MotoServer
 
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS_ENV = MOTO_CREDENTIALS
 
 
 def need(reason: str | None) -> None:
