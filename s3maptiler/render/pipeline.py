@@ -213,15 +213,10 @@ class Renderer:
         with runtime.guard.slot():
             started = time.perf_counter()
             try:
+                data, headers = self.wms.get_map_answer(runtime.sources[ext], bbox, width, height)
+                fresh = None
                 if layer.cache_from_wms:
-                    data, headers = self.wms.get_map_answer(
-                        runtime.sources[ext], bbox, width, height
-                    )
-                    cap = max_age_of(layer.cache_control)
-                    fresh = freshness_of(headers, time.time(), cap)
-                else:
-                    data = self.wms.get_map(runtime.sources[ext], bbox, width, height)
-                    fresh = None
+                    fresh = freshness_of(headers, time.time(), max_age_of(layer.cache_control))
             except WMSError as exc:
                 metrics.WMS_ERRORS.labels(name, exc.kind).inc()
                 # Only an unreachable WMS trips the breaker; an error answer means it is up.

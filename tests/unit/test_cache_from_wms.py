@@ -171,9 +171,6 @@ class HeaderWMS(WMSClient):
             self.calls += 1
         return WMSAnswer(png(self.colour, width), dict(self.headers))
 
-    def get_map(self, source, bbox, width, height) -> bytes:
-        return self.get_map_answer(source, bbox, width, height).data
-
 
 def seed(store, wms, cache_from_wms=False, **options):
     """Seed zooms 11-12 over Manhattan, 2x2 metatiles, with these SeedOptions."""

@@ -22,9 +22,9 @@ class RecordingWMS(FakeWMS):
         super().__init__()
         self.sources: list = []
 
-    def get_map(self, source, bbox, width, height) -> bytes:
+    def get_map_answer(self, source, bbox, width, height):
         self.sources.append(source)
-        return super().get_map(source, bbox, width, height)
+        return super().get_map_answer(source, bbox, width, height)
 
 
 def months_runtime():

@@ -15,7 +15,7 @@ from PIL import Image
 from s3maptiler.config import Layer, Settings
 from s3maptiler.render.errors import WMSConnectionError
 from s3maptiler.render.pipeline import LayerRuntime
-from s3maptiler.render.wms import WMSClient
+from s3maptiler.render.wms import WMSAnswer, WMSClient
 from s3maptiler.seeding import coverage as s_coverage
 from s3maptiler.seeding import journal as s_journal
 from s3maptiler.seeding import plan as s_plan
@@ -58,14 +58,14 @@ class FakeWMS(WMSClient):
     def requests_sent(self) -> int:
         return len(self.calls)
 
-    def get_map(self, source, bbox, width, height) -> bytes:
+    def get_map_answer(self, source, bbox, width, height) -> WMSAnswer:
         with self.lock:
             self.calls.append((tuple(bbox), width, height))
         if self.fail:
             raise WMSConnectionError("connection refused")
         out = io.BytesIO()
         Image.new("RGB", (width, height), (200, 30, 30)).save(out, "PNG")
-        return out.getvalue()
+        return WMSAnswer(out.getvalue(), {})
 
 
 def brute_force(runtime: LayerRuntime, bbox, z: int) -> set[Tile]:
