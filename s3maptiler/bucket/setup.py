@@ -35,6 +35,7 @@ from s3maptiler.bucket.spec import (
     relaxed_public_access_block,
     website_configuration,
 )
+from s3maptiler.storage.s3 import BUCKET_NOT_FOUND_CODES, error_code
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,9 @@ _ABSENT_CODES = frozenset(
 def _translate(err: ClientError | BotoCoreError, bucket: str, what: str) -> BucketError:
     if isinstance(err, BotoCoreError):
         return SetupFailed(f"{what} on {bucket}: {err}")
-    error = err.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    message = error.get("Message") or code
-    if code in ("NoSuchBucket", "404", "NotFound"):
+    code, _ = error_code(err)
+    message = err.response.get("Error", {}).get("Message") or code
+    if code in BUCKET_NOT_FOUND_CODES:
         return BucketNotFound(f"bucket {bucket!r} does not exist")
     if code in ("AccessDenied", "403", "Forbidden"):
         return BucketAccessDenied(f"{what} on {bucket}: access denied ({message})")

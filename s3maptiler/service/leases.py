@@ -35,7 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.render.pipeline import BadBundle, RenderedTiles, read_header
 from s3maptiler.service.singleflight import WaitTimeout, failure_record, from_record
-from s3maptiler.storage.s3 import LEASE_PREFIX
+from s3maptiler.storage.s3 import LEASE_PREFIX, MISSING_BUCKET_CODES, error_code
 
 log = logging.getLogger(__name__)
 
@@ -228,11 +228,10 @@ def _refused(exc: ClientError) -> bool:
     """412 (the condition failed), 409 (a concurrent conditional write) or 404 (the
     lease is gone). Not a missing bucket, also a 404: that is no lease to race for,
     and taking it for one made claim() put and get in a loop forever."""
-    error = exc.response.get("Error", {})
-    if error.get("Code") == "NoSuchBucket":
+    code, status = error_code(exc)
+    if code in MISSING_BUCKET_CODES:
         return False
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return status in (404, 409, 412) or error.get("Code") in (
+    return status in (404, 409, 412) or code in (
         "PreconditionFailed",
         "ConditionalRequestConflict",
         "NoSuchKey",

@@ -96,6 +96,8 @@ MISSING_KEY_ACCESS_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
 
 
 MISSING_BUCKET_CODES = frozenset({"NoSuchBucket"})
+# What HeadBucket (which has no body) and other bucket calls answer for a missing one.
+BUCKET_NOT_FOUND_CODES = MISSING_BUCKET_CODES | {"404", "NotFound"}
 
 
 class StoreError(Exception):

@@ -43,6 +43,7 @@ from botocore.exceptions import (
 
 from s3maptiler.storage.s3 import (
     ACCESS_DENIED_CODES,
+    BUCKET_NOT_FOUND_CODES,
     MISSING_KEY_ACCESS_CODES,
     MISSING_KEY_CODES,
     InvalidKeyError,
@@ -360,7 +361,7 @@ class S3Store(TileStore):
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as err:
             code, status = error_code(err)
-            if code in {"404", "NoSuchBucket", "NotFound"}:
+            if code in BUCKET_NOT_FOUND_CODES:
                 raise StoreNotFound(f"bucket {self.bucket!r} does not exist") from err
             if code in ACCESS_DENIED_CODES or status == 403:
                 raise StoreAccessDenied(
