@@ -42,7 +42,7 @@ from s3maptiler.seeding.journal import FailureLog, Journal
 from s3maptiler.seeding.plan import BadJob, MetaJob, job_runtime, job_tiles, tile_count
 from s3maptiler.storage.blanks import SharedBlanks
 from s3maptiler.storage.s3 import StoreError
-from s3maptiler.storage.stores import TileStore, put
+from s3maptiler.storage.stores import TileStore
 from s3maptiler.storage.uploads import UploadJob
 from s3maptiler.tiles.grids import Tile
 
@@ -195,7 +195,7 @@ def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> Re
         content_type = runtime.content_type(job.ext, piece.data)
         own = UploadJob(key, piece.data, content_type, cache_control, None, expires, overwrite)
         for upload in blanks.jobs(own, runtime.blank_key(job.ext, piece)):
-            outcome = put(drawing.store, upload)
+            outcome = drawing.store.write(upload)
             blanks.settled(upload, outcome)
             if upload.key == key:
                 if outcome == "exists":

@@ -58,7 +58,7 @@ from s3maptiler.storage.s3 import (
 )
 from s3maptiler.tiles.formats import GENERIC_CONTENT_TYPES, etag_of, sniff_content_type
 
-__all__ = ["LocalStore", "S3Store", "StoredTile", "TileObject", "TileStore", "put"]
+__all__ = ["LocalStore", "S3Store", "StoredTile", "TileObject", "TileStore"]
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,9 @@ class TileStore(ABC):
         obj = TileObject(key, data, content_type, cache_control, redirect_to, expires, overwrite)
         return self.write(obj)
 
+    @abstractmethod
     def write(self, obj: TileObject) -> str:
-        """:meth:`put` of one object, the way this store writes."""
-        raise NotImplementedError
+        """:meth:`put` of one object (what the upload pool and seeding call)."""
 
     @abstractmethod
     def check(self) -> None:
@@ -142,18 +142,6 @@ class TileStore(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r})"
-
-
-def put(store: TileStore, obj: TileObject) -> str:
-    """`obj` into `store` through its :meth:`~TileStore.put`: only a pointer to a shared
-    blank passes `redirect_to`, and only a tile with a lifetime `expires` and
-    `overwrite`, so a store that knows nothing of them stays simple."""
-    extra: dict[str, Any] = {"redirect_to": obj.redirect_to} if obj.redirect_to else {}
-    if obj.expires is not None:
-        extra["expires"] = obj.expires
-    if obj.overwrite:
-        extra["overwrite"] = True
-    return store.put(obj.key, obj.data, obj.content_type, obj.cache_control, **extra)
 
 
 # --- S3 -----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 
 from s3maptiler.storage.s3 import StoreError
-from s3maptiler.storage.stores import TileObject, TileStore, put
+from s3maptiler.storage.stores import TileObject, TileStore
 
 __all__ = ["InvalidPoolSettings", "UploadError", "UploadJob", "UploadPool"]
 
@@ -250,7 +250,7 @@ class UploadPool:
         """Put one job once (the store retries as its client is configured);
         "stored", "exists" or "failed"."""
         try:
-            outcome = put(self.store, job)
+            outcome = self.store.write(job)
         except StoreError as err:
             reason = str(err) if err.retryable else f"{err} (not retryable)"
             return self._failed(job, reason, err.attempts)

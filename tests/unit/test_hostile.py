@@ -112,12 +112,12 @@ class RecordingStore(TileStore):
             self.gets.append(key)
             return self.objects.get(key)
 
-    def put(self, key: str, data: bytes, content_type: str, cache_control: str | None) -> str:
+    def write(self, obj) -> str:
         with self.lock:
-            self.puts.append(key)
-            if key in self.objects:
+            self.puts.append(obj.key)
+            if obj.key in self.objects:
                 return "exists"
-            self.objects[key] = StoredTile(data, content_type, None)
+            self.objects[obj.key] = StoredTile(obj.data, obj.content_type, None)
             return "stored"
 
     def check(self) -> None:

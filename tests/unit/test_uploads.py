@@ -40,7 +40,8 @@ class FakeStore(TileStore):
         self.objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def put(self, key, data, content_type, cache_control, redirect_to=None):
+    def write(self, obj):
+        key, data = obj.key, obj.data
         with self._lock:
             self.calls[key] += 1
             attempt = self.calls[key]
@@ -200,10 +201,10 @@ def test_the_attempts_the_client_made_are_logged(make_pool, caplog):
 
 def test_a_store_bug_does_not_kill_the_worker(make_pool, caplog):
     class Broken(FakeStore):
-        def put(self, key, data, content_type, cache_control, redirect_to=None):
-            if key == "tiles/bad.png":
+        def write(self, obj):
+            if obj.key == "tiles/bad.png":
                 raise RuntimeError("boom")
-            return super().put(key, data, content_type, cache_control, redirect_to)
+            return super().write(obj)
 
     store = Broken()
     pool = make_pool(store, workers=1)
