@@ -17,7 +17,8 @@ The steps, each a function:
 
 With an ArcGIS ``conf.xml``, :func:`~s3maptiler.bucket.source.read_conf_xml` and
 :func:`~s3maptiler.documents.arcgis.cache_mapserver` build the ArcGIS REST MapServer
-JSON that matches the cache, and :func:`publish_json` puts it beside the tiles.
+JSON that matches the cache, which the ``upload`` command publishes beside the tiles
+(:func:`s3maptiler.bucket.publish.publish`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ __all__ = [
     "UploadOptions",
     "UploadReport",
     "list_existing",
-    "publish_json",
     "upload_tiles",
 ]
 
@@ -253,27 +253,3 @@ def upload_tiles(
     finally:
         report.elapsed = time.perf_counter() - started
     return report
-
-
-def publish_json(
-    client: Any,
-    bucket: str,
-    key: str,
-    document: str,
-    cache_control: str | None = None,
-    retries: int = 4,
-    backoff: float = 0.25,
-) -> None:
-    """Put a JSON `document` at `key` with ``Content-Type: application/json``.
-
-    Raises ClientError or BotoCoreError when retries do not help.
-    """
-    params: dict[str, Any] = {
-        "Bucket": bucket,
-        "Key": key,
-        "Body": document.encode("utf-8"),
-        "ContentType": "application/json",
-    }
-    if cache_control:
-        params["CacheControl"] = cache_control
-    with_retries(lambda: client.put_object(**params), retries, backoff)

@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.bucket import source as sources
 from s3maptiler.bucket import upload as bulk
+from s3maptiler.bucket.publish import Document, publish
 from s3maptiler.cli import common
 from s3maptiler.config import Layer
 from s3maptiler.documents.arcgis import cache_mapserver, json_document
@@ -153,11 +154,11 @@ def _publish_mapserver(
     # layer asked for, else after the cache folder.
     service = replace(layer, name=layer_name or tree.name)
     key = arcgis_service_path(service)
-    body, _content_type = json_document(cache_mapserver(info, service.name, extent))
+    body, content_type = json_document(cache_mapserver(info, service.name, extent))
     if options.dry_run:
         return f"MapServer JSON to publish at {key}, ", True
-    try:
-        bulk.publish_json(client, bucket, key, body.decode("ascii"), options.cache_control)
+    try:  # as `s3maptiler publish` writes every document: skipped when unchanged
+        publish(client, bucket, [Document(key, body, content_type)])
     except (ClientError, BotoCoreError) as err:
         log.warning("MapServer JSON not published at %s: %s", key, bulk.describe_error(err))
         return "MapServer JSON failed, ", False
