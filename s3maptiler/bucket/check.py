@@ -32,13 +32,7 @@ def _check_rule(spec: specs.BucketSpec, rules: list[dict], prefix: str, code: st
     if not matching:
         return [Finding("website", f"no routing rule redirects {where} to the tiler")]
     redirect = matching[0].get("Redirect") or {}
-    want = {
-        "Protocol": spec.tiler_protocol,
-        "ReplaceKeyPrefixWith": spec.miss_prefix + prefix,
-        "HttpRedirectCode": "307",
-    }
-    if spec.tiler_host is not None:
-        want["HostName"] = spec.tiler_host
+    want = specs.miss_redirect(spec.tiler_protocol, spec.miss_prefix, prefix, spec.tiler_host)
     findings = []
     for name, value in want.items():
         got = redirect.get(name)

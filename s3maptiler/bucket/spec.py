@@ -230,6 +230,20 @@ class BucketSpec:
 # --- documents (pure) ---------------------------------------------------------------
 
 
+def miss_redirect(protocol: str, miss_prefix: str, prefix: str, host: str | None) -> dict:
+    """The ``Redirect`` of a miss under `prefix`: 307 to the tiler's miss route. Website
+    endpoints are HTTP only; without ``Protocol`` the tiler would be asked over plain
+    HTTP too. No ``HostName`` when `host` is None (what `bucket check` may not know)."""
+    redirect = {
+        "Protocol": protocol,
+        "ReplaceKeyPrefixWith": miss_prefix + prefix,
+        "HttpRedirectCode": "307",
+    }
+    if host is not None:
+        redirect["HostName"] = host
+    return redirect
+
+
 def routing_rules(
     tiler_host: str, prefixes: Sequence[str], miss_prefix: str, protocol: str = "https"
 ) -> list[dict]:
@@ -253,19 +267,8 @@ def routing_rules(
             condition = {"HttpErrorCodeReturnedEquals": code}
             if prefix:
                 condition = {"KeyPrefixEquals": prefix, **condition}
-            rules.append(
-                {
-                    "Condition": condition,
-                    "Redirect": {
-                        # Website endpoints are HTTP only; without this the tiler
-                        # would be asked over plain HTTP too.
-                        "Protocol": protocol,
-                        "HostName": host,
-                        "ReplaceKeyPrefixWith": miss_prefix + prefix,
-                        "HttpRedirectCode": "307",
-                    },
-                }
-            )
+            redirect = miss_redirect(protocol, miss_prefix, prefix, host)
+            rules.append({"Condition": condition, "Redirect": redirect})
     if len(rules) > MAX_ROUTING_RULES:
         raise InvalidSpec(f"{len(rules)} routing rules; S3 allows {MAX_ROUTING_RULES}")
     return rules
