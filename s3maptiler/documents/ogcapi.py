@@ -44,11 +44,12 @@ from s3maptiler.documents.common import (
     geometry,
     matrix_limits,
     segment,
+    standard_grid,
     view_of,
 )
 from s3maptiler.tiles import srs
 from s3maptiler.tiles.dimensions import Dimension
-from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Tile, TileGrid
+from s3maptiler.tiles.grids import Tile, TileGrid
 from s3maptiler.tiles.tilemath import scale_denominator
 
 __all__ = [
@@ -89,12 +90,6 @@ _TILES = "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/"
 _TMS_CONF = "http://www.opengis.net/spec/tms/2.0/conf/"
 # Tile encodings with a conformance class of their own in OGC API - Tiles.
 _ENCODING_CLASSES = {"image/png": "png", "image/jpeg": "jpeg"}
-# The registered sets our named grids are: (grid, id, CRS as the set defines it, the
-# well-known scale set).
-_STANDARD_SETS = (
-    (WEB_MERCATOR, "WebMercatorQuad", None, "GoogleMapsCompatible"),
-    (GLOBAL_GEODETIC, "WorldCRS84Quad", "CRS:84", "GoogleCRS84Quad"),
-)
 # TMS 2.0 orderedAxes by (geographic, latitude first).
 _AXES = {(True, True): ["Lat", "Lon"], (True, False): ["Lon", "Lat"]}
 _AXES.update({(False, True): ["N", "E"], (False, False): ["X", "Y"]})
@@ -117,14 +112,15 @@ def tile_matrix_set_of(grid: TileGrid) -> TileMatrixSetInfo:
     latter in CRS84, longitude first, as the standard defines it), else a set named
     after the grid, in the grid's own CRS.
 
+    >>> from s3maptiler.tiles.grids import WEB_MERCATOR
     >>> tile_matrix_set_of(WEB_MERCATOR).id
     'WebMercatorQuad'
     """
-    for standard, set_id, crs_name, scale_set in _STANDARD_SETS:
-        if geometry(grid) == geometry(standard):
-            crs = srs.crs(crs_name or grid.srs)
-            return TileMatrixSetInfo(set_id, _TMS_URI + set_id, grid, crs, _WKSS + scale_set)
-    return TileMatrixSetInfo(grid.name, None, grid, srs.crs(grid.srs))
+    standard = standard_grid(grid)
+    if standard is None:
+        return TileMatrixSetInfo(grid.name, None, grid, srs.crs(grid.srs))
+    set_id, crs = standard.ogc_id, srs.crs(standard.ogc_crs or grid.srs)
+    return TileMatrixSetInfo(set_id, _TMS_URI + set_id, grid, crs, _WKSS + standard.scale_set)
 
 
 def published(layers: Sequence[Layer]) -> list[tuple[View, TileMatrixSetInfo]]:

@@ -17,9 +17,9 @@ from s3maptiler.documents.common import (
     base_of,
     check_mode,
     corner_of,
-    geometry,
     num,
     segment,
+    standard_grid,
     sub,
     tile_map_path,
     tms_levels,
@@ -29,17 +29,14 @@ from s3maptiler.documents.common import (
     usable,
     view_of,
 )
-from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, TileGrid
+from s3maptiler.tiles.grids import TileGrid
 
 _TMS_VERSION = "1.0.0"
 
 
 def _tms_profile(grid: TileGrid) -> str:
-    if grid == WEB_MERCATOR:
-        return "global-mercator"
-    if geometry(grid) == geometry(GLOBAL_GEODETIC):
-        return "global-geodetic"
-    return "none"
+    standard = standard_grid(grid)
+    return "none" if standard is None else standard.tms_profile
 
 
 def tile_map_service(

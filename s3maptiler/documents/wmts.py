@@ -18,12 +18,13 @@ from s3maptiler.documents.common import (
     num,
     pair,
     segment,
+    standard_grid,
     sub,
     to_xml,
     usable,
 )
 from s3maptiler.tiles import srs
-from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, Bbox, Tile, TileGrid
+from s3maptiler.tiles.grids import Bbox, Tile, TileGrid
 from s3maptiler.tiles.layouts import with_pixel_ratio
 from s3maptiler.tiles.srs import CRS
 from s3maptiler.tiles.tilemath import scale_denominator
@@ -49,13 +50,10 @@ def tile_matrix_set_id(grid: TileGrid) -> str:
     """The WMTS TileMatrixSet identifier of ``grid``.
 
     ``GoogleMapsCompatible`` for the Web Mercator grid, ``WorldCRS84Quad`` for the
-    2x1 EPSG:4326 grid (whatever it is called in the configuration), else its name.
+    2x1 EPSG:4326 grid (whatever either is called in the configuration), else its name.
     """
-    if grid == WEB_MERCATOR:
-        return "GoogleMapsCompatible"
-    if geometry(grid) == geometry(GLOBAL_GEODETIC):
-        return "WorldCRS84Quad"
-    return grid.name
+    standard = standard_grid(grid)
+    return grid.name if standard is None else standard.wmts_id
 
 
 def _wgs84_box(parent: ET.Element, box: Bbox) -> None:
@@ -128,7 +126,7 @@ def _tile_matrix_set(parent: ET.Element, set_id: str, grid: TileGrid, levels: in
     element = sub(parent, "TileMatrixSet")
     sub(element, "ows:Identifier", set_id)
     sub(element, "ows:SupportedCRS", crs.urn)
-    if grid == WEB_MERCATOR:
+    if tile_matrix_set_id(grid) == "GoogleMapsCompatible":
         sub(element, "WellKnownScaleSet", _GOOGLE_WKSS)
     for z in range(levels):
         box = grid.tile_bbox(Tile(0, 0, z))

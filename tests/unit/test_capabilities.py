@@ -594,3 +594,21 @@ def test_owslib_reads_the_wmts_document():
     assert "roads" in service.contents
     matrix = service.tilematrixsets["GoogleMapsCompatible"].tilematrix["0"]
     assert matrix.scaledenominator == pytest.approx(559082264.0287178)
+
+
+def test_every_document_names_a_standard_grid_the_same_whatever_it_is_called():
+    """One table says what a grid is: WMTS, OGC API and TMS agree on a renamed copy."""
+    from dataclasses import replace
+
+    from s3maptiler.documents.ogcapi import tile_matrix_set_of
+    from s3maptiler.documents.tms import _tms_profile
+    from s3maptiler.documents.wmts import tile_matrix_set_id
+    from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR
+
+    for grid, ids in (
+        (WEB_MERCATOR, ("GoogleMapsCompatible", "WebMercatorQuad", "global-mercator")),
+        (GLOBAL_GEODETIC, ("WorldCRS84Quad", "WorldCRS84Quad", "global-geodetic")),
+    ):
+        renamed = replace(grid, name="mine")
+        named = (tile_matrix_set_id(renamed), tile_matrix_set_of(renamed).id)
+        assert (*named, _tms_profile(renamed)) == ids
