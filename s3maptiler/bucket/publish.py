@@ -88,19 +88,19 @@ def ogcapi_documents(layers: Sequence[Layer], base_url: str) -> list[Document]:
         (f"{root}/tileMatrixSets", ogcapi.tile_matrix_sets(layers, base_url), json_type),
     ]
     for view, info in described:
-        collection = f"{root}/collections/{common.segment(view.name)}"
+        collection = ogcapi.collection_path(view.layer)
         pages += [
             (collection, ogcapi.collection(view.layer, base_url), json_type),
             (f"{collection}/map/tiles", ogcapi.tilesets(view.layer, base_url), json_type),
             (
-                f"{collection}/map/tiles/{common.segment(info.id)}",
+                ogcapi.tileset_path(view.layer, info),
                 ogcapi.tileset(view.layer, base_url, "keys"),
                 json_type,
             ),
         ]
     for set_id in dict.fromkeys(info.id for _, info in described):
         doc = ogcapi.tile_matrix_set(layers, set_id)
-        pages.append((f"{root}/tileMatrixSets/{common.segment(set_id)}", doc, json_type))
+        pages.append((ogcapi.tms_path(set_id), doc, json_type))
     return [Document(key, ogcapi.dumps(doc).encode(), kind) for key, doc, kind in pages]
 
 

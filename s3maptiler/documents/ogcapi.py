@@ -157,20 +157,36 @@ def _link(rel: str, href: str, title: str, kind: str = JSON_TYPE) -> dict[str, A
     return {"rel": rel, "type": kind, "title": title, "href": href}
 
 
+# Where each document lives below the base URL: its route on the service and its key
+# in a published bucket alike, so links and keys cannot drift apart.
+
+
+def collection_path(layer: Layer) -> str:
+    return f"{ROOT}/collections/{segment(layer.name)}"
+
+
+def tileset_path(layer: Layer, info: TileMatrixSetInfo) -> str:
+    return f"{collection_path(layer)}/map/tiles/{segment(info.id)}"
+
+
+def tms_path(set_id: str) -> str:
+    return f"{ROOT}/tileMatrixSets/{segment(set_id)}"
+
+
 def _root(base_url: str) -> str:
     return f"{base_of(base_url)}/{ROOT}"
 
 
 def _collection_url(base_url: str, layer: Layer) -> str:
-    return f"{_root(base_url)}/collections/{segment(layer.name)}"
+    return f"{base_of(base_url)}/{collection_path(layer)}"
 
 
 def _tileset_url(base_url: str, layer: Layer, info: TileMatrixSetInfo) -> str:
-    return f"{_collection_url(base_url, layer)}/map/tiles/{segment(info.id)}"
+    return f"{base_of(base_url)}/{tileset_path(layer, info)}"
 
 
 def _tms_url(base_url: str, info: TileMatrixSetInfo) -> str:
-    return f"{_root(base_url)}/tileMatrixSets/{segment(info.id)}"
+    return f"{base_of(base_url)}/{tms_path(info.id)}"
 
 
 # --------------------------------------------------------------------------- the API
