@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import responses
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -343,3 +344,20 @@ def test_the_preview_of_a_2x_layer_draws_its_512_px_tiles_on_the_1x_grid(tmp_pat
     index = app.test_client().get("/").text
     assert "/preview/default%402x" in index
     assert app.test_client().get("/preview/default@2x").status_code == 200
+
+
+@pytest.mark.parametrize("form", ["/{key}", "/miss/{key}", "/?tile={key}"])
+def test_2x_tiles_under_the_prototypes_example_prefix(tmp_path, form):
+    """The prototype's TILE_PREFIX=1.0.0/<name>/ with PIXEL_RATIOS=1,2: a 2x key is
+    that layer's 2x tile in the plain and both redirect forms, stored under that key."""
+    prefix = "1.0.0/tms-mercator-naip/"
+    app, service = make_app(tmp_path, TILE_PREFIX=prefix, PIXEL_RATIOS="1,2")
+    key = f"{prefix}3/2/5@2x.png"
+    with responses.RequestsMock() as wms:
+        wms.get(WMS, body=png(512, 512), content_type="image/png")
+        answer = app.test_client().get(form.format(key=key))
+        assert answer.status_code == 200, answer.text
+        sent = parse_qs(urlsplit(wms.calls[0].request.url).query)
+    assert (sent["WIDTH"], sent["MAP_RESOLUTION"]) == (["512"], ["144"])
+    wait_uploaded(service, key)
+    assert service.store.get(key).data == answer.data
