@@ -1,0 +1,78 @@
+"""A tile service as a layer's source: XYZ or TMS URL templates on the layer's own grid.
+
+One upstream tile is one tile of the layer, so a tile source has no metatiles and no
+resampling: a grid that does not line up with the layer's (CRS, origin, tile size or
+resolutions) is refused at start-up (``config.sources.check_same_grid``). Tiles are
+fetched through the same client as GetMaps (:class:`~s3maptiler.render.wms.WMSClient`:
+timeouts, retries, answer checks, credentials, redaction), so a tile source fails
+with the same statuses as a WMS. An upstream 404 or 204 ("no tile here", as tile
+services answer outside their data) is :class:`TileMissing`; the pipeline turns it
+into a blank tile or a 404, as the layer says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from s3maptiler.config.sources import TileSourceSpec, check_same_grid
+from s3maptiler.render.credentials import ResolvedCredentials
+from s3maptiler.render.errors import TileMissing, WMSUsageError
+from s3maptiler.render.getmap import _loggable
+from s3maptiler.tiles.grids import Tile, TileGrid
+
+__all__ = ["TileMissing", "TileSource", "tile_url"]
+
+
+@dataclass(frozen=True)
+class TileSource:
+    """One layer's upstream tile service, built at start-up (see TileSourceSpec).
+
+    ``url``, ``image_format`` and ``endpoint`` are what the client reads of any source;
+    ``_base`` is the template without its query, scrubbed from echoed messages."""
+
+    url: str
+    grid: TileGrid  # the layer's grid (checked to be the upstream's)
+    image_format: str = "image/png"
+    tms: bool = False  # {y} counts rows from the bottom
+    missing: str = "blank"
+    credentials: ResolvedCredentials | None = field(default=None, compare=False, repr=False)
+    missing_ok: bool = field(default=True, init=False, repr=False)
+
+    @property
+    def _base(self) -> str:
+        return self.url.partition("?")[0]
+
+    @property
+    def endpoint(self) -> str:
+        """Scheme, host and path of the template: safe to log."""
+        return _loggable(self.url)
+
+    @classmethod
+    def build(
+        cls, spec: TileSourceSpec, grid: TileGrid, credentials: ResolvedCredentials | None = None
+    ) -> TileSource:
+        try:
+            check_same_grid(grid, spec.grid)
+        except ValueError as exc:
+            raise WMSUsageError(str(exc)) from None
+        return cls(spec.url, grid, spec.format, spec.kind == "tms", spec.missing, credentials)
+
+
+def tile_url(source: TileSource, tile: Tile) -> str:
+    """The upstream URL of `tile` (x, y counted from the top, as :class:`Tile`).
+
+    >>> from s3maptiler.tiles.grids import WEB_MERCATOR
+    >>> src = TileSource("http://h/{z}/{x}/{-y}.png?q={quadkey}", WEB_MERCATOR)
+    >>> tile_url(src, Tile(1, 0, 2))
+    'http://h/2/1/3.png?q=01'
+    """
+    x, y, z = tile
+    flipped = source.grid.flip_y(y, z)
+    quadkey = "".join(str(((x >> (i - 1)) & 1) + 2 * ((y >> (i - 1)) & 1)) for i in range(z, 0, -1))
+    return (
+        source.url.replace("{z}", str(z))
+        .replace("{x}", str(x))
+        .replace("{-y}", str(flipped))
+        .replace("{y}", str(flipped if source.tms else y))
+        .replace("{quadkey}", quadkey)
+    )

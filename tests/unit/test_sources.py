@@ -1,0 +1,419 @@
+"""Upstream credentials (config/sources.py, render/credentials.py) and XYZ/TMS tile
+sources (render/tilesource.py), with the upstream answered by `responses`, AWS's
+Secrets Manager and SSM by moto's in-process mock. Every secret here contains MARKER,
+and no answer, log line or stored tile may."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import threading
+from pathlib import Path
+
+import boto3
+import pytest
+import responses
+from moto import mock_aws
+from PIL import Image
+
+from s3maptiler.config import ConfigError, load_settings
+from s3maptiler.config.sources import (
+    SecretRef,
+    credentials_from_env,
+    parse_credentials,
+    parse_secret,
+    parse_tile_source,
+)
+from s3maptiler.documents.common import WMTS_CAPABILITIES_PATH
+from s3maptiler.http.app import create_app
+from s3maptiler.render.credentials import (
+    REDACTED,
+    ResolvedCredentials,
+    SecretError,
+    SecretReader,
+    redact,
+)
+from s3maptiler.render.tilesource import TileSource, tile_url
+from s3maptiler.service.build import build_service
+from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
+
+MARKER = "s3cr3tMARKERzq"
+WMS = "http://wms.test/mapserv"
+TILES = "http://tiles.test"
+
+
+def png(colour=(200, 30, 30), size=256, **options) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(out, "PNG", **options)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_secret_references_parse_and_name_themselves():
+    assert parse_secret("env:KEY") == SecretRef("env", "KEY")
+    assert parse_secret("secretsmanager:prod/img#api") == SecretRef(
+        "secretsmanager", "prod/img", "api"
+    )
+    assert str(parse_secret("ssm:/a/b")) == "ssm:/a/b"
+    for bad in ("vault:x", "env:", "file:relative", "secretsmanager:x#", 3):
+        with pytest.raises(ValueError):
+            parse_secret(bad)
+
+
+def test_credentials_table_checks_each_key():
+    creds = parse_credentials(
+        {
+            "user": "alice",
+            "password": {"secret": "file:/run/secrets/pw"},
+            "headers": {"X-API-Key": {"secret": "env:KEY"}},
+            "params": {"token": "literal"},
+            "refresh": 60,
+        }
+    )
+    assert creds.password == SecretRef("file", "/run/secrets/pw")
+    assert creds.headers == (("X-API-Key", SecretRef("env", "KEY")),)
+    assert creds.refresh == 60.0
+    for bad, says in (
+        ({"user": "a"}, "go together"),
+        ({"headers": {"Bad Name": "x"}}, "header name"),
+        ({"token": "x"}, "unknown"),
+        ({"params": {"token": {"secret": "nope:x"}}}, "params 'token'"),
+        ({"refresh": 1}, "refresh"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            parse_credentials(bad)
+
+
+def test_environment_credentials_are_literals_or_references():
+    creds = credentials_from_env(
+        {
+            "SOURCE_USER": "alice",
+            "SOURCE_PASSWORD": "env:WMS_PW",
+            "SOURCE_HEADERS": '{"Authorization": "Bearer abc"}',
+            "SOURCE_PARAMS": None,
+        }
+    )
+    assert creds.user == "alice" and creds.password == SecretRef("env", "WMS_PW")
+    assert creds.headers == (("Authorization", "Bearer abc"),)
+    assert credentials_from_env({}) is None
+    with pytest.raises(ValueError, match="^SOURCE_HEADERS: not JSON"):
+        credentials_from_env({"SOURCE_HEADERS": "{"})
+    with pytest.raises(ConfigError, match="^SOURCE_USER:"):
+        load_settings({"WMS_SERVER": WMS, "MAP_LAYERS": "r", "SOURCE_USER": "a"}, dotenv_path=None)
+
+
+# --------------------------------------------------------------------------- reading secrets
+
+
+def test_secrets_are_read_from_env_file_secretsmanager_and_ssm(tmp_path, monkeypatch):
+    monkeypatch.setenv("THE_KEY", MARKER + "env")
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(MARKER + "file\n")
+    with mock_aws():
+        boto3.client("secretsmanager").create_secret(
+            Name="imagery", SecretString='{"api_key": "%s"}' % (MARKER + "sm")
+        )
+        boto3.client("ssm").put_parameter(
+            Name="/arcgis/token", Value=MARKER + "ssm", Type="SecureString"
+        )
+        reader = SecretReader()
+        assert reader.read(SecretRef("env", "THE_KEY")) == MARKER + "env"
+        assert reader.read(SecretRef("file", str(secret_file))) == MARKER + "file"
+        assert reader.read(SecretRef("secretsmanager", "imagery", "api_key")) == MARKER + "sm"
+        assert reader.read(SecretRef("ssm", "/arcgis/token")) == MARKER + "ssm"
+        for missing in (
+            SecretRef("env", "NOT_SET_ANYWHERE"),
+            SecretRef("file", str(tmp_path / "absent")),
+            SecretRef("secretsmanager", "imagery", "other"),
+            SecretRef("ssm", "/absent"),
+        ):
+            with pytest.raises(SecretError, match=f"^secret {missing}") as info:
+                reader.read(missing)
+            assert MARKER not in str(info.value)
+
+
+def test_secrets_are_refreshed_on_schedule_and_a_failed_read_keeps_the_last(tmp_path, caplog):
+    secret_file = tmp_path / "token"
+    secret_file.write_text("first-" + MARKER)
+    now = [0.0]
+    spec = parse_credentials(
+        {"headers": {"X-API-Key": {"secret": f"file:{secret_file}"}}, "refresh": 60}
+    )
+    creds = ResolvedCredentials(spec, clock=lambda: now[0])
+    secret_file.write_text("second-" + MARKER)
+    now[0] = 59.0
+    assert creds.headers() == {"X-API-Key": "first-" + MARKER}
+    now[0] = 60.0
+    assert creds.headers() == {"X-API-Key": "second-" + MARKER}
+    secret_file.unlink()
+    now[0] = 200.0
+    assert creds.headers() == {"X-API-Key": "second-" + MARKER}
+    assert "keeping the last value" in caplog.text and MARKER not in caplog.text
+    with pytest.raises(SecretError):
+        ResolvedCredentials(spec)  # the first read failing stops start-up
+
+
+def test_redact_removes_plain_and_url_encoded_secrets():
+    text = f"bad key {MARKER}+/ in url ?key={MARKER}%2B%2F and token={MARKER}%2B/"
+    assert MARKER not in redact(text, [MARKER + "+/"])
+    assert redact("ab", ["ab"]) == "ab"  # too short to scrub safely
+    assert REDACTED in redact(MARKER, [MARKER])
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def layers_file(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "layers.toml"
+    path.write_text(body)
+    return str(path)
+
+
+def make_app(tmp_path, layers: str, **env):
+    settings = load_settings(
+        {
+            "LAYERS_FILE": layers_file(tmp_path, layers),
+            "LOCAL_CACHE_DIR": str(tmp_path / "tiles"),
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "WMS_RETRIES": "1",
+            **env,
+        },
+        dotenv_path=None,
+    )
+    service = build_service(settings)
+    service.wms._sleep = lambda seconds: None
+    return create_app(settings, service), service
+
+
+@pytest.fixture
+def upstream():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def stored_bytes(tmp_path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in (tmp_path / "tiles").rglob("*") if p.is_file())
+
+
+def credentials_layer(tmp_path: Path) -> str:
+    (tmp_path / "pw").write_text("pw-" + MARKER + "\n")
+    return f"""
+[layers.roads]
+wms_url = "{WMS}?map=roads"
+wms_layers = "roads"
+metatile = [1, 1]
+[layers.roads.credentials]
+user = "alice"
+password = {{ secret = "file:{tmp_path / "pw"}" }}
+headers = {{ "X-API-Key" = {{ secret = "env:IMAGERY_KEY" }} }}
+params = {{ token = "tok-{MARKER}" }}
+"""
+
+
+def test_wms_requests_carry_basic_auth_headers_and_params(tmp_path, upstream, monkeypatch):
+    monkeypatch.setenv("IMAGERY_KEY", "key-" + MARKER)
+    app, service = make_app(tmp_path, credentials_layer(tmp_path))
+    upstream.get(WMS, body=png(), content_type="image/png")
+    answer = app.test_client().get("/roads/3/4/5.png")
+    assert answer.status_code == 200
+    sent = upstream.calls[0].request
+    expected = base64.b64encode(f"alice:pw-{MARKER}".encode()).decode()
+    assert sent.headers["Authorization"] == f"Basic {expected}"
+    assert sent.headers["X-API-Key"] == "key-" + MARKER
+    assert sent.url.endswith(f"&token=tok-{MARKER}")
+    assert "map=roads" in sent.url and "REQUEST=GetMap" in sent.url
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_are_a_502_naming_the_source_never_retried_nor_stored(
+    tmp_path, upstream, monkeypatch, caplog, status
+):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("IMAGERY_KEY", "key-" + MARKER)
+    app, service = make_app(tmp_path, credentials_layer(tmp_path))
+    # An upstream that echoes what it was sent, as some do in their error pages.
+    echo = f"bad credentials: key-{MARKER} token=tok-{MARKER} pw-{MARKER}"
+    upstream.get(WMS, status=status, body=echo, content_type="text/plain")
+    client = app.test_client()
+    answer = client.get("/roads/3/4/5.png")
+    assert answer.status_code == 502
+    text = answer.get_data(as_text=True)
+    assert "layer roads" in text and "refused the credentials" in text and f"HTTP {status}" in text
+    assert len(upstream.calls) == 1  # no retry with the same credentials
+    service.drain(5)
+    assert not (tmp_path / "tiles").exists() or not any((tmp_path / "tiles").rglob("*.png"))
+    # The leak check: answers, logs, metrics, the deep heartbeat, documents.
+    seen = [text, caplog.text]
+    for path in ("/metrics", "/heartbeat?deep=1", "/" + WMTS_CAPABILITIES_PATH, "/1.0.0/roads"):
+        seen.append(client.get(path).get_data(as_text=True))
+    assert "roads" in seen[-2] and "roads" in seen[-1]  # the documents were written
+    assert not any(MARKER in s for s in seen)
+
+
+def test_a_secret_that_cannot_be_read_stops_start_up_with_one_line(tmp_path):
+    body = f"""
+[layers.roads]
+wms_url = "{WMS}"
+wms_layers = "roads"
+credentials = {{ headers = {{ "X-API-Key" = {{ secret = "file:{tmp_path / "absent"}" }} }} }}
+"""
+    with pytest.raises(SecretError, match=r"^secret file:\S+absent: No such file"):
+        make_app(tmp_path, body)
+
+
+# --------------------------------------------------------------------------- tile sources
+
+
+def tile_layer(url: str, extra: str = "", layer: str = "") -> str:
+    return f"""
+[layers.imagery]
+{layer}
+[layers.imagery.source]
+type = "xyz"
+url = "{url}"
+{extra}
+"""
+
+
+def test_tile_urls_for_xyz_tms_and_quadkey():
+    tile = Tile(3, 1, 2)  # x 3, row 1 from the top, zoom 2: TMS row 2
+    assert (
+        tile_url(TileSource("http://h/{z}/{x}/{y}.png", WEB_MERCATOR), tile) == "http://h/2/3/1.png"
+    )
+    assert (
+        tile_url(TileSource("http://h/{z}/{x}/{-y}.png", WEB_MERCATOR), tile)
+        == "http://h/2/3/2.png"
+    )
+    assert (
+        tile_url(TileSource("http://h/{z}/{x}/{y}", WEB_MERCATOR, tms=True), tile)
+        == "http://h/2/3/2"
+    )
+    assert tile_url(TileSource("http://h/{quadkey}", WEB_MERCATOR), tile) == "http://h/13"
+
+
+def test_tile_source_table_checks():
+    assert parse_tile_source({"type": "tms", "url": "http://h/{z}/{x}/{y}.png"}).kind == "tms"
+    for bad, says in (
+        ({"type": "wmts", "url": "http://h/{z}/{x}/{y}"}, "type"),
+        ({"type": "xyz", "url": "http://h/{z}/{x}"}, "needs"),
+        ({"type": "xyz", "url": "http://h/{z}/{x}/{y}/{s}"}, "unknown placeholder"),
+        ({"type": "xyz", "url": "ftp://h/{z}/{x}/{y}"}, "http"),
+        ({"type": "xyz", "url": "http://h/{z}/{x}/{y}", "missing": "x"}, "missing"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            parse_tile_source(bad)
+
+
+@pytest.mark.parametrize(
+    ("layer", "says"),
+    [
+        ('grid = "EPSG:4326"', "tile source is in EPSG:3857, the layer's grid in EPSG:4326"),
+        ("tile_size = 512", "tile source has 256 px tiles, the layer's grid 512 px"),
+        ('wms_url = "http://w/"', "key 'wms_url' does not go with a tile source"),
+        ("pixel_ratios = [1, 2]", "a tile source has no @2x tiles"),
+    ],
+)
+def test_a_grid_that_does_not_line_up_is_refused_at_start_up(tmp_path, layer, says):
+    with pytest.raises(ConfigError) as info:
+        make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png", layer=layer))
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_same_grid_tile_is_the_upstream_bytes_untouched(tmp_path, upstream):
+    # Stored without compression: bytes the service's own encoder would never write.
+    body = png((1, 2, 3), compress_level=0)
+    upstream.get(TILES + "/5/9/12.png", body=body, content_type="image/png")
+    app, service = make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png"))
+    answer = app.test_client().get("/imagery/5/9/19.png")  # TMS key: row 31 - 12 = 19
+    assert answer.status_code == 200 and answer.data == body
+    service.drain(5)
+    assert (tmp_path / "tiles/imagery/5/9/19.png").read_bytes() == body
+
+
+def test_a_layer_in_another_format_re_encodes_the_upstream_tile(tmp_path, upstream):
+    upstream.get(TILES + "/2/1/1.png", body=png((0, 90, 0)), content_type="image/png")
+    app, _ = make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png", layer='format = "jpeg"'))
+    answer = app.test_client().get("/imagery/2/1/2.jpg")
+    assert answer.status_code == 200 and answer.mimetype == "image/jpeg"
+    assert Image.open(io.BytesIO(answer.data)).getpixel((5, 5))[1] > 80
+
+
+@pytest.mark.parametrize(("missing", "status"), [("blank", 200), ("404", 404)])
+@pytest.mark.parametrize("upstream_status", [404, 204])
+def test_no_upstream_tile_is_a_blank_tile_or_a_404(
+    tmp_path, upstream, missing, status, upstream_status
+):
+    upstream.get(TILES + "/4/1/1.png", status=upstream_status, body=b"")
+    app, _ = make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png", f'missing = "{missing}"'))
+    answer = app.test_client().get("/imagery/4/1/14.png")
+    assert answer.status_code == status
+    assert len(upstream.calls) == 1  # a 404 is an answer, not a fault: never retried
+    if status == 200:
+        assert Image.open(io.BytesIO(answer.data)).getextrema()[3] == (0, 0)  # transparent
+
+
+def test_upstream_faults_of_a_tile_source_are_retried_and_never_stored(tmp_path, upstream):
+    upstream.get(TILES + "/1/0/0.png", status=500, body=b"boom")
+    app, service = make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png"))
+    answer = app.test_client().get("/imagery/1/0/1.png")
+    assert answer.status_code == 502
+    assert len(upstream.calls) == 2  # WMS_RETRIES=1, as for a WMS
+    service.drain(5)
+    assert stored_bytes(tmp_path) == b""
+
+
+def test_threads_asking_one_tile_ask_the_upstream_once(tmp_path, upstream):
+    gate = threading.Event()
+
+    def slow(request):
+        gate.wait(5)
+        return 200, {"Content-Type": "image/png"}, png()
+
+    upstream.add_callback(responses.GET, TILES + "/6/10/20.png", callback=slow)
+    app, _ = make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png"))
+    statuses = []
+
+    def ask():
+        statuses.append(app.test_client().get("/imagery/6/10/43.png").status_code)
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    threading.Timer(0.5, gate.set).start()
+    for thread in threads:
+        thread.join(10)
+    assert statuses == [200] * 6
+    assert len(upstream.calls) == 1
+
+
+def test_tile_source_credentials_and_health_check(tmp_path, upstream, monkeypatch):
+    monkeypatch.setenv("IMAGERY_KEY", "key-" + MARKER)
+    upstream.get(TILES + "/0/0/0.png", body=png(), content_type="image/png")
+    extra = (
+        '[layers.imagery.credentials]\nheaders = { "X-API-Key" = { secret = "env:IMAGERY_KEY" } }'
+    )
+    app, _ = make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png") + extra)
+    client = app.test_client()
+    assert client.get("/imagery/0/0/0.png").status_code == 200
+    health = client.get("/heartbeat?deep=1")
+    assert health.get_json()["checks"]["tiles:imagery"] == "ok", health.get_data(as_text=True)
+    assert MARKER not in health.get_data(as_text=True)
+    assert all(call.request.headers["X-API-Key"] == "key-" + MARKER for call in upstream.calls)
+
+
+def test_an_upstream_message_echoing_the_credentials_is_redacted(tmp_path, upstream, monkeypatch):
+    monkeypatch.setenv("IMAGERY_KEY", "key-" + MARKER)
+    app, _ = make_app(tmp_path, credentials_layer(tmp_path))
+    report = (
+        '<?xml version="1.0"?><ServiceExceptionReport version="1.1.1"><ServiceException>'
+        f"unknown parameter token=tok-{MARKER} for key-{MARKER}</ServiceException>"
+        "</ServiceExceptionReport>"
+    )
+    upstream.get(WMS, body=report, content_type="application/vnd.ogc.se_xml")
+    answer = app.test_client().get("/roads/3/4/5.png")
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == 502 and "unknown parameter token=" in text
+    assert MARKER not in text and REDACTED in text
