@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -417,3 +418,18 @@ def test_an_upstream_message_echoing_the_credentials_is_redacted(tmp_path, upstr
     text = answer.get_data(as_text=True)
     assert answer.status_code == 502 and "unknown parameter token=" in text
     assert MARKER not in text and REDACTED in text
+
+
+def test_the_commented_source_examples_of_layers_example_toml_load(tmp_path):
+    from s3maptiler.config.layersfile import load_layers_file
+
+    text = Path("layers.example.toml").read_text()
+    block = text[text.index("# [layers.secured]") : text.index("# A layer with dimensions")]
+    lines = [line[2:] for line in block.splitlines() if re.match(r"^# (\[|[A-Za-z_]+ = )", line)]
+    path = tmp_path / "sources.toml"
+    path.write_text("\n".join(lines))
+    layers = {layer.name: layer for layer in load_layers_file(path)}
+    assert layers["secured"].credentials.params[0][0] == "token"
+    assert layers["imagery"].tile_source.kind == "xyz"
+    assert layers["relief-tms"].tile_source.kind == "tms"
+    assert layers["imagery"].metatile == (1, 1)
