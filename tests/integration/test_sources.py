@@ -9,6 +9,7 @@ answer and every object (and its metadata) in the bucket for it."""
 from __future__ import annotations
 
 import hashlib
+import random
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -174,3 +175,58 @@ def test_documents_heartbeat_and_metrics_hold_no_credential(service):
     health = get(service, "/heartbeat?deep=1").json()["checks"]
     assert health["tiles:xyz"] == "ok" and health["wms:secured"] == "ok"
     assert health["wms:refused"].startswith("failing: credentials refused")
+
+
+def test_each_upstream_tile_is_asked_once_across_three_instances_of_two_workers(
+    upstream, moto_server, s3, tmp_path
+):
+    tiles, _, _ = upstream
+    # A guard of its own, so its log counts this test's upstream requests only.
+    guarded = nginx.Nginx(protect=tiles.url, header=("X-API-Key", API_KEY)).start()
+    source_type, url = tiles.template("tms", guarded.protected_url)
+    (tmp_path / "layers.toml").write_text(
+        f'[layers.tms]\n[layers.tms.source]\ntype = "{source_type}"\nurl = "{url}"\n'
+        '[layers.tms.credentials]\nheaders = { "X-API-Key" = { secret = "env:IMAGERY_KEY" } }\n'
+    )
+    bucket = "fleet-" + hashlib.md5(str(tmp_path).encode()).hexdigest()[:10]
+    s3.create_bucket(Bucket=bucket)
+    apps = [
+        GunicornApp(
+            {
+                **AWS_ENV,
+                "LAYERS_FILE": str(tmp_path / "layers.toml"),
+                "BUCKET_NAME": bucket,
+                "AWS_ENDPOINT_URL": moto_server.url,
+                "IMAGERY_KEY": API_KEY,
+                "WEB_CONCURRENCY": "2",
+                "GUNICORN_THREADS": "8",
+                "SPOOL_DIR": str(tmp_path / f"spool-{n}"),  # separate hosts
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+        for n in range(3)
+    ]
+    balancer = nginx.Nginx(instances=[app.url for app in apps])
+    try:
+        for app in apps:
+            app.start()
+        balancer.start()
+        z, x0, row0 = TILES[1]
+        block = [(x0 + dx, row0 + dy) for dx in range(3) for dy in range(3)]
+        paths = [f"/miss/tms/{z}/{x}/{tms_row(z, row)}.png" for x, row in block] * 6
+        random.Random(19).shuffle(paths)
+        before = len(guarded.protected_requests())
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(
+                pool.map(lambda p: requests.get(balancer.balancer_url + p, timeout=60), paths)
+            )
+        assert [a.status_code for a in answers] == [200] * len(paths)
+        asked = guarded.protected_requests()[before:]
+        assert asked == [200] * len(block), f"{len(asked)} upstream requests for {len(block)} tiles"
+        for app in apps:
+            assert MARKER not in app.log()
+    finally:
+        balancer.stop()
+        for app in apps:
+            app.stop()
+        guarded.stop()
