@@ -433,3 +433,42 @@ def test_the_commented_source_examples_of_layers_example_toml_load(tmp_path):
     assert layers["imagery"].tile_source.kind == "xyz"
     assert layers["relief-tms"].tile_source.kind == "tms"
     assert layers["imagery"].metatile == (1, 1)
+
+
+def test_seeding_a_tile_source_stores_each_upstream_tile_as_it_came(tmp_path, upstream):
+    from s3maptiler.config import Layer
+    from s3maptiler.config.sources import TileSourceSpec
+    from s3maptiler.render.wms import WMSClient
+    from s3maptiler.seeding import coverage, plan, run
+    from s3maptiler.storage.stores import LocalStore
+
+    def answer(request):
+        z, x, y = (int(v) for v in request.path_url.rstrip(".png").split("/")[-3:])
+        return 200, {"Content-Type": "image/png"}, png((x % 256, y % 256, z), compress_level=1)
+
+    upstream.add_callback(responses.GET, re.compile(TILES + r"/\d+/\d+/\d+\.png"), callback=answer)
+    layer = Layer(
+        name="imagery",
+        wms_url="",
+        wms_layers="",
+        prefix="imagery/",
+        metatile=(1, 1),
+        meta_buffer=0,
+        formats=("png",),
+        tile_source=TileSourceSpec(url=TILES + "/{z}/{x}/{y}.png"),
+    )
+    runtime = plan.layer_runtime(layer)
+    jobs = list(
+        plan.plan_jobs(
+            runtime, coverage.Coverage.from_bbox((-74.05, 40.68, -73.9, 40.82)), range(9, 12)
+        )
+    )
+    store = LocalStore(tmp_path / "tiles")
+    report = run.run_seed(
+        {"imagery": runtime}, jobs, WMSClient(retries=0), store, run.SeedOptions(2)
+    )
+    assert report.failed == 0 and report.done == len(jobs) == len(upstream.calls)
+    for call in upstream.calls:
+        z, x, y = (int(v) for v in call.request.path_url.rstrip(".png").split("/")[-3:])
+        key = f"imagery/{z}/{x}/{2**z - 1 - y}.png"
+        assert (tmp_path / "tiles" / key).read_bytes() == answer(call.request)[2]
