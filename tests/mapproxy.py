@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.compare_mapproxy import MapProxyServer, SetupError, ensure_mapproxy_venv
 
-__all__ = ["TEMPLATES", "MapProxyUpstream", "unavailable_reason"]
+__all__ = ["CAPABILITIES", "TEMPLATES", "MapProxyUpstream", "unavailable_reason"]
 
 LAYER = "demo"
 GRID = "webmercator"
@@ -31,6 +31,12 @@ TEMPLATES = {
         "/service?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0&LAYER=demo&STYLE=default"
         "&TILEMATRIXSET=webmercator&TILEMATRIX={z}&TILEROW={y}&TILECOL={x}&FORMAT=image/png",
     ),
+}
+
+#: Its WMTS capabilities documents, for a layer's `type = "wmts"` source: (encoding, path).
+CAPABILITIES = {
+    "rest": "/wmts/1.0.0/WMTSCapabilities.xml",
+    "kvp": "/service?SERVICE=WMTS&REQUEST=GetCapabilities&VERSION=1.0.0",
 }
 
 _CONFIG = """\

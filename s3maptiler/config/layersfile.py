@@ -175,7 +175,8 @@ def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, 
         grid = with_tile_size(grid, fields.pop("tile_size", grid.tile_size))
         if tile_source is not None:
             try:
-                check_same_grid(grid, tile_source.grid)
+                if tile_source.kind != "wmts":  # a WMTS's grid is read from it at start-up
+                    check_same_grid(grid, tile_source.grid)
             except ValueError as exc:
                 raise ConfigError(f"{where}: key 'source': {exc}") from None
             if 2 in fields.get("pixel_ratios", (1,)):

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 SECRET_SCHEMES = ("env", "file", "secretsmanager", "ssm")
-TILE_SOURCE_KINDS = ("xyz", "tms")
+TILE_SOURCE_KINDS = ("xyz", "tms", "wmts")
 #: Seconds between two reads of a secret that comes from outside the process.
 DEFAULT_REFRESH = 300.0
 
@@ -93,6 +93,12 @@ class TileSourceSpec:
     grid: str = "GoogleMapsCompatible"
     missing: str = "blank"
     kind: str = "xyz"  # xyz or tms: only what {y} means when the template says neither
+    # WMTS: `url` is its GetCapabilities URL; the layer, and optionally its style,
+    # TileMatrixSet and encoding ("rest" or "kvp"); the rest is read from it.
+    layer: str = ""
+    style: str | None = None
+    matrix_set: str | None = None
+    encoding: str | None = None
 
 
 def parse_secret(text: Any) -> SecretRef:
@@ -223,7 +229,8 @@ def parse_tile_source(table: Any) -> TileSourceSpec:
     """The ``source`` table of a tile layer (keys type, url, format, grid, missing)."""
     if not isinstance(table, dict):
         raise ValueError("expected a table with type and url")
-    unknown = set(table) - {"type", "url", "format", "grid", "missing"}
+    wmts_keys = {"layer", "style", "matrix_set", "encoding"}
+    unknown = set(table) - {"type", "url", "format", "grid", "missing"} - wmts_keys
     if unknown:
         raise ValueError(f"key {sorted(unknown)[0]!r} is unknown")
     kind = table.get("type")
@@ -232,6 +239,10 @@ def parse_tile_source(table: Any) -> TileSourceSpec:
     url = table.get("url")
     if not isinstance(url, str):
         raise ValueError("url: expected a URL template such as https://host/{z}/{x}/{y}.png")
+    if kind == "wmts":
+        return _wmts(table, url)
+    if wmts_keys & set(table):
+        raise ValueError(f"key {sorted(wmts_keys & set(table))[0]!r} is for type wmts only")
     check_template(url)
     fmt = table.get("format", "image/png")
     if not isinstance(fmt, str) or not fmt.startswith("image/"):
@@ -243,6 +254,34 @@ def parse_tile_source(table: Any) -> TileSourceSpec:
     if not isinstance(grid, str):
         raise ValueError("grid: expected a grid name")
     return TileSourceSpec(url=url, format=fmt, grid=grid, missing=missing, kind=kind)
+
+
+def _wmts(table: dict[str, Any], url: str) -> TileSourceSpec:
+    validators.url(url)
+    texts = {}
+    for key in ("layer", "style", "matrix_set", "format"):
+        value = table.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValueError(f"{key}: expected a non-empty string")
+        texts[key] = value
+    if texts["layer"] is None:
+        raise ValueError("layer: a WMTS source needs the layer's ows:Identifier")
+    encoding = table.get("encoding")
+    if encoding not in (None, "rest", "kvp"):
+        raise ValueError("encoding: expected rest or kvp")
+    missing = table.get("missing", "blank")
+    if missing not in ("blank", "404"):
+        raise ValueError("missing: expected blank or 404")
+    return TileSourceSpec(
+        url=url,
+        format=texts["format"] or "",  # "": the layer's own format if offered, else the first
+        missing=missing,
+        kind="wmts",
+        layer=texts["layer"],
+        style=texts["style"],
+        matrix_set=texts["matrix_set"],
+        encoding=encoding,
+    )
 
 
 def check_template(url: str) -> str:

@@ -44,8 +44,9 @@ from s3maptiler.render.errors import TileMissing, WMSBadImage, WMSError
 from s3maptiler.render.freshness import Freshness, freshness_of, max_age_of
 from s3maptiler.render.getmap import WMSSource, resolution_params
 from s3maptiler.render.guard import WMSGuard
-from s3maptiler.render.tilesource import TileSource, tile_url
+from s3maptiler.render.tilesource import Passed, TileSource, tile_url
 from s3maptiler.render.wms import WMSClient
+from s3maptiler.render.wmtssource import wmts_tile_source
 from s3maptiler.tiles.dimensions import values_path, wms_params
 from s3maptiler.tiles.formats import TileFormat, for_extension, tile_content_type
 from s3maptiler.tiles.grids import GridError, Tile, TileGrid
@@ -177,7 +178,12 @@ class LayerRuntime:
             else {}
         )
         if layer.tile_source is not None:
-            tile_source = TileSource.build(layer.tile_source, grid, credentials)
+            if layer.tile_source.kind == "wmts":
+                zooms = range(layer.min_zoom, layer.max_zoom + 1)
+                own = layer.tile_format.wms_format
+                tile_source = wmts_tile_source(layer.tile_source, grid, zooms, credentials, own)
+            else:
+                tile_source = TileSource.build(layer.tile_source, grid, credentials)
             sources = dict.fromkeys(layer.formats, tile_source)
         encoders = {
             ext: Encoder(
@@ -223,24 +229,6 @@ class Cut:
             return slice_prepared(self._work, self.meta, self.encoder, tiles)
         except MetaTileError as exc:
             raise WMSBadImage(f"metatile image unusable: {exc}") from None
-
-
-class Passed:
-    """A tile source's tile as it came: a 1x1 metatile that is never decoded (only for
-    the redirect blank policy, to know whether it is uniform)."""
-
-    def __init__(self, meta: MetaTile, data: bytes, judge_uniform: bool, freshness=None):
-        self.meta = meta
-        self.freshness = freshness
-        self._data = data
-        self._judge_uniform = judge_uniform
-
-    def encode(self, tiles: Iterable[Tile]) -> dict[Tile, SlicedTile]:
-        try:
-            uniform = self._judge_uniform and uniform_tile(self._data)
-        except MetaTileError as exc:
-            raise WMSBadImage(f"tile image unusable: {exc}") from None
-        return {tile: SlicedTile(self._data, uniform) for tile in tiles}
 
 
 class Renderer:

@@ -12,15 +12,18 @@ into a blank tile or a 404, as the layer says.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from s3maptiler.config.sources import TileSourceSpec, check_same_grid
 from s3maptiler.render.credentials import ResolvedCredentials
-from s3maptiler.render.errors import TileMissing, WMSUsageError
+from s3maptiler.render.encode import SlicedTile, uniform_tile
+from s3maptiler.render.errors import TileMissing, WMSBadImage, WMSUsageError
 from s3maptiler.render.getmap import _loggable
 from s3maptiler.tiles.grids import Tile, TileGrid
+from s3maptiler.tiles.metatile import MetaTile, MetaTileError
 
-__all__ = ["TileMissing", "TileSource", "tile_url"]
+__all__ = ["Passed", "TileMissing", "TileSource", "tile_url"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class TileSource:
     tms: bool = False  # {y} counts rows from the bottom
     missing: str = "blank"
     credentials: ResolvedCredentials | None = field(default=None, compare=False, repr=False)
+    # A WMTS's TileMatrix identifier of each zoom (render/wmtssource.py): {z} is that.
+    matrices: tuple[str, ...] | None = None
     missing_ok: bool = field(default=True, init=False, repr=False)
 
     @property
@@ -70,9 +75,27 @@ def tile_url(source: TileSource, tile: Tile) -> str:
     flipped = source.grid.flip_y(y, z)
     quadkey = "".join(str(((x >> (i - 1)) & 1) + 2 * ((y >> (i - 1)) & 1)) for i in range(z, 0, -1))
     return (
-        source.url.replace("{z}", str(z))
+        source.url.replace("{z}", str(z) if source.matrices is None else source.matrices[z])
         .replace("{x}", str(x))
         .replace("{-y}", str(flipped))
         .replace("{y}", str(flipped if source.tms else y))
         .replace("{quadkey}", quadkey)
     )
+
+
+class Passed:
+    """A tile source's tile as it came: a 1x1 metatile that is never decoded (only for
+    the redirect blank policy, to know whether it is uniform)."""
+
+    def __init__(self, meta: MetaTile, data: bytes, judge_uniform: bool, freshness=None):
+        self.meta = meta
+        self.freshness = freshness
+        self._data = data
+        self._judge_uniform = judge_uniform
+
+    def encode(self, tiles: Iterable[Tile]) -> dict[Tile, SlicedTile]:
+        try:
+            uniform = self._judge_uniform and uniform_tile(self._data)
+        except MetaTileError as exc:
+            raise WMSBadImage(f"tile image unusable: {exc}") from None
+        return {tile: SlicedTile(self._data, uniform) for tile in tiles}

@@ -75,6 +75,18 @@ url = "{url}"
 [layers.{kind}.credentials]
 headers = {{ "X-API-Key" = {{ secret = "env:IMAGERY_KEY" }} }}
 """
+    for encoding, path in mapproxy.CAPABILITIES.items():
+        layers += f"""
+[layers.wmts-caps-{encoding}]
+max_zoom = 19  # MapProxy's GLOBAL_WEBMERCATOR has 20 levels
+[layers.wmts-caps-{encoding}.source]
+type = "wmts"
+url = "{guarded_tiles.protected_url}{path}"
+layer = "{mapproxy.LAYER}"
+encoding = "{encoding}"
+[layers.wmts-caps-{encoding}.credentials]
+headers = {{ "X-API-Key" = {{ secret = "env:IMAGERY_KEY" }} }}
+"""
     (work / "layers.toml").write_text(layers)
     bucket = "sources-" + hashlib.md5(str(work).encode()).hexdigest()[:10]
     s3.create_bucket(Bucket=bucket)
@@ -155,6 +167,23 @@ def test_a_same_grid_tile_is_byte_equal_to_mapproxys(service, upstream, kind):
         ours = get(service, f"/{kind}/{z}/{x}/{tms_row(z, row)}.png")
         assert ours.status_code == 200
         assert ours.content == direct.content, f"{kind} {z}/{x}/{row}"
+
+
+@pytest.mark.parametrize("encoding", list(mapproxy.CAPABILITIES))
+def test_a_wmts_read_from_its_capabilities_serves_mapproxys_tiles(service, upstream, encoding):
+    tiles, _, guarded_tiles = upstream
+    _, template = tiles.template("xyz")
+    before = len(guarded_tiles.protected_requests())
+    for z, x, row in TILES[:2]:
+        direct = requests.get(
+            template.replace("{z}", str(z)).replace("{x}", str(x)).replace("{y}", str(row)),
+            timeout=60,
+        )
+        ours = get(service, f"/wmts-caps-{encoding}/{z}/{x}/{tms_row(z, row)}.png")
+        assert ours.status_code == 200, ours.text
+        assert ours.content == direct.content
+    # Through the guard, with the key: each tile once (or served from the bucket).
+    assert set(guarded_tiles.protected_requests()[before:]) <= {200}
 
 
 def test_each_upstream_tile_is_asked_once_across_threads_and_workers(service, upstream):

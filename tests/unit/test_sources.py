@@ -298,7 +298,9 @@ def test_tile_urls_for_xyz_tms_and_quadkey():
 def test_tile_source_table_checks():
     assert parse_tile_source({"type": "tms", "url": "http://h/{z}/{x}/{y}.png"}).kind == "tms"
     for bad, says in (
-        ({"type": "wmts", "url": "http://h/{z}/{x}/{y}"}, "type"),
+        ({"type": "wms", "url": "http://h/{z}/{x}/{y}"}, "type"),
+        ({"type": "wmts", "url": "http://h/wmts"}, "layer"),
+        ({"type": "xyz", "url": "http://h/{z}/{x}/{y}", "layer": "a"}, "for type wmts only"),
         ({"type": "xyz", "url": "http://h/{z}/{x}"}, "needs"),
         ({"type": "xyz", "url": "http://h/{z}/{x}/{y}/{s}"}, "unknown placeholder"),
         ({"type": "xyz", "url": "ftp://h/{z}/{x}/{y}"}, "http"),
@@ -432,6 +434,7 @@ def test_the_commented_source_examples_of_layers_example_toml_load(tmp_path):
     assert layers["secured"].credentials.params[0][0] == "token"
     assert layers["imagery"].tile_source.kind == "xyz"
     assert layers["relief-tms"].tile_source.kind == "tms"
+    assert layers["ortho"].tile_source.layer == "ortho"
     assert layers["imagery"].metatile == (1, 1)
 
 
@@ -472,3 +475,109 @@ def test_seeding_a_tile_source_stores_each_upstream_tile_as_it_came(tmp_path, up
         z, x, y = (int(v) for v in call.request.path_url.rstrip(".png").split("/")[-3:])
         key = f"imagery/{z}/{x}/{2**z - 1 - y}.png"
         assert (tmp_path / "tiles" / key).read_bytes() == answer(call.request)[2]
+
+
+# --------------------------------------------------------------------------- WMTS sources
+
+CAPS = TILES + "/wmts/1.0.0/WMTSCapabilities.xml"
+
+
+def capabilities(max_zoom: int = 6) -> str:
+    from s3maptiler.tiles.grids import GLOBAL_GEODETIC
+    from s3maptiler.tiles.tilemath import scale_denominator
+
+    def matrices(grid, name, corner):
+        return "".join(
+            f"<TileMatrix><ows:Identifier>{name}:{z}</ows:Identifier>"
+            f"<ScaleDenominator>{scale_denominator(grid, z):.10g}</ScaleDenominator>"
+            f"<TopLeftCorner>{corner}</TopLeftCorner><TileWidth>256</TileWidth>"
+            f"<TileHeight>256</TileHeight><MatrixWidth>{2**z}</MatrixWidth>"
+            f"<MatrixHeight>{2**z}</MatrixHeight></TileMatrix>"
+            for z in range(max_zoom + 1)
+        )
+
+    return f"""<?xml version="1.0"?>
+<Capabilities xmlns="http://www.opengis.net/wmts/1.0" xmlns:ows="http://www.opengis.net/ows/1.1"
+  xmlns:xlink="http://www.w3.org/1999/xlink" version="1.0.0">
+ <ows:OperationsMetadata><ows:Operation name="GetTile"><ows:DCP><ows:HTTP>
+  <ows:Get xlink:href="{TILES}/kvp?"/></ows:HTTP></ows:DCP></ows:Operation></ows:OperationsMetadata>
+ <Contents>
+  <Layer><ows:Identifier>roads</ows:Identifier>
+   <Style><ows:Identifier>night</ows:Identifier></Style>
+   <Style isDefault="true"><ows:Identifier>day</ows:Identifier></Style>
+   <Format>image/jpeg</Format><Format>image/png</Format>
+   <Dimension><ows:Identifier>Time</ows:Identifier><Default>2024-05-01</Default>
+    <Value>2024-04-01</Value><Value>2024-05-01</Value></Dimension>
+   <TileMatrixSetLink><TileMatrixSet>WGS84</TileMatrixSet></TileMatrixSetLink>
+   <TileMatrixSetLink><TileMatrixSet>GoogleMapsCompatible</TileMatrixSet></TileMatrixSetLink>
+   <ResourceURL format="image/png" resourceType="tile"
+    template="{TILES}/rest/roads/{{Style}}/{{Time}}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileRow}}/{{TileCol}}.png"/>
+  </Layer>
+  <TileMatrixSet><ows:Identifier>WGS84</ows:Identifier>
+   <ows:SupportedCRS>urn:ogc:def:crs:EPSG::4326</ows:SupportedCRS>
+   {matrices(GLOBAL_GEODETIC, "WGS84", "90 -180")}</TileMatrixSet>
+  <TileMatrixSet><ows:Identifier>GoogleMapsCompatible</ows:Identifier>
+   <ows:SupportedCRS>urn:ogc:def:crs:EPSG::3857</ows:SupportedCRS>
+   {matrices(WEB_MERCATOR, "GMC", "-20037508.3427892 20037508.3427892")}</TileMatrixSet>
+ </Contents></Capabilities>"""
+
+
+def wmts_layer(extra: str = "", layer: str = "max_zoom = 6") -> str:
+    return f"""
+[layers.roads]
+{layer}
+[layers.roads.source]
+type = "wmts"
+url = "{CAPS}"
+layer = "roads"
+{extra}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("", TILES + "/rest/roads/day/2024-05-01/GoogleMapsCompatible/GMC:3/2/5.png"),
+        (
+            'encoding = "kvp"\nstyle = "night"',
+            TILES + "/kvp?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0&LAYER=roads&STYLE=night"
+            "&FORMAT=image/png&TILEMATRIXSET=GoogleMapsCompatible&TIME=2024-05-01"
+            "&TILEMATRIX=GMC:3&TILEROW=2&TILECOL=5",
+        ),
+    ],
+)
+def test_a_wmts_source_is_read_from_its_capabilities(tmp_path, upstream, extra, expected):
+    upstream.get(CAPS, body=capabilities(), content_type="application/xml")
+    body = png((4, 5, 6), compress_level=0)
+    upstream.get(expected, body=body, content_type="image/png")
+    app, _ = make_app(tmp_path, wmts_layer(extra))
+    answer = app.test_client().get("/roads/3/5/5.png")  # TMS row 5 at zoom 3: WMTS row 2
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.data == body
+    assert upstream.calls[-1].request.url == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "layer", "says"),
+    [
+        (
+            'matrix_set = "WGS84"',
+            "max_zoom = 6",
+            "WGS84: it is in EPSG:4326, the layer's grid in EPSG:3857",
+        ),
+        ("", "max_zoom = 8", "no TileMatrix of scale"),
+        ('style = "x"\nformat = "image/webp"', "", "format image/webp is not one of"),
+    ],
+)
+def test_a_wmts_that_does_not_line_up_is_refused_at_start_up(
+    tmp_path, upstream, extra, layer, says
+):
+    from s3maptiler.render.errors import WMSUsageError
+
+    upstream.get(CAPS, body=capabilities(), content_type="application/xml")
+    with pytest.raises(WMSUsageError) as info:
+        make_app(tmp_path, wmts_layer(extra, layer))
+    assert says in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith(
+        f"WMTS source {TILES}/wmts/1.0.0/WMTSCapabilities.xml layer 'roads'"
+    )
