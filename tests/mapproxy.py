@@ -25,6 +25,7 @@ TEMPLATES = {
     # 1, the TMS global-mercator profile's): rows from the bottom, origin 'sw' below.
     "tms": ("tms", f"/tiles/1.0.0/{LAYER}/{GRID}/{{z}}/{{x}}/{{y}}.png"),
     "xyz": ("xyz", f"/tiles/{LAYER}/{GRID}/{{z}}/{{x}}/{{y}}.png?origin=nw"),
+    "xyz512": ("xyz", f"/tiles/{LAYER}512/{GRID}512/{{z}}/{{x}}/{{y}}.png?origin=nw"),
     "wmts-rest": ("xyz", f"/wmts/{LAYER}/{GRID}/{{z}}/{{x}}/{{y}}.png"),
     "wmts-kvp": (
         "xyz",
@@ -51,7 +52,22 @@ layers:
   - name: demo
     title: the demo MapServer through MapProxy
     sources: [demo_cache]
+  # A cache of its own: MapProxy names cache directories by the grid's SRS, so two
+  # grids of one cache in EPSG:3857 would share theirs.
+  - name: demo512
+    title: the demo MapServer in 512 px tiles
+    sources: [demo_cache512]
 caches:
+  demo_cache512:
+    grids: [webmercator512]
+    sources: [demo_wms]
+    format: image/png
+    image:
+      format: image/png
+      mode: RGB
+      colors: 0
+    meta_size: [1, 1]
+    meta_buffer: 0
   demo_cache:
     grids: [webmercator]
     sources: [demo_wms]
@@ -77,6 +93,14 @@ sources:
 grids:
   webmercator:
     base: GLOBAL_WEBMERCATOR
+  # 512 px tiles, each over the ground of a 256 px tile of the same zoom (Mapbox-style).
+  webmercator512:
+    srs: 'EPSG:3857'
+    bbox: [-20037508.342789244, -20037508.342789244, 20037508.342789244, 20037508.342789244]
+    origin: 'nw'
+    tile_size: [512, 512]
+    min_res: 78271.51696402048
+    num_levels: 20
 globals:
   cache:
     base_dir: {work}/cache_data

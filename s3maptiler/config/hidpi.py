@@ -79,6 +79,8 @@ def at_pixel_ratio(layer: Layer, ratio: int) -> Layer:
         grid_def=bigger,
         tile_size=bigger.tile_size,
         meta_buffer=layer.meta_buffer * ratio,
+        # A tile source's 512 px tiles are the @2x tiles, one each.
+        metatile=(1, 1) if layer.tile_source is not None else layer.metatile,
     )
 
 

@@ -18,7 +18,12 @@ from typing import Any
 from s3maptiler.config import validators
 from s3maptiler.config.hidpi import WMS_VENDORS, with_tile_size
 from s3maptiler.config.model import WMS_VERSIONS, ConfigError, Layer, checked, default_meta_buffer
-from s3maptiler.config.sources import check_same_grid, parse_credentials, parse_tile_source
+from s3maptiler.config.sources import (
+    TileSourceSpec,
+    parse_credentials,
+    parse_tile_source,
+    zoom_offset,
+)
 from s3maptiler.tiles.arcgis import grid_from_arcgis_conf, grid_from_arcgis_tileinfo
 from s3maptiler.tiles.dimensions import parse_dimensions
 from s3maptiler.tiles.formats import TILE_FORMATS
@@ -174,13 +179,7 @@ def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, 
             raise ConfigError(f"{where}: {exc}") from None
         grid = with_tile_size(grid, fields.pop("tile_size", grid.tile_size))
         if tile_source is not None:
-            try:
-                if tile_source.kind != "wmts":  # a WMTS's grid is read from it at start-up
-                    check_same_grid(grid, tile_source.grid)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: key 'source': {exc}") from None
-            if 2 in fields.get("pixel_ratios", (1,)):
-                raise ConfigError(f"{where}: key 'pixel_ratios': a tile source has no @2x tiles")
+            _tile_source_fields(where, grid, tile_source, fields)
         tile_format = TILE_FORMATS[fields.get("format", "png")]
         extensions = ("jpg", "jpeg") if tile_format.extension == "jpg" else (tile_format.extension,)
         layer = Layer(name=name, formats=extensions, **fields)
@@ -198,6 +197,27 @@ def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, 
         layers.append(layer)
     _check_prefixes(path, layers)
     return tuple(layers)
+
+
+def _tile_source_fields(where: str, grid: TileGrid, spec: TileSourceSpec, fields: dict) -> None:
+    """Check a tile source against the layer's grid (a WMTS's is read at start-up) and
+    set the metatile: one upstream tile, 1x1, or 2x2 layer tiles cut from a 512 px one."""
+    offset = 0
+    try:
+        if spec.kind != "wmts":
+            offset = zoom_offset(grid, spec)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: key 'source': {exc}") from None
+    if 2 in fields.get("pixel_ratios", (1,)) and spec.tile_size != 2 * grid.tile_size:
+        raise ConfigError(
+            f"{where}: key 'pixel_ratios': @2x tiles need a tile source with tile_size = 512"
+        )
+    if offset:
+        fields["metatile"] = (2, 2)
+        if fields.setdefault("min_zoom", 1) < 1:
+            raise ConfigError(
+                f"{where}: key 'min_zoom': 256 px tiles cut from 512 px ones start at zoom 1"
+            )
 
 
 def _tables(path: Path, section: str, tables: Any):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from s3maptiler.config import validators
@@ -28,6 +28,7 @@ __all__ = [
     "SecretRef",
     "TileSourceSpec",
     "check_same_grid",
+    "zoom_offset",
     "credentials_from_env",
     "parse_credentials",
     "parse_secret",
@@ -93,6 +94,9 @@ class TileSourceSpec:
     grid: str = "GoogleMapsCompatible"
     missing: str = "blank"
     kind: str = "xyz"  # xyz or tms: only what {y} means when the template says neither
+    # 512: the upstream's tiles are twice the pixels of the grid's 256 px tiles at the
+    # same zoom (their ground): @2x tiles as they come, 256 px tiles cut from a quarter.
+    tile_size: int = 256
     # WMTS: `url` is its GetCapabilities URL; the layer, and optionally its style,
     # TileMatrixSet and encoding ("rest" or "kvp"); the rest is read from it.
     layer: str = ""
@@ -230,7 +234,7 @@ def parse_tile_source(table: Any) -> TileSourceSpec:
     if not isinstance(table, dict):
         raise ValueError("expected a table with type and url")
     wmts_keys = {"layer", "style", "matrix_set", "encoding"}
-    unknown = set(table) - {"type", "url", "format", "grid", "missing"} - wmts_keys
+    unknown = set(table) - {"type", "url", "format", "grid", "missing", "tile_size"} - wmts_keys
     if unknown:
         raise ValueError(f"key {sorted(unknown)[0]!r} is unknown")
     kind = table.get("type")
@@ -253,7 +257,10 @@ def parse_tile_source(table: Any) -> TileSourceSpec:
     grid = table.get("grid", "GoogleMapsCompatible")
     if not isinstance(grid, str):
         raise ValueError("grid: expected a grid name")
-    return TileSourceSpec(url=url, format=fmt, grid=grid, missing=missing, kind=kind)
+    tile_size = table.get("tile_size", 256)
+    if tile_size not in (256, 512) or isinstance(tile_size, bool):
+        raise ValueError("tile_size: expected 256 or 512")
+    return TileSourceSpec(url, fmt, grid, missing, kind, tile_size=tile_size)
 
 
 def _wmts(table: dict[str, Any], url: str) -> TileSourceSpec:
@@ -299,6 +306,27 @@ def check_template(url: str) -> str:
 
 # Relative difference under which two resolutions are the same (float text in configs).
 _RESOLUTION_TOLERANCE = 1e-9
+
+
+def zoom_offset(layer_grid: TileGrid, spec: TileSourceSpec) -> int:
+    """How the upstream's tiles make the layer's: 0 when they are the same tiles, 1 when
+    each upstream tile at zoom z-1 is four of the layer's at z (512 px upstream tiles,
+    256 px layer tiles, the same resolution). ValueError (one line) for anything else."""
+    from s3maptiler.config.hidpi import with_tile_size  # hidpi imports the model
+
+    try:
+        named = get_grid(spec.grid)
+    except GridError as exc:
+        raise ValueError(f"tile source grid: {exc}") from None
+    # An upstream tile of 512 px covers the ground of the named grid's tile (its zoom).
+    theirs = with_tile_size(named, spec.tile_size)
+    if spec.tile_size == 2 * layer_grid.tile_size:
+        # Drop the upstream's zoom 0: its zoom z-1 has the resolution of the layer's z.
+        shifted = replace(theirs, tile_size=layer_grid.tile_size, resolutions=named.resolutions[1:])
+        check_same_grid(replace(layer_grid, resolutions=layer_grid.resolutions[1:]), shifted)
+        return 1
+    check_same_grid(layer_grid, theirs)
+    return 0
 
 
 def check_same_grid(layer_grid: TileGrid, upstream: str | TileGrid) -> None:

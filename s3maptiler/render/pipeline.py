@@ -46,7 +46,7 @@ from s3maptiler.render.getmap import WMSSource, resolution_params
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.tilesource import Passed, TileSource, tile_url
 from s3maptiler.render.wms import WMSClient
-from s3maptiler.render.wmtssource import wmts_tile_source
+from s3maptiler.render.wmtssource import tile_source_for
 from s3maptiler.tiles.dimensions import values_path, wms_params
 from s3maptiler.tiles.formats import TileFormat, for_extension, tile_content_type
 from s3maptiler.tiles.grids import GridError, Tile, TileGrid
@@ -79,15 +79,16 @@ class LayerRuntime:
     def passes_through(self, ext: str) -> bool:
         """Whether a tile source's bytes are the tile (same format, no re-encoding)."""
         source, fmt = self.sources[ext], self.formats[ext]
-        return not fmt.reencoded and fmt.wms_format == source.image_format
+        whole = source.zoom_offset == 0  # not a quarter of a 512 px upstream tile
+        return whole and not fmt.reencoded and fmt.wms_format == source.image_format
 
     def metatile_of(self, tile: Tile, ext: str) -> MetaTile | None:
         """The metatile drawn for `tile`; None when the tile is the WMS's own answer
         (drawn alone, without a buffer, in the format the WMS was asked for). A tile
         source's tile is its own 1x1 metatile, so that every ring of single flight
         (threads, workers, instances) asks the upstream for it once."""
-        if self.tile_source:
-            return metatile_for(self.grid, tile, (1, 1), 0)
+        if self.tile_source:  # 1x1, or the 2x2 quarters of a 512 px upstream tile
+            return metatile_for(self.grid, tile, self.layer.metatile, 0)
         alone = self.layer.metatile == (1, 1) and self.layer.meta_buffer == 0
         if alone and not self.formats[ext].reencoded:
             return None
@@ -158,8 +159,11 @@ class LayerRuntime:
         extra_params = wms_params(layer.dimensions, values) + resolution_params(
             layer.wms_vendor, layer.pixel_ratio
         )
-        sources: dict[str, WMSSource | TileSource] = (
-            {
+        sources: dict[str, WMSSource | TileSource]
+        if layer.tile_source is not None:
+            sources = dict.fromkeys(layer.formats, tile_source_for(layer, grid, credentials))
+        else:
+            sources = {
                 ext: WMSSource(
                     url=layer.wms_url,
                     layers=layer.wms_layers,
@@ -174,17 +178,6 @@ class LayerRuntime:
                 )
                 for ext in layer.formats
             }
-            if layer.tile_source is None
-            else {}
-        )
-        if layer.tile_source is not None:
-            if layer.tile_source.kind == "wmts":
-                zooms = range(layer.min_zoom, layer.max_zoom + 1)
-                own = layer.tile_format.wms_format
-                tile_source = wmts_tile_source(layer.tile_source, grid, zooms, credentials, own)
-            else:
-                tile_source = TileSource.build(layer.tile_source, grid, credentials)
-            sources = dict.fromkeys(layer.formats, tile_source)
         encoders = {
             ext: Encoder(
                 format=formats[ext].name,
@@ -280,7 +273,7 @@ class Renderer:
         know whether it is uniform."""
         size = runtime.grid.tile_size
         if runtime.tile_source:
-            cut = self.metatile(runtime, ext, metatile_for(runtime.grid, tile, (1, 1), 0))
+            cut = self.metatile(runtime, ext, runtime.metatile_of(tile, ext))
             return cut.encode([tile])[tile], cut.freshness
         data, fresh = self.answer(runtime, ext, runtime.grid.tile_bbox(tile), size, size)
         if runtime.layer.empty_tiles != "redirect":
@@ -296,7 +289,7 @@ class Renderer:
         """A tile source's tile, as it sent it; a blank tile where it has none and the
         layer says so (``missing = "blank"``), else TileMissing (404)."""
         source = runtime.sources[ext]
-        size = runtime.grid.tile_size
+        size = source.tile_size
         url = tile_url(source, tile)
         what = f"tile {source.endpoint} {tile.z}/{tile.x}/{tile.y}"
         try:
@@ -311,7 +304,10 @@ class Renderer:
         cannot be decoded or has the wrong size. For a tile source (1x1 metatiles) the
         upstream tile, passed through or decoded for re-encoding."""
         if runtime.tile_source:
-            data, fresh = self.upstream_tile(runtime, ext, next(iter(meta.tiles())))
+            first = next(iter(meta.tiles()))
+            data, fresh = self.upstream_tile(
+                runtime, ext, runtime.sources[ext].upstream_tile(first)
+            )
             if runtime.passes_through(ext):
                 return Passed(meta, data, runtime.layer.empty_tiles == "redirect", fresh)
             image, fresh = data, fresh

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from s3maptiler.config.sources import TileSourceSpec, check_same_grid
+from s3maptiler.config.sources import TileSourceSpec, zoom_offset
 from s3maptiler.render.credentials import ResolvedCredentials
 from s3maptiler.render.encode import SlicedTile, uniform_tile
 from s3maptiler.render.errors import TileMissing, WMSBadImage, WMSUsageError
@@ -41,6 +41,8 @@ class TileSource:
     credentials: ResolvedCredentials | None = field(default=None, compare=False, repr=False)
     # A WMTS's TileMatrix identifier of each zoom (render/wmtssource.py): {z} is that.
     matrices: tuple[str, ...] | None = None
+    # 1: each upstream tile (twice the pixels) is the 2x2 layer tiles of the next zoom.
+    zoom_offset: int = 0
     missing_ok: bool = field(default=True, init=False, repr=False)
 
     @property
@@ -57,10 +59,22 @@ class TileSource:
         cls, spec: TileSourceSpec, grid: TileGrid, credentials: ResolvedCredentials | None = None
     ) -> TileSource:
         try:
-            check_same_grid(grid, spec.grid)
+            offset = zoom_offset(grid, spec)
         except ValueError as exc:
             raise WMSUsageError(str(exc)) from None
-        return cls(spec.url, grid, spec.format, spec.kind == "tms", spec.missing, credentials)
+        tms = spec.kind == "tms"
+        return cls(spec.url, grid, spec.format, tms, spec.missing, credentials, None, offset)
+
+    @property
+    def tile_size(self) -> int:
+        """Pixels of an upstream tile."""
+        return self.grid.tile_size * 2**self.zoom_offset
+
+    def upstream_tile(self, first: Tile) -> Tile:
+        """The upstream tile that holds the layer tile `first` (a metatile's top-left)."""
+        if self.zoom_offset:
+            return Tile(first.x // 2, first.y // 2, first.z - 1)
+        return first
 
 
 def tile_url(source: TileSource, tile: Tile) -> str:
@@ -72,6 +86,7 @@ def tile_url(source: TileSource, tile: Tile) -> str:
     'http://h/2/1/3.png?q=01'
     """
     x, y, z = tile
+    # Rows of the upstream's zoom: its matrix is the grid's at that zoom (512 px or not).
     flipped = source.grid.flip_y(y, z)
     quadkey = "".join(str(((x >> (i - 1)) & 1) + 2 * ((y >> (i - 1)) & 1)) for i in range(z, 0, -1))
     return (

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import requests
 
+from s3maptiler.config import Layer
 from s3maptiler.config.sources import TileSourceSpec
 from s3maptiler.render.credentials import ResolvedCredentials, redact
 from s3maptiler.render.errors import WMSUsageError
@@ -30,7 +31,7 @@ from s3maptiler.tiles.grids import TileGrid
 from s3maptiler.tiles.srs import crs
 from s3maptiler.tiles.tilemath import scale_denominator
 
-__all__ = ["wmts_tile_source"]
+__all__ = ["tile_source_for", "wmts_tile_source"]
 
 _NS = {
     "wmts": "http://www.opengis.net/wmts/1.0",
@@ -41,6 +42,19 @@ _TOLERANCE = 1e-6  # relative: capabilities write scales and corners with few di
 _READ_TIMEOUT = 10.0  # seconds for the one GetCapabilities at start-up
 _SOURCES: dict[tuple, TileSource] = {}
 _LOCK = threading.Lock()
+
+
+def tile_source_for(
+    layer: Layer, grid: TileGrid, credentials: ResolvedCredentials | None
+) -> TileSource:
+    """The tile source of `layer` (drawn on `grid`): a template's, or a WMTS's read
+    from its capabilities (once per process)."""
+    spec = layer.tile_source
+    assert spec is not None
+    if spec.kind != "wmts":
+        return TileSource.build(spec, grid, credentials)
+    zooms = range(layer.min_zoom, layer.max_zoom + 1)
+    return wmts_tile_source(spec, grid, zooms, credentials, layer.tile_format.wms_format)
 
 
 def wmts_tile_source(

@@ -9,12 +9,14 @@ answer and every object (and its metadata) in the bucket for it."""
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
 import requests
+from PIL import Image
 
 from devtools.demowms import WMS_PATH
 from s3maptiler.documents.common import WMTS_CAPABILITIES_PATH
@@ -29,7 +31,7 @@ PASSWORD = "pw-" + MARKER
 API_KEY = "key-" + MARKER
 # Tiles over New York (the demo map's detail): (z, x, row from the top).
 TILES = [(12, 1205, 1539), (12, 1206, 1539), (13, 2411, 3079), (11, 602, 769)]
-KINDS = list(mapproxy.TEMPLATES)
+KINDS = [kind for kind in mapproxy.TEMPLATES if kind != "xyz512"]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,18 @@ credentials = {{ user = "alice", password = "wrong-{MARKER}" }}
 type = "{source_type}"
 url = "{url}"
 [layers.{kind}.credentials]
+headers = {{ "X-API-Key" = {{ secret = "env:IMAGERY_KEY" }} }}
+"""
+    source_type, url = tiles.template("xyz512", guarded_tiles.protected_url)
+    layers += f"""
+[layers.xyz512]
+min_zoom = 1
+pixel_ratios = [1, 2]
+[layers.xyz512.source]
+type = "{source_type}"
+url = "{url}"
+tile_size = 512
+[layers.xyz512.credentials]
 headers = {{ "X-API-Key" = {{ secret = "env:IMAGERY_KEY" }} }}
 """
     for encoding, path in mapproxy.CAPABILITIES.items():
@@ -167,6 +181,27 @@ def test_a_same_grid_tile_is_byte_equal_to_mapproxys(service, upstream, kind):
         ours = get(service, f"/{kind}/{z}/{x}/{tms_row(z, row)}.png")
         assert ours.status_code == 200
         assert ours.content == direct.content, f"{kind} {z}/{x}/{row}"
+
+
+def test_512_px_upstream_tiles_are_the_2x_tiles_and_cut_into_quarters(service, upstream):
+    tiles, _, _ = upstream
+    _, template = tiles.template("xyz512")
+    z, x, row = TILES[2]  # zoom 13; its upstream tile is at zoom 12
+
+    def theirs(z: int, x: int, y: int) -> bytes:
+        url = template.replace("{z}", str(z)).replace("{x}", str(x)).replace("{y}", str(y))
+        answer = requests.get(url, timeout=60)
+        assert answer.status_code == 200
+        return answer.content
+
+    hidpi = get(service, f"/xyz512/{z}/{x}/{tms_row(z, row)}@2x.png")
+    assert hidpi.status_code == 200 and hidpi.content == theirs(z, x, row)
+    whole = Image.open(io.BytesIO(theirs(z - 1, x // 2, row // 2))).convert("RGBA")
+    left, top = x % 2 * 256, row % 2 * 256
+    quarter = whole.crop((left, top, left + 256, top + 256))
+    ours = get(service, f"/xyz512/{z}/{x}/{tms_row(z, row)}.png")
+    assert ours.status_code == 200, ours.text
+    assert Image.open(io.BytesIO(ours.content)).convert("RGBA").tobytes() == quarter.tobytes()
 
 
 @pytest.mark.parametrize("encoding", list(mapproxy.CAPABILITIES))

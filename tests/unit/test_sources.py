@@ -316,7 +316,7 @@ def test_tile_source_table_checks():
         ('grid = "EPSG:4326"', "tile source is in EPSG:3857, the layer's grid in EPSG:4326"),
         ("tile_size = 512", "tile source has 256 px tiles, the layer's grid 512 px"),
         ('wms_url = "http://w/"', "key 'wms_url' does not go with a tile source"),
-        ("pixel_ratios = [1, 2]", "a tile source has no @2x tiles"),
+        ("pixel_ratios = [1, 2]", "@2x tiles need a tile source with tile_size = 512"),
     ],
 )
 def test_a_grid_that_does_not_line_up_is_refused_at_start_up(tmp_path, layer, says):
@@ -581,3 +581,50 @@ def test_a_wmts_that_does_not_line_up_is_refused_at_start_up(
     assert str(info.value).startswith(
         f"WMTS source {TILES}/wmts/1.0.0/WMTSCapabilities.xml layer 'roads'"
     )
+
+
+# --------------------------------------------------------------------------- 512 px upstream
+
+
+def quadrants(size: int = 512) -> bytes:
+    """A PNG of four colours, one per quarter: which quarter a cut took is visible."""
+    image = Image.new("RGB", (size, size))
+    half = size // 2
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]):
+        image.paste(colour, (i % 2 * half, i // 2 * half, (i % 2 + 1) * half, (i // 2 + 1) * half))
+    image.putpixel((half + 3, half + 5), (1, 2, 3))  # one odd pixel in the fourth quarter
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_512_px_upstream_tile_is_cut_into_four_256_px_tiles_asked_once(tmp_path, upstream):
+    body = quadrants()
+    upstream.get(TILES + "/2/1/1.png", body=body, content_type="image/png")
+    app, service = make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png", "tile_size = 512"))
+    client = app.test_client()
+    # Zoom 3, XYZ columns 2-3 and rows 2-3: TMS rows 5 and 4. Top-left, top-right, ...
+    upstream_image = Image.open(io.BytesIO(body)).convert("RGB")
+    for (x, row), box in zip(
+        [(2, 2), (3, 2), (2, 3), (3, 3)],
+        [(0, 0, 256, 256), (256, 0, 512, 256), (0, 256, 256, 512), (256, 256, 512, 512)],
+        strict=True,
+    ):
+        answer = client.get(f"/imagery/3/{x}/{7 - row}.png")
+        assert answer.status_code == 200
+        ours = Image.open(io.BytesIO(answer.data)).convert("RGB")
+        assert ours.tobytes() == upstream_image.crop(box).tobytes(), (x, row)
+    assert len(upstream.calls) == 1
+
+
+def test_a_512_px_upstream_serves_2x_tiles_as_they_come_and_1x_from_zoom_1(tmp_path, upstream):
+    body = quadrants()
+    upstream.get(TILES + "/3/2/2.png", body=body, content_type="image/png")
+    layer = "pixel_ratios = [1, 2]"
+    app, _ = make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png", "tile_size = 512", layer))
+    answer = app.test_client().get("/imagery/3/2/5@2x.png")
+    assert answer.status_code == 200 and answer.data == body
+    with pytest.raises(ConfigError, match="key 'min_zoom': 256 px tiles cut from 512 px ones"):
+        make_app(
+            tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png", "tile_size = 512", "min_zoom = 0")
+        )
