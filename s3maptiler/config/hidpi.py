@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from s3maptiler.config.model import Layer
-from s3maptiler.tiles.grids import TileGrid
+from s3maptiler.tiles.grids import with_tile_size
 
 __all__ = [
     "WMS_VENDORS",
@@ -47,19 +47,6 @@ def pixel_ratio_name(name: str, ratio: int) -> str:
     ('roads@2x', 'roads')
     """
     return name if ratio == 1 else f"{name}@{ratio}x"
-
-
-def with_tile_size(grid: TileGrid, tile_size: int) -> TileGrid:
-    """The same grid drawn with bigger tiles: 512 px tiles halve every resolution."""
-    if tile_size == grid.tile_size:
-        return grid
-    factor = grid.tile_size / tile_size
-    return replace(
-        grid,
-        name=f"{grid.name}-{tile_size}",
-        tile_size=tile_size,
-        resolutions=tuple(r * factor for r in grid.resolutions),
-    )
 
 
 def at_pixel_ratio(layer: Layer, ratio: int) -> Layer:

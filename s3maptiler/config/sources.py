@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from s3maptiler.config import validators
-from s3maptiler.tiles.grids import GridError, TileGrid, get_grid
+from s3maptiler.tiles.grids import GridError, TileGrid, get_grid, with_tile_size
 
 __all__ = [
     "SECRET_SCHEMES",
@@ -312,8 +312,6 @@ def zoom_offset(layer_grid: TileGrid, spec: TileSourceSpec) -> int:
     """How the upstream's tiles make the layer's: 0 when they are the same tiles, 1 when
     each upstream tile at zoom z-1 is four of the layer's at z (512 px upstream tiles,
     256 px layer tiles, the same resolution). ValueError (one line) for anything else."""
-    from s3maptiler.config.hidpi import with_tile_size  # hidpi imports the model
-
     try:
         named = get_grid(spec.grid)
     except GridError as exc:
