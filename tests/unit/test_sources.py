@@ -248,7 +248,8 @@ def test_refused_credentials_are_a_502_naming_the_source_never_retried_nor_store
     assert not (tmp_path / "tiles").exists() or not any((tmp_path / "tiles").rglob("*.png"))
     # The leak check: answers, logs, metrics, the deep heartbeat, documents.
     seen = [text, caplog.text]
-    for path in ("/metrics", "/heartbeat?deep=1", "/" + WMTS_CAPABILITIES_PATH, "/1.0.0/roads"):
+    paths = ("/metrics", "/heartbeat?deep=1", "/preview/roads", "/")
+    for path in (*paths, "/" + WMTS_CAPABILITIES_PATH, "/1.0.0/roads"):
         seen.append(client.get(path).get_data(as_text=True))
     assert "roads" in seen[-2] and "roads" in seen[-1]  # the documents were written
     assert not any(MARKER in s for s in seen)
@@ -628,3 +629,25 @@ def test_a_512_px_upstream_serves_2x_tiles_as_they_come_and_1x_from_zoom_1(tmp_p
         make_app(
             tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png", "tile_size = 512", "min_zoom = 0")
         )
+
+
+def test_a_tile_source_tile_lives_as_long_as_its_upstream_says(tmp_path, upstream):
+    headers = {"Cache-Control": "public, max-age=120"}
+    upstream.get(TILES + "/3/1/1.png", body=png(), content_type="image/png", headers=headers)
+    app, service = make_app(
+        tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png", layer="cache_from_wms = true")
+    )
+    answer = app.test_client().get("/imagery/3/1/6.png")
+    assert answer.status_code == 200
+    assert answer.headers["Cache-Control"] in ("public, max-age=120", "public, max-age=119")
+    assert "Expires" in answer.headers
+
+
+def test_the_preview_and_documents_of_a_tile_source_layer(tmp_path, upstream):
+    app, _ = make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png"))
+    client = app.test_client()
+    assert client.get("/preview/imagery").status_code == 200
+    assert "<ows:Identifier>imagery</ows:Identifier>" in client.get(
+        "/" + WMTS_CAPABILITIES_PATH
+    ).get_data(as_text=True)
+    assert not upstream.calls  # documents never ask the upstream
