@@ -651,3 +651,30 @@ def test_the_preview_and_documents_of_a_tile_source_layer(tmp_path, upstream):
         "/" + WMTS_CAPABILITIES_PATH
     ).get_data(as_text=True)
     assert not upstream.calls  # documents never ask the upstream
+
+
+def test_the_environment_layer_takes_source_credentials(tmp_path, upstream, monkeypatch):
+    (tmp_path / "pw").write_text("pw-" + MARKER)
+    monkeypatch.setenv("IMAGERY_KEY", "key-" + MARKER)
+    settings = load_settings(
+        {
+            "WMS_SERVER": WMS,
+            "MAP_LAYERS": "roads",
+            "METATILE": "1x1",
+            "LOCAL_CACHE_DIR": str(tmp_path / "tiles"),
+            "SPOOL_DIR": str(tmp_path / "spool"),
+            "SOURCE_USER": "alice",
+            "SOURCE_PASSWORD": f"file:{tmp_path / 'pw'}",
+            "SOURCE_HEADERS": '{"X-API-Key": "env:IMAGERY_KEY"}',
+            "SOURCE_PARAMS": '{"token": "literal-token"}',
+        },
+        dotenv_path=None,
+    )
+    app = create_app(settings, build_service(settings))
+    upstream.get(WMS, body=png(), content_type="image/png")
+    assert app.test_client().get("/tiles/2/1/1.png").status_code == 200
+    sent = upstream.calls[0].request
+    assert sent.headers["Authorization"].startswith("Basic ")
+    assert base64.b64decode(sent.headers["Authorization"][6:]).decode() == f"alice:pw-{MARKER}"
+    assert sent.headers["X-API-Key"] == "key-" + MARKER
+    assert sent.url.endswith("&token=literal-token")
