@@ -20,6 +20,7 @@ from s3maptiler.config.hidpi import WMS_VENDORS, with_tile_size
 from s3maptiler.config.model import WMS_VERSIONS, ConfigError, Layer, checked, default_meta_buffer
 from s3maptiler.config.sources import (
     TileSourceSpec,
+    check_template,
     parse_credentials,
     parse_tile_source,
     zoom_offset,
@@ -155,11 +156,10 @@ def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, 
         tile_source = fields.get("tile_source")
         if tile_source is not None:
             # One upstream tile per tile: no WMS, no metatile, no buffer.
-            for key in ("wms_url", "wms_layers", "dimensions"):
+            for key in ("wms_url", "wms_layers"):
                 if key in table:
                     raise ConfigError(f"{where}: key {key!r} does not go with a tile source")
             fields.update(wms_url="", wms_layers="", metatile=(1, 1), meta_buffer=0)
-            fields.pop("dimensions", None)
         elif wms_server is not None:
             fields.setdefault("wms_url", wms_server)
         for required in ("wms_url", "wms_layers"):
@@ -204,8 +204,9 @@ def _tile_source_fields(where: str, grid: TileGrid, spec: TileSourceSpec, fields
     set the metatile: one upstream tile, 1x1, or 2x2 layer tiles cut from a 512 px one."""
     offset = 0
     try:
-        if spec.kind != "wmts":
+        if spec.kind != "wmts":  # a WMTS's grid and dimensions are read at start-up
             offset = zoom_offset(grid, spec)
+            check_template(spec.url, tuple(d.identifier for d in fields.get("dimensions", ())))
     except ValueError as exc:
         raise ConfigError(f"{where}: key 'source': {exc}") from None
     if 2 in fields.get("pixel_ratios", (1,)) and spec.tile_size != 2 * grid.tile_size:

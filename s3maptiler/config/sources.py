@@ -291,13 +291,21 @@ def _wmts(table: dict[str, Any], url: str) -> TileSourceSpec:
     )
 
 
-def check_template(url: str) -> str:
-    """A tile URL template: http(s), and {z}/{x}/{y} or {-y}, or {quadkey}; nothing else
-    in braces."""
+def check_template(url: str, dimensions: tuple[str, ...] | None = None) -> str:
+    """A tile URL template: http(s), and {z}/{x}/{y} or {-y}, or {quadkey}; and, once
+    the layer's `dimensions` are known (their identifiers: Time, Elevation, ...), each
+    of them and nothing else in braces (any case: {time} is {Time})."""
     validators.url(url.replace("{", "").replace("}", ""))
-    unknown = [p for p in _PLACEHOLDER_RE.findall(url) if p not in _PLACEHOLDERS]
-    if unknown:
-        raise ValueError(f"url: unknown placeholder {unknown[0]} (use {', '.join(_PLACEHOLDERS)})")
+    if dimensions is not None:
+        allowed = {p.lower() for p in _PLACEHOLDERS} | {f"{{{d.lower()}}}" for d in dimensions}
+        found = {p.lower() for p in _PLACEHOLDER_RE.findall(url)}
+        unknown = sorted(found - allowed)
+        if unknown:
+            known = ", ".join([*_PLACEHOLDERS, *(f"{{{d}}}" for d in dimensions)])
+            raise ValueError(f"url: unknown placeholder {unknown[0]} (use {known})")
+        absent = [d for d in dimensions if f"{{{d.lower()}}}" not in found]
+        if absent:
+            raise ValueError(f"url: the layer's dimension {absent[0]} needs {{{absent[0]}}}")
     zxy = "{z}" in url and "{x}" in url and ("{y}" in url or "{-y}" in url)
     if not zxy and "{quadkey}" not in url:
         raise ValueError("url: needs {z}, {x} and {y} (or {-y}), or {quadkey}")

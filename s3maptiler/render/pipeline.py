@@ -161,7 +161,10 @@ class LayerRuntime:
         )
         sources: dict[str, WMSSource | TileSource]
         if layer.tile_source is not None:
-            sources = dict.fromkeys(layer.formats, tile_source_for(layer, grid, credentials))
+            source = tile_source_for(layer, grid, credentials)
+            chosen = [v for _, v in wms_params(layer.dimensions, values)]
+            named = tuple(zip((d.identifier for d in layer.dimensions), chosen, strict=True))
+            sources = dict.fromkeys(layer.formats, replace(source, dimensions=named))
         else:
             sources = {
                 ext: WMSSource(

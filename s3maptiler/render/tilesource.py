@@ -12,8 +12,10 @@ into a blank tile or a 404, as the layer says.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from s3maptiler.config.sources import TileSourceSpec, zoom_offset
 from s3maptiler.render.credentials import ResolvedCredentials
@@ -43,6 +45,8 @@ class TileSource:
     matrices: tuple[str, ...] | None = None
     # 1: each upstream tile (twice the pixels) is the 2x2 layer tiles of the next zoom.
     zoom_offset: int = 0
+    # The layer's dimension values, by identifier ({Time}, {Elevation}): this variant's.
+    dimensions: tuple[tuple[str, str], ...] = ()
     missing_ok: bool = field(default=True, init=False, repr=False)
 
     @property
@@ -89,8 +93,11 @@ def tile_url(source: TileSource, tile: Tile) -> str:
     # Rows of the upstream's zoom: its matrix is the grid's at that zoom (512 px or not).
     flipped = source.grid.flip_y(y, z)
     quadkey = "".join(str(((x >> (i - 1)) & 1) + 2 * ((y >> (i - 1)) & 1)) for i in range(z, 0, -1))
+    url = source.url
+    for identifier, value in source.dimensions:
+        url = re.sub(re.escape(f"{{{identifier}}}"), quote(value, safe=":"), url, flags=re.I)
     return (
-        source.url.replace("{z}", str(z) if source.matrices is None else source.matrices[z])
+        url.replace("{z}", str(z) if source.matrices is None else source.matrices[z])
         .replace("{x}", str(x))
         .replace("{-y}", str(flipped))
         .replace("{y}", str(flipped if source.tms else y))

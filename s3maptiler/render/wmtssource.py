@@ -54,7 +54,9 @@ def tile_source_for(
     if spec.kind != "wmts":
         return TileSource.build(spec, grid, credentials)
     zooms = range(layer.min_zoom, layer.max_zoom + 1)
-    return wmts_tile_source(spec, grid, zooms, credentials, layer.tile_format.wms_format)
+    dims = tuple(d.identifier for d in layer.dimensions)
+    own = layer.tile_format.wms_format
+    return wmts_tile_source(spec, grid, zooms, credentials, own, dims)
 
 
 def wmts_tile_source(
@@ -63,14 +65,18 @@ def wmts_tile_source(
     zooms: range,
     credentials: ResolvedCredentials | None = None,
     preferred: str = "image/png",
+    dimensions: tuple[str, ...] = (),
 ) -> TileSource:
     """The TileSource a WMTS spec describes for a layer on `grid` serving `zooms`,
     in the format `preferred` (the layer's) when the spec names none and the WMTS has
-    it; read once per process (a layer's variants share it). Raises WMSUsageError."""
-    key = (spec, grid, zooms.start, zooms.stop, preferred)
+    it; read once per process (a layer's variants share it). The layer's `dimensions`
+    (identifiers) must be the WMTS layer's: their placeholders stay in the template,
+    for each variant's values; the WMTS's other dimensions get their defaults.
+    Raises WMSUsageError."""
+    key = (spec, grid, zooms.start, zooms.stop, preferred, dimensions)
     with _LOCK:
         if key not in _SOURCES:
-            _SOURCES[key] = _read(spec, grid, zooms, credentials, preferred)
+            _SOURCES[key] = _read(spec, grid, zooms, credentials, preferred, dimensions)
         return _SOURCES[key]
 
 
@@ -113,6 +119,7 @@ def _read(
     zooms: range,
     credentials: ResolvedCredentials | None,
     preferred: str,
+    dimensions: tuple[str, ...],
 ) -> TileSource:
     root = _fetch(spec, credentials)
     layer = next(
@@ -156,7 +163,7 @@ def _read(
         if isinstance(matrices, str):
             reasons.append(f"{name}: {matrices}")
             continue
-        template = _template(root, layer, spec, name, style, image_format)
+        template = _template(root, layer, spec, name, style, image_format, dimensions)
         return TileSource(
             template,
             grid,
@@ -227,9 +234,18 @@ def _template(
     matrix_set: str,
     style: str,
     image_format: str,
+    ours: tuple[str, ...],
 ) -> str:
-    """The tile URL with {z}, {x}, {y} left for the TileMatrix, TileCol and TileRow."""
-    time = _default_time(layer)
+    """The tile URL with {z}, {x}, {y} left for the TileMatrix, TileCol and TileRow, and
+    {<identifier>} for each of the layer's own dimensions (`ours`)."""
+    theirs = _dimension_defaults(layer)
+    missing = [d for d in ours if d.lower() not in {t.lower() for t in theirs}]
+    if missing:
+        raise _fail(spec, f"the layer's dimension {missing[0]} is not one of the WMTS layer's")
+    values = {
+        name: (f"{{{name}}}" if name.lower() in {d.lower() for d in ours} else default)
+        for name, default in theirs.items()
+    }
     resources = [
         r
         for r in layer.iterfind("wmts:ResourceURL", _NS)
@@ -243,7 +259,7 @@ def _template(
             ("TileMatrix", "{z}"),
             ("TileCol", "{x}"),
             ("TileRow", "{y}"),
-            ("Time", time),
+            *values.items(),
         ):
             template = _replace_ci(template, "{" + name + "}", value)
         return template
@@ -264,18 +280,22 @@ def _template(
         ("FORMAT", image_format),
         ("TILEMATRIXSET", matrix_set),
     ]
-    if time:
-        params.append(("TIME", time))
     query = "&".join(f"{k}={quote(v, safe=':/')}" for k, v in params)
+    # Dimensions by their identifiers (WMTS 1.0.0 KVP); ours keep their placeholder.
+    query += "".join(
+        f"&{name}={value if value.startswith('{') else quote(value, safe=':/')}"
+        for name, value in values.items()
+    )
     joiner = "" if base.endswith(("?", "&")) else ("&" if "?" in base else "?")
     return f"{base}{joiner}{query}&TILEMATRIX={{z}}&TILEROW={{y}}&TILECOL={{x}}"
 
 
-def _default_time(layer: ET.Element) -> str:
-    for dimension in layer.iterfind("wmts:Dimension", _NS):
-        if _text(dimension, "ows:Identifier").lower() == "time":
-            return _text(dimension, "wmts:Default")
-    return ""
+def _dimension_defaults(layer: ET.Element) -> dict[str, str]:
+    """Each dimension of the WMTS layer by its identifier, with its default value."""
+    return {
+        _text(d, "ows:Identifier"): _text(d, "wmts:Default")
+        for d in layer.iterfind("wmts:Dimension", _NS)
+    }
 
 
 def _replace_ci(text: str, placeholder: str, value: str) -> str:

@@ -303,7 +303,6 @@ def test_tile_source_table_checks():
         ({"type": "wmts", "url": "http://h/wmts"}, "layer"),
         ({"type": "xyz", "url": "http://h/{z}/{x}/{y}", "layer": "a"}, "for type wmts only"),
         ({"type": "xyz", "url": "http://h/{z}/{x}"}, "needs"),
-        ({"type": "xyz", "url": "http://h/{z}/{x}/{y}/{s}"}, "unknown placeholder"),
         ({"type": "xyz", "url": "ftp://h/{z}/{x}/{y}"}, "http"),
         ({"type": "xyz", "url": "http://h/{z}/{x}/{y}", "missing": "x"}, "missing"),
     ):
@@ -318,6 +317,7 @@ def test_tile_source_table_checks():
         ("tile_size = 512", "tile source has 256 px tiles, the layer's grid 512 px"),
         ('wms_url = "http://w/"', "key 'wms_url' does not go with a tile source"),
         ("pixel_ratios = [1, 2]", "@2x tiles need a tile source with tile_size = 512"),
+        ("dimensions = { elevation = { values = [0, 1], default = 0 } }", "{Elevation}"),
     ],
 )
 def test_a_grid_that_does_not_line_up_is_refused_at_start_up(tmp_path, layer, says):
@@ -542,7 +542,7 @@ layer = "roads"
         (
             'encoding = "kvp"\nstyle = "night"',
             TILES + "/kvp?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0&LAYER=roads&STYLE=night"
-            "&FORMAT=image/png&TILEMATRIXSET=GoogleMapsCompatible&TIME=2024-05-01"
+            "&FORMAT=image/png&TILEMATRIXSET=GoogleMapsCompatible&Time=2024-05-01"
             "&TILEMATRIX=GMC:3&TILEROW=2&TILECOL=5",
         ),
     ],
@@ -678,3 +678,43 @@ def test_the_environment_layer_takes_source_credentials(tmp_path, upstream, monk
     assert base64.b64decode(sent.headers["Authorization"][6:]).decode() == f"alice:pw-{MARKER}"
     assert sent.headers["X-API-Key"] == "key-" + MARKER
     assert sent.url.endswith("&token=literal-token")
+
+
+# --------------------------------------------------------------------------- dimensions
+
+TIME = 'dimensions = { time = { values = ["2024-04-01", "2024-05-01"], default = "2024-05-01" } }'
+
+
+def test_a_template_gets_each_keys_dimension_value(tmp_path, upstream):
+    april_body, may_body = png((1, 1, 1)), png((2, 2, 2))
+    upstream.get(TILES + "/2024-04-01/3/1/1.png", body=april_body, content_type="image/png")
+    upstream.get(TILES + "/2024-05-01/3/1/1.png", body=may_body, content_type="image/png")
+    app, _ = make_app(tmp_path, tile_layer(TILES + "/{Time}/{z}/{x}/{y}.png", layer=TIME))
+    client = app.test_client()
+    april = client.get("/imagery/2024-04-01/3/1/6.png")
+    default = client.get("/imagery/3/1/6.png")
+    assert april.status_code == default.status_code == 200
+    assert april.data == april_body and default.data == may_body
+
+
+def test_a_wmts_time_dimension_is_the_layers(tmp_path, upstream):
+    upstream.get(CAPS, body=capabilities(), content_type="application/xml")
+    url = TILES + "/rest/roads/day/2024-04-01/GoogleMapsCompatible/GMC:3/2/5.png"
+    upstream.get(url, body=png(), content_type="image/png")
+    app, _ = make_app(tmp_path, wmts_layer(layer="max_zoom = 6\n" + TIME))
+    assert app.test_client().get("/roads/2024-04-01/3/5/5.png").status_code == 200
+    assert upstream.calls[-1].request.url == url
+
+
+def test_a_layer_dimension_the_wmts_has_not_is_refused(tmp_path, upstream):
+    from s3maptiler.render.errors import WMSUsageError
+
+    upstream.get(CAPS, body=capabilities(), content_type="application/xml")
+    elevation = "dimensions = { elevation = { values = [0, 1], default = 0 } }"
+    with pytest.raises(WMSUsageError, match="the layer's dimension Elevation is not one of"):
+        make_app(tmp_path, wmts_layer(layer="max_zoom = 6\n" + elevation))
+
+
+def test_an_unknown_placeholder_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown placeholder \{s\}"):
+        make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}/{s}.png"))
