@@ -420,7 +420,7 @@ class TileService(Addresses):
             source = next(iter(runtime.sources.values()))
             if runtime.tile_source:
                 first = Tile(0, 0, runtime.layer.min_zoom)
-                url = tile_url(source, first)
+                url = tile_url(source, source.upstream_tile(first))
                 checks[f"tiles:{runtime.layer.name}"] = _probe(
                     lambda s=source, u=url: self.wms.check_tile_url(s, u, timeout=3.0)
                 )

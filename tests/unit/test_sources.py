@@ -625,6 +625,9 @@ def test_a_512_px_upstream_serves_2x_tiles_as_they_come_and_1x_from_zoom_1(tmp_p
     app, _ = make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png", "tile_size = 512", layer))
     answer = app.test_client().get("/imagery/3/2/5@2x.png")
     assert answer.status_code == 200 and answer.data == body
+    upstream.get(TILES + "/0/0/0.png", body=quadrants(), content_type="image/png")
+    health = app.test_client().get("/heartbeat?deep=1").get_json()["checks"]
+    assert health["tiles:imagery"] == "ok"  # its zoom 1 is the upstream's zoom 0
     with pytest.raises(ConfigError, match="key 'min_zoom': 256 px tiles cut from 512 px ones"):
         make_app(
             tmp_path, tile_layer(TILES + "/{z}/{x}/{y}.png", "tile_size = 512", "min_zoom = 0")
