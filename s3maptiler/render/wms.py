@@ -13,7 +13,7 @@ source with a ``url``, ``image_format``, ``endpoint`` and ``credentials``
 (:mod:`s3maptiler.render.credentials`, added to every attempt and redacted from every
 reason). An upstream 401/403 is :class:`SourceAuthRefused` (502, never retried).
 
-One module of about 480 lines on purpose: the session, the attempts and the reading
+One module of about 500 lines on purpose: the session, the attempts and the reading
 of one answer belong to one retry loop; the request, the errors and the judging of
 answers are already their own modules.
 """
