@@ -721,3 +721,40 @@ def test_a_layer_dimension_the_wmts_has_not_is_refused(tmp_path, upstream):
 def test_an_unknown_placeholder_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown placeholder \{s\}"):
         make_app(tmp_path, tile_layer(TILES + "/{z}/{x}/{y}/{s}.png"))
+
+
+def test_sqs_seeding_of_a_512_px_tile_source_asks_once_per_four_tiles(tmp_path):
+    from s3maptiler.config.layersfile import load_layers_file
+    from s3maptiler.render.wms import WMSClient
+    from s3maptiler.seeding import coverage, plan, sqs, worker
+    from s3maptiler.storage.stores import LocalStore
+
+    path = tmp_path / "layers.toml"
+    path.write_text(tile_layer(TILES + "/{z}/{x}/{y}.png", "tile_size = 512"))
+    runtime = plan.layer_runtime(load_layers_file(path)[0])
+    area = coverage.Coverage.from_bbox((-74.05, 40.68, -73.9, 40.82))
+    jobs = list(plan.plan_jobs(runtime, area, range(9, 12)))
+    tiles = {t for job in jobs for t in plan.job_tiles(runtime, job)[1]}
+    store = LocalStore(tmp_path / "tiles")
+    # moto's mock first: its own patch of requests must not shadow the upstream's.
+    with mock_aws(), responses.RequestsMock() as upstream:
+        upstream.add_callback(
+            responses.GET,
+            re.compile(TILES + r"/\d+/\d+/\d+\.png"),
+            callback=lambda request: (200, {"Content-Type": "image/png"}, quadrants()),
+        )
+        client = boto3.client("sqs", region_name="us-east-1")
+        url = client.create_queue(QueueName="seed")["QueueUrl"]
+        sqs.enqueue(client, url, list(sqs.encode_messages(jobs)))
+        worked = worker.run_worker(
+            client,
+            url,
+            lambda body: sqs.handle_message(body, {"imagery": runtime}, WMSClient(), store),
+            threading.Event(),
+            wait_seconds=0,
+            max_messages=10,
+            idle_exit=0.5,
+        )
+        assert len(upstream.calls) == len(jobs) < len(tiles)  # one upstream tile per job
+    assert worked.done == len(jobs) and worked.failed == 0
+    assert len(list((tmp_path / "tiles").rglob("*.png"))) == len(tiles)
