@@ -38,6 +38,41 @@ REDACTED = "<redacted>"
 _MIN_REDACT = 4
 
 
+# Every secret value this process has read, for the logging filters below.
+_KNOWN: set[str] = set()
+
+
+class _Redacting(logging.Filter):
+    """On urllib3's logger: its DEBUG lines carry each request's URL, query included
+    (a `token=` parameter)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _KNOWN:
+            message = record.getMessage()
+            cleaned = redact(message, list(_KNOWN))
+            if cleaned != message:
+                record.msg, record.args = cleaned, ()
+        return True
+
+
+class _NoResponseBodies(logging.Filter):
+    """On botocore's parser logger: its DEBUG lines print whole answers, and a
+    GetSecretValue or GetParameter answer is the secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Response body")
+
+
+def _guard_logs() -> None:
+    for name, kind in (
+        ("urllib3.connectionpool", _Redacting),
+        ("botocore.parsers", _NoResponseBodies),
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
+
+
 class SecretError(ValueError):
     """A secret could not be read; the message names the reference, never a value."""
 
@@ -64,6 +99,7 @@ class SecretReader:
             return self._clients[service]
 
     def read(self, ref: SecretRef) -> str:
+        _guard_logs()
         try:
             value = self._read(ref)
         except SecretError:
@@ -132,6 +168,8 @@ class ResolvedCredentials:
                 values[ref] = self._values[ref]
         self._values = values
         self._read_at = self._clock()
+        _guard_logs()
+        _KNOWN.update(t for t in self.secrets() if len(t) >= _MIN_REDACT)
 
     def _fresh(self) -> None:
         if self._refs and self._clock() - self._read_at >= self.spec.refresh:

@@ -76,6 +76,7 @@ type = "{source_type}"
 url = "{url}"
 [layers.{kind}.credentials]
 headers = {{ "X-API-Key" = {{ secret = "env:IMAGERY_KEY" }} }}
+params = {{ token = "tok-{MARKER}" }}  # in every URL; urllib3 logs URLs at DEBUG
 """
     source_type, url = tiles.template("xyz512", guarded_tiles.protected_url)
     layers += f"""

@@ -758,3 +758,17 @@ def test_sqs_seeding_of_a_512_px_tile_source_asks_once_per_four_tiles(tmp_path):
         assert len(upstream.calls) == len(jobs) < len(tiles)  # one upstream tile per job
     assert worked.done == len(jobs) and worked.failed == 0
     assert len(list((tmp_path / "tiles").rglob("*.png"))) == len(tiles)
+
+
+def test_reading_aws_secrets_at_debug_level_logs_no_value(caplog):
+    caplog.set_level(logging.DEBUG)
+    with mock_aws():
+        boto3.client("secretsmanager").create_secret(Name="k", SecretString="sm-" + MARKER)
+        boto3.client("ssm").put_parameter(Name="/k", Value="ssm-" + MARKER, Type="SecureString")
+        spec = parse_credentials(
+            {"headers": {"A": {"secret": "secretsmanager:k"}, "B": {"secret": "ssm:/k"}}}
+        )
+        caplog.clear()  # the set-up's own requests carried the values
+        assert ResolvedCredentials(spec).headers() == {"A": "sm-" + MARKER, "B": "ssm-" + MARKER}
+    assert "GetSecretValue" in caplog.text  # botocore did log, at DEBUG
+    assert MARKER not in caplog.text
