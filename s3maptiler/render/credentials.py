@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from s3maptiler.config import ConfigError
 from s3maptiler.config.sources import Credentials, SecretRef, Value
 
 __all__ = [
@@ -73,8 +74,9 @@ def _guard_logs() -> None:
             logger.addFilter(kind())
 
 
-class SecretError(ValueError):
-    """A secret could not be read; the message names the reference, never a value."""
+class SecretError(ConfigError):
+    """A secret could not be read; the message names the reference, never a value.
+    A configuration error: at start-up it stops the service with that one line."""
 
 
 def _aws_client(service: str) -> Any:

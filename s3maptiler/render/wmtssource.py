@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import requests
 
-from s3maptiler.config import Layer
+from s3maptiler.config import ConfigError, Layer
 from s3maptiler.config.sources import TileSourceSpec
 from s3maptiler.render.credentials import ResolvedCredentials, redact
 from s3maptiler.render.errors import WMSUsageError
@@ -31,7 +31,7 @@ from s3maptiler.tiles.grids import TileGrid
 from s3maptiler.tiles.srs import crs
 from s3maptiler.tiles.tilemath import scale_denominator
 
-__all__ = ["tile_source_for", "wmts_tile_source"]
+__all__ = ["WMTSSourceError", "tile_source_for", "wmts_tile_source"]
 
 _NS = {
     "wmts": "http://www.opengis.net/wmts/1.0",
@@ -80,8 +80,13 @@ def wmts_tile_source(
         return _SOURCES[key]
 
 
-def _fail(spec: TileSourceSpec, message: str) -> WMSUsageError:
-    return WMSUsageError(f"WMTS source {_loggable(spec.url)} layer {spec.layer!r}: {message}")
+class WMTSSourceError(WMSUsageError, ConfigError):
+    """A WMTS that cannot be a layer's source: a configuration error at start-up (one
+    line, no traceback, application.py) that is also the client's usage error."""
+
+
+def _fail(spec: TileSourceSpec, message: str) -> WMTSSourceError:
+    return WMTSSourceError(f"WMTS source {_loggable(spec.url)} layer {spec.layer!r}: {message}")
 
 
 def _fetch(spec: TileSourceSpec, credentials: ResolvedCredentials | None) -> ET.Element:

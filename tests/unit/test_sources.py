@@ -50,6 +50,15 @@ def png(colour=(200, 30, 30), size=256, **options) -> bytes:
     return out.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def fresh_process_caches():
+    """Each test as a new process: no WMTS capabilities or secrets read before."""
+    from s3maptiler.render import credentials, wmtssource
+
+    wmtssource._SOURCES.clear()
+    credentials._RESOLVED.clear()
+
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -772,3 +781,19 @@ def test_reading_aws_secrets_at_debug_level_logs_no_value(caplog):
         assert ResolvedCredentials(spec).headers() == {"A": "sm-" + MARKER, "B": "ssm-" + MARKER}
     assert "GetSecretValue" in caplog.text  # botocore did log, at DEBUG
     assert MARKER not in caplog.text
+
+
+def test_a_source_that_cannot_start_is_one_line_of_configuration_error(tmp_path, upstream):
+    upstream.get(CAPS, status=404)
+    with pytest.raises(ConfigError, match=r"^WMTS source \S+ layer 'roads': capabilities answered"):
+        make_app(tmp_path, wmts_layer())
+    body = f"""
+[layers.roads]
+wms_url = "{WMS}"
+wms_layers = "roads"
+credentials = {{ headers = {{ "X-Key" = {{ secret = "env:NOT_SET_ANYWHERE" }} }} }}
+"""
+    with pytest.raises(
+        ConfigError, match=r"^secret env:NOT_SET_ANYWHERE: the variable is not set$"
+    ):
+        make_app(tmp_path, body)
