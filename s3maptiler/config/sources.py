@@ -230,7 +230,8 @@ def credentials_from_env(values: dict[str, str | None]) -> Credentials | None:
 
 
 def parse_tile_source(table: Any) -> TileSourceSpec:
-    """The ``source`` table of a tile layer (keys type, url, format, grid, missing)."""
+    """The ``source`` table of a tile layer: type, url, format, missing; for xyz and tms
+    also grid and tile_size; for wmts layer, style, matrix_set, encoding."""
     if not isinstance(table, dict):
         raise ValueError("expected a table with type and url")
     wmts_keys = {"layer", "style", "matrix_set", "encoding"}
@@ -243,17 +244,19 @@ def parse_tile_source(table: Any) -> TileSourceSpec:
     url = table.get("url")
     if not isinstance(url, str):
         raise ValueError("url: expected a URL template such as https://host/{z}/{x}/{y}.png")
-    if kind == "wmts":
-        return _wmts(table, url)
-    if wmts_keys & set(table):
-        raise ValueError(f"key {sorted(wmts_keys & set(table))[0]!r} is for type wmts only")
-    check_template(url)
-    fmt = table.get("format", "image/png")
-    if not isinstance(fmt, str) or not fmt.startswith("image/"):
-        raise ValueError("format: expected an image media type such as image/png")
     missing = table.get("missing", "blank")
     if missing not in ("blank", "404"):
         raise ValueError("missing: expected blank or 404")
+    fmt = table.get("format", "image/png")
+    if not isinstance(fmt, str) or not fmt.startswith("image/"):
+        raise ValueError("format: expected an image media type such as image/png")
+    if kind == "wmts":
+        if {"grid", "tile_size"} & set(table):
+            raise ValueError("grid and tile_size of a WMTS are read from its capabilities")
+        return _wmts(table, url, missing)
+    if wmts_keys & set(table):
+        raise ValueError(f"key {sorted(wmts_keys & set(table))[0]!r} is for type wmts only")
+    check_template(url)
     grid = table.get("grid", "GoogleMapsCompatible")
     if not isinstance(grid, str):
         raise ValueError("grid: expected a grid name")
@@ -263,10 +266,10 @@ def parse_tile_source(table: Any) -> TileSourceSpec:
     return TileSourceSpec(url, fmt, grid, missing, kind, tile_size=tile_size)
 
 
-def _wmts(table: dict[str, Any], url: str) -> TileSourceSpec:
+def _wmts(table: dict[str, Any], url: str, missing: str) -> TileSourceSpec:
     validators.url(url)
     texts = {}
-    for key in ("layer", "style", "matrix_set", "format"):
+    for key in ("layer", "style", "matrix_set"):
         value = table.get(key)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise ValueError(f"{key}: expected a non-empty string")
@@ -276,12 +279,9 @@ def _wmts(table: dict[str, Any], url: str) -> TileSourceSpec:
     encoding = table.get("encoding")
     if encoding not in (None, "rest", "kvp"):
         raise ValueError("encoding: expected rest or kvp")
-    missing = table.get("missing", "blank")
-    if missing not in ("blank", "404"):
-        raise ValueError("missing: expected blank or 404")
     return TileSourceSpec(
         url=url,
-        format=texts["format"] or "",  # "": the layer's own format if offered, else the first
+        format=table.get("format", ""),  # "": the layer's own format if offered, else the first
         missing=missing,
         kind="wmts",
         layer=texts["layer"],

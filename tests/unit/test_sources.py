@@ -310,6 +310,7 @@ def test_tile_source_table_checks():
     for bad, says in (
         ({"type": "wms", "url": "http://h/{z}/{x}/{y}"}, "type"),
         ({"type": "wmts", "url": "http://h/wmts"}, "layer"),
+        ({"type": "wmts", "url": "http://h/wmts", "layer": "a", "grid": "x"}, "read from its"),
         ({"type": "xyz", "url": "http://h/{z}/{x}/{y}", "layer": "a"}, "for type wmts only"),
         ({"type": "xyz", "url": "http://h/{z}/{x}"}, "needs"),
         ({"type": "xyz", "url": "ftp://h/{z}/{x}/{y}"}, "http"),
