@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run run-website test lint system localstack setup setup-dev viewer bundle clean
+.PHONY: run run-website test lint system localstack mapproxy setup setup-dev viewer bundle clean
 
 run: setup system
 	-bash scripts/build-viewer.sh
@@ -17,7 +17,7 @@ run-website: setup system localstack
 	-bash scripts/build-viewer.sh
 	LOCAL_WEBSITE=true $(BIN)/python application.py
 
-test: setup-dev system localstack
+test: setup-dev system localstack mapproxy
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -30,6 +30,11 @@ system:
 # LocalStack's S3 in .venv-localstack/ (Python 3.13, pinned in requirements-localstack.txt).
 localstack:
 	bash scripts/install-localstack.sh
+
+# MapProxy from PyPI in bench/.venv-mapproxy (pinned in bench/requirements-mapproxy.txt):
+# the upstream tile service of tests/integration/test_sources.py and of the benchmarks.
+mapproxy: setup-dev
+	$(BIN)/python -c "from bench.compare_mapproxy import ensure_mapproxy_venv as e; e()"
 
 # OpenLayers for the preview page, from the npm registry (pinned in viewer/).
 viewer:

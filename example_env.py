@@ -97,6 +97,17 @@ SETTINGS: list[tuple[str, str | None, str]] = [
         "mapserver",
         "the WMS's resolution parameter for 2x tiles: mapserver (MAP_RESOLUTION), geoserver (FORMAT_OPTIONS=dpi:), qgis (DPI) or none",
     ),
+    # Credentials of the upstream (see README "Sources"): literal values, or references
+    # env:NAME, file:/path, secretsmanager:<id>[#field], ssm:/param read at start-up.
+    ("SOURCE_USER", None, "HTTP basic user name for the WMS (with SOURCE_PASSWORD)"),
+    ("SOURCE_PASSWORD", None, "HTTP basic password, e.g. file:/run/secrets/wms_password"),
+    (
+        "SOURCE_HEADERS",
+        None,
+        'request headers as JSON, e.g. {"X-API-Key": "secretsmanager:imagery#key"}',
+    ),
+    ("SOURCE_PARAMS", None, 'query parameters as JSON, e.g. {"token": "ssm:/arcgis/token"}'),
+    ("SOURCE_SECRETS_REFRESH", "300", "seconds between reads of referenced secrets (10-86400)"),
     (
         "EMPTY_TILES",
         "store",

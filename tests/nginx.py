@@ -1,12 +1,15 @@
 """Debian's nginx on 127.0.0.1 ports of its own, for scale-out tests and benchmarks.
 
-One nginx process serves two purposes at once:
+One nginx process serves up to three purposes at once:
 
 - a round-robin load balancer in front of several service instances, as Elastic
   Beanstalk's load balancer spreads requests over its instances (`balancer_url`);
 - a reverse proxy in front of the S3 server that logs every request's method, key
   and status (`s3_url`, `s3_requests()`), so a test counts PUTs and lease calls
-  without slowing S3 down the way a Python proxy would.
+  without slowing S3 down the way a Python proxy would;
+- an auth proxy in front of an upstream (a WMS, a tile service) that answers 401
+  unless the request carries HTTP basic credentials or a header token
+  (`protected_url`, `protected_requests()`), as a GeoServer or an imagery API does.
 """
 
 from __future__ import annotations
@@ -45,10 +48,20 @@ class S3Request:
 class Nginx:
     """nginx balancing `instances` (base URLs) and proxying `s3` (a base URL)."""
 
-    def __init__(self, instances: list[str] = (), s3: str | None = None) -> None:
+    def __init__(
+        self,
+        instances: list[str] = (),
+        s3: str | None = None,
+        protect: str | None = None,
+        basic: tuple[str, str] | None = None,
+        header: tuple[str, str] | None = None,
+    ) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="s3maptiler-nginx-"))
         self.instances = list(instances)
         self.s3 = s3
+        self.protect, self.basic, self.header = protect, basic, header
+        self.protected_port = free_port()
+        self.protected_url = f"http://127.0.0.1:{self.protected_port}"
         self.balancer_port = free_port()
         self.s3_port = free_port()
         self.balancer_url = f"http://127.0.0.1:{self.balancer_port}"
@@ -82,13 +95,41 @@ class Nginx:
                 f" access_log {d / 's3.log'} s3;"
                 f" location / {{ proxy_pass http://s3; {proxied} }} }}"
             )
+        if self.protect:
+            blocks.append(self._protected_block())
         return (
             f"daemon off; worker_processes 1; pid {d / 'nginx.pid'};"
             f" error_log {d / 'error.log'} warn;"
             " events { worker_connections 4096; }"
             " http { access_log off; log_format s3 '$request_method $request_uri $status';"
+            " log_format auth '$status';"
             f" {temp} {' '.join(blocks)} }}"
         )
+
+    def _protected_block(self) -> str:
+        d = self.directory
+        checks = ""
+        if self.basic:
+            # nginx reads {PLAIN} passwords: a test needs no crypt() here.
+            (d / "htpasswd").write_text(f"{self.basic[0]}:{{PLAIN}}{self.basic[1]}\n")
+            # Workers read it per request, as nginx's user when started as root.
+            (d / "htpasswd").chmod(0o644)
+            d.chmod(0o755)
+            checks += f' auth_basic "upstream"; auth_basic_user_file {d / "htpasswd"};'
+        if self.header:
+            variable = "$http_" + self.header[0].lower().replace("-", "_")
+            checks += f' if ({variable} != "{self.header[1]}") {{ return 401; }}'
+        return (
+            f"server {{ listen 127.0.0.1:{self.protected_port};"
+            f" access_log {d / 'protected.log'} auth;"
+            f" location / {{{checks} proxy_pass http://{urlsplit(self.protect).netloc};"
+            ' proxy_set_header Authorization ""; } }'
+        )
+
+    def protected_requests(self) -> list[int]:
+        """The status of every request to the protected upstream so far."""
+        path = self.directory / "protected.log"
+        return [int(line) for line in path.read_text().split()] if path.exists() else []
 
     def start(self) -> Nginx:
         config = self.directory / "nginx.conf"
@@ -102,6 +143,8 @@ class Nginx:
             wait_http(self.balancer_url + "/heartbeat", process=self.process)
         if self.s3:
             wait_http(self.s3_url, process=self.process)
+        if self.protect:
+            wait_http(self.protected_url, process=self.process)
         return self
 
     def s3_requests(self) -> list[S3Request]:

@@ -39,6 +39,7 @@ from s3maptiler.config.model import (
     default_meta_buffer,
     default_spool_dir,
 )
+from s3maptiler.config.sources import Credentials, credentials_from_env
 from s3maptiler.tiles.dimensions import Dimension, parse_dimensions
 from s3maptiler.tiles.formats import EXTENSIONS
 
@@ -153,7 +154,18 @@ def _layer_from_env(read: _Reader) -> Layer:
         wms_vendor=read.choice("WMS_VENDOR", "mapserver", WMS_VENDORS),
         empty_tiles=read.choice("EMPTY_TILES", "store", ("store", "redirect")),
         dimensions=_dimensions(read),
+        credentials=_credentials(read),
     )
+
+
+def _credentials(read: _Reader) -> Credentials | None:
+    """SOURCE_USER, SOURCE_PASSWORD, SOURCE_HEADERS, SOURCE_PARAMS (config/sources.py)."""
+    names = ("SOURCE_USER", "SOURCE_PASSWORD", "SOURCE_HEADERS", "SOURCE_PARAMS")
+    values = {name: read.text(name) for name in (*names, "SOURCE_SECRETS_REFRESH")}
+    try:
+        return credentials_from_env(values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _dimensions(read: _Reader) -> tuple[Dimension, ...]:

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from s3maptiler.config.model import Layer
-from s3maptiler.tiles.grids import TileGrid
+from s3maptiler.tiles.grids import with_tile_size
 
 __all__ = [
     "WMS_VENDORS",
@@ -49,19 +49,6 @@ def pixel_ratio_name(name: str, ratio: int) -> str:
     return name if ratio == 1 else f"{name}@{ratio}x"
 
 
-def with_tile_size(grid: TileGrid, tile_size: int) -> TileGrid:
-    """The same grid drawn with bigger tiles: 512 px tiles halve every resolution."""
-    if tile_size == grid.tile_size:
-        return grid
-    factor = grid.tile_size / tile_size
-    return replace(
-        grid,
-        name=f"{grid.name}-{tile_size}",
-        tile_size=tile_size,
-        resolutions=tuple(r * factor for r in grid.resolutions),
-    )
-
-
 def at_pixel_ratio(layer: Layer, ratio: int) -> Layer:
     """`layer`'s tiles at `ratio` times the pixels, as a layer of their own (`layer`
     itself at its own ratio)."""
@@ -79,6 +66,8 @@ def at_pixel_ratio(layer: Layer, ratio: int) -> Layer:
         grid_def=bigger,
         tile_size=bigger.tile_size,
         meta_buffer=layer.meta_buffer * ratio,
+        # A tile source's 512 px tiles are the @2x tiles, one each.
+        metatile=(1, 1) if layer.tile_source is not None else layer.metatile,
     )
 
 

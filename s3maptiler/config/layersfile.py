@@ -18,6 +18,13 @@ from typing import Any
 from s3maptiler.config import validators
 from s3maptiler.config.hidpi import WMS_VENDORS, with_tile_size
 from s3maptiler.config.model import WMS_VERSIONS, ConfigError, Layer, checked, default_meta_buffer
+from s3maptiler.config.sources import (
+    TileSourceSpec,
+    check_template,
+    parse_credentials,
+    parse_tile_source,
+    zoom_offset,
+)
 from s3maptiler.tiles.arcgis import grid_from_arcgis_conf, grid_from_arcgis_tileinfo
 from s3maptiler.tiles.dimensions import parse_dimensions
 from s3maptiler.tiles.formats import TILE_FORMATS
@@ -119,6 +126,8 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "wms_vendor": ("wms_vendor", _choice(*WMS_VENDORS)),
     "empty_tiles": ("empty_tiles", _choice("store", "redirect")),
     "dimensions": ("dimensions", parse_dimensions),
+    "credentials": ("credentials", parse_credentials),
+    "source": ("tile_source", parse_tile_source),
 }
 
 
@@ -144,7 +153,14 @@ def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, 
     for name, table in _tables(path, "layers", layer_tables):
         where = f"{path}: layer {name}"
         fields = {**defaults, **_fields(path, f"layer {name}", table)}
-        if wms_server is not None:
+        tile_source = fields.get("tile_source")
+        if tile_source is not None:
+            # One upstream tile per tile: no WMS, no metatile, no buffer.
+            for key in ("wms_url", "wms_layers"):
+                if key in table:
+                    raise ConfigError(f"{where}: key {key!r} does not go with a tile source")
+            fields.update(wms_url="", wms_layers="", metatile=(1, 1), meta_buffer=0)
+        elif wms_server is not None:
             fields.setdefault("wms_url", wms_server)
         for required in ("wms_url", "wms_layers"):
             if required not in fields:
@@ -153,7 +169,8 @@ def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, 
         fields.setdefault("meta_buffer", default_meta_buffer(fields.get("metatile", (4, 4))))
         fields.setdefault("title", name)
         try:
-            checked("wms_url", validators.url, fields["wms_url"])
+            if tile_source is None:
+                checked("wms_url", validators.url, fields["wms_url"])
             checked("prefix", validators.key_prefix, fields["prefix"])
             grid = grids.get(fields.get("grid", "GoogleMapsCompatible")) or get_grid(
                 fields.get("grid", "GoogleMapsCompatible")
@@ -161,6 +178,8 @@ def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, 
         except (ConfigError, GridError) as exc:
             raise ConfigError(f"{where}: {exc}") from None
         grid = with_tile_size(grid, fields.pop("tile_size", grid.tile_size))
+        if tile_source is not None:
+            _tile_source_fields(where, grid, tile_source, fields)
         tile_format = TILE_FORMATS[fields.get("format", "png")]
         extensions = ("jpg", "jpeg") if tile_format.extension == "jpg" else (tile_format.extension,)
         layer = Layer(name=name, formats=extensions, **fields)
@@ -178,6 +197,28 @@ def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, 
         layers.append(layer)
     _check_prefixes(path, layers)
     return tuple(layers)
+
+
+def _tile_source_fields(where: str, grid: TileGrid, spec: TileSourceSpec, fields: dict) -> None:
+    """Check a tile source against the layer's grid (a WMTS's is read at start-up) and
+    set the metatile: one upstream tile, 1x1, or 2x2 layer tiles cut from a 512 px one."""
+    offset = 0
+    try:
+        if spec.kind != "wmts":  # a WMTS's grid and dimensions are read at start-up
+            offset = zoom_offset(grid, spec)
+            check_template(spec.url, tuple(d.identifier for d in fields.get("dimensions", ())))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: key 'source': {exc}") from None
+    if 2 in fields.get("pixel_ratios", (1,)) and spec.tile_size != 2 * grid.tile_size:
+        raise ConfigError(
+            f"{where}: key 'pixel_ratios': @2x tiles need a tile source with tile_size = 512"
+        )
+    if offset:
+        fields["metatile"] = (2, 2)
+        if fields.setdefault("min_zoom", 1) < 1:
+            raise ConfigError(
+                f"{where}: key 'min_zoom': 256 px tiles cut from 512 px ones start at zoom 1"
+            )
 
 
 def _tables(path: Path, section: str, tables: Any):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from s3maptiler.config.sources import Credentials, TileSourceSpec
 from s3maptiler.tiles.dimensions import Dimension
 from s3maptiler.tiles.formats import TILE_FORMATS, TileFormat, own_extension
 from s3maptiler.tiles.grids import TileGrid, get_grid
@@ -51,7 +52,8 @@ def checked(name: str, check: Callable[[Any], T], value: Any) -> T:
 
 @dataclass(frozen=True)
 class Layer:
-    """One tile layer: where its tiles live in the store and which WMS draws them."""
+    """One tile layer: where its tiles live in the store and which WMS (or tile
+    service, `tile_source`) draws them."""
 
     name: str
     wms_url: str
@@ -89,6 +91,10 @@ class Layer:
     grid_def: TileGrid | None = field(default=None, compare=False, repr=False)  # custom grids
     # TIME, ELEVATION, DIM_<name>: each value's tiles under {prefix}{value}/ (tiles/dimensions.py)
     dimensions: tuple[Dimension, ...] = ()
+    # How requests to the upstream authenticate (config/sources.py); None: they do not.
+    credentials: Credentials | None = field(default=None, repr=False)
+    # A tile service instead of the WMS: one upstream tile per tile (config/sources.py).
+    tile_source: TileSourceSpec | None = None
 
     @property
     def tile_format(self) -> TileFormat:

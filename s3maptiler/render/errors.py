@@ -14,6 +14,8 @@ __all__ = [
     "WMSNotImage",
     "WMSTimeout",
     "WMSUsageError",
+    "SourceAuthRefused",
+    "TileMissing",
     "one_line",
 ]
 
@@ -80,6 +82,20 @@ class WMSBadImage(WMSError):
     """The bytes are not a complete image of the requested type and size."""
 
     kind = "bad_image"
+
+
+class SourceAuthRefused(WMSError):
+    """The upstream answered 401 or 403: it refused our credentials (or wants some)."""
+
+    kind = "auth"
+
+
+class TileMissing(WMSError):
+    """A tile service has no tile here (HTTP 404 or 204, as tile services answer
+    outside their data): a blank tile or a 404, as the layer says."""
+
+    status = 404
+    kind = "no_tile"
 
 
 class WMSUsageError(WMSError, ValueError):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_plus, urlsplit
 
 from s3maptiler.config import validators
+from s3maptiler.render.credentials import ResolvedCredentials
 from s3maptiler.render.errors import WMSUsageError
 from s3maptiler.tiles.srs import crs
 
@@ -91,6 +92,8 @@ class WMSSource:
     transparent: bool = False
     bgcolor: str | None = None
     extra_params: tuple[tuple[str, str], ...] = ()
+    # Basic auth, headers and query parameters sent with every request (credentials.py).
+    credentials: ResolvedCredentials | None = field(default=None, repr=False, compare=False)
     _base: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -3,10 +3,12 @@
 Both the tile service and seeding (the CLI and the SQS worker) draw tiles through
 this module, so a layer's settings mean the same thing whoever renders:
 
-- :class:`LayerRuntime` is a layer resolved once: grid, layout, WMS sources,
-  encoders, guard, and where its tiles (and its shared blanks) are stored;
+- :class:`LayerRuntime` is a layer resolved once: grid, layout, WMS sources (or its
+  tile source), credentials, encoders, guard, and where its tiles are stored;
 - :class:`Renderer` sends one GetMap for a metatile (or a single tile) through the
-  layer's guard and cuts the answer into encoded tiles (:class:`Cut`).
+  layer's guard and cuts the answer into encoded tiles (:class:`Cut`); for a layer
+  whose source is a tile service, it fetches the one upstream tile and passes its
+  bytes through (:class:`Passed`), or re-encodes them when the formats differ.
 
 The service (:mod:`s3maptiler.service.tilepath`) answers first and uploads in the
 background; seeding (:func:`s3maptiler.seeding.run.render_metatile`) writes each tile
@@ -29,18 +31,22 @@ from PIL import Image
 
 from s3maptiler import metrics
 from s3maptiler.config import Layer
+from s3maptiler.render.credentials import resolve
 from s3maptiler.render.encode import (
     Encoder,
     SlicedTile,
+    blank_tile,
     decode_metatile,
     slice_prepared,
     uniform_tile,
 )
-from s3maptiler.render.errors import WMSBadImage, WMSError
+from s3maptiler.render.errors import TileMissing, WMSBadImage, WMSError
 from s3maptiler.render.freshness import Freshness, freshness_of, max_age_of
 from s3maptiler.render.getmap import WMSSource, resolution_params
 from s3maptiler.render.guard import WMSGuard
+from s3maptiler.render.tilesource import Passed, TileSource, tile_url
 from s3maptiler.render.wms import WMSClient
+from s3maptiler.render.wmtssource import tile_source_for
 from s3maptiler.tiles.dimensions import values_path, wms_params
 from s3maptiler.tiles.formats import TileFormat, for_extension, tile_content_type
 from s3maptiler.tiles.grids import GridError, Tile, TileGrid
@@ -56,7 +62,7 @@ class LayerRuntime:
     layer: Layer
     grid: TileGrid
     layout: Layout
-    sources: dict[str, WMSSource]  # by tile extension
+    sources: dict[str, WMSSource | TileSource]  # by tile extension
     encoders: dict[str, Encoder]  # by tile extension, for tiles cut from metatiles
     guard: WMSGuard  # cap on concurrent GetMaps and circuit breaker for the layer's WMS
     formats: dict[str, TileFormat]  # by tile extension
@@ -65,9 +71,24 @@ class LayerRuntime:
         default_factory=dict, repr=False, compare=False
     )
 
+    @property
+    def tile_source(self) -> bool:
+        """Whether the layer's upstream is a tile service (one upstream tile per tile)."""
+        return self.layer.tile_source is not None
+
+    def passes_through(self, ext: str) -> bool:
+        """Whether a tile source's bytes are the tile (same format, no re-encoding)."""
+        source, fmt = self.sources[ext], self.formats[ext]
+        whole = source.zoom_offset == 0  # not a quarter of a 512 px upstream tile
+        return whole and not fmt.reencoded and fmt.wms_format == source.image_format
+
     def metatile_of(self, tile: Tile, ext: str) -> MetaTile | None:
         """The metatile drawn for `tile`; None when the tile is the WMS's own answer
-        (drawn alone, without a buffer, in the format the WMS was asked for)."""
+        (drawn alone, without a buffer, in the format the WMS was asked for). A tile
+        source's tile is its own 1x1 metatile, so that every ring of single flight
+        (threads, workers, instances) asks the upstream for it once."""
+        if self.tile_source:  # 1x1, or the 2x2 quarters of a 512 px upstream tile
+            return metatile_for(self.grid, tile, self.layer.metatile, 0)
         alone = self.layer.metatile == (1, 1) and self.layer.meta_buffer == 0
         if alone and not self.formats[ext].reencoded:
             return None
@@ -132,24 +153,34 @@ class LayerRuntime:
         layer's dimension-less keys are drawn with)."""
         grid = layer.tile_grid
         formats = {ext: for_extension(layer.tile_format, ext) for ext in layer.formats}
+        # Read once per process and layer (the variants share them), then refreshed.
+        credentials = resolve(layer.credentials) if layer.credentials is not None else None
         # Dimension values first, then the vendor's resolution for high-DPI tiles.
         extra_params = wms_params(layer.dimensions, values) + resolution_params(
             layer.wms_vendor, layer.pixel_ratio
         )
-        sources = {
-            ext: WMSSource(
-                url=layer.wms_url,
-                layers=layer.wms_layers,
-                styles=layer.wms_styles,
-                version=layer.wms_version,
-                srs=grid.srs,
-                image_format=formats[ext].wms_format,
-                transparent=layer.transparent,
-                bgcolor=layer.bgcolor,
-                extra_params=extra_params,
-            )
-            for ext in layer.formats
-        }
+        sources: dict[str, WMSSource | TileSource]
+        if layer.tile_source is not None:
+            source = tile_source_for(layer, grid, credentials)
+            chosen = [v for _, v in wms_params(layer.dimensions, values)]
+            named = tuple(zip((d.identifier for d in layer.dimensions), chosen, strict=True))
+            sources = dict.fromkeys(layer.formats, replace(source, dimensions=named))
+        else:
+            sources = {
+                ext: WMSSource(
+                    url=layer.wms_url,
+                    layers=layer.wms_layers,
+                    styles=layer.wms_styles,
+                    version=layer.wms_version,
+                    srs=grid.srs,
+                    image_format=formats[ext].wms_format,
+                    transparent=layer.transparent,
+                    bgcolor=layer.bgcolor,
+                    extra_params=extra_params,
+                    credentials=credentials,
+                )
+                for ext in layer.formats
+            }
         encoders = {
             ext: Encoder(
                 format=formats[ext].name,
@@ -208,17 +239,24 @@ class Renderer:
         """One GetMap's image, and how long it may be cached when the layer honours its
         WMS's cache headers (``cache_from_wms``) and they say; else None. Raises
         WMSError (502/504) or WMSUnavailable (503, the WMS not asked)."""
+        source = runtime.sources[ext]
+        return self._guarded(runtime, lambda: self.wms.get_map_answer(source, bbox, width, height))
+
+    def _guarded(self, runtime: LayerRuntime, fetch) -> tuple[bytes, Freshness | None]:
+        """`fetch()` through the layer's guard, counted, with its lifetime."""
         name = runtime.layer.name
         layer = runtime.layer
         with runtime.guard.slot():
             started = time.perf_counter()
             try:
-                data, headers = self.wms.get_map_answer(runtime.sources[ext], bbox, width, height)
+                data, headers = fetch()
                 fresh = None
                 if layer.cache_from_wms:
                     fresh = freshness_of(headers, time.time(), max_age_of(layer.cache_control))
             except WMSError as exc:
                 metrics.WMS_ERRORS.labels(name, exc.kind).inc()
+                if exc.kind == "auth":  # name the source: the reason does not
+                    exc.set_reason(f"source of layer {name}: {exc.reason}")
                 # Only an unreachable WMS trips the breaker; an error answer means it is up.
                 if exc.kind in ("timeout", "connection"):
                     runtime.guard.failed()
@@ -237,6 +275,9 @@ class Renderer:
         their lifetime (see :meth:`answer`). Only the redirect blank policy needs to
         know whether it is uniform."""
         size = runtime.grid.tile_size
+        if runtime.tile_source:
+            cut = self.metatile(runtime, ext, runtime.metatile_of(tile, ext))
+            return cut.encode([tile])[tile], cut.freshness
         data, fresh = self.answer(runtime, ext, runtime.grid.tile_bbox(tile), size, size)
         if runtime.layer.empty_tiles != "redirect":
             return SlicedTile(data, False), fresh
@@ -245,10 +286,36 @@ class Renderer:
         except MetaTileError as exc:
             raise WMSBadImage(f"tile image unusable: {exc}") from None
 
-    def metatile(self, runtime: LayerRuntime, ext: str, meta: MetaTile) -> Cut:
+    def upstream_tile(
+        self, runtime: LayerRuntime, ext: str, tile: Tile
+    ) -> tuple[bytes, Freshness | None]:
+        """A tile source's tile, as it sent it; a blank tile where it has none and the
+        layer says so (``missing = "blank"``), else TileMissing (404)."""
+        source = runtime.sources[ext]
+        size = source.tile_size
+        url = tile_url(source, tile)
+        what = f"tile {source.endpoint} {tile.z}/{tile.x}/{tile.y}"
+        try:
+            return self._guarded(runtime, lambda: self.wms.fetch(source, url, size, size, what))
+        except TileMissing:
+            if source.missing == "404":
+                raise
+            return blank_tile(runtime.formats[ext].media_type, size), None
+
+    def metatile(self, runtime: LayerRuntime, ext: str, meta: MetaTile) -> Cut | Passed:
         """One GetMap for the metatile, decoded: raises WMSBadImage for an image that
-        cannot be decoded or has the wrong size."""
-        image, fresh = self.answer(runtime, ext, meta.bbox, meta.width, meta.height)
+        cannot be decoded or has the wrong size. For a tile source (1x1 metatiles) the
+        upstream tile, passed through or decoded for re-encoding."""
+        if runtime.tile_source:
+            first = next(iter(meta.tiles()))
+            data, fresh = self.upstream_tile(
+                runtime, ext, runtime.sources[ext].upstream_tile(first)
+            )
+            if runtime.passes_through(ext):
+                return Passed(meta, data, runtime.layer.empty_tiles == "redirect", fresh)
+            image, fresh = data, fresh
+        else:
+            image, fresh = self.answer(runtime, ext, meta.bbox, meta.width, meta.height)
         try:
             decoded = decode_metatile(image, meta)
         except MetaTileError as exc:

@@ -8,7 +8,12 @@ that are a complete image of the requested type and size
 timeout) and one-line ``reason`` the tile service can answer with. Nothing that
 failed here may ever be cached. Times are in seconds.
 
-One module of about 440 lines on purpose: the session, the attempts and the reading
+It fetches a tile service's tiles too (:mod:`s3maptiler.render.tilesource`): any
+source with a ``url``, ``image_format``, ``endpoint`` and ``credentials``
+(:mod:`s3maptiler.render.credentials`, added to every attempt and redacted from every
+reason). An upstream 401/403 is :class:`SourceAuthRefused` (502, never retried).
+
+One module of about 500 lines on purpose: the session, the attempts and the reading
 of one answer belong to one retry loop; the request, the errors and the judging of
 answers are already their own modules.
 """
@@ -28,14 +33,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
 from s3maptiler.render.answers import MAX_ERROR_BODY, body_message, check_image, exception_report
+from s3maptiler.render.credentials import redact
 from s3maptiler.render.errors import (
+    SourceAuthRefused,
+    TileMissing,
     WMSBadImage,
     WMSConnectionError,
     WMSError,
@@ -65,12 +73,28 @@ def _status_line(response: requests.Response) -> str:
 
 
 def _scrub(reason: str, source: WMSSource) -> str:
-    """Remove the WMS URL and host from a message the WMS may have echoed them in."""
+    """Remove the WMS URL and host, and every credential, from a message the WMS may
+    have echoed them in: the one place an upstream's answer is turned into text."""
+    if source.credentials is not None:
+        reason = redact(reason, source.credentials.secrets())
     parts = urlsplit(source.url)
     for secret in (source.url, source._base.rstrip("?&"), parts.netloc, parts.hostname):
         if secret and len(secret) > 3:
             reason = re.sub(re.escape(secret), "<wms>", reason, flags=re.IGNORECASE)
     return reason
+
+
+def _with_credentials(url: str, source: WMSSource) -> tuple[str, dict]:
+    """The URL with the source's query credentials, and the request's auth and headers.
+    Read per attempt: a refreshed secret is used from the next request on."""
+    credentials = source.credentials
+    if credentials is None:
+        return url, {}
+    params = credentials.params()
+    if params:
+        joiner = "&" if "?" in url else "?"
+        url += joiner + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params)
+    return url, {"auth": credentials.auth(), "headers": credentials.headers() or None}
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -214,19 +238,42 @@ class WMSClient:
         params = [("SERVICE", "WMS"), ("REQUEST", "GetCapabilities"), ("VERSION", source.version)]
         # The endpoint without its standard keys, as GetMaps use it (a URL copied with
         # REQUEST=GetMap in it asks for capabilities all the same).
-        url = source._base + urlencode(params)
+        url, extra = _with_credentials(source._base + urlencode(params), source)
         try:
             response = self._session_for_process().get(
                 url,
                 timeout=(min(self.connect_timeout, timeout), timeout),
                 proxies=self._proxies(source.url),
+                **extra,
             )
         except requests.exceptions.Timeout:
             raise WMSTimeout(f"no GetCapabilities answer within {timeout:g} s") from None
         except requests.exceptions.RequestException as exc:
             raise WMSConnectionError(f"cannot reach the WMS: {type(exc).__name__}") from None
+        response.close()
+        if response.status_code in (401, 403):
+            raise SourceAuthRefused(f"credentials refused (HTTP {response.status_code})")
         if response.status_code != 200:
             raise WMSHTTPStatusError(f"GetCapabilities answered HTTP {response.status_code}")
+
+    def check_tile_url(self, source, url: str, timeout: float) -> None:
+        """Raise WMSError unless a tile service answers `url` within `timeout` seconds
+        with anything but a 5xx or a refusal (the deep health check of a tile source)."""
+        url, extra = _with_credentials(url, source)
+        try:
+            response = self._session_for_process().get(
+                url, timeout=(min(self.connect_timeout, timeout), timeout), **extra
+            )
+        except requests.exceptions.Timeout:
+            raise WMSTimeout(f"no tile within {timeout:g} s") from None
+        except requests.exceptions.RequestException as exc:
+            reason = f"cannot reach the tile service: {type(exc).__name__}"
+            raise WMSConnectionError(reason) from None
+        response.close()
+        if response.status_code in (401, 403):
+            raise SourceAuthRefused(f"credentials refused (HTTP {response.status_code})")
+        if response.status_code >= 500:
+            raise WMSHTTPStatusError(f"tile service answered HTTP {response.status_code}")
 
     def close(self) -> None:
         """Close the pooled connections; a later :meth:`get_map` opens new ones."""
@@ -273,8 +320,14 @@ class WMSClient:
         """:meth:`get_map`'s image with the answer's caching headers (``Cache-Control``,
         ``Expires``, ``Last-Modified``, ``Date``, ``Age``: those it sent)."""
         url = getmap_url(source, bbox, width, height)
+        what = f"GetMap {source.endpoint} LAYERS={source.layers} {width}x{height}"
+        return self.fetch(source, url, width, height, what)
+
+    def fetch(self, source, url: str, width: int, height: int, what: str) -> WMSAnswer:
+        """An image of `width` x `height` pixels from `url` of `source` (a WMSSource or
+        a tile source), with retries, credentials and the answer's caching headers;
+        `what` names the request in logs (no query, no credentials)."""
         session = self._session_for_process()
-        what = f"{source.endpoint} LAYERS={source.layers} {width}x{height}"
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
@@ -282,19 +335,19 @@ class WMSClient:
             elapsed_ms = (time.monotonic() - started) * 1000.0
             if isinstance(outcome, WMSAnswer):
                 log.debug(
-                    "GetMap %s attempt %d/%d: %d bytes in %.0f ms",
+                    "%s attempt %d/%d: %d bytes in %.0f ms",
                     what, attempt, attempts, len(outcome.data), elapsed_ms,
                 )  # fmt: skip
                 return outcome
             error = outcome.error
             error.set_reason(_scrub(error.reason, source))
             log.debug(
-                "GetMap %s attempt %d/%d: %s (%s) in %.0f ms",
+                "%s attempt %d/%d: %s (%s) in %.0f ms",
                 what, attempt, attempts, error.kind, error.reason, elapsed_ms,
             )  # fmt: skip
             if not outcome.retryable or attempt == attempts:
                 log.warning(
-                    "GetMap %s failed after %d attempt(s): %s: %s",
+                    "%s failed after %d attempt(s): %s: %s",
                     what, attempt, error.kind, error.reason,
                 )  # fmt: skip
                 raise error
@@ -316,12 +369,14 @@ class WMSClient:
         self, session: requests.Session, url: str, source: WMSSource, width: int, height: int
     ) -> WMSAnswer | _Failure:
         self._count()
+        url, extra = _with_credentials(url, source)
         try:
             response = session.get(
                 url,
                 timeout=(self.connect_timeout, self.read_timeout),
                 stream=True,
                 proxies=self._proxies(source.url),
+                **extra,
             )
         except requests.exceptions.ConnectTimeout:
             return _Failure(
@@ -379,6 +434,15 @@ class WMSClient:
         self, response: requests.Response, source: WMSSource, width: int, height: int
     ) -> bytes | _Failure:
         status = response.status_code
+        if status in (401, 403):
+            # Final: asking again with the same credentials gets the same answer.
+            return _Failure(
+                SourceAuthRefused(
+                    f"the upstream refused the credentials (HTTP {status})", upstream_status=status
+                )
+            )
+        if status in (204, 404) and getattr(source, "missing_ok", False):
+            return _Failure(TileMissing(f"the tile service has no tile here (HTTP {status})"))
         content_type = response.headers.get("Content-Type", "")
         is_image_type = content_type.strip().lower().startswith("image/")
         declared = response.headers.get("Content-Length", "")

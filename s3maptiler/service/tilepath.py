@@ -45,6 +45,7 @@ from s3maptiler.render.encode import SlicedTile, blank_tile, uniform_tile
 from s3maptiler.render.freshness import Freshness, stored_headers
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer
+from s3maptiler.render.tilesource import tile_url
 from s3maptiler.render.wms import WMSClient
 from s3maptiler.service import lifetimes
 from s3maptiler.service.addresses import Addresses, TileRequest
@@ -57,6 +58,7 @@ from s3maptiler.storage.s3 import StoreError
 from s3maptiler.storage.stores import StoredTile, TileStore
 from s3maptiler.storage.uploads import UploadJob, UploadPool
 from s3maptiler.tiles.formats import etag_of
+from s3maptiler.tiles.grids import Tile
 from s3maptiler.tiles.metatile import MetaTile
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,10 @@ class TileService(Addresses):
         if reused is not None:
             return reused
         meta = request.layer.metatile_of(request.tile, request.ext)
-        if meta is None or len(meta.columns) * len(meta.rows) == 1:
+        # A tile source's tile is a 1x1 metatile that goes through all three rings: each
+        # upstream tile is asked for once across the fleet.
+        alone = meta is None or len(meta.columns) * len(meta.rows) == 1
+        if alone and not request.layer.tile_source:
             # One tile per GetMap: only this process's threads coalesce. Two workers
             # asking for the very same tile at once is rare, and the conditional PUT
             # still stores it once.
@@ -413,6 +418,13 @@ class TileService(Addresses):
             if runtime.layer.pixel_ratio != 1:
                 continue  # the WMS of its 1x layer
             source = next(iter(runtime.sources.values()))
+            if runtime.tile_source:
+                first = Tile(0, 0, runtime.layer.min_zoom)
+                url = tile_url(source, source.upstream_tile(first))
+                checks[f"tiles:{runtime.layer.name}"] = _probe(
+                    lambda s=source, u=url: self.wms.check_tile_url(s, u, timeout=3.0)
+                )
+                continue
             checks[f"wms:{runtime.layer.name}"] = _probe(
                 lambda s=source: self.wms.check_capabilities(s, timeout=3.0)
             )

@@ -19,6 +19,7 @@ One module of about 410 lines on purpose: TileGrid and the edge search it relies
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = [
     "UnknownGrid",
     "custom_grid",
     "get_grid",
+    "with_tile_size",
 ]
 
 # Overshoot of a bbox past a whole number of tiles that is ignored when sizing a matrix:
@@ -355,6 +357,19 @@ _GRIDS_BY_NAME = {
     )
     for alias in aliases
 }
+
+
+def with_tile_size(grid: TileGrid, tile_size: int) -> TileGrid:
+    """The same grid drawn with bigger tiles: 512 px tiles halve every resolution."""
+    if tile_size == grid.tile_size:
+        return grid
+    factor = grid.tile_size / tile_size
+    return dataclasses.replace(
+        grid,
+        name=f"{grid.name}-{tile_size}",
+        tile_size=tile_size,
+        resolutions=tuple(r * factor for r in grid.resolutions),
+    )
 
 
 def get_grid(name: str) -> TileGrid:

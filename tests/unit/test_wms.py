@@ -550,7 +550,7 @@ def test_503_retry_after_is_honoured_up_to_the_cap(client, mock, retry_after, ex
     assert len(mock.calls) == 2
 
 
-@pytest.mark.parametrize("status", [400, 403, 404, 429])
+@pytest.mark.parametrize("status", [400, 404, 429])  # 401, 403: test_sources.py
 def test_4xx_is_never_retried(client, mock, status):
     mock.get(WMS_URL, status=status, body=b"", content_type="text/plain")
     with pytest.raises(WMSError) as info:
