@@ -59,7 +59,7 @@ def _runtime(env: common.Environment, layer_name: str | None) -> LayerRuntime:
     return layer_runtime(env.layer(layer_name))
 
 
-def _zooms(value: str, runtime: LayerRuntime) -> list[int]:
+def zoom_levels(value: str, runtime: LayerRuntime) -> list[int]:
     low, _, high = value.partition("-")
     try:
         first, last = int(low), int(high or low)
@@ -76,7 +76,7 @@ def _zooms(value: str, runtime: LayerRuntime) -> list[int]:
     return list(range(first, last + 1))
 
 
-def _coverage(bbox: str | None, geojson: Path | None) -> Coverage:
+def area_of(bbox: str | None, geojson: Path | None) -> Coverage:
     if (bbox is None) == (geojson is None):
         raise common.ConfigProblem("give the area with exactly one of --bbox or --geojson")
     try:
@@ -237,8 +237,8 @@ def seed_command(
         runtime = _runtime(env, layer_name)
         if zoom is None:
             raise common.ConfigProblem("--zoom is required (e.g. --zoom 0-14)")
-        zooms = _zooms(zoom, runtime)
-        coverage = _coverage(bbox, geojson)
+        zooms = zoom_levels(zoom, runtime)
+        coverage = area_of(bbox, geojson)
         ext = (ext or runtime.layer.extension).lower()
         if ext not in runtime.sources:
             raise common.ConfigProblem(

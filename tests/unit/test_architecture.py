@@ -20,12 +20,23 @@ MAY_IMPORT: dict[str, set[str]] = {
     "config": {"tiles"},
     "render": {"tiles", "config", "metrics"},
     "storage": {"tiles"},
+    "archives": {"tiles"},
     "documents": {"tiles", "config"},
-    "service": {"tiles", "config", "render", "storage", "metrics"},
+    "service": {"tiles", "config", "render", "storage", "archives", "metrics"},
     "bucket": {"tiles", "config", "storage", "documents"},
-    "seeding": {"tiles", "config", "render", "storage"},
+    "seeding": {"tiles", "config", "render", "storage", "archives"},
     "http": {"tiles", "config", "render", "storage", "documents", "service", "seeding", "metrics"},
-    "cli": {"tiles", "config", "render", "storage", "documents", "service", "seeding", "bucket"},
+    "cli": {
+        "tiles",
+        "config",
+        "render",
+        "storage",
+        "archives",
+        "documents",
+        "service",
+        "seeding",
+        "bucket",
+    },
 }
 
 

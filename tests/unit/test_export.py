@@ -1,0 +1,270 @@
+"""Export without servers: the three writers fed from a local directory store, read
+back with the ``pmtiles`` package's reader and SQLite; atomic output; bad input.
+(GDAL reads the MBTiles and GeoPackage files in tests/integration/test_export.py.)"""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from pmtiles.reader import MmapSource, Reader
+from pmtiles.reader import all_tiles as pmtiles_tiles
+from pmtiles.tile import TileType
+
+from s3maptiler.archives.common import ArchiveError
+from s3maptiler.config import Layer
+from s3maptiler.seeding import export as s_export
+from s3maptiler.seeding.coverage import Coverage
+from s3maptiler.seeding.plan import covered_tiles, layer_runtime
+from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.stores import LocalStore
+from s3maptiler.tiles.grids import Tile
+
+BBOX = (-74.02, 40.70, -73.95, 40.76)  # Manhattan
+
+
+def png(colour: tuple[int, int, int], size: int = 256) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+def jpeg(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (256, 256), colour).save(out, "JPEG")
+    return out.getvalue()
+
+
+def fill_cache(root: Path, layer: Layer, zooms: range, bbox=BBOX, every: int = 1, tile=None):
+    """Tiles of the area under the layer's keys; each ``every``-th one (others missing).
+    Tiles are coloured by column (so rows repeat: dedup has work) unless ``tile`` says."""
+    runtime = layer_runtime(layer)
+    stored: dict[Tile, bytes] = {}
+    for z in zooms:
+        for i, t in enumerate(covered_tiles(runtime, Coverage.from_bbox(bbox), z)):
+            if i % every:
+                continue
+            data = tile(t) if tile else png(((t.x * 37) % 256, z * 10, 0))
+            path = root / runtime.key_to_store(t, layer.extension)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            stored[t] = data
+    return stored
+
+
+def export(tmp_path: Path, layer: Layer, name: str, zooms=range(10, 14), bbox=BBOX, store=None):
+    runtime = layer_runtime(layer)
+    request = s_export.ExportRequest(
+        runtime,
+        layer.extension,
+        Coverage.from_bbox(bbox),
+        list(zooms),
+        layer.name,
+        "a test",
+        "© test",
+    )
+    target = tmp_path / name
+    report = s_export.export_archive(
+        request, store or LocalStore(tmp_path / "cache"), target, target.suffix
+    )
+    return target, report
+
+
+def make_layer(**changes) -> Layer:
+    values = dict(name="demo", wms_url="http://127.0.0.1:9/wms", wms_layers="demo")
+    values.update(changes)
+    return Layer(**values)
+
+
+def test_pmtiles_reads_back_byte_equal_and_keeps_each_distinct_tile_once(tmp_path):
+    layer = make_layer()
+    stored = fill_cache(tmp_path / "cache", layer, range(10, 14))
+    target, report = export(tmp_path, layer, "out.pmtiles")
+    assert report.written == len(stored) and report.missing == 0
+    with open(target, "rb") as f:
+        source = MmapSource(f)
+        reader = Reader(source)
+        header = reader.header()
+        assert (header["min_zoom"], header["max_zoom"]) == (10, 13)
+        assert header["tile_type"] == TileType.PNG
+        got = {Tile(x, y, z): data for (z, x, y), data in pmtiles_tiles(source)}
+        metadata = reader.metadata()
+    assert got == stored
+    assert metadata["attribution"] == "© test" and metadata["format"] == "png"
+    # Tiles of one column are identical: written once, so the archive is smaller
+    # than the tiles' own bytes.
+    assert header["tile_contents_count"] < header["addressed_tiles_count"] == len(stored)
+    assert target.stat().st_size < report.tile_bytes
+    west, south, east, north = (
+        header[k] / 1e7 for k in ("min_lon_e7", "min_lat_e7", "max_lon_e7", "max_lat_e7")
+    )
+    assert west <= BBOX[0] < BBOX[2] <= east and south <= BBOX[1] < BBOX[3] <= north
+
+
+def test_mbtiles_rows_are_tms_and_metadata_names_the_export(tmp_path):
+    layer = make_layer()
+    stored = fill_cache(tmp_path / "cache", layer, range(10, 14), every=3)
+    target, report = export(tmp_path, layer, "out.mbtiles")
+    assert report.written == len(stored) and report.missing > 0
+    db = sqlite3.connect(target)
+    rows = db.execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles").fetchall()
+    assert {Tile(x, 2**z - 1 - row, z): bytes(data) for z, x, row, data in rows} == stored
+    metadata = dict(db.execute("SELECT name, value FROM metadata"))
+    assert metadata["format"] == "png" and metadata["attribution"] == "© test"
+    assert (metadata["minzoom"], metadata["maxzoom"]) == ("10", "13")
+    assert metadata["name"] == "demo"
+
+
+def test_mixed_tiles_say_so(tmp_path):
+    layer = make_layer(format="mixed", formats=("mixed",))
+    fill_cache(
+        tmp_path / "cache",
+        layer,
+        range(12, 13),
+        tile=lambda t: jpeg((0, 0, 200)) if t.x % 2 else png((0, 200, 0)),
+    )
+    target, report = export(tmp_path, layer, "out.pmtiles", zooms=range(12, 13))
+    assert report.formats == {"png", "jpg"}
+    with open(target, "rb") as f:
+        reader = Reader(MmapSource(f))
+        assert reader.header()["tile_type"] == TileType.UNKNOWN
+        assert reader.metadata()["format"] == "mixed"
+
+
+def test_geopackage_matrices_fit_an_epsg4326_grid(tmp_path):
+    layer = make_layer(grid="EPSG:4326")
+    stored = fill_cache(tmp_path / "cache", layer, range(9, 12))
+    target, report = export(tmp_path, layer, "out.gpkg", zooms=range(9, 12))
+    db = sqlite3.connect(target)
+    assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+    assert db.execute(
+        "SELECT srs_id, min_x, min_y, max_x, max_y FROM gpkg_tile_matrix_set"
+    ).fetchone() == (4326, -180.0, -90.0, 180.0, 90.0)
+    matrices = db.execute(
+        "SELECT zoom_level, matrix_width, matrix_height, pixel_x_size FROM gpkg_tile_matrix"
+    ).fetchall()
+    assert matrices == [(z, 2 ** (z + 1), 2**z, 0.703125 / 2**z) for z in range(9, 12)]
+    rows = db.execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM demo").fetchall()
+    assert {Tile(x, y, z): bytes(d) for z, x, y, d in rows} == stored  # rows from the top
+    west, south, east, north = db.execute(
+        "SELECT min_x, min_y, max_x, max_y FROM gpkg_contents"
+    ).fetchone()
+    assert west <= BBOX[0] < BBOX[2] <= east and south <= BBOX[1] < BBOX[3] <= north
+
+
+def test_mbtiles_and_pmtiles_refuse_a_grid_that_is_not_web_mercator(tmp_path):
+    layer = make_layer(grid="EPSG:4326")
+    fill_cache(tmp_path / "cache", layer, range(9, 10))
+    for name in ("out.mbtiles", "out.pmtiles"):
+        with pytest.raises(ArchiveError, match="Web Mercator"):
+            export(tmp_path, layer, name, zooms=range(9, 10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+class FailingStore(LocalStore):
+    """Fails after some reads, as a bucket that goes away halfway."""
+
+    def __init__(self, root: Path, after: int) -> None:
+        super().__init__(root)
+        self.left = after
+        self.lock = threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            self.left -= 1
+            if self.left < 0:
+                raise StoreError("the bucket went away")
+        return super().get(key)
+
+
+@pytest.mark.parametrize("name", ["out.pmtiles", "out.mbtiles", "out.gpkg"])
+def test_a_failed_export_leaves_the_old_file_and_no_part(tmp_path, name):
+    layer = make_layer()
+    fill_cache(tmp_path / "cache", layer, range(10, 15))
+    (tmp_path / name).write_bytes(b"the old archive")
+    with pytest.raises(StoreError):
+        export(
+            tmp_path, layer, name, zooms=range(10, 15), store=FailingStore(tmp_path / "cache", 30)
+        )
+    assert (tmp_path / name).read_bytes() == b"the old archive"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", name]
+
+
+def test_an_area_without_stored_tiles_writes_nothing(tmp_path):
+    layer = make_layer()
+    fill_cache(tmp_path / "cache", layer, range(10, 11))
+    with pytest.raises(s_export.EmptyExport, match="no stored tile of layer demo"):
+        export(tmp_path, layer, "out.gpkg", bbox=(2.2, 48.8, 2.4, 48.9))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+def test_the_file_gets_the_umask_mode_not_a_private_one(tmp_path):
+    layer = make_layer()
+    fill_cache(tmp_path / "cache", layer, range(10, 11))
+    old = os.umask(0o022)
+    try:
+        target, _ = export(tmp_path, layer, "out.mbtiles", zooms=range(10, 11))
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
+# --- the command's bad input: one line, exit 2, nothing written --------------------
+
+
+def run_cli(tmp_path: Path, *args: str):
+    import subprocess
+
+    env = {
+        **os.environ,
+        "LAYERS_FILE": "",
+        "WMS_SERVER": "http://127.0.0.1:9/wms",
+        "MAP_LAYERS": "demo",
+        "LOCAL_CACHE_DIR": str(tmp_path / "cache"),
+        "BUCKET_NAME": "",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "s3maptiler.cli", "export", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
+    layer = make_layer(name="default", prefix="tiles/")
+    fill_cache(tmp_path / "cache", layer, range(10, 11))
+    bbox = ",".join(map(str, BBOX))
+    (tmp_path / "old.gpkg").write_bytes(b"keep me")
+    cases = {
+        ("nope", "out.pmtiles", "--zoom", "10"): "--layer nope: no such layer",
+        ("default", "old.gpkg", "--zoom", "10", "--bbox", bbox): "old.gpkg exists; pass --force",
+        ("default", "out.tif", "--zoom", "10"): "must end in one of .pmtiles, .mbtiles, .gpkg",
+        ("default", "out.pmtiles", "--zoom", "10", "--bbox", "2.2,48.8,2.4,48.9"): "no stored tile",
+        (
+            "default",
+            "out.pmtiles",
+            "--zoom",
+            "10",
+            "--upload",
+            "bucket/key",
+        ): "expected s3://bucket/key",
+    }
+    for args, reason in cases.items():
+        done = run_cli(tmp_path, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert reason in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "old.gpkg"]
+    assert (tmp_path / "old.gpkg").read_bytes() == b"keep me"
+    done = run_cli(tmp_path, "default", "old.gpkg", "--zoom", "10", "--bbox", bbox, "--force")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "old.gpkg").read_bytes().startswith(b"SQLite format 3")
