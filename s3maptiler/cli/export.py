@@ -9,6 +9,7 @@ service's local directory); ``--fill`` first draws the missing ones as ``seed
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -16,10 +17,12 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.archives.common import ARCHIVE_KINDS, ArchiveError, archive_kind
-from s3maptiler.cli import common
+from s3maptiler.cli import common, costs
 from s3maptiler.cli import dimensions as dimension_option
+from s3maptiler.cli.costs import print_costs
 from s3maptiler.cli.seed import area_of, zoom_levels
 from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.seeding.cost import Prices, SizeSampler, plan_costs
 from s3maptiler.seeding.coverage import Coverage
 from s3maptiler.seeding.export import (
     EmptyExport,
@@ -31,6 +34,7 @@ from s3maptiler.seeding.plan import MetaJob, candidate_count, job_runtime, layer
 from s3maptiler.seeding.run import SeedOptions, run_seed
 from s3maptiler.service.build import wms_client
 from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.stores import TileStore
 from s3maptiler.tiles.grids import Tile
 from s3maptiler.tiles.tilemath import tile_lonlat_bounds
 
@@ -78,6 +82,8 @@ def _upload_target(value: str) -> tuple[str, str]:
 @click.option("--attribution", default="", help="Attribution text in the archive's metadata.")
 @click.option("--upload", metavar="s3://BUCKET/KEY", help="Then upload the file there.")
 @click.option("--force", is_flag=True, help="Replace an existing OUTPUT.")
+@click.option("--dry-run", is_flag=True, help="Counts and costs per zoom; read and write nothing.")
+@costs.price_options
 @click.pass_context
 def export_command(
     ctx: click.Context,
@@ -94,6 +100,8 @@ def export_command(
     attribution: str,
     upload: str | None,
     force: bool,
+    dry_run: bool,
+    prices: Prices,
 ) -> None:
     """Write the stored tiles of LAYER over an area and zoom range to OUTPUT, a
     .pmtiles, .mbtiles or .gpkg file. Missing tiles are left out (or drawn first
@@ -123,6 +131,9 @@ def export_command(
         raise common.ConfigProblem(f"{output}: no directory {output.parent}")
     target = _upload_target(upload) if upload else None
     store = common.tile_store(env, settings, s3, concurrency + 2, conditional=fill)
+    if dry_run:
+        _print_costs(runtime, ext, coverage, zooms, store, fill, upload, prices)
+        return
     if fill:
         _fill(settings, base, coverage, zooms, ext, values, store, concurrency)
     what = dimension_option.describe(combinations)
@@ -157,6 +168,30 @@ def export_command(
     )
     if target is not None:
         _upload(env, s3, output, kind, *target)
+
+
+def _print_costs(
+    runtime: LayerRuntime,
+    ext: str,
+    coverage: Coverage,
+    zooms: list[int],
+    store: TileStore,
+    fill: bool,
+    upload: str | None,
+    prices: Prices,
+) -> None:
+    sampler = SizeSampler(runtime, ext, coverage, store)
+    plan = plan_costs(runtime, ext, coverage, zooms, sampler, seed=fill, read=True)
+    notes = ["a GET per covered tile, stored or not; tiles written once each"]
+    if fill:
+        notes.append("--fill draws only missing tiles: GetMaps and PUTs are at most these")
+    size = plan.expected_bytes
+    if upload and size is not None:
+        parts = math.ceil(size / PART_SIZE)
+        plan.extra_puts = 1 if parts <= 1 else parts + 2  # create, parts, complete
+    elif upload:
+        notes.append("the upload's PUTs are unknown (no size)")
+    print_costs(plan, prices, "; ".join(notes))
 
 
 def _fill(settings, base, coverage, zooms, ext, values, store, concurrency) -> None:  # noqa: ANN001
