@@ -8,10 +8,14 @@ https://github.com/protomaps/PMTiles/blob/main/spec/v3/spec.md
 from __future__ import annotations
 
 import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pmtiles.tile import Compression, TileType, zxy_to_tileid
+from pmtiles.reader import Reader
+from pmtiles.tile import Compression, TileType, deserialize_header, zxy_to_tileid
 from pmtiles.writer import Writer
 
 from s3maptiler.archives.common import (
@@ -75,3 +79,51 @@ class PMTilesWriter(ArchiveWriter):
     def close(self) -> None:
         self._writer.tile_f.close()
         self._file.close()
+
+
+# The header (127 bytes) and the root directory lie in the first 16 KiB (spec, 3.2).
+_HEAD_BYTES = 16_384
+_LEAVES_KEPT = 64
+
+
+class PMTilesReader:
+    """Tiles of one archive through ``read_range(offset, length) -> bytes`` (an S3
+    ranged GET, a file read): the header and root directory read once, the last
+    leaf directories kept, then one range read per tile. Thread-safe."""
+
+    def __init__(self, read_range: Callable[[int, int], bytes]) -> None:
+        self._read = read_range
+        self._head = read_range(0, _HEAD_BYTES)
+        self.header = deserialize_header(self._head[:127])
+        if self.header["tile_compression"] not in (Compression.NONE, Compression.UNKNOWN):
+            raise ArchiveError("the archive's tiles are compressed; image tiles are expected")
+        start = self.header["leaf_directory_offset"]
+        self._leaf_area = range(start, start + self.header["leaf_directory_length"])
+        self._leaves: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self._reader = Reader(self._bytes)
+
+    def _bytes(self, offset: int, length: int) -> bytes:
+        if offset + length <= len(self._head):
+            return self._head[offset : offset + length]
+        if offset not in self._leaf_area:
+            return self._read(offset, length)  # tile data: never kept
+        with self._lock:
+            leaf = self._leaves.get((offset, length))
+            if leaf is not None:
+                self._leaves.move_to_end((offset, length))
+                return leaf
+        leaf = self._read(offset, length)
+        with self._lock:
+            self._leaves[(offset, length)] = leaf
+            while len(self._leaves) > _LEAVES_KEPT:
+                self._leaves.popitem(last=False)
+        return leaf
+
+    @property
+    def zooms(self) -> tuple[int, int]:
+        return self.header["min_zoom"], self.header["max_zoom"]
+
+    def tile(self, tile: Tile) -> bytes | None:
+        """The bytes of ``tile`` (rows from the top), or None when the archive lacks it."""
+        return self._reader.get(tile.z, tile.x, tile.y)

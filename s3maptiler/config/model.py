@@ -86,6 +86,10 @@ class Layer:
     grid_def: TileGrid | None = field(default=None, compare=False, repr=False)  # custom grids
     # TIME, ELEVATION, DIM_<name>: each value's tiles under {prefix}{value}/ (tiles/dimensions.py)
     dimensions: tuple[Dimension, ...] = ()
+    # A PMTiles archive (s3://bucket/key, a key in the bucket, or a local path) that
+    # answers the zooms pmtiles_zooms (lowest, highest) instead of the WMS.
+    pmtiles: str | None = None
+    pmtiles_zooms: tuple[int, int] | None = None
 
     @property
     def tile_format(self) -> TileFormat:

@@ -35,6 +35,12 @@ def png(colour: tuple[int, int, int], size: int = 256) -> bytes:
     return out.getvalue()
 
 
+def png_of(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
 def jpeg(colour: tuple[int, int, int]) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (256, 256), colour).save(out, "JPEG")
@@ -268,3 +274,91 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     done = run_cli(tmp_path, "default", "old.gpkg", "--zoom", "10", "--bbox", bbox, "--force")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "old.gpkg").read_bytes().startswith(b"SQLite format 3")
+
+
+# --- zooms answered from a PMTiles archive -------------------------------------------
+
+BUCKET = "archive-tiles"
+
+
+def archive_service(tmp_path: Path, store, archive: str, zooms=(10, 12)):
+    from s3maptiler.config import Settings
+    from s3maptiler.render.wms import WMSClient
+    from s3maptiler.service.tilepath import TileService
+    from s3maptiler.storage.uploads import UploadPool
+
+    layer = make_layer(pmtiles=archive, pmtiles_zooms=zooms, prefix="tiles/")
+    settings = Settings(layers=(layer,), local_cache_dir=tmp_path / "cache", log_level="WARNING")
+    wms = WMSClient(retries=0)  # port 9: any GetMap fails, so a render would show
+    return TileService(settings, store, wms, UploadPool(store, workers=1)), layer_runtime(layer)
+
+
+def test_the_service_answers_archived_zooms_from_a_local_archive(tmp_path):
+    from s3maptiler.render.errors import WMSError
+
+    layer = make_layer()
+    stored = fill_cache(tmp_path / "src", layer, range(10, 14))
+    export(tmp_path, layer, "demo.pmtiles", store=LocalStore(tmp_path / "src"))
+    (tmp_path / "cache").mkdir()
+    service, runtime = archive_service(
+        tmp_path, LocalStore(tmp_path / "cache"), str(tmp_path / "demo.pmtiles")
+    )
+    for tile, data in stored.items():
+        if tile.z <= 12:
+            result = service.get(service.resolve(runtime.key_of(tile, "png")))
+            assert (result.source, result.data, result.content_type) == (
+                "archive",
+                data,
+                "image/png",
+            )
+    # In the archive, but not among the archived zooms: drawn as ever (and the WMS fails).
+    finest = next(tile for tile in stored if tile.z == 13)
+    with pytest.raises(WMSError):
+        service.get(service.resolve(runtime.key_of(finest, "png")))
+    assert not any((tmp_path / "cache").iterdir())  # archive tiles are not stored again
+
+
+def test_archived_zooms_from_the_bucket_cost_one_ranged_get_per_tile(tmp_path, s3):
+    from s3maptiler.storage.stores import S3Store
+    from tests.unit.conftest import count_calls
+
+    layer = make_layer()
+    noise = lambda _t: png_of(Image.frombytes("RGB", (256, 256), os.urandom(256 * 256 * 3)))  # noqa: E731
+    stored = fill_cache(tmp_path / "src", layer, range(10, 13), tile=noise)  # past 16 KiB
+    target, _ = export(
+        tmp_path, layer, "demo.pmtiles", zooms=range(10, 13), store=LocalStore(tmp_path / "src")
+    )
+    s3.upload_file(str(target), BUCKET, "archives/demo.pmtiles")
+    service, runtime = archive_service(tmp_path, S3Store(BUCKET, s3), "archives/demo.pmtiles")
+    calls = count_calls(s3)
+    tiles = sorted(stored)
+    for tile in tiles:
+        result = service.get(service.resolve(runtime.key_of(tile, "png")))
+        assert (result.source, result.data) == ("archive", stored[tile])
+    # The header and root directory once, then one ranged GetObject per tile.
+    assert calls == {"GetObject": len(tiles) + 1}
+
+
+def test_the_layers_file_checks_the_archive_keys(tmp_path):
+    from s3maptiler.config.layersfile import load_layers_file
+    from s3maptiler.config.model import ConfigError
+
+    def load(keys: str):
+        path = tmp_path / "layers.toml"
+        path.write_text(
+            f'wms_url = "http://127.0.0.1:9/wms"\n[layers.demo]\nwms_layers = "a"\n{keys}\n'
+        )
+        return load_layers_file(path)
+
+    layer = load('pmtiles = "archives/demo.pmtiles"\npmtiles_zooms = [14, 16]')[0]
+    assert (layer.pmtiles, layer.pmtiles_zooms) == ("archives/demo.pmtiles", (14, 16))
+    bad = {
+        'pmtiles = "archives/demo.pmtiles"': "keys 'pmtiles' and 'pmtiles_zooms' go together",
+        'pmtiles = "demo.mbtiles"\npmtiles_zooms = [1, 2]': "the name of a .pmtiles archive",
+        'pmtiles = "s3://demo.pmtiles"\npmtiles_zooms = [1, 2]': "expected s3://bucket/key.pmtiles",
+        'pmtiles = "a.pmtiles"\npmtiles_zooms = [5, 2]': "lowest first",
+        'pmtiles = "a.pmtiles"\npmtiles_zooms = [1, 2]\ngrid = "EPSG:4326"': "GoogleMapsCompatible",
+    }
+    for keys, reason in bad.items():
+        with pytest.raises(ConfigError, match=reason):
+            load(keys)
