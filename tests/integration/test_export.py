@@ -247,3 +247,65 @@ def test_sigkill_halfway_leaves_no_file_under_the_output_name(tmp_path):
         for part in parts:
             part.unlink()
     assert count > 30_000
+
+
+def test_gdal_reads_a_geopackage_of_an_epsg4326_grid(tmp_path):
+    """Two tiles at zoom 0: the tile matrices come from the layer's grid, not from a
+    Web Mercator assumption."""
+    from s3maptiler.tiles.grids import GLOBAL_GEODETIC
+
+    layers = tmp_path / "layers.toml"
+    layers.write_text(
+        'wms_url = "http://127.0.0.1:9/wms"\n[layers.geo]\nwms_layers = "a"\n'
+        'prefix = "geo/"\ngrid = "EPSG:4326"\n'
+    )
+    rt = layer_runtime(
+        Layer(name="geo", wms_url="http://x", wms_layers="a", prefix="geo/", grid="EPSG:4326")
+    )
+    coverage = Coverage.from_bbox([float(v) for v in SMALL.split(",")])
+    cached = {}
+    for z in range(8, 12):
+        for t in covered_tiles(rt, coverage, z):
+            out = io.BytesIO()
+            Image.new("RGB", (256, 256), ((t.x * 41) % 256, (t.y * 17) % 256, z * 20)).save(
+                out, "PNG"
+            )
+            path = tmp_path / "cache" / rt.key_to_store(t, "png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(out.getvalue())
+            cached[t] = out.getvalue()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LAYERS_FILE": str(layers),
+        "BUCKET_NAME": "",
+        "LOCAL_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    done = cli(env, tmp_path, "export", "geo", "geo.gpkg", "--zoom", "8-11", "--bbox", SMALL)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(gdal("gdalinfo", "-json", str(tmp_path / "geo.gpkg")))
+    assert 'ID["EPSG",4326]' in info["coordinateSystem"]["wkt"].replace("\n", "").replace(" ", "")
+    xs = [t.x for t in cached if t.z == 11]
+    ys = [t.y for t in cached if t.z == 11]
+    top_left = GLOBAL_GEODETIC.tile_bbox(Tile(min(xs), min(ys), 11))
+    bottom_right = GLOBAL_GEODETIC.tile_bbox(Tile(max(xs), max(ys), 11))
+    corners = info["cornerCoordinates"]
+    assert corners["upperLeft"] == pytest.approx([top_left.left, top_left.top], abs=1e-6)
+    assert corners["lowerRight"] == pytest.approx(
+        [bottom_right.right, bottom_right.bottom], abs=1e-9
+    )
+    assert info["geoTransform"][1] == pytest.approx(GLOBAL_GEODETIC.resolution(11))
+    tile = sorted(t for t in cached if t.z == 11)[0]
+    box = GLOBAL_GEODETIC.tile_bbox(tile)
+    out = tmp_path / "geo.png"
+    gdal(
+        "gdal_translate",
+        "-q",
+        "-of",
+        "PNG",
+        "-projwin",
+        *(str(v) for v in (box.left, box.top, box.right, box.bottom)),
+        str(tmp_path / "geo.gpkg"),
+        str(out),
+    )
+    assert rgba(out.read_bytes()) == rgba(cached[tile])

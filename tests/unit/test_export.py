@@ -224,12 +224,12 @@ def test_the_file_gets_the_umask_mode_not_a_private_one(tmp_path):
 # --- the command's bad input: one line, exit 2, nothing written --------------------
 
 
-def run_cli(tmp_path: Path, *args: str):
+def run_cli(tmp_path: Path, *args: str, layers_file: Path | None = None):
     import subprocess
 
     env = {
         **os.environ,
-        "LAYERS_FILE": "",
+        "LAYERS_FILE": str(layers_file or ""),
         "WMS_SERVER": "http://127.0.0.1:9/wms",
         "MAP_LAYERS": "demo",
         "LOCAL_CACHE_DIR": str(tmp_path / "cache"),
@@ -362,3 +362,45 @@ def test_the_layers_file_checks_the_archive_keys(tmp_path):
     for keys, reason in bad.items():
         with pytest.raises(ConfigError, match=reason):
             load(keys)
+
+
+def test_dimension_picks_the_values_keys_and_one_value_per_archive(tmp_path):
+    layers = tmp_path / "layers.toml"
+    layers.write_text(
+        'wms_url = "http://127.0.0.1:9/wms"\n[layers.months]\nwms_layers = "a"\n'
+        'prefix = "months/"\n[layers.months.dimensions.time]\n'
+        'values = "2024-01-01/2024-03-01/P1M"\ndefault = "2024-03-01"\n'
+    )
+    layer = make_layer(name="months", prefix="months/2024-02-01/")  # that value's keys
+    stored = fill_cache(tmp_path / "cache", layer, range(10, 12))
+    fill_cache(
+        tmp_path / "cache",
+        make_layer(prefix="months/"),
+        range(10, 12),
+        tile=lambda t: png((1, 2, 3)),
+    )
+    bbox = ",".join(map(str, BBOX))
+    base = ("months", "--zoom", "10-11", "--bbox", bbox)
+    done = run_cli(
+        tmp_path,
+        *base[:1],
+        "feb.pmtiles",
+        *base[1:],
+        "--dimension",
+        "time=2024-02-01",
+        layers_file=layers,
+    )
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "feb.pmtiles", "rb") as f:
+        got = {Tile(x, y, z): data for (z, x, y), data in pmtiles_tiles(MmapSource(f))}
+    assert got == stored
+    done = run_cli(
+        tmp_path,
+        *base[:1],
+        "two.pmtiles",
+        *base[1:],
+        "--dimension",
+        "time=2024-01-01/2024-02-01",
+        layers_file=layers,
+    )
+    assert done.returncode == 2 and "one value of each dimension" in done.stderr
