@@ -82,7 +82,11 @@ def _upload_target(value: str) -> tuple[str, str]:
 @click.option("--attribution", default="", help="Attribution text in the archive's metadata.")
 @click.option("--upload", metavar="s3://BUCKET/KEY", help="Then upload the file there.")
 @click.option("--force", is_flag=True, help="Replace an existing OUTPUT.")
-@click.option("--dry-run", is_flag=True, help="Counts and costs per zoom; read and write nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Counts and costs per zoom; write nothing (reads a few tiles to size them).",
+)
 @costs.price_options
 @click.pass_context
 def export_command(

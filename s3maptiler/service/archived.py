@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3maptiler.archives.common import ArchiveError
 from s3maptiler.archives.pmtiles import PMTilesReader
 from s3maptiler.config import Layer
+from s3maptiler.storage.s3 import StoreError
 from s3maptiler.storage.stores import LocalStore, S3Store, TileStore
 from s3maptiler.tiles.grids import Tile
 
@@ -88,7 +89,7 @@ class ArchivedZooms:
             return None
         try:
             reader = PMTilesReader(self._range_reader(name))
-        except (ClientError, BotoCoreError, OSError, ValueError, ArchiveError) as exc:
+        except (ClientError, BotoCoreError, OSError, ValueError, ArchiveError, StoreError) as exc:
             log.warning("cannot open archive=%s reason=%s; drawing its zooms instead", name, exc)
             with self._lock:
                 self._failed[name] = time.monotonic()

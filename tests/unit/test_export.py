@@ -404,3 +404,31 @@ def test_dimension_picks_the_values_keys_and_one_value_per_archive(tmp_path):
         layers_file=layers,
     )
     assert done.returncode == 2 and "one value of each dimension" in done.stderr
+
+
+def test_archived_zooms_answer_over_http_as_the_preview_asks(tmp_path):
+    from s3maptiler.http.app import create_app
+
+    layer = make_layer()
+    stored = fill_cache(tmp_path / "src", layer, range(11, 12))
+    (tmp_path / "cache" / "archives").mkdir(parents=True)
+    export(
+        tmp_path / "cache" / "archives",
+        layer,
+        "demo.pmtiles",
+        zooms=range(11, 12),
+        store=LocalStore(tmp_path / "src"),
+    )
+    # A name relative to the local store, as a key in the bucket would be.
+    service, runtime = archive_service(
+        tmp_path, LocalStore(tmp_path / "cache"), "archives/demo.pmtiles", zooms=(11, 11)
+    )
+    client = create_app(service.settings, service).test_client()
+    tile, data = next(iter(stored.items()))
+    answer = client.get("/" + runtime.key_of(tile, "png"))
+    assert answer.status_code == 200 and answer.data == data
+    assert answer.headers["X-Tile-Source"] == "archive"
+    assert answer.headers["Content-Type"] == "image/png"
+    # A name that cannot be read is logged, and the tile drawn instead (the WMS fails).
+    broken, _ = archive_service(tmp_path, LocalStore(tmp_path / "cache"), "../x.pmtiles")
+    assert broken.archived.tile(broken.settings.layers[0], tile) is None
