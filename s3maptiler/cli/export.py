@@ -21,6 +21,7 @@ from s3maptiler.cli import common, costs
 from s3maptiler.cli import dimensions as dimension_option
 from s3maptiler.cli.costs import print_costs
 from s3maptiler.cli.seed import area_of, zoom_levels
+from s3maptiler.config import Settings
 from s3maptiler.render.pipeline import LayerRuntime
 from s3maptiler.seeding.cost import Prices, SizeSampler, plan_costs
 from s3maptiler.seeding.coverage import Coverage
@@ -30,7 +31,14 @@ from s3maptiler.seeding.export import (
     ExportRequest,
     export_archive,
 )
-from s3maptiler.seeding.plan import MetaJob, candidate_count, job_runtime, layer_runtime, plan_jobs
+from s3maptiler.seeding.plan import (
+    MetaJob,
+    candidate_count,
+    job_runtime,
+    layer_runtime,
+    plan_jobs,
+    tile_count,
+)
 from s3maptiler.seeding.run import SeedOptions, run_seed
 from s3maptiler.service.build import wms_client
 from s3maptiler.storage.s3 import StoreError
@@ -198,13 +206,23 @@ def _print_costs(
     print_costs(plan, prices, "; ".join(notes))
 
 
-def _fill(settings, base, coverage, zooms, ext, values, store, concurrency) -> None:  # noqa: ANN001
+def _fill(
+    settings: Settings,
+    base: LayerRuntime,
+    coverage: Coverage,
+    zooms: list[int],
+    ext: str,
+    values: tuple[tuple[str, str], ...],
+    store: TileStore,
+    concurrency: int,
+) -> None:
     """Draw the covered tiles the store lacks, through the seed's render pipeline."""
     jobs = list(plan_jobs(base, coverage, zooms, ext, values))
     options = SeedOptions(concurrency, None, skip_existing=True)
     wms = wms_client(settings, concurrency)
     try:
-        with common.stop_on_signals() as stop, common.progress_bar(None, "fill") as bar:
+        total = sum(tile_count(base, job) for job in jobs)
+        with common.stop_on_signals() as stop, common.progress_bar(total, "fill") as bar:
             report = run_seed(
                 {base.layer.name: base}, jobs, wms, store, options, None, None, stop, bar.update
             )

@@ -10,7 +10,7 @@ same command resumes from it, and it is removed once a run completes without
 failures) and the failures file (failed metatiles of the last run; replay them with
 ``--retry-failed FILE``).
 
-About 410 lines in one module on purpose: it is the one command with many options
+About 420 lines in one module on purpose: it is the one command with many options
 (area, zooms, layers, pixel ratios, dimensions, refresh age, queue), and each option's
 checking sits beside the option, as in the other commands.
 """
