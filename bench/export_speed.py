@@ -6,7 +6,9 @@ PMTiles gets with its dedup.
    ``var/bench-export/`` (not committed; kept between runs), then one export to each
    format as a real ``s3maptiler export`` process: tiles per second (the command's
    own figure) and the process's peak RSS (``wait4``'s ``ru_maxrss``).
-2. With ``--seeded``: the demo MapServer WMS seeds an area into a local directory
+2. The same stream read alone, without a writer, in this process: the reading rate
+   an export cannot beat.
+3. With ``--seeded``: the demo MapServer WMS seeds an area into a local directory
    (``s3maptiler seed``), then the area is exported to PMTiles: the archive's size
    beside the tiles' own bytes (blank sea and land tiles are stored once).
 
@@ -109,6 +111,21 @@ def export(cache: Path, zooms: str, bbox: str, output: Path) -> tuple[float, flo
     return rate, usage.ru_maxrss / 1024, stdout.strip()
 
 
+def read_only(cache: Path, zooms: str) -> float:
+    """Tiles/s of the export's reading alone (the same stream, no writer), in-process."""
+    from s3maptiler.seeding.export import ExportReport, ExportRequest, stored_tiles
+    from s3maptiler.storage.stores import LocalStore
+
+    runtime = layer_runtime(Layer(name="default", wms_url="http://x", wms_layers="demo"))
+    low, high = (int(v) for v in zooms.split("-"))
+    coverage = Coverage.from_bbox([float(v) for v in AREA.split(",")])
+    request = ExportRequest(runtime, "png", coverage, list(range(low, high + 1)), "default")
+    started, found = time.perf_counter(), 0
+    for _tile, stored in stored_tiles(request, LocalStore(cache), ExportReport()):
+        found += stored is not None
+    return found / (time.perf_counter() - started)
+
+
 def seeded(work: Path) -> None:
     from devtools.demowms import DemoWMS, unavailable_reason
 
@@ -161,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     cache, zooms = synthetic_cache(args.tiles)
     print(f"synthetic cache: {args.tiles} tiles, z{zooms}, {time.monotonic() - started:.1f} s")
+    print(f"reading alone (no writer): {read_only(cache, zooms):.0f} tiles/s")
     print(f"{'format':>8}  {'tiles/s':>8}  {'peak RSS MB':>11}  file MB")
     with tempfile.TemporaryDirectory(dir=ROOT / "var") as tmp:
         work = Path(tmp)

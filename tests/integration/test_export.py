@@ -189,7 +189,7 @@ def test_export_fills_then_three_readers_read_the_cache(env, tmp_path, s3, bucke
     assert info["metadata"][""]["minzoom"] == str(ZOOMS[0])
 
 
-def test_sigkill_halfway_leaves_no_file_under_the_output_name(tmp_path):
+def test_sigkill_halfway_leaves_no_file_under_the_output_name_and_sigint_cleans_up(tmp_path):
     """A local cache of about 40,000 tiles (hard links of one PNG), killed a second
     after the temporary file appeared; the temporary file stays, the name stays free."""
     rt = runtime()
@@ -247,6 +247,35 @@ def test_sigkill_halfway_leaves_no_file_under_the_output_name(tmp_path):
         for part in parts:
             part.unlink()
     assert count > 30_000
+    # Ctrl-C (SIGINT) stops at the next chunk: exit 1, and the .part file is removed too.
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "s3maptiler.cli",
+            "export",
+            "default",
+            "out.mbtiles",
+            "--zoom",
+            "16-17",
+            "--bbox",
+            bbox,
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.mbtiles.*.part")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1 and "export interrupted; nothing written" in stderr, stderr
+    assert not (tmp_path / "out.mbtiles").exists()
+    assert not list(tmp_path.glob(".*.part"))
 
 
 def test_gdal_reads_a_geopackage_of_an_epsg4326_grid(tmp_path):
