@@ -17,17 +17,23 @@ from pathlib import Path
 import pytest
 
 from s3maptiler.http.preview import STATIC_DIR
+from s3maptiler.tiles.formats import TILE_FORMATS
+from s3maptiler.tiles.grids import WEB_MERCATOR
 from tests.browser.test_preview import (
     CHROMIUM,
     CHROMIUM_FLAGS,
+    NEW_YORK,
     SCREENSHOTS,
     VIEWPORT,
+    PreviewPage,
+    browser_context,  # noqa: F401 - a fixture
     browser_unavailable,
+    check_tiles,
     ensure_viewer,
     tiles_on_screen,
 )
 from tests.integration.conftest import bucket, demo_wms, moto_server, need, s3  # noqa: F401
-from tests.servers import ROOT
+from tests.servers import ROOT, GunicornApp
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
@@ -47,8 +53,6 @@ def test_openlayers_reads_an_exported_archive_from_the_bucket_with_range_request
     need(browser_unavailable())
     need(ensure_viewer())
     from playwright.sync_api import sync_playwright
-
-    from s3maptiler.tiles.grids import WEB_MERCATOR
 
     cache = tmp_path / "cache"
     env = {
@@ -140,3 +144,81 @@ def test_openlayers_reads_an_exported_archive_from_the_bucket_with_range_request
     # tile data (pmtiles.js may read neighbouring tiles in one range).
     assert reads and all(status == 206 and rng for status, rng in reads), reads
     assert len(reads) <= len(on_screen) + 2
+
+
+PREVIEW_LAYERS = """\
+wms_url = "{wms}"
+wms_layers = "{layers}"
+
+[layers.demo]
+prefix = "tiles/"
+pmtiles = "archives/nyc.pmtiles"
+pmtiles_zooms = [10, 12]
+"""
+
+
+def test_the_preview_shows_zooms_answered_from_the_archive(
+    tmp_path,
+    demo_wms,  # noqa: F811 - imported fixtures
+    browser_context,  # noqa: F811
+):
+    """The service's own preview over New York at an archived zoom: every tile on
+    screen is answered from the archive (X-Tile-Source: archive, counted in the
+    panel), and the WMS draws nothing."""
+    need(ensure_viewer())
+    source_cache, served = tmp_path / "drawn", tmp_path / "served"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LAYERS_FILE": "",
+        "BUCKET_NAME": "",
+        "WMS_SERVER": demo_wms.url,
+        "MAP_LAYERS": demo_wms.layers,
+        "LOCAL_CACHE_DIR": str(source_cache),
+    }
+    (served / "archives").mkdir(parents=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "s3maptiler.cli",
+            "export",
+            "default",
+            str(served / "archives" / "nyc.pmtiles"),
+            "--zoom",
+            "10-12",
+            "--bbox",
+            "-74.30,40.45,-73.60,41.00",
+            "--fill",
+            "--concurrency",
+            "2",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    layers = tmp_path / "layers.toml"
+    layers.write_text(PREVIEW_LAYERS.format(wms=demo_wms.url, layers=demo_wms.layers))
+    app = GunicornApp(
+        {
+            "LAYERS_FILE": str(layers),
+            "LOCAL_CACHE_DIR": str(served),
+            "WEB_CONCURRENCY": "1",
+            "GUNICORN_THREADS": "8",
+            "LOG_LEVEL": "WARNING",
+        }
+    ).start()
+    try:
+        before = demo_wms.request_count()
+        page = PreviewPage(browser_context, app.url)
+        page.open(f"/preview/demo?lon={NEW_YORK[0]}&lat={NEW_YORK[1]}&z=12")
+        sources = check_tiles(page, TILE_FORMATS["png"], WEB_MERCATOR, 12)
+        assert set(sources) == {"archive"}, sources
+        assert page.state()["counts"]["archive"] == sources["archive"]
+        assert demo_wms.request_count() == before
+        page.screenshot("preview-archive-zooms")
+    finally:
+        app.stop()
