@@ -178,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     cache, zooms = synthetic_cache(args.tiles)
     print(f"synthetic cache: {args.tiles} tiles, z{zooms}, {time.monotonic() - started:.1f} s")
-    print(f"reading alone (no writer): {read_only(cache, zooms):.0f} tiles/s")
     print(f"{'format':>8}  {'tiles/s':>8}  {'peak RSS MB':>11}  file MB")
     with tempfile.TemporaryDirectory(dir=ROOT / "var") as tmp:
         work = Path(tmp)
@@ -187,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             rate, rss, _ = export(cache, zooms, AREA, output)
             size = output.stat().st_size / 1e6
             print(f"{kind:>8}  {rate:>8.0f}  {rss:>11.1f}  {size:.1f}")
+        print(f"reading alone (no writer, in this process): {read_only(cache, zooms):.0f} tiles/s")
         if args.seeded:
             seeded(work)
     return 0

@@ -449,3 +449,31 @@ def test_upload_is_multipart_above_the_part_size_with_the_archive_content_type(
     assert head["ContentType"] == "application/geopackage+sqlite3"
     assert head["ETag"].endswith('-3"')  # three parts: S3's ETag of a multipart upload
     assert head["ContentLength"] == archive.stat().st_size
+
+
+@pytest.mark.parametrize("grid", ["GoogleMapsCompatible", "EPSG:4326"])
+def test_a_box_skips_the_geometry_test_inside_and_covers_the_same_tiles(grid):
+    from s3maptiler.seeding.coverage import tile_touches
+    from s3maptiler.tiles.tilemath import lonlat_to_tile, tile_lonlat_bounds
+
+    runtime = layer_runtime(make_layer(grid=grid))
+    edge = tile_lonlat_bounds(runtime.grid, Tile(300, 380, 10))  # edges on tile edges
+    boxes = [BBOX, (-74.3, 40.45, -73.65, 40.95), tuple(edge), (170.0, -1.0, 180.0, 1.0)]
+    for bbox in boxes:
+        coverage = Coverage.from_bbox(bbox)
+        assert coverage.is_box
+        for z in (3, 10, 12):
+            west, south, east, north = coverage.bounds
+            a, b = (
+                lonlat_to_tile(runtime.grid, west, north, z),
+                lonlat_to_tile(runtime.grid, east, south, z),
+            )
+            every = [
+                Tile(x, y, z)
+                for y in range(a.y, b.y + 1)
+                for x in range(a.x, b.x + 1)
+                if tile_touches(coverage, tile_lonlat_bounds(runtime.grid, Tile(x, y, z)))
+            ]
+            assert list(covered_tiles(runtime, coverage, z)) == every, (bbox, z)
+    ring = ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 2.0))
+    assert not Coverage(((ring,),)).is_box
