@@ -38,6 +38,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from s3maptiler.bucket import spec as bucket_docs
 from s3maptiler.config import (
+    DEFAULT_CACHE_CONTROL,
     ConfigError,
     Layer,
     Settings,
@@ -59,7 +60,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-DEFAULT_CACHE_CONTROL = "public, max-age=86400"
 # Failures listed one per line after a summary; the rest are only counted.
 _SHOWN_FAILURES = 20
 

@@ -150,8 +150,8 @@ def _publish_mapserver(
     except sources.ConfXmlError as err:
         log.warning("%s", err)
         return "MapServer JSON failed (bad conf.xml), ", False
-    # Where capabilities.py puts a layer's MapServer document, named after the
-    # layer asked for, else after the cache folder.
+    # Where `s3maptiler publish` puts a layer's MapServer document, named after
+    # the layer asked for, else after the cache folder.
     service = replace(layer, name=layer_name or tree.name)
     key = arcgis_service_path(service)
     body, content_type = json_document(cache_mapserver(info, service.name, extent))

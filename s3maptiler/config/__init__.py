@@ -6,6 +6,7 @@ file (:mod:`~s3maptiler.config.layersfile`), checked by one set of validators
 from s3maptiler.config.environment import environment_values, load_settings
 from s3maptiler.config.hidpi import pixel_ratio_name, with_pixel_ratios
 from s3maptiler.config.model import (
+    DEFAULT_CACHE_CONTROL,
     DEFAULT_LAYER_NAME,
     WMS_VERSIONS,
     ConfigError,
@@ -19,6 +20,7 @@ from s3maptiler.config.model import (
 )
 
 __all__ = [
+    "DEFAULT_CACHE_CONTROL",
     "DEFAULT_LAYER_NAME",
     "WMS_VERSIONS",
     "ConfigError",

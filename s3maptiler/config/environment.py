@@ -27,6 +27,7 @@ from s3maptiler.config import validators
 from s3maptiler.config.hidpi import WMS_VENDORS
 from s3maptiler.config.layersfile import load_layers_file
 from s3maptiler.config.model import (
+    DEFAULT_CACHE_CONTROL,
     DEFAULT_METRICS_ALLOW,
     WMS_VERSIONS,
     ConfigError,
@@ -136,7 +137,7 @@ def _layer_from_env(read: _Reader) -> Layer:
         # The first extension served is the layer's own format, the one documents,
         # the ArcGIS routes and seeding use.
         format="jpeg" if formats[0] in ("jpg", "jpeg") else formats[0],
-        cache_control=read.text("CACHE_CONTROL", "public, max-age=86400") or "",
+        cache_control=read.text("CACHE_CONTROL", DEFAULT_CACHE_CONTROL) or "",
         cache_from_wms=read.boolean("CACHE_FROM_WMS", False),
         min_zoom=min_zoom,
         max_zoom=max_zoom,

@@ -29,6 +29,9 @@ DEFAULT_METRICS_ALLOW = "127.0.0.0/8,::1"
 
 DEFAULT_LAYER_NAME = "default"
 
+# What a tile is answered and stored with when its layer says nothing (CACHE_CONTROL).
+DEFAULT_CACHE_CONTROL = "public, max-age=86400"
+
 
 # The Node prototype's documented prefix mirrors a TMS URL: 1.0.0/<name>/.
 _TMS_PREFIX_RE = re.compile(r"^1\.0\.0/([A-Za-z0-9_-]{1,64})/$")
@@ -59,7 +62,7 @@ class Layer:
     transparent: bool = False
     bgcolor: str | None = None
     formats: tuple[str, ...] = ("png", "jpg", "jpeg")
-    cache_control: str = "public, max-age=86400"
+    cache_control: str = DEFAULT_CACHE_CONTROL
     # Tiles carry the lifetime the WMS's own Cache-Control/Expires/Last-Modified give
     # them instead of cache_control (render/freshness.py), and are rendered again once
     # it has passed.

@@ -1,7 +1,7 @@
 """``POST /tasks/seed``: a seed message delivered by an Elastic Beanstalk worker
 environment's daemon (sqsd), which POSTs each SQS message body to the instance.
 
-The body is one message of :mod:`s3maptiler.jobs`. Answers: 200 when every metatile
+The body is one message of :mod:`s3maptiler.seeding.sqs`. Answers: 200 when every metatile
 is stored (sqsd then deletes the message), 400 for a body that can never succeed
 (sqsd retries it until its MaxRetries and the dead-letter queue), 502 when the WMS
 failed and 500 when the store failed (sqsd retries after ErrorVisibilityTimeout).

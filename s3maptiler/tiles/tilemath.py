@@ -1,4 +1,4 @@
-"""Tile math between tiles, decimal degrees and scales: the ``tilemath`` of the design.
+"""Tile math between tiles, decimal degrees and scales.
 
 :mod:`s3maptiler.tiles.grids` places tiles in a grid's own CRS units; this module
 adds the rest a tile server needs: which tile holds a point given in decimal degrees,

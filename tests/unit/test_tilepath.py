@@ -1,4 +1,5 @@
-"""The routes and the tile path with the WMS answered by `responses`."""
+"""The tile path (service/tilepath.py) through the app's routes: cache read, render, upload,
+single flight, errors; the WMS answered by `responses`."""
 
 import io
 import threading
