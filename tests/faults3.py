@@ -14,7 +14,8 @@ always); ``clear()`` disarms it. ``deny_gets(True)`` answers every GetObject wit
 403 ``AccessDenied``, as S3 does for a role without ``s3:GetObject`` (`gets_denied`
 counts them). ``hold_puts()`` makes PutObjects wait until
 ``release_puts()``; ``delay`` seconds are added to every PutObject. Counters:
-`puts_seen`, `puts_failed`, `puts_forwarded` and the keys of forwarded PUTs.
+`puts_seen`, `puts_failed`, `puts_forwarded` and the keys of forwarded PUTs;
+`gets_seen` (GetObject and HeadObject on a key).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class FaultS3Proxy:
         self.forwarded_keys: list[str] = []
         self.failed_keys: list[str] = []
         self.gets_denied = 0
+        self.gets_seen = 0  # GetObject and HeadObject requests on a key
         self._deny_gets = False
         self._fault: str | None = None
         self._times: int | None = None
@@ -125,6 +127,7 @@ class FaultS3Proxy:
 
     def _take_get(self, key: str) -> bool:
         with self._lock:
+            self.gets_seen += 1
             if self._deny_gets:
                 self.gets_denied += 1
             return self._deny_gets
@@ -143,7 +146,7 @@ class FaultS3Proxy:
 
     def reset_counts(self) -> None:
         with self._lock:
-            self.puts_seen = self.puts_failed = self.puts_forwarded = 0
+            self.puts_seen = self.puts_failed = self.puts_forwarded = self.gets_seen = 0
             self.forwarded_keys.clear()
             self.failed_keys.clear()
 
@@ -153,6 +156,7 @@ class FaultS3Proxy:
                 "seen": self.puts_seen,
                 "failed": self.puts_failed,
                 "forwarded": self.puts_forwarded,
+                "gets": self.gets_seen,
             }
 
     def _take_fault(self, key: str) -> str | None:

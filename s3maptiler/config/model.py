@@ -95,6 +95,10 @@ class Layer:
     credentials: Credentials | None = field(default=None, repr=False)
     # A tile service instead of the WMS: one upstream tile per tile (config/sources.py).
     tile_source: TileSourceSpec | None = None
+    # A PMTiles archive (s3://bucket/key, a key in the bucket, or a local path) that
+    # answers the zooms pmtiles_zooms (lowest, highest) instead of the WMS.
+    pmtiles: str | None = None
+    pmtiles_zooms: tuple[int, int] | None = None
 
     @property
     def tile_format(self) -> TileFormat:

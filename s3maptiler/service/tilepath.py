@@ -49,6 +49,7 @@ from s3maptiler.render.tilesource import tile_url
 from s3maptiler.render.wms import WMSClient
 from s3maptiler.service import lifetimes
 from s3maptiler.service.addresses import Addresses, TileRequest
+from s3maptiler.service.archived import ArchivedZooms
 from s3maptiler.service.leases import Lease, Leases
 from s3maptiler.service.singleflight import RenderFailed, SingleFlight, wait_for
 from s3maptiler.service.slicer import Slicer
@@ -83,7 +84,7 @@ _EXPECTED_FIRST = 1.0
 class TileResult:
     data: bytes
     content_type: str
-    source: str  # "cache" | "render" | "inflight" | "blank"
+    source: str  # "cache" | "render" | "inflight" | "blank" | "archive"
     etag: str  # quoted, like S3's
     cache_control: str
     wms_ms: float | None = None
@@ -128,6 +129,7 @@ class TileService(Addresses):
         self._metatiles: SingleFlight[RenderedTiles] = SingleFlight()
         self._slicer = Slicer(SLICER_THREADS, SLICER_BACKLOG)
         self._expected: dict[str, float] = {}  # by layer: seconds a metatile render takes
+        self.archived = ArchivedZooms(self.store)  # zooms answered from PMTiles archives
 
     # ------------------------------------------------------------------ the tile path
 
@@ -142,6 +144,10 @@ class TileService(Addresses):
         if request.outside_extent:
             return self._blank(request)
         layer = request.layer.layer
+        if self.archived.serves(layer, request.tile):
+            data = self.archived.tile(layer, request.tile)
+            if data is not None:
+                return self._result(request, data, "archive")
         pending = self.uploads.pending_job(request.key)
         if pending is not None:
             fresh = lifetimes.of_expires(layer, pending.expires)
