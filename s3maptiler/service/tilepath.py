@@ -52,8 +52,9 @@ from s3maptiler.service.leases import Lease, Leases
 from s3maptiler.service.singleflight import RenderFailed, SingleFlight, wait_for
 from s3maptiler.service.slicer import Slicer
 from s3maptiler.service.spool import Spool, Turn
+from s3maptiler.service.storeguard import StoreBreaker
 from s3maptiler.storage.blanks import SharedBlanks
-from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.s3 import StoreError, StoreSkipped
 from s3maptiler.storage.stores import StoredTile, TileStore
 from s3maptiler.storage.uploads import UploadJob, UploadPool
 from s3maptiler.tiles.formats import etag_of
@@ -68,9 +69,9 @@ SLICER_BACKLOG = 8
 # Seconds a request thread waits for room in a full upload queue before dropping its
 # tile; background encoding waits up to the render budget.
 UPLOAD_WAIT = 1.0
-# Seconds a request waits for another thread's read of the same key: the S3 client's
-# own budget (three attempts of a 3 s connect and a 10 s read) with some slack.
-STORE_READ_PATIENCE = 45.0
+# Seconds a request waits for another thread's read of the same key: the read
+# client's own budget (one attempt of an S3_READ_TIMEOUT connect and read) and slack.
+STORE_READ_PATIENCE = 5.0
 # Weight of the newest render in the running average a lease tells waiters to expect;
 # until a layer's first render is seen, waiters are told this many seconds.
 _EXPECTED_WEIGHT = 0.2
@@ -96,6 +97,8 @@ class TileService(Addresses):
     Its addresses (which tile a key or a route names, and why not) are
     :class:`~s3maptiler.service.addresses.Addresses`'. `spool` and `leases` are the
     host's and the fleet's rings of single flight (None: that ring is off).
+    `breaker`: the store's circuit breaker, shared with the uploads and the leases
+    (None: the store is always asked).
     """
 
     settings: Settings
@@ -105,6 +108,7 @@ class TileService(Addresses):
     spool: Spool | None = None
     leases: Leases | None = None
     blanks: SharedBlanks = field(default_factory=SharedBlanks)
+    breaker: StoreBreaker | None = None
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -183,7 +187,11 @@ class TileService(Addresses):
 
     def _read_store(self, key: str) -> StoredTile | None:
         try:
-            return self.store.get(key)
+            if self.breaker is None:
+                return self.store.get(key)
+            return self.breaker.run(lambda: self.store.get(key), "read")
+        except StoreSkipped:
+            return None  # the store is failing: a miss, rendered at WMS speed
         except StoreError as exc:
             # A store that cannot be read must not take tiles down: render instead.
             log.warning("store read failed, rendering instead key=%s reason=%s", key, exc)
@@ -404,11 +412,24 @@ class TileService(Addresses):
             self._upload(request.layer, request.ext, alias, piece, UPLOAD_WAIT, fresh)
 
     def health_checks(self) -> dict[str, str]:
-        """The deep health check: the store, its recent reads and every layer's WMS
-        (GetCapabilities within 3 s), each "ok" or "failing: <one line>"."""
-        checks = {"store": _probe(self.store.check)}
+        """The deep health check: the store, its recent reads and writes and every
+        layer's WMS (GetCapabilities within 3 s), each "ok" or "failing: <one line>".
+        While the store's breaker is open the store is not probed (it would wait out
+        its timeout): the breaker's reason is the answer."""
+        failing = self.breaker.problem() if self.breaker is not None else None
+        if failing is not None:
+            checks = {"store": f"failing: {failing}"}
+        elif self.breaker is not None:
+            checks = {"store": _probe(lambda: self.breaker.run(self.store.check, "read"))}
+        else:
+            checks = {"store": _probe(self.store.check)}
         denied = self.store.read_problem()
-        checks["store_reads"] = "ok" if denied is None else f"failing: {denied}"
+        if denied is not None:
+            checks["store_reads"] = f"failing: {denied}"
+        else:  # a store that cannot be reached cannot be read either
+            checks["store_reads"] = checks["store"]
+        unstored = self.uploads.unstored_problem()
+        checks["store_writes"] = "ok" if unstored is None else f"failing: {unstored}"
         for runtime in self.layers:
             if runtime.layer.pixel_ratio != 1:
                 continue  # the WMS of its 1x layer
