@@ -69,9 +69,9 @@ SLICER_BACKLOG = 8
 # Seconds a request thread waits for room in a full upload queue before dropping its
 # tile; background encoding waits up to the render budget.
 UPLOAD_WAIT = 1.0
-# Seconds a request waits for another thread's read of the same key: the read
-# client's own budget (one attempt of an S3_READ_TIMEOUT connect and read) and slack.
-STORE_READ_PATIENCE = 5.0
+# Seconds a request waits for another thread's read of the same key beyond the read
+# client's own budget (one attempt: an S3_READ_TIMEOUT connect, then as long a read).
+STORE_READ_SLACK = 3.0
 # Weight of the newest render in the running average a lease tells waiters to expect;
 # until a layer's first render is seen, waiters are told this many seconds.
 _EXPECTED_WEIGHT = 0.2
@@ -176,7 +176,8 @@ class TileService(Addresses):
         future, leader = self._reads.join(key)
         if not leader:
             metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
-            return wait_for(future, STORE_READ_PATIENCE, f"the store read of {key}")
+            patience = 2 * self.settings.s3_read_timeout + STORE_READ_SLACK
+            return wait_for(future, patience, f"the store read of {key}")
         try:
             stored = self._read_store(key)
         except BaseException as exc:
