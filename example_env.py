@@ -142,7 +142,7 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ),
     (
         "S3_READ_TIMEOUT",
-        "1",
+        "2",
         "seconds a tile read or lease call waits for S3 (connect, then answer), made once: past it the tile is rendered",
     ),
     (

@@ -125,7 +125,7 @@ class Settings:
     upload_max_workers: int = 32  # the pool grows to this many threads while a backlog lasts
     upload_queue: int = 2000
     upload_retries: int = 3
-    s3_read_timeout: float = 1.0  # seconds: a tile read or lease call, one attempt
+    s3_read_timeout: float = 2.0  # seconds: a tile read or lease call, one attempt
     s3_upload_timeout: float = 5.0  # seconds per PutObject attempt of an upload
     s3_breaker_failures: int = 3
     s3_breaker_cooldown: float = 5.0
