@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from s3maptiler import metrics
 from s3maptiler.render.pipeline import BadBundle, RenderedTiles, read_header
 from s3maptiler.service.singleflight import WaitTimeout, failure_record, from_record
 from s3maptiler.service.storeguard import StoreBreaker
@@ -137,6 +138,7 @@ class Leases:
         """
         key = self.key(flight)
         if self.breaker is not None and self.breaker.problem() is not None:
+            metrics.STORE_CALLS_SKIPPED.labels("lease").inc()
             return Claim()  # S3 is failing: not even one call (the trial is a read's)
         try:
             claim = self._claim(key, deadline, budget, expected)

@@ -416,14 +416,14 @@ class TileService(Addresses):
         """The deep health check: the store, its recent reads and writes and every
         layer's WMS (GetCapabilities within 3 s), each "ok" or "failing: <one line>".
         While the store's breaker is open the store is not probed (it would wait out
-        its timeout): the breaker's reason is the answer."""
-        failing = self.breaker.problem() if self.breaker is not None else None
-        if failing is not None:
-            checks = {"store": f"failing: {failing}"}
-        elif self.breaker is not None:
-            checks = {"store": _probe(lambda: self.breaker.run(self.store.check, "read"))}
-        else:
+        its timeout): the breaker's reason is the answer; past its cooldown the probe
+        is the trial."""
+        if self.breaker is None:
             checks = {"store": _probe(self.store.check)}
+        else:  # the probe may be the breaker's trial, and close it
+            probed = _probe(lambda: self.breaker.run(self.store.check, "read"))
+            failing = self.breaker.problem()
+            checks = {"store": probed if failing is None else f"failing: {failing}"}
         denied = self.store.read_problem()
         if denied is not None:
             checks["store_reads"] = f"failing: {denied}"

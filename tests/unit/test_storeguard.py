@@ -186,3 +186,30 @@ def test_an_upload_failure_says_how_many_attempts_it_made(caplog):
     assert len(lines) == 2, lines
     assert "key=0.png" in lines[0] and "attempts=4 " in lines[0]
     assert "key=1.png" in lines[1] and "attempts=1 " in lines[1]
+
+
+def test_the_deep_health_check_says_failing_without_waiting_and_its_probe_is_the_trial(tmp_path):
+    import responses
+
+    from tests.unit.test_web import WMS, make_app
+
+    store = FlakyStore()
+    app, service = make_app(tmp_path, store=store)
+    service.breaker, clock = breaker(failures=2)
+    store.error = StoreUnavailable("GetObject s3://flaky/a: Read timeout")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as wms:
+        wms.get(WMS, body="<WMT_MS_Capabilities/>", content_type="application/vnd.ogc.wms_xml")
+        for _ in range(2):
+            service.health_checks()  # each probe fails; the second opens the breaker
+        calls = store.calls
+        deep = app.test_client().get("/heartbeat?deep=1")
+        assert deep.status_code == 503
+        checks = deep.json["checks"]
+        assert checks["store"].startswith("failing: 2 consecutive failures")
+        assert "Read timeout" in checks["store"]
+        assert checks["store_reads"] == checks["store"]
+        assert store.calls == calls  # not probed while open: no wait for S3's timeout
+        clock.now += 5.0
+        store.error = None
+        assert app.test_client().get("/heartbeat?deep=1").status_code == 200  # the trial
+        assert service.breaker.problem() is None
