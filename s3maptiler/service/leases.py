@@ -131,8 +131,8 @@ class Leases:
     def claim(self, flight: str, deadline: float, budget: float, expected: float) -> Claim:
         """Take the metatile's lease, or wait for the render of whoever holds it.
 
-        `budget`: seconds our render may take (the lease's lifetime); `expected`: how
-        long a render usually takes, for timing the reads. Raises WaitTimeout at the
+        `budget`: seconds our render may take (its lease is renewed until then);
+        `expected`: how long a render usually takes, for timing the reads. Raises WaitTimeout at the
         monotonic `deadline`, or the failure of the render we waited on. Returns an
         empty Claim when S3 cannot be asked: the caller renders without a lease.
         """
@@ -152,14 +152,13 @@ class Leases:
 
     def _claim(self, key: str, deadline: float, budget: float, expected: float) -> Claim:
         started = time.time()
-        header = self._rendering_header(started, expected)
-        record = self._record(header, started)
-        polls = 0
+        mine = self._rendering_header(started, expected)
+        record = self._record(mine, started)
+        polls = 0  # reads of a render under way; more than none: we wait for that render
 
         def taken(etag: str) -> Lease:
-            return Lease(key, etag, started, started + budget, header, time.time())
+            return Lease(key, etag, started, started + budget, mine, time.time())
 
-        # reads of a render under way; more than none: we wait for that render
         while True:
             if time.monotonic() >= deadline:  # however S3 answers, never past the deadline
                 raise WaitTimeout("gave up racing for another instance's lease")

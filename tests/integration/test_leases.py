@@ -275,10 +275,13 @@ def test_a_holder_that_stops_renewing_is_taken_over_within_its_lease(moto_server
         holder._release(lease)
     died = time.monotonic()
     waiter = Instance(moto_server.url, bucket, lease_seconds=1.5)
+    waiter.holder = "other-host/2"  # as another instance would be
     claim = waiter.claim(FLIGHT, time.monotonic() + EVENT_WAIT, 60.0, 0.05)
     took = time.monotonic() - died
     assert claim.lease is not None, "the waiter took the dead holder's lease over"
     assert took <= 1.5 + 1.0 + 0.5, f"taken over {took:.2f} s after the holder died"
+    assert waiter.renew(claim.lease)  # renewed as the waiter's own, not the dead holder's
+    assert lease_record(client(moto_server.url), bucket)["holder"] == waiter.holder
     waiter.publish(claim.lease, RENDER)
 
 
