@@ -23,7 +23,7 @@ Every wait for someone else's render lasts at most `patience`: twice the render'
 own budget (the leader may itself wait that long before it renders). A waiter
 whose leader failed answers with the leader's error (502/503/504), never a 500.
 
-One module of about 460 lines on purpose: the tile path is one flow (read, the three
+One module of about 490 lines on purpose: the tile path is one flow (read, the three
 rings, render, publish, upload), and splitting it would scatter the order of its
 steps; addresses, the rings and the slicer already live beside it.
 """
