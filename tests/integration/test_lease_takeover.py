@@ -9,7 +9,7 @@ import pytest
 from tests.faultwms import FaultWMS
 from tests.takeover import sigkill_holder
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from tests.faults3 import DOWN, FaultS3Proxy, wait_until
 from tests.integration.conftest import AWS_ENV
 from tests.servers import GunicornApp
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 COOLDOWN = 2.0  # S3_BREAKER_COOLDOWN of the service under test
 READ_TIMEOUT = 1.0  # S3_READ_TIMEOUT
