@@ -210,6 +210,10 @@ class Leases:
         else:  # late: half the expected time, doubling, so reads stay few
             pause = min(max(expected * 2 ** (polls - 2), _MIN_POLL), _MAX_POLL)
             pause *= random.uniform(0.5, 1.0)
+        # Never sleep past the lease's expiry: a dead holder's lease is taken over then,
+        # however long its render was expected to take.
+        expiry = float(header.get("expires", 0)) - time.time()
+        pause = min(pause, max(expiry, 0.0) + _MIN_POLL)
         time.sleep(min(pause, left))
 
     def publish(self, lease: Lease, rendered: RenderedTiles) -> None:

@@ -314,7 +314,12 @@ def test_a_holder_stuck_past_its_budget_stops_renewing(moto_server, bucket):
 def test_waiters_back_off_with_jitter_up_to_a_bound(monkeypatch):
     slept: list[float] = []
     monkeypatch.setattr(time, "sleep", slept.append)
-    header = {"state": "rendering", "started": time.time(), "expected": 0.4}
+    now = time.time()
+    # A render expected to take a minute, in a lease that expires in 6 s: the first
+    # read is at the expiry, not a minute later (its holder may be dead by then).
+    Leases._pause({"started": now, "expected": 60.0, "expires": now + 6}, 0, time.monotonic() + 90)
+    assert 5.5 <= slept.pop() <= 6.1
+    header = {"state": "rendering", "started": now, "expected": 0.4, "expires": now + 60}
     for polls in range(1, 12):
         Leases._pause(header, polls, time.monotonic() + 60)
     assert all(0 < pause <= 1.0 for pause in slept)
