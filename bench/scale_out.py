@@ -54,6 +54,7 @@ class Outcome:
     tiles: int
     errors: int
     getmaps: int
+    error_statuses: Counter  # the status of each answer that was not 200
     seconds: float
     latencies: list[float]
     tile_puts: Counter
@@ -140,6 +141,7 @@ def run_setup(name, instances, workers, form, keys, clients, wms, moto, s3, spoo
         tiles=len(keys),
         errors=sum(status != 200 for status, _ in answers),
         getmaps=getmaps,
+        error_statuses=Counter(status for status, _ in answers if status != 200),
         seconds=seconds,
         latencies=[latency for _, latency in answers],
         tile_puts=Counter(c.key for c in puts if c.status == 200),
@@ -210,6 +212,11 @@ def report(outcomes: list[Outcome]) -> None:
             f"| {' / '.join(f'{1000 * o.cpu[k] / o.tiles:.1f}' for k in CPU_PARTS)} |"
         )
     print()
+    for o in outcomes:
+        if o.errors:
+            counted = sorted(o.error_statuses.items())
+            statuses = ", ".join(f"{n} x {status}" for status, n in counted)
+            print(f"errors of {o.setup} {o.form}: {statuses}")
     for form in ("miss", "key"):
         pair = {o.setup: o for o in outcomes if o.form == form}
         if len(pair) == 2:

@@ -38,7 +38,8 @@ WMS_ERRORS = Counter(
 )
 UPLOADS = Counter(
     "s3maptiler_uploads_total",
-    "Tiles handed to the upload queue, by outcome (stored, exists, failed, dropped).",
+    "Tiles handed to the upload queue, by outcome (stored, exists; and unstored: failed,"
+    " skipped while the store's breaker was open, dropped).",
     ["outcome"],
 )
 UPLOAD_QUEUE = Gauge(
@@ -50,6 +51,17 @@ STORE_READS_DENIED = Counter(
     "s3maptiler_store_reads_denied_total",
     "Tile reads the store refused with 403 (no s3:GetObject, or a missing key without "
     "s3:ListBucket); each is rendered as a miss.",
+)
+STORE_CALLS_SKIPPED = Counter(
+    "s3maptiler_store_calls_skipped_total",
+    "S3 calls not made because the store's circuit breaker was open, by call (read: the"
+    " tile was rendered; lease: rendered without one; write: the tile is unstored).",
+    ["call"],
+)
+STORE_BREAKER_OPENED = Counter(
+    "s3maptiler_store_breaker_opened_total",
+    "Times the store's circuit breaker opened (consecutive refused, timed-out or"
+    " throttled S3 calls).",
 )
 SINGLE_FLIGHT_WAITS = Counter(
     "s3maptiler_single_flight_waits_total",

@@ -23,7 +23,7 @@ Every wait for someone else's render lasts at most `patience`: twice the render'
 own budget (the leader may itself wait that long before it renders). A waiter
 whose leader failed answers with the leader's error (502/503/504), never a 500.
 
-One module of about 460 lines on purpose: the tile path is one flow (read, the three
+One module of about 490 lines on purpose: the tile path is one flow (read, the three
 rings, render, publish, upload), and splitting it would scatter the order of its
 steps; addresses, the rings and the slicer already live beside it.
 """
@@ -54,8 +54,9 @@ from s3maptiler.service.leases import Lease, Leases
 from s3maptiler.service.singleflight import RenderFailed, SingleFlight, wait_for
 from s3maptiler.service.slicer import Slicer
 from s3maptiler.service.spool import Spool, Turn
+from s3maptiler.service.storeguard import StoreBreaker
 from s3maptiler.storage.blanks import SharedBlanks
-from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.s3 import StoreError, StoreSkipped
 from s3maptiler.storage.stores import StoredTile, TileStore
 from s3maptiler.storage.uploads import UploadJob, UploadPool
 from s3maptiler.tiles.formats import etag_of
@@ -71,9 +72,9 @@ SLICER_BACKLOG = 8
 # Seconds a request thread waits for room in a full upload queue before dropping its
 # tile; background encoding waits up to the render budget.
 UPLOAD_WAIT = 1.0
-# Seconds a request waits for another thread's read of the same key: the S3 client's
-# own budget (three attempts of a 3 s connect and a 10 s read) with some slack.
-STORE_READ_PATIENCE = 45.0
+# Seconds a request waits for another thread's read of the same key beyond the read
+# client's own budget (one attempt: an S3_READ_TIMEOUT connect, then as long a read).
+STORE_READ_SLACK = 3.0
 # Weight of the newest render in the running average a lease tells waiters to expect;
 # until a layer's first render is seen, waiters are told this many seconds.
 _EXPECTED_WEIGHT = 0.2
@@ -99,6 +100,8 @@ class TileService(Addresses):
     Its addresses (which tile a key or a route names, and why not) are
     :class:`~s3maptiler.service.addresses.Addresses`'. `spool` and `leases` are the
     host's and the fleet's rings of single flight (None: that ring is off).
+    `breaker`: the store's circuit breaker, shared with the uploads and the leases
+    (None: the store is always asked).
     """
 
     settings: Settings
@@ -108,6 +111,7 @@ class TileService(Addresses):
     spool: Spool | None = None
     leases: Leases | None = None
     blanks: SharedBlanks = field(default_factory=SharedBlanks)
+    breaker: StoreBreaker | None = None
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -183,7 +187,8 @@ class TileService(Addresses):
         future, leader = self._reads.join(key)
         if not leader:
             metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
-            return wait_for(future, STORE_READ_PATIENCE, f"the store read of {key}")
+            patience = 2 * self.settings.s3_read_timeout + STORE_READ_SLACK
+            return wait_for(future, patience, f"the store read of {key}")
         try:
             stored = self._read_store(key)
         except BaseException as exc:
@@ -194,7 +199,11 @@ class TileService(Addresses):
 
     def _read_store(self, key: str) -> StoredTile | None:
         try:
-            return self.store.get(key)
+            if self.breaker is None:
+                return self.store.get(key)
+            return self.breaker.run(lambda: self.store.get(key), "read")
+        except StoreSkipped:
+            return None  # the store is failing: a miss, rendered at WMS speed
         except StoreError as exc:
             # A store that cannot be read must not take tiles down: render instead.
             log.warning("store read failed, rendering instead key=%s reason=%s", key, exc)
@@ -415,11 +424,24 @@ class TileService(Addresses):
             self._upload(request.layer, request.ext, alias, piece, UPLOAD_WAIT, fresh)
 
     def health_checks(self) -> dict[str, str]:
-        """The deep health check: the store, its recent reads and every layer's WMS
-        (GetCapabilities within 3 s), each "ok" or "failing: <one line>"."""
-        checks = {"store": _probe(self.store.check)}
+        """The deep health check: the store, its recent reads and writes and every
+        layer's WMS (GetCapabilities within 3 s), each "ok" or "failing: <one line>".
+        While the store's breaker is open the store is not probed (it would wait out
+        its timeout): the breaker's reason is the answer; past its cooldown the probe
+        is the trial."""
+        if self.breaker is None:
+            checks = {"store": _probe(self.store.check)}
+        else:  # the probe may be the breaker's trial, and close it
+            probed = _probe(lambda: self.breaker.run(self.store.check, "read"))
+            failing = self.breaker.problem()
+            checks = {"store": probed if failing is None else f"failing: {failing}"}
         denied = self.store.read_problem()
-        checks["store_reads"] = "ok" if denied is None else f"failing: {denied}"
+        if denied is not None:
+            checks["store_reads"] = f"failing: {denied}"
+        else:  # a store that cannot be reached cannot be read either
+            checks["store_reads"] = checks["store"]
+        unstored = self.uploads.unstored_problem()
+        checks["store_writes"] = "ok" if unstored is None else f"failing: {unstored}"
         for runtime in self.layers:
             if runtime.layer.pixel_ratio != 1:
                 continue  # the WMS of its 1x layer

@@ -48,6 +48,7 @@ __all__ = [
     "StoreAccessDenied",
     "StoreError",
     "StoreNotFound",
+    "StoreSkipped",
     "StoreUnavailable",
     "backoff_delay",
     "boto_error",
@@ -133,6 +134,12 @@ class StoreNotFound(StoreError):
 
 class InvalidKeyError(StoreError):
     """A key that must never reach the store (absolute, ``..``, backslash, NUL, ...)."""
+
+
+class StoreSkipped(StoreUnavailable):
+    """The store was not asked: its circuit breaker is open (service/storeguard.py)."""
+
+    attempts = 0
 
 
 def error_code(err: ClientError) -> tuple[str, int]:

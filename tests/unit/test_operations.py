@@ -22,7 +22,12 @@ def test_deep_heartbeat_reports_store_and_wms(tmp_path, wms):
     app, _ = make_app(tmp_path)
     answer = app.test_client().get("/heartbeat?deep=1")
     assert answer.status_code == 200
-    assert answer.json["checks"] == {"store": "ok", "store_reads": "ok", "wms:default": "ok"}
+    assert answer.json["checks"] == {
+        "store": "ok",
+        "store_reads": "ok",
+        "store_writes": "ok",
+        "wms:default": "ok",
+    }
     assert app.test_client().get("/heartbeat").text.startswith("ok")
 
 

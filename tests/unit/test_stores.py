@@ -598,6 +598,12 @@ def test_the_service_reads_and_uploads_with_their_own_retry_budgets(tmp_path):
     assert uploads.retries == {"mode": "standard", "total_max_attempts": 3}
     assert uploads.max_pool_connections == settings.upload_max_workers  # one per upload thread
     assert service.uploads.store.bucket == BUCKET
+    # Timeouts that fit the tile's budget: a read or lease call waits S3_READ_TIMEOUT,
+    # an upload's attempt S3_UPLOAD_TIMEOUT; one breaker in front of all three.
+    assert (reads.connect_timeout, reads.read_timeout) == (2.0, 2.0)
+    assert (uploads.connect_timeout, uploads.read_timeout) == (5.0, 5.0)
+    assert service.leases.client is service.store.client
+    assert service.breaker is service.uploads.store.breaker is service.leases.breaker
 
 
 def test_a_pointer_to_a_shared_blank_reads_the_blank_once_per_process(s3):

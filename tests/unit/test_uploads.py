@@ -117,7 +117,9 @@ def test_all_jobs_end_up_stored(make_pool):
         "stored": 200,
         "exists": 0,
         "failed": 0,
+        "skipped": 0,
         "dropped": 0,
+        "unstored": 0,
         "pending": 0,
         "threads": 0,  # every thread left after the drain
     }
