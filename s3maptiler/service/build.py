@@ -15,6 +15,7 @@ from s3maptiler.service.leases import Leases
 from s3maptiler.service.spool import Spool
 from s3maptiler.service.tilepath import TileService
 from s3maptiler.storage.blanks import SharedBlanks
+from s3maptiler.storage.objects import objects_client
 from s3maptiler.storage.s3 import make_s3_client
 from s3maptiler.storage.stores import LocalStore, S3Store, TileStore
 from s3maptiler.storage.uploads import UploadJob, UploadPool
@@ -30,9 +31,9 @@ READ_ATTEMPTS = 3
 def build_service(settings: Settings, store: TileStore | None = None) -> TileService:
     """Create the per-process clients (WMS session, S3 clients, upload pool) and the service.
 
-    Two S3 clients, one retry policy (botocore "standard"), two budgets: reads (and
-    the fleet's leases) make at most READ_ATTEMPTS requests, uploads at most
-    1 + UPLOAD_RETRIES PutObjects. A given `store` (tests) serves both."""
+    Two data-path S3 clients (storage/objects.py), one retry policy, two budgets:
+    reads (and the fleet's leases) make at most READ_ATTEMPTS requests, uploads at
+    most 1 + UPLOAD_RETRIES PutObjects. A given `store` (tests) serves both."""
     upload_store = store
     leases = None
     if store is None:
@@ -43,7 +44,7 @@ def build_service(settings: Settings, store: TileStore | None = None) -> TileSer
                 settings, settings.upload_max_workers, 1 + settings.upload_retries
             )
             if settings.fleet_leases:
-                leases = Leases(store.client, settings.bucket)
+                leases = Leases(store.objects, settings.bucket)
         else:
             store = upload_store = LocalStore(settings.local_cache_dir)
     wms = wms_client(settings, settings.threads)
@@ -92,10 +93,20 @@ def s3_store(
 
 
 def _s3_store(settings: Settings, threads: int, attempts: int) -> S3Store:
+    """A store whose tile reads and writes go through the data-path client (counted in
+    /metrics); its boto3 client is the control plane (listing, for seeding tasks)."""
     client = make_s3_client(
         max_pool_connections=threads,
         endpoint_url=settings.aws_endpoint_url,
         region_name=settings.aws_region,
         max_attempts=attempts,
     )
-    return s3_store(settings, client)
+    store = s3_store(settings, client)
+    store.objects = objects_client(
+        endpoint_url=settings.aws_endpoint_url,
+        region_name=settings.aws_region,
+        max_attempts=attempts,
+        pool_size=threads,
+        on_request=metrics.count_s3_request,
+    )
+    return store
