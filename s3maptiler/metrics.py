@@ -55,7 +55,8 @@ S3_REQUESTS = Counter(
     "s3maptiler_s3_requests_total",
     "S3 requests the data-path client sent, retries included, by kind: get (tile reads),"
     " put and put_conditional (tile writes), lease_put and lease_get (the fleet's"
-    " leases), head (HeadBucket); for checking cost estimates against the bill.",
+    " leases), head (HeadBucket), list (ListObjectsV2 of seeding tasks); for checking"
+    " cost estimates against the bill.",
     ["kind"],
 )
 SINGLE_FLIGHT_WAITS = Counter(

@@ -101,6 +101,10 @@ def _s3_store(settings: Settings, threads: int, attempts: int) -> S3Store:
         region_name=settings.aws_region,
         max_attempts=attempts,
     )
+    # Listings (seeding tasks' "skip existing") go through boto3: counted as "list".
+    client.meta.events.register(
+        "before-send.s3.ListObjectsV2", lambda **_: metrics.count_s3_request("list")
+    )
     store = s3_store(settings, client)
     store.objects = objects_client(
         endpoint_url=settings.aws_endpoint_url,
