@@ -14,7 +14,9 @@ S3 headers, so everything a tile object carries is expressible: ``Expires``,
 ``x-amz-website-redirect-location``, ``x-amz-acl``, ``x-amz-meta-*``,
 ``If-None-Match``/``If-Match``.
 
-Retrying is written once, in :meth:`ObjectClient._request`: at most `max_attempts`
+A bucket in another region than the configured one is followed the way botocore's
+region redirector does (S3's 301 names it). Retrying is written once, in
+:meth:`ObjectClient._request`: at most `max_attempts`
 requests per call for the errors :func:`~s3maptiler.storage.s3.retryable_status`
 names and for lost connections, with full-jitter backoff. Every request sent,
 retries included, is reported to `on_request(kind)` (the S3 bill counts them all).
@@ -170,6 +172,9 @@ class ObjectClient:
     ):
         self.credentials = credentials
         self.region = region
+        # A bucket that S3 said lives elsewhere (301 with x-amz-bucket-region): asked
+        # there from then on, as botocore's region redirector does.
+        self._regions: dict[str, str] = {}
         self.endpoint_url = (endpoint_url or "").rstrip("/") or None
         self.max_attempts = max(1, max_attempts)
         self.backoff = backoff
@@ -183,12 +188,12 @@ class ObjectClient:
             retries=False,
         )
 
-    def _address(self, bucket: str, key: str) -> tuple[str, str, str]:
+    def _address(self, bucket: str, key: str, region: str) -> tuple[str, str, str]:
         """(base URL, host, encoded path) of `key` in `bucket` (key "" for the bucket)."""
         if self.endpoint_url is None and "." not in bucket:
-            host = f"{bucket}.s3.{self.region}.amazonaws.com"
+            host = f"{bucket}.s3.{region}.amazonaws.com"
             return f"https://{host}", host, "/" + quote(key, safe="/~")
-        base = self.endpoint_url or f"https://s3.{self.region}.amazonaws.com"
+        base = self.endpoint_url or f"https://s3.{region}.amazonaws.com"
         host = base.split("://", 1)[1].split("/", 1)[0]
         prefix = base.split("://", 1)[1][len(host) :]
         return base[: len(base) - len(prefix)], host, quote(f"{prefix}/{bucket}/{key}", safe="/~")
@@ -215,19 +220,20 @@ class ObjectClient:
         frozen = self.credentials.get_frozen_credentials() if self.credentials else None
         if frozen is None or not frozen.access_key:
             raise StoreAccessDenied(f"{what}: no usable AWS credentials")
-        base, host, path = self._address(bucket, key)
         attempt = 0
         while True:
             attempt += 1
+            region = self._regions.get(bucket, self.region)
+            base, host, path = self._address(bucket, key, region)
             if self.on_request is not None:
                 self.on_request(kind)
-            signed = sigv4_headers(
-                method, host, path, headers, body, frozen, self.region, datetime.now(UTC)
-            )
+            now = datetime.now(UTC)
+            signed = sigv4_headers(method, host, path, headers, body, frozen, region, now)
             try:
                 response = self.http.request(
-                    method, base + path, body=body or None, headers=signed, redirect=False
-                )
+                    method, base + path, body=body if method == "PUT" else None,
+                    headers=signed, redirect=False,
+                )  # fmt: skip
                 reply = Reply(response.status, response.headers, response.data or b"", attempt)
             except HTTPError as exc:
                 if attempt >= self.max_attempts:
@@ -235,6 +241,11 @@ class ObjectClient:
                     error.attempts = attempt
                     raise error from exc
             else:
+                elsewhere = reply.headers.get("x-amz-bucket-region") or region
+                moved = reply.status in (301, 400) and elsewhere != region
+                if moved and self.endpoint_url is None and attempt < self.max_attempts:
+                    self._regions[bucket] = elsewhere
+                    continue  # at once: the same request, signed for its region
                 if reply.status < 400 or not retryable_status(reply.code, reply.status):
                     return reply
                 if attempt >= self.max_attempts:

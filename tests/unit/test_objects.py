@@ -9,6 +9,7 @@ from email.utils import parsedate_to_datetime
 
 import boto3
 import pytest
+import urllib3
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -64,19 +65,51 @@ def test_signature_is_botocores(method, key, headers, body, token, monkeypatch):
 def test_addresses_aws_virtual_hosted_else_path_style():
     creds = Credentials("a", "b")
     aws = ObjectClient(creds, "eu-central-1")
-    assert aws._address("tiles", "a/b c.png") == (
+    assert aws._address("tiles", "a/b c.png", "eu-central-1") == (
         "https://tiles.s3.eu-central-1.amazonaws.com",
         "tiles.s3.eu-central-1.amazonaws.com",
         "/a/b%20c.png",
     )
     # TLS wildcards do not cover dots: such buckets are path-style on AWS too.
-    assert aws._address("tiles.example.com", "k") == (
+    assert aws._address("tiles.example.com", "k", "eu-central-1") == (
         "https://s3.eu-central-1.amazonaws.com",
         "s3.eu-central-1.amazonaws.com",
         "/tiles.example.com/k",
     )
     minio = ObjectClient(creds, "us-east-1", "http://127.0.0.1:9000/")
-    assert minio._address("tiles", "k") == ("http://127.0.0.1:9000", "127.0.0.1:9000", "/tiles/k")
+    assert minio._address("tiles", "k", "us-east-1") == (
+        "http://127.0.0.1:9000",
+        "127.0.0.1:9000",
+        "/tiles/k",
+    )
+
+
+def test_a_bucket_in_another_region_is_asked_there_from_then_on():
+    """S3's 301 names the bucket's region: the request is signed and sent there, and
+    so is every later one (as botocore's region redirector does)."""
+    sent: list[str] = []
+
+    class Answers:
+        def request(self, method, url, body=None, headers=None, redirect=True):
+            sent.append(url)
+            if ".s3.us-east-1." in url:
+                return urllib3.HTTPResponse(
+                    body=b"<Error><Code>PermanentRedirect</Code></Error>",
+                    headers={"x-amz-bucket-region": "eu-west-1"},
+                    status=301,
+                )
+            assert "/eu-west-1/s3/aws4_request" in headers["Authorization"]
+            return urllib3.HTTPResponse(body=b"tile", headers={"ETag": '"e"'}, status=200)
+
+    client = ObjectClient(Credentials("a", "b"), "us-east-1")
+    client.http = Answers()
+    assert client.get("tiles", "k.png").body == b"tile"
+    assert client.get("tiles", "k2.png").status == 200
+    assert sent == [
+        "https://tiles.s3.us-east-1.amazonaws.com/k.png",
+        "https://tiles.s3.eu-west-1.amazonaws.com/k.png",
+        "https://tiles.s3.eu-west-1.amazonaws.com/k2.png",
+    ]
 
 
 def test_objects_client_takes_the_standard_chain_and_endpoint(monkeypatch, moto_http):
