@@ -53,6 +53,7 @@ class Outcome:
     form: str
     tiles: int
     errors: int
+    failed: Counter  # answers that were not 200, by status
     getmaps: int
     seconds: float
     latencies: list[float]
@@ -152,6 +153,7 @@ def run_setup(name, instances, workers, form, keys, clients, wms, moto, s3, spoo
         form=form,
         tiles=len(keys),
         errors=sum(status != 200 for status, _ in answers),
+        failed=Counter(status for status, _ in answers if status != 200),
         getmaps=getmaps,
         seconds=seconds,
         latencies=[latency for _, latency in answers],
@@ -230,6 +232,9 @@ def report(outcomes: list[Outcome]) -> None:
             one, fleet = pair["1 x 1"], pair["3 x 2"]
             ratio = (fleet.tiles / fleet.seconds) / (one.tiles / one.seconds)
             print(f"throughput 3 x 2 over 1 x 1 ({form} form): {ratio:.2f}x")
+    for o in outcomes:
+        if o.failed:
+            print(f"errors of {o.setup} {o.form}: {dict(o.failed)}")
     print()
     kinds = ("get", "put", "lease_put", "lease_get", "head", "list", "other")
     print("S3 requests per tile by kind (nginx's log; put counts refused 412s too)")
