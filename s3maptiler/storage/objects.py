@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import threading
 import time
@@ -186,6 +187,7 @@ class ObjectClient:
             maxsize=max(1, pool_size),
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             retries=False,
+            ca_certs=os.environ.get("AWS_CA_BUNDLE") or None,  # as botocore: else the system's
         )
 
     def _address(self, bucket: str, key: str, region: str) -> tuple[str, str, str]:
