@@ -1,12 +1,12 @@
 """The data-path S3 client: GetObject, PutObject (plain and conditional), HeadBucket.
 
-Why not botocore here: per call it spends 2.7-3.4 ms of CPU building, validating,
-serialising and parsing through its service model; this client spends a fraction of
-that (``bench/s3_client_cost.py``, figures in ``docs/benchmarks.md``). It builds
-one HTTP request, signs it with AWS Signature Version 4 (:func:`sigv4_headers`,
-checked against botocore's signer by the tests), and sends it through one pooled
-keep-alive urllib3 pool. boto3 stays the control plane (bucket set-up,
-policies, listing, purge, SQS, the CLI's own calls).
+Why not botocore here: even tuned it spends 1.3-2.3 ms of CPU per call building,
+validating, serialising and parsing through its service model; this client 0.6-0.8
+ms (``bench/s3_client_cost.py``, figures in ``docs/benchmarks.md``). It builds one
+HTTP request, signs it with AWS Signature Version 4 (:func:`sigv4_headers`, held
+against botocore's signer by the tests), and sends it through one keep-alive urllib3
+pool. boto3 stays the control plane (bucket set-up, policies, listing, purge, SQS,
+the CLI's own calls).
 
 What it takes from botocore: the credential chain (environment, profile, container
 and EC2/EB instance roles with refresh), never re-implemented. What it sends is raw
@@ -16,9 +16,9 @@ S3 headers, so everything a tile object carries is expressible: ``Expires``,
 
 A bucket in another region than the configured one is followed the way botocore's
 region redirector does (S3's 301 names it). Retrying is written once, in
-:meth:`ObjectClient._request`: at most `max_attempts`
-requests per call for the errors :func:`~s3maptiler.storage.s3.retryable_status`
-names and for lost connections, with full-jitter backoff. Every request sent,
+:meth:`ObjectClient._request`: at most `max_attempts` requests per call for the
+errors :func:`~s3maptiler.storage.s3.retryable_status` names and for lost
+connections, with full-jitter backoff. Every request sent,
 retries included, is reported to `on_request(kind)` (the S3 bill counts them all).
 """
 
