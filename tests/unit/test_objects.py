@@ -18,6 +18,7 @@ from moto import mock_aws
 from s3maptiler.storage import objects
 from s3maptiler.storage.objects import ObjectClient, from_boto, objects_client, sigv4_headers
 from s3maptiler.storage.stores import S3Store
+from tests.unit.test_stores import CannedHTTP
 
 BUCKET = "objects-bucket"
 NOW = dt.datetime(2026, 12, 7, 2, 30, 5, tzinfo=dt.UTC)
@@ -89,7 +90,7 @@ def test_a_bucket_in_another_region_is_asked_there_from_then_on():
     so is every later one (as botocore's region redirector does)."""
     sent: list[str] = []
 
-    class Answers:
+    class Answers(CannedHTTP):
         def request(self, method, url, body=None, headers=None, redirect=True):
             sent.append(url)
             if ".s3.us-east-1." in url:

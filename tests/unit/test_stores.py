@@ -176,6 +176,9 @@ class CannedHTTP:
         self.answers = list(answers)
         self.sent: list[tuple[str, str, dict]] = []
 
+    def connection_from_url(self, base):
+        return _CannedPool(self, base)
+
     def request(self, method, url, body=None, headers=None, redirect=True):
         self.sent.append((method, url, dict(headers or {})))
         answer = self.answers.pop(0)
@@ -185,6 +188,16 @@ class CannedHTTP:
         body = f"<Error><Code>{code}</Code><Message>m</Message></Error>".encode() if code else b""
         headers = {"ETag": '"x"'} if status == 200 else {}
         return urllib3.HTTPResponse(body=body, headers=headers, status=status)
+
+
+class _CannedPool:
+    """One host's pool of a CannedHTTP."""
+
+    def __init__(self, http: CannedHTTP, base: str) -> None:
+        self.http, self.base = http, base
+
+    def urlopen(self, method, path, body=None, headers=None, redirect=True, retries=None):
+        return self.http.request(method, self.base + path, body, headers, redirect)
 
 
 def canned_store(*answers, attempts: int = 3, **options) -> tuple[S3Store, CannedHTTP]:
