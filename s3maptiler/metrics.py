@@ -63,12 +63,25 @@ STORE_BREAKER_OPENED = Counter(
     "Times the store's circuit breaker opened (consecutive refused, timed-out or"
     " throttled S3 calls).",
 )
+S3_REQUESTS = Counter(
+    "s3maptiler_s3_requests_total",
+    "S3 requests the data-path client sent, retries included, by kind: get (tile reads),"
+    " put and put_conditional (tile writes), lease_put and lease_get (the fleet's"
+    " leases), head (HeadBucket), list (ListObjectsV2 of seeding tasks); for checking"
+    " cost estimates against the bill.",
+    ["kind"],
+)
 SINGLE_FLIGHT_WAITS = Counter(
     "s3maptiler_single_flight_waits_total",
     "Requests served by another's store read or render, by where that ran: another"
     " thread of the worker, another worker of the host, or another instance.",
     ["ring"],
 )
+
+
+def count_s3_request(kind: str) -> None:
+    """One S3 request of `kind` sent (the data-path client's on_request)."""
+    S3_REQUESTS.labels(kind).inc()
 
 
 def exposition() -> tuple[bytes, str]:

@@ -16,6 +16,7 @@ from s3maptiler.service.spool import Spool
 from s3maptiler.service.storeguard import GuardedStore, StoreBreaker
 from s3maptiler.service.tilepath import TileService
 from s3maptiler.storage.blanks import SharedBlanks
+from s3maptiler.storage.objects import objects_client
 from s3maptiler.storage.s3 import make_s3_client
 from s3maptiler.storage.stores import LocalStore, S3Store, TileStore
 from s3maptiler.storage.uploads import UploadJob, UploadPool
@@ -32,11 +33,11 @@ READ_ATTEMPTS = 1
 def build_service(settings: Settings, store: TileStore | None = None) -> TileService:
     """Create the per-process clients (WMS session, S3 clients, upload pool) and the service.
 
-    Two S3 clients, one retry policy (botocore "standard"), two budgets: reads (and
-    the fleet's leases) make at most READ_ATTEMPTS requests of S3_READ_TIMEOUT,
-    uploads at most 1 + UPLOAD_RETRIES PutObjects of S3_UPLOAD_TIMEOUT. One breaker
-    for the bucket stands in front of all three (service/storeguard.py). A given
-    `store` (tests) serves both, without a breaker."""
+    Two data-path S3 clients (storage/objects.py), one retry policy, two budgets:
+    reads (and the fleet's leases) make at most READ_ATTEMPTS requests of
+    S3_READ_TIMEOUT, uploads at most 1 + UPLOAD_RETRIES PutObjects of
+    S3_UPLOAD_TIMEOUT. One breaker for the bucket stands in front of all three
+    (service/storeguard.py). A given `store` (tests) serves both, without a breaker."""
     upload_store = store
     leases = breaker = None
     if store is None:
@@ -53,7 +54,7 @@ def build_service(settings: Settings, store: TileStore | None = None) -> TileSer
             upload_store = GuardedStore(raw_uploads, breaker, upload_attempts)
             if settings.fleet_leases:
                 leases = Leases(
-                    store.client, settings.bucket, lease_seconds=settings.lease_seconds,
+                    store.objects, settings.bucket, lease_seconds=settings.lease_seconds,
                     breaker=breaker,
                 )  # fmt: skip
         else:
@@ -104,6 +105,8 @@ def s3_store(
 
 
 def _s3_store(settings: Settings, threads: int, attempts: int, timeout: float) -> S3Store:
+    """A store whose tile reads and writes go through the data-path client (counted in
+    /metrics); its boto3 client is the control plane (listing, for seeding tasks)."""
     client = make_s3_client(
         max_pool_connections=threads,
         endpoint_url=settings.aws_endpoint_url,
@@ -112,4 +115,18 @@ def _s3_store(settings: Settings, threads: int, attempts: int, timeout: float) -
         read_timeout=timeout,
         max_attempts=attempts,
     )
-    return s3_store(settings, client)
+    # Listings (seeding tasks' "skip existing") go through boto3: counted as "list".
+    client.meta.events.register(
+        "before-send.s3.ListObjectsV2", lambda **_: metrics.count_s3_request("list")
+    )
+    store = s3_store(settings, client)
+    store.objects = objects_client(
+        endpoint_url=settings.aws_endpoint_url,
+        region_name=settings.aws_region,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        max_attempts=attempts,
+        pool_size=threads,
+        on_request=metrics.count_s3_request,
+    )
+    return store

@@ -48,13 +48,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from s3maptiler import metrics
 from s3maptiler.render.pipeline import BadBundle, RenderedTiles, read_header
 from s3maptiler.service.singleflight import WaitTimeout, failure_record, from_record
 from s3maptiler.service.storeguard import StoreBreaker
-from s3maptiler.storage.s3 import LEASE_PREFIX, MISSING_BUCKET_CODES, StoreError, error_code
+from s3maptiler.storage.objects import ObjectClient, Reply, as_objects
+from s3maptiler.storage.s3 import LEASE_PREFIX, MISSING_BUCKET_CODES, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,8 @@ class _Refused(Exception):
 
 
 class Leases:
-    """The fleet's leases in one bucket, through one shared boto3 client.
+    """The fleet's leases in one bucket, through the shared data-path client (a boto3
+    client is accepted and turned into one).
 
     `lease_seconds`: a lease's life unless renewed; `breaker`: the store's breaker
     (None: S3 is always asked)."""
@@ -113,7 +113,7 @@ class Leases:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         breaker: StoreBreaker | None = None,
     ):
-        self.client = client
+        self.client: ObjectClient = as_objects(client)
         self.bucket = bucket
         self.prefix = prefix
         self.done_ttl = done_ttl
@@ -142,8 +142,8 @@ class Leases:
             return Claim()  # S3 is failing: not even one call (the trial is a read's)
         try:
             claim = self._claim(key, deadline, budget, expected)
-        except (ClientError, BotoCoreError, StoreError) as exc:
-            if not isinstance(exc, StoreError) or exc.attempts != 0:  # skipped: said once
+        except StoreError as exc:
+            if exc.attempts != 0:  # skipped by the breaker: said once, by it
                 log.warning("lease %s not available, rendering without it: %s", key, exc)
             return Claim()
         if claim.lease is not None:
@@ -236,7 +236,7 @@ class Leases:
                 lease.etag = self._s3(self._put, lease.key, blob, if_match=lease.etag)
             except _Refused:
                 log.warning("lease %s was taken over before our render finished", lease.key)
-            except (ClientError, BotoCoreError, StoreError) as exc:
+            except StoreError as exc:
                 log.warning("lease %s not updated: %s", lease.key, exc)
 
     # ---------------------------------------------------------------- renewals
@@ -272,7 +272,10 @@ class Leases:
             time.sleep(interval / 2)  # so no lease goes more than 1.5 intervals unrenewed
             for lease in self.held():
                 if time.time() - lease.written >= interval:
-                    self.renew(lease)
+                    try:
+                        self.renew(lease)
+                    except Exception:  # one bad renewal must not end every lease's
+                        log.exception("lease %s: renewal failed", lease.key)
 
     def renew(self, lease: Lease) -> bool:
         """Rewrite our rendering record with a new expiry (If-Match our ETag); False
@@ -295,7 +298,7 @@ class Leases:
                 self._release(lease)
                 log.warning("lease %s was taken over while we rendered", lease.key)
                 return False
-            except (ClientError, BotoCoreError, StoreError) as exc:
+            except StoreError as exc:
                 log.warning("lease %s not renewed (trying again): %s", lease.key, exc)
                 return False
             self.renewals += 1
@@ -325,44 +328,38 @@ class Leases:
     def _put(
         self, key: str, body: bytes, if_none_match: bool = False, if_match: str | None = None
     ) -> str:
-        params: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": key,
-            "Body": body,
-            "ContentType": "application/octet-stream",
-            "CacheControl": "no-store",
-        }
+        headers = {"Content-Type": "application/octet-stream", "Cache-Control": "no-store"}
         if if_none_match:
-            params["IfNoneMatch"] = "*"
+            headers["If-None-Match"] = "*"
         if if_match is not None:
-            params["IfMatch"] = if_match
-        try:
-            return self.client.put_object(**params)["ETag"]
-        except ClientError as exc:
-            if _refused(exc):
-                raise _Refused from None
-            raise
+            headers["If-Match"] = if_match
+        reply = self.client.put(self.bucket, key, body, headers, "lease_put")
+        if reply.status == 200:
+            return reply.headers["ETag"]
+        if _refused(reply):
+            raise _Refused
+        raise reply.error(f"lease PutObject {key}")
 
     def _get(self, key: str) -> tuple[dict, bytes, str] | None:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-            blob = response["Body"].read()
-        except ClientError as exc:
-            if _refused(exc):
+        reply = self.client.get(self.bucket, key, "lease_get")
+        if reply.status != 200:
+            if _refused(reply):
                 return None
-            raise
+            raise reply.error(f"lease GetObject {key}")
+        blob = reply.body
         try:
             header, _ = read_header(blob)
         except BadBundle:
             header = {}  # unreadable: treated as stale and taken over
-        return header, blob, response["ETag"]
+        return header, blob, reply.headers["ETag"]
 
 
-def _refused(exc: ClientError) -> bool:
-    """412 (the condition failed), 409 (a concurrent conditional write) or 404 (the
-    lease is gone). Not a missing bucket, also a 404: that is no lease to race for,
-    and taking it for one made claim() put and get in a loop forever."""
-    code, status = error_code(exc)
+def _refused(reply: Reply) -> bool:
+    """412 (the condition failed), 409 (a concurrent conditional write, left after the
+    client's retries) or 404 (the lease is gone). Not a missing bucket, also a 404:
+    that is no lease to race for, and taking it for one made claim() put and get in a
+    loop forever."""
+    code, status = reply.code, reply.status
     if code in MISSING_BUCKET_CODES:
         return False
     return status in (404, 409, 412) or code in (

@@ -140,7 +140,8 @@ class TileService(Addresses):
     def get(self, request: TileRequest, known_miss: bool = False) -> TileResult:
         """The tile's bytes: from the upload queue, the store, or a render.
 
-        `known_miss` skips the store read: S3 has just redirected this key to us.
+        `known_miss` skips the store read: S3 has just redirected this key to us, and
+        so does a tile whose metatile this host is rendering or has just rendered.
         Concurrent requests for one key share one store read; requests for tiles of
         one metatile share its GetMap, across threads, workers and instances. Raises
         WMSError (or WMSUnavailable) when no tile can be had; nothing is stored then.
@@ -157,6 +158,9 @@ class TileService(Addresses):
             fresh = lifetimes.of_expires(layer, pending.expires)
             return self._result(request, pending.data, "inflight", fresh)
         if self.settings.cache_read and not known_miss:
+            here = self._rendered_here(request)
+            if here is not None:
+                return here
             stored = self._read_once(request.key)
             if stored is not None and not lifetimes.expired(layer, stored):
                 etag = stored.etag or etag_of(stored.data)
@@ -178,6 +182,29 @@ class TileService(Addresses):
             # still stores it once.
             return self._single(request, meta)
         return self._from_metatile(request, meta)
+
+    def _rendered_here(self, request: TileRequest) -> TileResult | None:
+        """A tile whose metatile this process is rendering, or this host rendered in the
+        spool's last `ttl` seconds: served from that render without a store read, which
+        would answer 404 (its uploads are not in yet) or the same bytes. Not for a key
+        other than the layer's own (ArcGIS REST): the render did not store that one."""
+        runtime = request.layer
+        meta = runtime.metatile_of(request.tile, request.ext)
+        if meta is None or len(meta.columns) * len(meta.rows) == 1:
+            return None
+        if self._layout_key(request) is not None:
+            return None
+        flight = metatile_flight(self.store.location, runtime.layer, request.ext, meta)
+        future = self._metatiles.follow(flight)
+        if future is not None:
+            metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
+            rendered = wait_for(future, self.patience(runtime), meta.describe())
+        else:
+            rendered = self.spool.peek(flight) if self.spool is not None else None
+            if rendered is None:
+                return None
+            metrics.SINGLE_FLIGHT_WAITS.labels("worker").inc()
+        return self._shared(request, rendered.tiles[request.tile], rendered.freshness)
 
     def patience(self, runtime: LayerRuntime) -> float:
         """Seconds to wait for another's render: it may wait its budget, then render."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import Counter
 
@@ -137,12 +136,8 @@ def test_existing_tiles_are_counted_as_exists(make_pool):
     assert pool.stats()["exists"] == 1
 
 
-def test_drain_uploads_1000_jobs_into_s3(monkeypatch, make_pool):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+def test_drain_uploads_1000_jobs_into_s3(make_pool):
+    # conftest's aws_env: fake credentials, S3 at the test process's moto over HTTP
     with mock_aws():
         client = make_s3_client(max_pool_connections=8, region_name="us-east-1")
         client.create_bucket(Bucket="tiles")
