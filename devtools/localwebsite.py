@@ -272,7 +272,7 @@ def prepare_bucket(stack: LocalStack, settings: Any) -> list[str]:
         public_keys=publish.SERVICE_DOCUMENT_KEYS,
     )
     steps = [step.summary for step in setup_bucket(client, spec)]
-    docs, _skipped = publish.documents(settings.layers, settings.bucket_url)
+    docs, _skipped = publish.documents(settings, settings.bucket_url)
     outcome = publish.publish(client, settings.bucket, docs)
     steps.append(f"published {sum(v == 'written' for v in outcome.values())} documents")
     return steps

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from s3maptiler.config import Layer, with_pixel_ratios
+from s3maptiler.config import Layer, Settings
 from s3maptiler.documents import arcgis, common, ogcapi, openapi, tms, wmts
 from s3maptiler.tiles.formats import etag_of
 
@@ -37,14 +37,12 @@ class Document:
     content_type: str
 
 
-def documents(
-    layers: Sequence[Layer], base_url: str
-) -> tuple[list[Document], list[common.Skipped]]:
+def documents(settings: Settings, base_url: str) -> tuple[list[Document], list[common.Skipped]]:
     """Every document to publish for `layers` (and, but in OGC API, their high-DPI
     layers, ``roads@2x``, as the service serves them), and the layers a document had
     to skip."""
-    ogcapi_docs = ogcapi_documents(layers, base_url.rstrip("/"))
-    layers = with_pixel_ratios(layers)
+    ogcapi_docs = ogcapi_documents(settings.layers, base_url.rstrip("/"))
+    layers = settings.served_layers
     base_url = base_url.rstrip("/")
     tms_type, wmts_type = common.TMS_CONTENT_TYPE, common.WMTS_CONTENT_TYPE
     docs = [

@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from s3maptiler.config import validators
+from s3maptiler.config import checked_prefix, validators
 from s3maptiler.storage.s3 import LEASE_PREFIX
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "BucketSpec",
     "InvalidSpec",
     "PublicAccessBlocked",
-    "check_prefix",
     "cors_configuration",
     "instance_role_policy",
     "lifecycle_configuration",
@@ -157,14 +156,6 @@ def parse_tiler_url(url: str) -> tuple[str, str]:
     return scheme.lower(), _validate_redirect_host(host)
 
 
-def check_prefix(prefix: str, what: str = "prefix") -> str:
-    """`prefix` unchanged if it is a usable S3 key prefix (``validators.key_prefix``)."""
-    try:
-        return validators.key_prefix(prefix)
-    except ValueError as err:
-        raise InvalidSpec(f"{what} {prefix!r}: {err}") from None
-
-
 @dataclass(frozen=True)
 class BucketSpec:
     """What a tile bucket should look like.
@@ -197,11 +188,13 @@ class BucketSpec:
             object.__setattr__(self, "tiler_host", _validate_redirect_host(self.tiler_host))
         if self.tiler_protocol not in PROTOCOLS:
             raise InvalidSpec(f"tiler protocol {self.tiler_protocol!r} is not https or http")
-        prefixes = tuple(dict.fromkeys(check_prefix(p) for p in self.prefixes))
+        prefixes = tuple(
+            dict.fromkeys(checked_prefix("prefix", p, InvalidSpec) for p in self.prefixes)
+        )
         if not prefixes:
             raise InvalidSpec("at least one tile prefix is needed")
         object.__setattr__(self, "prefixes", prefixes)
-        check_prefix(self.miss_prefix, "miss prefix")
+        checked_prefix("miss prefix", self.miss_prefix, InvalidSpec)
         if not self.miss_prefix:
             raise InvalidSpec("miss prefix must not be empty (it marks redirected misses)")
         for prefix in prefixes:

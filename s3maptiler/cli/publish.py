@@ -33,7 +33,7 @@ def publish_command(
     if not base or not base.startswith(("http://", "https://")):
         raise common.ConfigProblem("no public URL: pass --base-url https://... or set PUBLIC_URL")
     name = common.bucket_name(env, s3.bucket)
-    docs, skipped = publish_docs.documents(env.settings.layers, base)
+    docs, skipped = publish_docs.documents(env.settings, base)
     for item in skipped:
         click.echo(f"skipped: layer {item.layer}: {item.reason}", err=True)
     try:

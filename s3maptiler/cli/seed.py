@@ -31,7 +31,7 @@ import click
 from s3maptiler.cli import common, costs
 from s3maptiler.cli import dimensions as dimension_option
 from s3maptiler.cli.costs import print_costs
-from s3maptiler.config import Settings, with_pixel_ratios
+from s3maptiler.config import Settings
 from s3maptiler.render.errors import WMSError
 from s3maptiler.render.pipeline import LayerRuntime
 from s3maptiler.seeding import sqs as sqs_jobs
@@ -228,7 +228,7 @@ def seed_command(
         wanted = {job.layer for job in jobs}
         layers = {
             layer.name: layer_runtime(layer)
-            for layer in with_pixel_ratios(settings.layers)
+            for layer in settings.served_layers
             if layer.name in wanted
         }
         unknown = wanted - set(layers)

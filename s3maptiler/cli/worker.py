@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from s3maptiler.cli import common
-from s3maptiler.config import with_pixel_ratios
 from s3maptiler.seeding import sqs as sqs_jobs
 from s3maptiler.seeding.plan import layer_runtime
 from s3maptiler.seeding.run import RenderCounts
@@ -41,7 +40,7 @@ def worker_command(
     """
     env = common.environment(ctx)
     settings = common.settings_of(env)
-    layers = {layer.name: layer_runtime(layer) for layer in with_pixel_ratios(settings.layers)}
+    layers = {layer.name: layer_runtime(layer) for layer in settings.served_layers}
     store = common.tile_store(env, settings, s3, pool=4, conditional=settings.s3_conditional_put)
     wms = wms_client(settings, 2)
     sqs = common.sqs_client(env, s3.endpoint_url, read_timeout=wait_seconds + 10.0)

@@ -4,7 +4,7 @@ file (:mod:`~s3maptiler.config.layersfile`), checked by one set of validators
 (:mod:`~s3maptiler.config.validators`). Imports :mod:`s3maptiler.tiles` only."""
 
 from s3maptiler.config.environment import environment_values, load_settings
-from s3maptiler.config.hidpi import pixel_ratio_name, with_pixel_ratios
+from s3maptiler.config.hidpi import base_layer_name, pixel_ratio_name, with_pixel_ratios
 from s3maptiler.config.model import (
     DEFAULT_CACHE_CONTROL,
     DEFAULT_LAYER_NAME,
@@ -13,6 +13,7 @@ from s3maptiler.config.model import (
     IPNetwork,
     Layer,
     Settings,
+    checked_prefix,
     default_layer_name,
     default_meta_buffer,
     default_spool_dir,
@@ -27,6 +28,8 @@ __all__ = [
     "IPNetwork",
     "Layer",
     "Settings",
+    "base_layer_name",
+    "checked_prefix",
     "default_layer_name",
     "default_meta_buffer",
     "default_spool_dir",

@@ -14,6 +14,7 @@ the setting and what is wrong with it.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -27,7 +28,6 @@ from s3maptiler.config import validators
 from s3maptiler.config.hidpi import WMS_VENDORS
 from s3maptiler.config.layersfile import load_layers_file
 from s3maptiler.config.model import (
-    DEFAULT_CACHE_CONTROL,
     DEFAULT_METRICS_ALLOW,
     WMS_VERSIONS,
     ConfigError,
@@ -35,6 +35,7 @@ from s3maptiler.config.model import (
     Layer,
     Settings,
     checked,
+    checked_prefix,
     default_layer_name,
     default_meta_buffer,
     default_spool_dir,
@@ -42,6 +43,10 @@ from s3maptiler.config.model import (
 from s3maptiler.config.sources import Credentials, credentials_from_env
 from s3maptiler.tiles.dimensions import Dimension, parse_dimensions
 from s3maptiler.tiles.formats import EXTENSIONS
+
+# Every default is the model's (config/model.py): written there once.
+_SETTING = {f.name: f.default for f in dataclasses.fields(Settings)}
+_LAYER = {f.name: f.default for f in dataclasses.fields(Layer)}
 
 
 class _Reader:
@@ -104,6 +109,17 @@ def _layer_name(read: _Reader, prefix: str) -> str:
     return checked("LAYER_NAME", validators.layer_name, name)
 
 
+def _layer_place(read: _Reader) -> dict[str, str]:
+    """The single layer's name, key prefix and Cache-Control (TILE_PREFIX unset or
+    empty: the default prefix)."""
+    prefix = checked_prefix("TILE_PREFIX", read.text("TILE_PREFIX", _LAYER["prefix"]) or "")
+    return {
+        "name": _layer_name(read, prefix),
+        "prefix": prefix,
+        "cache_control": read.text("CACHE_CONTROL", _LAYER["cache_control"]) or "",
+    }
+
+
 def _layer_from_env(read: _Reader) -> Layer:
     wms_url = read.text("WMS_SERVER")
     if wms_url is None:
@@ -124,12 +140,10 @@ def _layer_from_env(read: _Reader) -> Layer:
     if min_zoom > max_zoom:
         raise ConfigError(f"MIN_ZOOM: {min_zoom} is above MAX_ZOOM {max_zoom}")
     metatile = checked("METATILE", validators.metatile, read.text("METATILE", "4x4") or "4x4")
-    prefix = checked("TILE_PREFIX", validators.key_prefix, read.text("TILE_PREFIX", "tiles/") or "")
     return Layer(
-        name=_layer_name(read, prefix),
+        **_layer_place(read),
         wms_url=checked("WMS_SERVER", validators.url, wms_url),
         wms_layers=read.text("MAP_LAYERS") or _missing("MAP_LAYERS", "the WMS LAYERS to draw"),
-        prefix=prefix,
         wms_styles=read.values.get("WMS_STYLES", "").strip(),
         wms_version=read.choice("WMS_VERSION", "1.1.1", WMS_VERSIONS),
         transparent=read.boolean("WMS_TRANSPARENT", False),
@@ -138,7 +152,6 @@ def _layer_from_env(read: _Reader) -> Layer:
         # The first extension served is the layer's own format, the one documents,
         # the ArcGIS routes and seeding use.
         format="jpeg" if formats[0] in ("jpg", "jpeg") else formats[0],
-        cache_control=read.text("CACHE_CONTROL", DEFAULT_CACHE_CONTROL) or "",
         cache_from_wms=read.boolean("CACHE_FROM_WMS", False),
         min_zoom=min_zoom,
         max_zoom=max_zoom,
@@ -208,6 +221,39 @@ def _service_url(read: _Reader, name: str = "SERVICE_URL") -> str | None:
     return checked(name, validators.url, url).rstrip("/") if url else None
 
 
+def _bucket(read: _Reader) -> str | None:
+    bucket = read.text("BUCKET_NAME")
+    if bucket is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError(f"BUCKET_NAME: {bucket!r} is not a valid S3 bucket name")
+    return bucket
+
+
+def _miss_prefix(read: _Reader) -> str:
+    miss_prefix = checked_prefix(
+        "MISS_PREFIX", read.text("MISS_PREFIX", _SETTING["miss_prefix"]) or ""
+    )
+    if not miss_prefix:
+        raise ConfigError("MISS_PREFIX: must not be empty (it marks redirected misses)")
+    return miss_prefix
+
+
+def _endpoint(read: _Reader, service: str) -> str | None:
+    """AWS_ENDPOINT_URL_<SERVICE>, else AWS_ENDPOINT_URL (as the AWS SDKs read them)."""
+    name = f"AWS_ENDPOINT_URL_{service}"
+    endpoint = read.text(name) or read.text("AWS_ENDPOINT_URL")
+    if endpoint is not None:
+        checked(name if read.text(name) else "AWS_ENDPOINT_URL", validators.url, endpoint)
+    return endpoint
+
+
+def _s3_endpoint(read: _Reader) -> str | None:
+    return _endpoint(read, "S3")
+
+
+def _region(read: _Reader) -> str | None:
+    return read.text("AWS_REGION") or read.text("AWS_DEFAULT_REGION")
+
+
 def _missing(name: str, what: str) -> str:
     raise ConfigError(f"{name}: not set ({what})")
 
@@ -238,20 +284,12 @@ def load_settings(
         layers = load_layers_file(Path(layers_file), read.text("WMS_SERVER"))
     else:
         layers = (_layer_from_env(read),)
-    bucket = read.text("BUCKET_NAME")
-    if bucket is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-        raise ConfigError(f"BUCKET_NAME: {bucket!r} is not a valid S3 bucket name")
-    miss_prefix = checked(
-        "MISS_PREFIX", validators.key_prefix, read.text("MISS_PREFIX", "miss/") or ""
-    )
-    if not miss_prefix:
-        raise ConfigError("MISS_PREFIX: must not be empty (it marks redirected misses)")
+    bucket = _bucket(read)
+    miss_prefix = _miss_prefix(read)
     for layer in layers:
         if layer.prefix.startswith(miss_prefix):
             raise ConfigError(f"MISS_PREFIX: {miss_prefix!r} overlaps layer {layer.name}'s prefix")
-    endpoint = read.text("AWS_ENDPOINT_URL_S3") or read.text("AWS_ENDPOINT_URL")
-    if endpoint is not None:
-        checked("AWS_ENDPOINT_URL", validators.url, endpoint)
+    endpoint = _s3_endpoint(read)
     upload_workers = read.integer("UPLOAD_WORKERS", 4, 1, 256)
     upload_max_workers = read.integer("UPLOAD_MAX_WORKERS", max(32, upload_workers), 1, 1024)
     if upload_max_workers < upload_workers:
@@ -296,7 +334,7 @@ def load_settings(
         s3_acl=read.text("S3_ACL"),
         s3_conditional_put=read.boolean("S3_CONDITIONAL_PUT", True),
         aws_endpoint_url=endpoint,
-        aws_region=read.text("AWS_REGION") or read.text("AWS_DEFAULT_REGION"),
+        aws_region=_region(read),
         public_url=_service_url(read, "PUBLIC_URL"),
         threads=read.integer("GUNICORN_THREADS", 32, 1, 1024),
         host=read.text("HOST", "127.0.0.1") or "127.0.0.1",

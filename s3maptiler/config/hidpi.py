@@ -21,15 +21,20 @@ are those of a layer of their own, :func:`at_pixel_ratio`:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import replace
-
-from s3maptiler.config.model import Layer
+# The layer model builds them (config/model.py: Settings.served_layers), so they live
+# beside it; this module is their story and the WMS vendors' table.
+from s3maptiler.config.model import (
+    at_pixel_ratio,
+    base_layer_name,
+    pixel_ratio_name,
+    with_pixel_ratios,
+)
 from s3maptiler.tiles.grids import with_tile_size
 
 __all__ = [
     "WMS_VENDORS",
     "at_pixel_ratio",
+    "base_layer_name",
     "pixel_ratio_name",
     "with_pixel_ratios",
     "with_tile_size",
@@ -38,39 +43,3 @@ __all__ = [
 #: WMS servers whose resolution parameter s3maptiler knows (render/getmap.py), and
 #: "none" for a WMS that has none: its 2x tiles are sharp, but labels stay 1x in size.
 WMS_VENDORS = ("mapserver", "geoserver", "qgis", "none")
-
-
-def pixel_ratio_name(name: str, ratio: int) -> str:
-    """The name of layer `name`'s tiles at `ratio`.
-
-    >>> pixel_ratio_name("roads", 2), pixel_ratio_name("roads", 1)
-    ('roads@2x', 'roads')
-    """
-    return name if ratio == 1 else f"{name}@{ratio}x"
-
-
-def at_pixel_ratio(layer: Layer, ratio: int) -> Layer:
-    """`layer`'s tiles at `ratio` times the pixels, as a layer of their own (`layer`
-    itself at its own ratio)."""
-    if ratio == layer.pixel_ratio:
-        return layer
-    grid = layer.tile_grid
-    bigger = with_tile_size(grid, grid.tile_size * ratio)
-    return replace(
-        layer,
-        name=pixel_ratio_name(layer.name, ratio),
-        title=f"{layer.title or layer.name} (@{ratio}x)",
-        pixel_ratio=ratio,
-        pixel_ratios=(ratio,),
-        grid=bigger.name,
-        grid_def=bigger,
-        tile_size=bigger.tile_size,
-        meta_buffer=layer.meta_buffer * ratio,
-        # A tile source's 512 px tiles are the @2x tiles, one each.
-        metatile=(1, 1) if layer.tile_source is not None else layer.metatile,
-    )
-
-
-def with_pixel_ratios(layers: Iterable[Layer]) -> tuple[Layer, ...]:
-    """Every layer, each followed by its layers at its other pixel ratios."""
-    return tuple(at_pixel_ratio(layer, ratio) for layer in layers for ratio in layer.pixel_ratios)

@@ -17,7 +17,14 @@ from typing import Any
 
 from s3maptiler.config import validators
 from s3maptiler.config.hidpi import WMS_VENDORS, with_tile_size
-from s3maptiler.config.model import WMS_VERSIONS, ConfigError, Layer, checked, default_meta_buffer
+from s3maptiler.config.model import (
+    WMS_VERSIONS,
+    ConfigError,
+    Layer,
+    checked,
+    checked_prefix,
+    default_meta_buffer,
+)
 from s3maptiler.config.sources import (
     TileSourceSpec,
     check_template,
@@ -194,7 +201,7 @@ def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, 
         try:
             if tile_source is None:
                 checked("wms_url", validators.url, fields["wms_url"])
-            checked("prefix", validators.key_prefix, fields["prefix"])
+            checked_prefix("prefix", fields["prefix"])
             grid = grids.get(fields.get("grid", "GoogleMapsCompatible")) or get_grid(
                 fields.get("grid", "GoogleMapsCompatible")
             )

@@ -3,19 +3,21 @@ of the service, with the defaults every reader of settings shares."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from s3maptiler.config import validators
 from s3maptiler.config.sources import Credentials, TileSourceSpec
 from s3maptiler.tiles.dimensions import Dimension
 from s3maptiler.tiles.formats import TILE_FORMATS, TileFormat, own_extension
-from s3maptiler.tiles.grids import TileGrid, get_grid
+from s3maptiler.tiles.grids import TileGrid, get_grid, with_tile_size
 
 T = TypeVar("T")
 
@@ -48,6 +50,15 @@ def checked(name: str, check: Callable[[Any], T], value: Any) -> T:
         return check(value)
     except ValueError as exc:
         raise ConfigError(f"{name}: {exc}") from None
+
+
+def checked_prefix(name: str, value: Any, error: type[Exception] = ConfigError) -> str:
+    """`value` if it is a usable S3 key prefix (:func:`validators.key_prefix`), else
+    `error` naming `name`: the one prefix check of settings, bucket specs and options."""
+    try:
+        return validators.key_prefix(value)
+    except ValueError as exc:
+        raise error(f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,12 @@ class Settings:
         ipaddress.ip_network("::1"),
     )
 
+    @functools.cached_property
+    def served_layers(self) -> tuple[Layer, ...]:
+        """The layers served: each configured layer, followed by its high-DPI tiles as
+        layers of their own ("roads", "roads@2x"; :mod:`s3maptiler.config.hidpi`)."""
+        return with_pixel_ratios(self.layers)
+
     @property
     def bucket_url(self) -> str | None:
         """Where browsers get the bucket's tiles: PUBLIC_URL, else the bucket's S3 website
@@ -175,6 +192,55 @@ class Settings:
     def store_location(self) -> str:
         """Where tiles are written, for logs and the index page."""
         return f"s3://{self.bucket}" if self.bucket else str(self.local_cache_dir)
+
+
+# --- a layer's high-DPI tiles as a layer of their own (the story: config/hidpi.py) ---
+
+
+def pixel_ratio_name(name: str, ratio: int) -> str:
+    """The name of layer `name`'s tiles at `ratio`.
+
+    >>> pixel_ratio_name("roads", 2), pixel_ratio_name("roads", 1)
+    ('roads@2x', 'roads')
+    """
+    return name if ratio == 1 else f"{name}@{ratio}x"
+
+
+def base_layer_name(name: str) -> str:
+    """The configured layer whose tiles at some ratio `name` names ("@" is in no
+    configured layer's name).
+
+    >>> base_layer_name("roads@2x"), base_layer_name("roads")
+    ('roads', 'roads')
+    """
+    return name.partition("@")[0]
+
+
+def at_pixel_ratio(layer: Layer, ratio: int) -> Layer:
+    """`layer`'s tiles at `ratio` times the pixels, as a layer of their own (`layer`
+    itself at its own ratio)."""
+    if ratio == layer.pixel_ratio:
+        return layer
+    grid = layer.tile_grid
+    bigger = with_tile_size(grid, grid.tile_size * ratio)
+    return replace(
+        layer,
+        name=pixel_ratio_name(layer.name, ratio),
+        title=f"{layer.title or layer.name} (@{ratio}x)",
+        pixel_ratio=ratio,
+        pixel_ratios=(ratio,),
+        grid=bigger.name,
+        grid_def=bigger,
+        tile_size=bigger.tile_size,
+        meta_buffer=layer.meta_buffer * ratio,
+        # A tile source's 512 px tiles are the @2x tiles, one each.
+        metatile=(1, 1) if layer.tile_source is not None else layer.metatile,
+    )
+
+
+def with_pixel_ratios(layers: Iterable[Layer]) -> tuple[Layer, ...]:
+    """Every layer, each followed by its layers at its other pixel ratios."""
+    return tuple(at_pixel_ratio(layer, ratio) for layer in layers for ratio in layer.pixel_ratios)
 
 
 # Regions whose website endpoints are s3-website-<region> (a dash); every other region's

@@ -107,6 +107,11 @@ class TileMatrixSetInfo:
     well_known_scale_set: str | None = None
 
 
+def layer_matrix_set(layer: Layer) -> str:
+    """The id of the OGC TileMatrixSet of ``layer``'s grid."""
+    return tile_matrix_set_of(layer.tile_grid).id
+
+
 def tile_matrix_set_of(grid: TileGrid) -> TileMatrixSetInfo:
     """``WebMercatorQuad`` or ``WorldCRS84Quad`` for the grids that are those sets (the
     latter in CRS84, longitude first, as the standard defines it), else a set named

@@ -56,6 +56,11 @@ def tile_matrix_set_id(grid: TileGrid) -> str:
     return grid.name if standard is None else standard.wmts_id
 
 
+def layer_matrix_set(layer: Layer) -> str:
+    """The WMTS TileMatrixSet identifier of ``layer``'s grid."""
+    return tile_matrix_set_id(layer.tile_grid)
+
+
 def _wgs84_box(parent: ET.Element, box: Bbox) -> None:
     element = sub(parent, "ows:WGS84BoundingBox")
     sub(element, "ows:LowerCorner", pair(box.left, box.bottom))

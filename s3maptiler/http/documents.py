@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from s3maptiler.config import with_pixel_ratios
 from s3maptiler.documents import arcgis, common, tms, wmts
 from s3maptiler.http.replies import document, service, text
 
@@ -19,14 +18,14 @@ def _base_url() -> str:
 
 @blueprint.get("/1.0.0/")
 def tms_service() -> Response:
-    body = tms.tile_map_service(with_pixel_ratios(service().settings.layers), _base_url())
+    body = tms.tile_map_service(service().settings.served_layers, _base_url())
     return document(body, common.TMS_CONTENT_TYPE)
 
 
 @blueprint.get("/1.0.0/<layer>")
 @blueprint.get("/1.0.0/<layer>/")
 def tms_tile_map(layer: str) -> Response:
-    found = service().layer(layer)
+    found = service().addresses.layer(layer)
     if found is None:
         return text(404, f"no layer named {layer[:64]!r}")
     try:
@@ -38,13 +37,13 @@ def tms_tile_map(layer: str) -> Response:
 
 @blueprint.get("/" + common.WMTS_CAPABILITIES_PATH)
 def wmts_capabilities() -> Response:
-    body = wmts.wmts_capabilities(with_pixel_ratios(service().settings.layers), _base_url())
+    body = wmts.wmts_capabilities(service().settings.served_layers, _base_url())
     return document(body, common.WMTS_CONTENT_TYPE)
 
 
 @blueprint.get("/arcgis/rest/services/<layer>/MapServer")
 def arcgis_mapserver(layer: str) -> Response:
-    found = service().layer(layer)
+    found = service().addresses.layer(layer)
     if found is None:
         return text(404, f"no layer named {layer[:64]!r}")
     fmt = request.args.get("f", "json").lower()

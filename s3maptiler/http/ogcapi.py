@@ -85,7 +85,7 @@ def tilesets(name: str) -> Response:
 @blueprint.get("/collections/<name>/map/tiles/<matrix_set>")
 def tileset(name: str, matrix_set: str) -> Response:
     def build(layer: Layer) -> dict[str, Any] | None:
-        if matrix_set != ogcapi.tile_matrix_set_of(layer.tile_grid).id:
+        if matrix_set != ogcapi.layer_matrix_set(layer):
             return None  # no such tileset: 404
         return ogcapi.tileset(layer, _base_url())
 

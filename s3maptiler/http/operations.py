@@ -20,7 +20,7 @@ def heartbeat() -> Response:
     """``ok`` with the upload counters; ``?deep=1``: the store and every WMS, each
     checked with a short timeout and reported one by one (503 when any fails)."""
     tiles = service()
-    stats = tiles.uploads.stats()
+    stats = tiles.upload_stats()
     if request.args.get("deep") not in ("1", "true"):
         names = ("pending", "stored", "failed", "skipped", "dropped", "unstored")
         counts = " ".join(f"uploads_{name}={stats[name]}" for name in names)

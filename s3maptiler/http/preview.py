@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response, has_request_context, render_template, request
 
-from s3maptiler.config import Layer, with_pixel_ratios
+from s3maptiler.config import Layer
 from s3maptiler.documents import arcgis, common
 from s3maptiler.documents.wmts import tile_matrix_set_id
 from s3maptiler.http.replies import service, text
@@ -284,7 +284,7 @@ def index_page(tiles: Any) -> str:
     """
     root = _root()
     rows = []
-    for layer in with_pixel_ratios(tiles.settings.layers):  # and "roads@2x" after roads
+    for layer in tiles.settings.served_layers:  # and "roads@2x" after roads
         grid = layer.tile_grid
         keys = tile_addresses(layer, grid, root)[0]
         try:
@@ -319,7 +319,7 @@ def index_page(tiles: Any) -> str:
 def preview(layer: str) -> Response:
     """A full-window map of one layer, or a one-line reason it cannot be drawn."""
     tiles = service()
-    found = tiles.layer(layer)
+    found = tiles.addresses.layer(layer)
     if found is None:
         names = ", ".join(named.name for named in tiles.settings.layers)
         return text(404, f"no layer named {layer[:64]!r}; layers: {names}")

@@ -1,7 +1,8 @@
 """What every route answers with: one-line text errors, documents, and tiles.
 
-:func:`tile_reply` is the one place that turns a tile address into an HTTP answer:
-resolve it (400/404 with the reason), get the tile from the service (502/504 with
+:func:`refusal` answers an address that names no tile (400/404 with the reason);
+:func:`tile_reply` is the one place that turns a resolved tile into an HTTP answer:
+get the tile from the service (502/504 with
 the WMS's words, 503 with Retry-After when the WMS is not asked), answer 200 or 304
 with Content-Type, Cache-Control (and Expires for a lifetime from the WMS), ETag and
 X-Tile-Source, and log one line.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 from flask import Response, current_app, request
 
@@ -22,7 +22,7 @@ from s3maptiler.render.guard import WMSUnavailable
 from s3maptiler.service.addresses import TileRequest, TileRequestError
 from s3maptiler.service.tilepath import TileResult, TileService
 
-__all__ = ["document", "service", "text", "tile_reply"]
+__all__ = ["document", "refusal", "service", "text", "tile_reply"]
 
 log = logging.getLogger("s3maptiler.request")
 
@@ -45,21 +45,23 @@ def document(body: str | bytes, content_type: str) -> Response:
     return response
 
 
+def refusal(exc: TileRequestError, address: str, started: float) -> Response:
+    """The answer for an address that names no tile the service serves (400/404)."""
+    response = text(exc.status, str(exc))
+    _log(address, None, response.status_code, started)
+    return response
+
+
 def tile_reply(
     service: TileService,
+    tile_request: TileRequest,
     key: str | None,
-    resolve: Callable[[], TileRequest] | None = None,
+    started: float,
     known_miss: bool = False,
 ) -> Response:
-    """Resolve the address (a key, or a fixed route's `resolve`), get the tile, answer."""
-    started = time.perf_counter()
+    """Get the tile a route resolved (from `key`, or None at a fixed route), answer.
+    `started`: when the route began resolving, for the log line."""
     result: TileResult | None = None
-    try:
-        tile_request = resolve() if resolve is not None else service.resolve(key)
-    except TileRequestError as exc:
-        response = text(exc.status, str(exc))
-        _log(key or request.path, None, response.status_code, started)
-        return response
     # S3 redirected `key`: known to be missing only when the tile is stored under it.
     known_miss = known_miss and tile_request.key == key
     try:

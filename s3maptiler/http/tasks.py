@@ -5,7 +5,8 @@ The body is one message of :mod:`s3maptiler.seeding.sqs`. Answers: 200 when ever
 is stored (sqsd then deletes the message), 400 for a body that can never succeed
 (sqsd retries it until its MaxRetries and the dead-letter queue), 502 when the WMS
 failed and 500 when the store failed (sqsd retries after ErrorVisibilityTimeout).
-The app's own :class:`~s3maptiler.service.TileService` supplies layers, WMS session
+The app's own :class:`~s3maptiler.service.tilepath.TileService` draws it
+(:meth:`~s3maptiler.service.tilepath.TileService.seed`) with its layers, WMS session
 and store, so the worker draws exactly what the tile routes would.
 """
 
@@ -18,7 +19,7 @@ import time
 from flask import Blueprint, Response, request
 
 from s3maptiler.http.replies import service
-from s3maptiler.seeding.sqs import BadMessage, JobFailed, handle_message
+from s3maptiler.seeding.sqs import BadMessage, JobFailed
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,7 @@ def seed_task() -> Response:
     message_id = request.headers.get("X-Aws-Sqsd-Msgid", "-")
     started = time.perf_counter()
     try:
-        counts = handle_message(
-            request.get_data(), tiles.runtimes, tiles.wms, tiles.store, tiles.blanks
-        )
+        counts = tiles.seed(request.get_data())
     except BadMessage as exc:
         log.warning("task seed msgid=%s status=400 reason=%s", message_id, exc)
         return _answer(400, {"error": str(exc)})

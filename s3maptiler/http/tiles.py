@@ -18,19 +18,21 @@ WMTS KVP query has no key of its own and is stored under the layer's key.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import MapAdapter
 
-from s3maptiler.documents.ogcapi import tile_matrix_set_of
-from s3maptiler.documents.wmts import tile_matrix_set_id
+from s3maptiler.config import Layer
+from s3maptiler.documents import ogcapi, wmts
 from s3maptiler.http import documents
 from s3maptiler.http.preview import index_page
-from s3maptiler.http.replies import service, text, tile_reply
+from s3maptiler.http.replies import refusal, service, text, tile_reply
 from s3maptiler.service.addresses import (
+    Addresses,
     BadTileRequest,
     TileNotFound,
     TileRequest,
@@ -39,11 +41,25 @@ from s3maptiler.service.addresses import (
 )
 from s3maptiler.service.tilepath import TileService
 from s3maptiler.tiles.formats import EXTENSIONS
-from s3maptiler.tiles.grids import TileGrid
 
 MAX_PATH_LENGTH = 1024
 
 blueprint = Blueprint("tiles", __name__)
+
+Values = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class TileRoute:
+    """A fixed tile route: its URL rules, and the tile its URL values and query name
+    (for a request at the route and for a redirected miss whose key has its shape)."""
+
+    endpoint: str  # the view's name in this blueprint
+    rules: tuple[str, ...]
+    tile: Callable[[Addresses, Values, Values], TileRequest]
+    # A KVP route (WMTS): answers GetCapabilities too, and has no key of its own, so
+    # its tiles are stored under the layer's key.
+    kvp: bool = False
 
 
 @blueprint.before_app_request
@@ -53,15 +69,12 @@ def keys_before_fixed_routes() -> Response | None:
         return None  # the catch-all reads keys itself
     tiles = service()
     path = request.path[1:]
+    started = time.perf_counter()
     try:
-        owned = tiles.owned(path)
-    except TileRequestError:  # the layer's key, one it cannot serve: its 400 or 404
-        return tile_reply(tiles, path)
-    return None if owned is None else tile_reply(tiles, path, lambda: owned)
-
-
-def _key_request_here(tiles: TileService, key: str) -> TileRequest:
-    return _key_request(tiles, lambda: current_app.url_map.bind("localhost"), key, request.args)
+        owned = tiles.addresses.owned(path)
+    except TileRequestError as exc:  # the layer's key, one it cannot serve: its 400 or 404
+        return refusal(exc, path, started)
+    return None if owned is None else tile_reply(tiles, owned, path, started)
 
 
 @blueprint.get("/")
@@ -69,45 +82,8 @@ def root() -> Response:
     key = request.args.get("tile")
     tiles = service()
     if key is not None:
-        key = key.lstrip("/")
-        return tile_reply(tiles, key, lambda: _key_request_here(tiles, key), known_miss=True)
+        return _key_reply(tiles, key.lstrip("/"), known_miss=True)
     return Response(index_page(tiles), mimetype="text/html")
-
-
-def _fixed_route(endpoint: str, values: Mapping[str, str]) -> Response:
-    route = TILE_ROUTES[endpoint]
-    tiles = service()
-    return tile_reply(tiles, None, lambda: route(tiles, values, request.args))
-
-
-@blueprint.get("/1.0.0/<layer>/<z>/<x>/<y>")
-def tms_tile(**values: str) -> Response:
-    return _fixed_route("tiles.tms_tile", values)
-
-
-@blueprint.get("/wmts/1.0.0/<layer>/<style>/<matrix_set>/<z>/<row>/<col>")
-@blueprint.get("/wmts/1.0.0/<layer>/<style>/<matrix_set>/<path:dimensions>/<z>/<row>/<col>")
-def wmts_rest_tile(**values: str) -> Response:
-    return _fixed_route("tiles.wmts_rest_tile", values)
-
-
-@blueprint.get("/wmts")
-def wmts_kvp() -> Response:
-    args = {k.upper(): v for k, v in request.args.items()}
-    wmts = args.get("SERVICE", "WMTS").upper() == "WMTS"
-    if wmts and args.get("REQUEST", "").lower() == "getcapabilities":
-        return documents.wmts_capabilities()
-    return _fixed_route("tiles.wmts_kvp", {})
-
-
-@blueprint.get("/arcgis/rest/services/<layer>/MapServer/tile/<z>/<row>/<col>")
-def arcgis_tile(**values: str) -> Response:
-    return _fixed_route("tiles.arcgis_tile", values)
-
-
-@blueprint.get("/ogcapi/collections/<layer>/map/tiles/<matrix_set>/<z>/<row>/<col>")
-def ogcapi_tile(**values: str) -> Response:
-    return _fixed_route("tiles.ogcapi_tile", values)
 
 
 @blueprint.get("/<path:path>")
@@ -118,31 +94,76 @@ def tile(path: str) -> Response:
     miss_prefix = tiles.settings.miss_prefix
     known_miss = path.startswith(miss_prefix)
     key = path[len(miss_prefix) :] if known_miss else path
-    return tile_reply(tiles, key, lambda: _key_request_here(tiles, key), known_miss=known_miss)
+    return _key_reply(tiles, key, known_miss=known_miss)
+
+
+def _key_reply(tiles: TileService, key: str, known_miss: bool) -> Response:
+    """The answer for a key (the path, `?tile=` or a redirected miss)."""
+    started = time.perf_counter()
+    try:
+        tile_request = _key_request(tiles.addresses, key, request.args)
+    except TileRequestError as exc:
+        return refusal(exc, key, started)
+    return tile_reply(tiles, tile_request, key, started, known_miss=known_miss)
+
+
+def _route_reply(route: TileRoute, values: Values) -> Response:
+    """The answer at a fixed route."""
+    if route.kvp and _asks_capabilities(request.args):
+        return documents.wmts_capabilities()
+    tiles = service()
+    started = time.perf_counter()
+    try:
+        tile_request = route.tile(tiles.addresses, values, request.args)
+    except TileRequestError as exc:
+        return refusal(exc, request.path, started)
+    return tile_reply(tiles, tile_request, None, started)
+
+
+def _key_request(addresses: Addresses, key: str, args: Values) -> TileRequest:
+    """The tile a key (from the miss prefix, `?tile=` or the path) names.
+
+    A configured layer's key first. Else a key shaped like a fixed route: that
+    route's tile, stored under exactly this key (a WMTS KVP query, which no key can
+    hold, under the layer's own key). Else the layer key's own error.
+    """
+    owned = addresses.owned(key)
+    if owned is not None:
+        return owned
+    check_key(key)
+    path, mark, query = key.partition("?")
+    try:
+        endpoint, values = current_app.url_map.bind("localhost").match("/" + path, method="GET")
+    except HTTPException:  # no route, or one that only redirects (a missing slash)
+        endpoint, values = None, {}
+    route = _BY_ENDPOINT.get(str(endpoint))
+    if route is None or (mark and not route.kvp):
+        return addresses.resolve(key)
+    tile_request = route.tile(addresses, values, dict(parse_qsl(query, True)) if mark else args)
+    return tile_request if route.kvp else dataclasses.replace(tile_request, key=key)
 
 
 # --- the fixed tile routes -------------------------------------------------------------
-# Each turns a route's URL values and query into the tile it names, for a request at
-# the route and for a redirected miss whose key has the route's shape alike.
+# Each turns a route's URL values and query into the tile it names.
 
 
-def _tms_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+def _tms_route(addresses: Addresses, values: Values, args: Values) -> TileRequest:
     path = f"{values['z']}/{values['x']}/{values['y']}"
-    return service.request_via(values["layer"], "tms", path)
+    return addresses.request_via(values["layer"], "tms", path)
 
 
-def _wmts_rest_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+def _wmts_rest_route(addresses: Addresses, values: Values, args: Values) -> TileRequest:
     path = f"{values['z']}/{values['row']}/{values['col']}"
-    dimensions = _rest_dimensions(service, values["layer"], values.get("dimensions"))
+    dimensions = _rest_dimensions(addresses, values["layer"], values.get("dimensions"))
     return _wmts_request(
-        service, values["layer"], values["matrix_set"], path, dimensions=dimensions
+        addresses, values["layer"], values["matrix_set"], path, dimensions=dimensions
     )
 
 
-def _rest_dimensions(service: TileService, layer_name: str, text: str | None) -> dict[str, str]:
+def _rest_dimensions(addresses: Addresses, layer_name: str, text: str | None) -> dict[str, str]:
     """The `{Time}/...` segments of a WMTS REST URL by name, one per dimension of the
     layer, in the order of its ResourceURL template."""
-    layer = service.layer(layer_name)
+    layer = addresses.layer(layer_name)
     if text is None or layer is None:  # no layer: request_via answers 404
         return {}
     names = [d.name.upper() for d in layer.dimensions]
@@ -154,102 +175,68 @@ def _rest_dimensions(service: TileService, layer_name: str, text: str | None) ->
     return dict(zip(names, given, strict=True))
 
 
-def _wmts_kvp_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+def _asks_capabilities(args: Values) -> bool:
+    upper = {k.upper(): v for k, v in args.items()}
+    wmts_service = upper.get("SERVICE", "WMTS").upper() == "WMTS"
+    return wmts_service and upper.get("REQUEST", "").lower() == "getcapabilities"
+
+
+def _wmts_kvp_route(addresses: Addresses, values: Values, args: Values) -> TileRequest:
     upper = {k.upper(): v for k, v in args.items()}
     if upper.get("SERVICE", "WMTS").upper() != "WMTS":
         raise BadTileRequest("SERVICE must be WMTS")
     if upper.get("REQUEST", "").lower() != "gettile":
         raise BadTileRequest("REQUEST must be GetCapabilities or GetTile")
-    return _wmts_kvp_request(service, upper)
+    return _wmts_kvp_request(addresses, upper)
 
 
-def _arcgis_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
-    layer = service.layer(values["layer"])
+def _arcgis_route(addresses: Addresses, values: Values, args: Values) -> TileRequest:
+    layer = addresses.layer(values["layer"])
     ext = layer.extension if layer else "png"
     path = f"{values['z']}/{values['row']}/{values['col']}.{ext}"
-    return service.request_via(values["layer"], "wmts", path)
+    return addresses.request_via(values["layer"], "wmts", path)
 
 
-def _ogcapi_route(service: TileService, values: Mapping[str, str], args) -> TileRequest:
+def _ogcapi_route(addresses: Addresses, values: Values, args: Values) -> TileRequest:
     """An OGC API tile: the layer's own format, or the one ``f`` names (png, jpeg), at
     the time ``datetime`` names (absent: the layer's dimension-less key)."""
-    layer = service.layer(values["layer"])
+    layer = addresses.layer(values["layer"])
     ext = layer.extension if layer else "png"
     wanted = args.get("f")
     if wanted is not None and layer is not None:
         media = EXTENSIONS.get(wanted.lower())
-        ext = service.extension_for(layer.name, media) if media else None
+        ext = addresses.extension_for(layer.name, media) if media else None
         if ext is None:
             raise TileNotFound(f"layer {layer.name} does not serve f={wanted[:20]!r}")
     path = f"{values['z']}/{values['row']}/{values['col']}.{ext}"
     # OGC API's datetime is the layer's TIME dimension (ignored by a layer without one).
     when = args.get("datetime")
     return _wmts_request(
-        service,
+        addresses,
         values["layer"],
         values["matrix_set"],
         path,
-        set_id=_ogcapi_set_id,
+        set_id=ogcapi.layer_matrix_set,
         dimensions={"TIME": when} if when else None,
     )
 
 
-def _ogcapi_set_id(grid: TileGrid) -> str:
-    return tile_matrix_set_of(grid).id
-
-
-TILE_ROUTES: dict[str, Callable[..., TileRequest]] = {
-    "tiles.tms_tile": _tms_route,
-    "tiles.wmts_rest_tile": _wmts_rest_route,
-    "tiles.wmts_kvp": _wmts_kvp_route,
-    "tiles.arcgis_tile": _arcgis_route,
-    "tiles.ogcapi_tile": _ogcapi_route,
-}
-
-
-def _key_request(
-    service: TileService, routes: Callable[[], MapAdapter], key: str, args: Mapping[str, str]
-) -> TileRequest:
-    """The tile a key (from the miss prefix, `?tile=` or the path) names.
-
-    A configured layer's key first. Else a key shaped like a fixed route: that
-    route's tile, stored under exactly this key (a WMTS KVP query, which no key can
-    hold, under the layer's own key). Else the layer key's own error.
-    """
-    owned = service.owned(key)
-    if owned is not None:
-        return owned
-    check_key(key)
-    path, mark, query = key.partition("?")
-    try:
-        endpoint, values = routes().match("/" + path, method="GET")
-    except HTTPException:  # no route, or one that only redirects (a missing slash)
-        endpoint, values = None, {}
-    route = TILE_ROUTES.get(str(endpoint))
-    if route is None or (mark and endpoint != "tiles.wmts_kvp"):
-        return service.resolve(key)
-    tile_request = route(service, values, dict(parse_qsl(query, True)) if mark else args)
-    if endpoint == "tiles.wmts_kvp":
-        return tile_request
-    return dataclasses.replace(tile_request, key=key)
-
-
 def _wmts_request(
-    service: TileService,
+    addresses: Addresses,
     layer: str,
     matrix_set: str,
     path: str,
     *,
-    set_id: Callable[[TileGrid], str] = tile_matrix_set_id,
-    dimensions: Mapping[str, str] | None = None,
+    set_id: Callable[[Layer], str] = wmts.layer_matrix_set,
+    dimensions: Values | None = None,
 ) -> TileRequest:
-    named = service.layer(layer)
-    if named is not None and matrix_set != set_id(named.tile_grid):
+    named = addresses.layer(layer)
+    if named is not None and matrix_set != set_id(named):
         raise TileNotFound(f"layer {layer} has no TileMatrixSet {matrix_set[:64]!r}")
-    return service.request_via(layer, "wmts", path, dimensions)
+    return addresses.request_via(layer, "wmts", path, dimensions)
 
 
-def _wmts_kvp_request(service: TileService, args: dict[str, str]) -> TileRequest:
+def _wmts_kvp_request(addresses: Addresses, args: dict[str, str]) -> TileRequest:
     missing = [
         name
         for name in ("LAYER", "TILEMATRIXSET", "TILEMATRIX", "TILEROW", "TILECOL", "FORMAT")
@@ -257,12 +244,53 @@ def _wmts_kvp_request(service: TileService, args: dict[str, str]) -> TileRequest
     ]
     if missing:
         raise BadTileRequest(f"missing parameter {missing[0]}")
-    if service.layer(args["LAYER"]) is None:
+    if addresses.layer(args["LAYER"]) is None:
         raise TileNotFound(f"no layer named {args['LAYER'][:64]!r}")
     # The layer's own extension first: the key a WMTS client's tiles are stored under.
-    ext = service.extension_for(args["LAYER"], args["FORMAT"])
+    ext = addresses.extension_for(args["LAYER"], args["FORMAT"])
     if ext is None:
         raise TileNotFound(f"layer {args['LAYER']} does not serve {args['FORMAT'][:64]!r}")
     path = f"{args['TILEMATRIX']}/{args['TILEROW']}/{args['TILECOL']}.{ext}"
     # A dimension's value under its identifier (Time=...), the default when absent.
-    return _wmts_request(service, args["LAYER"], args["TILEMATRIXSET"], path, dimensions=args)
+    return _wmts_request(addresses, args["LAYER"], args["TILEMATRIXSET"], path, dimensions=args)
+
+
+# The one registry of fixed tile routes: each is registered from here, and a
+# redirected key is matched against the same table.
+TILE_ROUTES: tuple[TileRoute, ...] = (
+    TileRoute("tms_tile", ("/1.0.0/<layer>/<z>/<x>/<y>",), _tms_route),
+    TileRoute(
+        "wmts_rest_tile",
+        (
+            "/wmts/1.0.0/<layer>/<style>/<matrix_set>/<z>/<row>/<col>",
+            "/wmts/1.0.0/<layer>/<style>/<matrix_set>/<path:dimensions>/<z>/<row>/<col>",
+        ),
+        _wmts_rest_route,
+    ),
+    TileRoute("wmts_kvp", ("/wmts",), _wmts_kvp_route, kvp=True),
+    TileRoute(
+        "arcgis_tile",
+        ("/arcgis/rest/services/<layer>/MapServer/tile/<z>/<row>/<col>",),
+        _arcgis_route,
+    ),
+    TileRoute(
+        "ogcapi_tile",
+        ("/ogcapi/collections/<layer>/map/tiles/<matrix_set>/<z>/<row>/<col>",),
+        _ogcapi_route,
+    ),
+)
+
+_BY_ENDPOINT = {f"{blueprint.name}.{route.endpoint}": route for route in TILE_ROUTES}
+
+
+def _view(route: TileRoute) -> Callable[..., Response]:
+    def view(**values: str) -> Response:
+        return _route_reply(route, values)
+
+    return view
+
+
+for _route in TILE_ROUTES:
+    _route_view = _view(_route)
+    for _rule in _route.rules:
+        blueprint.add_url_rule(_rule, _route.endpoint, _route_view, methods=["GET"])

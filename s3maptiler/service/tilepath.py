@@ -40,13 +40,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from s3maptiler import metrics
-from s3maptiler.config import Layer, Settings, with_pixel_ratios
+from s3maptiler.config import Layer, Settings, base_layer_name
 from s3maptiler.render.encode import SlicedTile, blank_tile, uniform_tile
 from s3maptiler.render.freshness import Freshness, stored_headers
 from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer
 from s3maptiler.render.tilesource import tile_url
 from s3maptiler.render.wms import WMSClient
+from s3maptiler.seeding.run import RenderCounts
+from s3maptiler.seeding.sqs import handle_message
 from s3maptiler.service import lifetimes
 from s3maptiler.service.addresses import Addresses, TileRequest
 from s3maptiler.service.archived import ArchivedZooms
@@ -94,14 +96,16 @@ class TileResult:
 
 
 @dataclass(eq=False)
-class TileService(Addresses):
+class TileService:
     """Cache read, then render; each metatile drawn once by the process, host and fleet.
 
-    Its addresses (which tile a key or a route names, and why not) are
-    :class:`~s3maptiler.service.addresses.Addresses`'. `spool` and `leases` are the
-    host's and the fleet's rings of single flight (None: that ring is off).
-    `breaker`: the store's circuit breaker, shared with the uploads and the leases
-    (None: the store is always asked).
+    The one face the routes use: `addresses` (which tile a key or a route names, and
+    why not: :class:`~s3maptiler.service.addresses.Addresses`), :meth:`get` (a tile),
+    :meth:`seed` (a seed message), :meth:`upload_stats`, :meth:`health_checks` and
+    `settings` (its `served_layers`). `spool` and `leases` are the host's and the
+    fleet's rings of single flight (None: that ring is off). `breaker`: the store's
+    circuit breaker, shared with the uploads and the leases (None: the store is
+    always asked).
     """
 
     settings: Settings
@@ -116,24 +120,39 @@ class TileService(Addresses):
     def __post_init__(self) -> None:
         settings = self.settings
         self.renderer = Renderer(self.wms)
-        self.layers = []
-        for layer in settings.layers:
-            guard = WMSGuard(
+        # One guard per configured layer: its high-DPI tiles ("roads@2x") share its
+        # WMS, so its guard too.
+        guards = {
+            layer.name: WMSGuard(
                 settings.wms_max_concurrent,
                 settings.wms_queue_wait,
                 settings.wms_breaker_failures,
                 settings.wms_breaker_cooldown,
             )
-            # A layer's high-DPI tiles ("roads@2x") share its WMS, so its guard too.
-            variants = with_pixel_ratios([layer])
-            self.layers += [LayerRuntime.build(variant, guard) for variant in variants]
-        super().__init__(self.layers)
+            for layer in settings.layers
+        }
+        self.layers = [
+            LayerRuntime.build(layer, guards[base_layer_name(layer.name)])
+            for layer in settings.served_layers
+        ]
+        self.addresses = Addresses(self.layers)
         self._reads: SingleFlight[StoredTile | None] = SingleFlight()
         self._tiles: SingleFlight[tuple[bytes, Freshness | None]] = SingleFlight()
         self._metatiles: SingleFlight[RenderedTiles] = SingleFlight()
         self._slicer = Slicer(SLICER_THREADS, SLICER_BACKLOG)
         self._expected: dict[str, float] = {}  # by layer: seconds a metatile render takes
         self.archived = ArchivedZooms(self.store)  # zooms answered from PMTiles archives
+
+    # ------------------------------------------------------- what the routes use besides
+
+    def seed(self, message: bytes) -> RenderCounts:
+        """Draw and store the metatiles of one seed message (``POST /tasks/seed``) with
+        this service's layers, WMS session and store, as the tile routes would."""
+        return handle_message(message, self.addresses.runtimes, self.wms, self.store, self.blanks)
+
+    def upload_stats(self) -> dict[str, int]:
+        """The upload pool's counters (pending, stored, failed, ...), for the heartbeat."""
+        return self.uploads.stats()
 
     # ------------------------------------------------------------------ the tile path
 

@@ -305,7 +305,7 @@ def test_the_service_answers_archived_zooms_from_a_local_archive(tmp_path):
     )
     for tile, data in stored.items():
         if tile.z <= 12:
-            result = service.get(service.resolve(runtime.key_of(tile, "png")))
+            result = service.get(service.addresses.resolve(runtime.key_of(tile, "png")))
             assert (result.source, result.data, result.content_type) == (
                 "archive",
                 data,
@@ -314,7 +314,7 @@ def test_the_service_answers_archived_zooms_from_a_local_archive(tmp_path):
     # In the archive, but not among the archived zooms: drawn as ever (and the WMS fails).
     finest = next(tile for tile in stored if tile.z == 13)
     with pytest.raises(WMSError):
-        service.get(service.resolve(runtime.key_of(finest, "png")))
+        service.get(service.addresses.resolve(runtime.key_of(finest, "png")))
     assert not any((tmp_path / "cache").iterdir())  # archive tiles are not stored again
 
 
@@ -333,7 +333,7 @@ def test_archived_zooms_from_the_bucket_cost_one_ranged_get_per_tile(tmp_path, s
     calls = count_calls(s3)
     tiles = sorted(stored)
     for tile in tiles:
-        result = service.get(service.resolve(runtime.key_of(tile, "png")))
+        result = service.get(service.addresses.resolve(runtime.key_of(tile, "png")))
         assert (result.source, result.data) == ("archive", stored[tile])
     # The header and root directory once, then one ranged GetObject per tile.
     assert calls == {"GetObject": len(tiles) + 1}

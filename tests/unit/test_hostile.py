@@ -256,7 +256,7 @@ def many(wms_mock, tmp_path_factory):
 
 def canonical_key(harness: Harness, key: str) -> str:
     """The key the service must write for `key`: formatted from the parsed tile."""
-    request = harness.service.resolve(key)
+    request = harness.service.addresses.resolve(key)
     runtime, tile = request.layer, request.tile
     if key.startswith("arcgis/rest/services/"):
         name = runtime.layer.name
@@ -433,7 +433,7 @@ def valid_tiles(draw):
 
 def address(harness: Harness, layer: str, tile: Tile, route: str, upper: bool, query: str):
     """The target that asks for `tile` of `layer` by `route`, and the extension it means."""
-    runtime = harness.service.runtimes[layer]
+    runtime = harness.service.addresses.runtimes[layer]
     ext = runtime.layer.tile_format.extension
     shown = ext.upper() if upper else ext
     x, y, z = tile
@@ -472,7 +472,7 @@ def address(harness: Harness, layer: str, tile: Tile, route: str, upper: bool, q
 @given(case=valid_tiles(), method=st.sampled_from(["GET", "HEAD"]))
 def test_valid_tiles_ask_the_wms_only_what_configuration_says(many, case, method):
     layer, z, fx, fy, route, upper, query = case
-    runtime = many.service.runtimes[layer]
+    runtime = many.service.addresses.runtimes[layer]
     z = min(z, runtime.grid.max_zoom)
     cols, rows = runtime.grid.matrix_size(z)
     tile = Tile(int(fx * cols), int(fy * rows), z)
@@ -515,7 +515,7 @@ def test_arbitrary_paths_never_fail(many, target, method):
 @given(key=st.one_of(_TEXT, st.from_regex(KEYISH, fullmatch=True)))
 def test_resolve_raises_only_tile_request_errors(many, key):
     try:
-        request = many.service.resolve(key)
+        request = many.service.addresses.resolve(key)
     except TileRequestError as exc:
         assert 400 <= exc.status < 500
         assert "\n" not in str(exc)

@@ -10,7 +10,7 @@ import responses
 from responses import matchers
 
 from s3maptiler.bucket.publish import SERVICE_DOCUMENT_KEYS, documents
-from s3maptiler.config import Layer
+from s3maptiler.config import Layer, Settings
 from s3maptiler.config.layersfile import with_tile_size
 from s3maptiler.documents import ogcapi, openapi
 from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, WORLD_CRS84_QUAD, custom_grid
@@ -287,7 +287,7 @@ def test_a_redirected_ogcapi_tile_key_is_stored_under_that_key(tmp_path, wms, fo
 
 def test_publish_writes_each_ogcapi_document_under_its_service_path():
     layers = [layer("tms"), layer("xyz", layout="xyz"), layer("geo", grid="WorldCRS84Quad")]
-    docs = {doc.key: doc for doc in documents(layers, BASE)[0]}
+    docs = {doc.key: doc for doc in documents(Settings(layers=tuple(layers)), BASE)[0]}
     expected = {
         "ogcapi": "application/json",
         "ogcapi/conformance": "application/json",
@@ -323,7 +323,7 @@ def test_a_published_ogcapi_describes_the_layers_the_service_does(tmp_path):
     """High-DPI tiles are in the WMTS and TMS documents (``roads@2x``), not in OGC
     API: a bucket's OGC API lists what the service's does, nothing more."""
     layers = [layer("xyz", layout="xyz", pixel_ratios=(1, 2))]
-    docs = {doc.key for doc in documents(layers, BASE)[0]}
+    docs = {doc.key for doc in documents(Settings(layers=tuple(layers)), BASE)[0]}
     assert "ogcapi/collections/xyz" in docs
     assert not any("@2x" in key for key in docs if key.startswith("ogcapi"))
     app, _ = make_app(tmp_path, PIXEL_RATIOS="1,2")

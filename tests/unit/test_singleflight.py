@@ -181,7 +181,7 @@ def test_a_waiter_whose_leader_fails_answers_502_and_nothing_is_stored(tmp_path)
         wms.add_callback(responses.GET, WMS, callback=slow_exception)
 
         def ask(name, path):
-            request = service.resolve(path)
+            request = service.addresses.resolve(path)
             try:
                 service.get(request, known_miss=True)
             except Exception as exc:  # noqa: BLE001 - the outcome is what we check
@@ -207,7 +207,7 @@ def test_a_waiter_of_a_metatile_abandoned_by_drain_gets_a_502(tmp_path):
     assert started.wait(EVENT_WAIT)  # the one slicer thread is busy: the next job queues
     with responses.RequestsMock() as wms:
         wms.get(WMS, body=png(512), content_type="image/png")
-        first = service.get(service.resolve("tiles/1/0/0.png"), known_miss=True)
+        first = service.get(service.addresses.resolve("tiles/1/0/0.png"), known_miss=True)
     assert first.source == "render"
     future, leader = service._metatiles.join(next(iter(service._metatiles._flights)))
     assert not leader  # the render is still in flight: its rest waits for the slicer

@@ -497,7 +497,7 @@ def test_the_first_tile_format_is_the_layers_own_everywhere(tmp_path, wms, forma
     expected = "JPG,PNG32" if "png" in formats else "JPG"
     assert doc["supportedImageFormatTypes"] == expected
 
-    runtime = service.runtimes["default"]
+    runtime = service.addresses.runtimes["default"]
     jobs_ = list(
         s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox((-74.0, 40.7, -73.9, 40.8)), [5])
     )
