@@ -174,6 +174,11 @@ SETTINGS: list[tuple[str, str | None, str]] = [
     ("S3_ACL", None, "canned ACL for uploads (e.g. public-read); unset: none, use a bucket policy"),
     ("S3_CONDITIONAL_PUT", "true", "upload with If-None-Match: * so a tile is written once"),
     ("AWS_ENDPOINT_URL", None, "S3-compatible endpoint (MinIO, moto); AWS_ENDPOINT_URL_S3 wins"),
+    (
+        "AWS_ENDPOINT_URL_SQS",
+        None,
+        "the seed queue's SQS endpoint (s3maptiler seed --queue, worker); unset: AWS_ENDPOINT_URL",
+    ),
     ("AWS_REGION", None, "AWS region of the bucket (AWS_DEFAULT_REGION also works)"),
     # The whole loop on this machine (`make run-website`).
     (

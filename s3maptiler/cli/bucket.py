@@ -15,7 +15,8 @@ from s3maptiler.bucket import publish as publish_docs
 from s3maptiler.bucket import spec as bucket_docs
 from s3maptiler.bucket.check import check_bucket
 from s3maptiler.bucket.setup import setup_bucket
-from s3maptiler.cli import common
+from s3maptiler.cli import console, context, errors
+from s3maptiler.config import checked_prefix
 
 
 @click.group("bucket")
@@ -29,23 +30,23 @@ class WantedBucket:
 
     tiler_host: str | None
     tiler_url: str | None
-    s3: common.S3Place
+    s3: context.S3Place
     prefixes: tuple[str, ...]
     miss_prefix: str | None
     expire_days: int | None
     cors_origins: tuple[str, ...]
     public_read: bool
 
-    def spec(self, env: common.Environment, relax: bool = False) -> bucket_docs.BucketSpec:
+    def spec(self, env: context.Environment, relax: bool = False) -> bucket_docs.BucketSpec:
         """The BucketSpec, each option defaulting to the service's environment."""
         protocol, tiler_host = _tiler(self.tiler_host, self.tiler_url)
         try:
             return bucket_docs.BucketSpec(
-                bucket=common.bucket_name(env, self.s3.bucket),
+                bucket=context.bucket_name(env, self.s3.bucket),
                 tiler_host=tiler_host,
                 tiler_protocol=protocol,
-                prefixes=self.prefixes or env.prefixes(),
-                miss_prefix=self.miss_prefix or env.get("MISS_PREFIX") or "miss/",
+                prefixes=self.prefixes or context.prefixes_of(env),
+                miss_prefix=self.miss_prefix or env.miss_prefix,
                 expire_days=self.expire_days,
                 cors_origins=self.cors_origins or ("*",),
                 public_read=self.public_read,
@@ -54,7 +55,7 @@ class WantedBucket:
                 public_keys=publish_docs.SERVICE_DOCUMENT_KEYS,
             )
         except bucket_docs.InvalidSpec as err:
-            raise common.ConfigProblem(str(err)) from None
+            raise errors.ConfigProblem(str(err)) from None
 
 
 def bucket_spec_options(tiler_host_help: str) -> Callable[[Callable], Callable]:
@@ -72,7 +73,7 @@ def bucket_spec_options(tiler_host_help: str) -> Callable[[Callable], Callable]:
             [
                 click.option("--tiler-host", metavar="HOST", help=tiler_host_help),
                 click.option("--tiler-url", metavar="URL", help=TILER_URL_HELP),
-                common.s3_options,
+                context.s3_options,
                 click.option(
                     "--prefix",
                     "prefixes",
@@ -115,13 +116,13 @@ def bucket_spec_options(tiler_host_help: str) -> Callable[[Callable], Callable]:
 def _tiler(tiler_host: str | None, tiler_url: str | None) -> tuple[str, str | None]:
     """(protocol, host[:port]) from --tiler-host or --tiler-url (at most one)."""
     if tiler_host and tiler_url:
-        raise common.ConfigProblem("give --tiler-host or --tiler-url, not both")
+        raise errors.ConfigProblem("give --tiler-host or --tiler-url, not both")
     if tiler_url is None:
         return "https", tiler_host
     try:
         protocol, host = bucket_docs.parse_tiler_url(tiler_url)
     except bucket_docs.InvalidSpec as err:
-        raise common.ConfigProblem(str(err)) from None
+        raise errors.ConfigProblem(str(err)) from None
     if protocol == "http" and host.split(":")[0] not in _LOCAL_HOSTS:
         click.echo(
             f"warning: misses will be redirected over plain http to {host}; plain http is "
@@ -159,21 +160,21 @@ def bucket_setup(
     expiry and a public-read bucket policy (never ACLs). Settings of the bucket that
     are not s3maptiler's are kept. Prints the IAM policy for the service's role.
     """
-    env = common.environment(ctx)
+    env = context.environment(ctx)
     if not wanted.tiler_host and not wanted.tiler_url:
-        raise common.ConfigProblem("where do misses go? pass --tiler-host HOST or --tiler-url URL")
+        raise errors.ConfigProblem("where do misses go? pass --tiler-host HOST or --tiler-url URL")
     spec = wanted.spec(env, relax_public_access_block)
-    client = common.s3_client(env, wanted.s3.endpoint_url, pool=2)
+    client = context.s3_client(env, wanted.s3.endpoint_url, pool=2)
     try:
         steps = setup_bucket(client, spec, dry_run=dry_run)
     except bucket_docs.InvalidSpec as err:
-        raise common.ConfigProblem(str(err)) from None
+        raise errors.ConfigProblem(str(err)) from None
     except bucket_docs.BucketError as err:
-        raise common.Failed(str(err)) from None
+        raise errors.Failed(str(err)) from None
     for step in steps:
         if dry_run:
             click.echo(f"# would send {step.operation} (s3://{spec.bucket}): {step.summary}")
-            click.echo(common.json_text(step.document))
+            click.echo(console.json_text(step.document))
         else:
             click.echo(f"{step.name}: {step.summary}")
         if step.name == "public-access-block":
@@ -183,10 +184,10 @@ def bucket_setup(
                 "(BlockPublicPolicy=false, RestrictPublicBuckets=false)",
                 err=True,
             )
-    acl = bool(env.get("S3_ACL"))
+    acl = bool(env.s3_acl)
     click.echo("# IAM policy for the service's instance role (least privilege):")
     click.echo(
-        common.json_text(bucket_docs.instance_role_policy(spec.bucket, spec.prefixes, acl=acl))
+        console.json_text(bucket_docs.instance_role_policy(spec.bucket, spec.prefixes, acl=acl))
     )
     click.echo(
         f"bucket setup{' (dry run)' if dry_run else ''} s3://{spec.bucket}: "
@@ -199,14 +200,14 @@ def bucket_setup(
 @click.pass_context
 def bucket_check(ctx: click.Context, wanted: WantedBucket) -> None:
     """Report what is missing or wrong on a bucket, one finding per line; exit 1 if any."""
-    env = common.environment(ctx)
+    env = context.environment(ctx)
     spec = wanted.spec(env)
-    findings = check_bucket(common.s3_client(env, wanted.s3.endpoint_url, pool=2), spec)
+    findings = check_bucket(context.s3_client(env, wanted.s3.endpoint_url, pool=2), spec)
     for finding in findings:
         click.echo(str(finding))
     if findings:
         click.echo(f"bucket check s3://{spec.bucket}: {len(findings)} problems")
-        ctx.exit(common.EXIT_FAILED)
+        ctx.exit(errors.EXIT_FAILED)
     click.echo(f"bucket check s3://{spec.bucket}: ok")
 
 
@@ -216,11 +217,13 @@ def bucket_check(ctx: click.Context, wanted: WantedBucket) -> None:
 @click.pass_context
 def bucket_iam_policy(ctx: click.Context, bucket: str | None, prefixes: tuple[str, ...]) -> None:
     """Print the least-privilege IAM policy for the service's instance role."""
-    env = common.environment(ctx)
-    chosen = tuple(common.checked_prefix(p) for p in prefixes) or env.prefixes()
-    acl = bool(env.get("S3_ACL"))
+    env = context.environment(ctx)
+    chosen = tuple(
+        checked_prefix("--prefix", p, errors.ConfigProblem) for p in prefixes
+    ) or context.prefixes_of(env)
+    acl = bool(env.s3_acl)
     click.echo(
-        common.json_text(
-            bucket_docs.instance_role_policy(common.bucket_name(env, bucket), chosen, acl=acl)
+        console.json_text(
+            bucket_docs.instance_role_policy(context.bucket_name(env, bucket), chosen, acl=acl)
         )
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from s3maptiler.cli import common
+from s3maptiler.cli import console
 from s3maptiler.seeding.cost import GB, Plan, Prices
 
 _DEFAULTS = Prices()
@@ -36,7 +36,7 @@ def price_options(command: Callable) -> Callable:
 
 
 def _bytes(value: float | None) -> str:
-    return "unknown" if value is None else common.size_text(round(value))
+    return "unknown" if value is None else console.size_text(round(value))
 
 
 def print_costs(plan: Plan, prices: Prices, note: str = "") -> None:

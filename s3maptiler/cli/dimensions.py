@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import click
 
-from s3maptiler.cli import common
+from s3maptiler.cli import errors
 from s3maptiler.config import Layer
 from s3maptiler.tiles.dimensions import DimensionError, select_values
 
@@ -31,7 +31,7 @@ def chosen(layer: Layer, specs: Sequence[str]) -> list[tuple[tuple[str, str], ..
     try:
         combinations = select_values(layer.dimensions, specs)
     except DimensionError as err:
-        raise common.ConfigProblem(f"--dimension: layer {layer.name}: {err}") from None
+        raise errors.ConfigProblem(f"--dimension: layer {layer.name}: {err}") from None
     names = [d.name for d in layer.dimensions]
     return [tuple(zip(names, values, strict=False)) for values in combinations]
 

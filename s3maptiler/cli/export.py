@@ -17,7 +17,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.archives.common import ARCHIVE_KINDS, ArchiveError, archive_kind
-from s3maptiler.cli import common, costs
+from s3maptiler.cli import console, context, costs, errors
 from s3maptiler.cli import dimensions as dimension_option
 from s3maptiler.cli.costs import print_costs
 from s3maptiler.cli.seed import area_of, zoom_levels
@@ -68,12 +68,12 @@ def _area(runtime: LayerRuntime, bbox: str | None, geojson: Path | None) -> Cove
 def _upload_target(value: str) -> tuple[str, str]:
     bucket, _, key = value.removeprefix("s3://").partition("/")
     if not value.startswith("s3://") or not bucket or not key or key.endswith("/"):
-        raise common.ConfigProblem(f"--upload {value!r}: expected s3://bucket/key")
+        raise errors.ConfigProblem(f"--upload {value!r}: expected s3://bucket/key")
     return bucket, key
 
 
 @click.command("export")
-@common.s3_options
+@context.s3_options
 @click.argument("layer_name", metavar="LAYER")
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--zoom", required=True, metavar="Z|LOW-HIGH", help="Zoom level or range.")
@@ -99,7 +99,7 @@ def _upload_target(value: str) -> tuple[str, str]:
 @click.pass_context
 def export_command(
     ctx: click.Context,
-    s3: common.S3Place,
+    s3: context.S3Place,
     layer_name: str,
     output: Path,
     zoom: str,
@@ -118,31 +118,31 @@ def export_command(
     """Write the stored tiles of LAYER over an area and zoom range to OUTPUT, a
     .pmtiles, .mbtiles or .gpkg file. Missing tiles are left out (or drawn first
     with --fill); exit 2 when no tile is stored there."""
-    env = common.environment(ctx)
-    settings = common.settings_of(env)
+    env = context.environment(ctx)
+    settings = context.settings_of(env)
     try:
         kind = archive_kind(output)
     except ArchiveError as err:
-        raise common.ConfigProblem(str(err)) from None
-    base = layer_runtime(env.layer(layer_name))
+        raise errors.ConfigProblem(str(err)) from None
+    base = layer_runtime(context.layer_of(env, layer_name))
     zooms = zoom_levels(zoom, base)
     coverage = _area(base, bbox, geojson)
     ext = (ext or base.layer.extension).lower()
     if ext not in base.sources:
-        raise common.ConfigProblem(
+        raise errors.ConfigProblem(
             f"--format {ext}: layer {base.layer.name} serves {base.layer.formats}"
         )
     combinations = dimension_option.chosen(base.layer, dimensions)
     if len(combinations) != 1:
-        raise common.ConfigProblem("--dimension: an archive holds one value of each dimension")
+        raise errors.ConfigProblem("--dimension: an archive holds one value of each dimension")
     values = combinations[0]
     runtime = job_runtime(base, MetaJob(base.layer.name, ext, zooms[0], 0, 0, (), values))
     if output.exists() and not force:
-        raise common.ConfigProblem(f"{output} exists; pass --force to replace it")
+        raise errors.ConfigProblem(f"{output} exists; pass --force to replace it")
     if not output.parent.is_dir():
-        raise common.ConfigProblem(f"{output}: no directory {output.parent}")
+        raise errors.ConfigProblem(f"{output}: no directory {output.parent}")
     target = _upload_target(upload) if upload else None
-    store = common.tile_store(env, settings, s3, concurrency + 2, conditional=fill)
+    store = context.tile_store(env, settings, s3, concurrency + 2, conditional=fill)
     if dry_run:
         _print_costs(runtime, ext, coverage, zooms, store, fill, upload, prices)
         return
@@ -162,21 +162,21 @@ def export_command(
     total = sum(candidate_count(runtime, coverage, z) for z in zooms)
     workers = concurrency if store.location.startswith("s3://") else 1
     try:
-        with common.stop_on_signals() as stop, common.progress_bar(total, "export") as bar:
+        with console.stop_on_signals() as stop, console.progress_bar(total, "export") as bar:
             report = export_archive(request, store, output, kind, workers, bar.update, stop)
     except (ArchiveError, EmptyExport) as err:
-        raise common.ConfigProblem(str(err)) from None
+        raise errors.ConfigProblem(str(err)) from None
     except ExportInterrupted as err:
-        raise common.Failed(str(err)) from None
+        raise errors.Failed(str(err)) from None
     except StoreError as err:
-        raise common.Failed(f"reading {store.location}: {err}") from None
+        raise errors.Failed(f"reading {store.location}: {err}") from None
     size = output.stat().st_size
     click.echo(
         f"export {base.layer.name}{what} .{ext} z{zooms[0]}-{zooms[-1]} to {output}: "
-        f"{report.written} tiles ({common.size_text(report.tile_bytes)} of tiles, "
-        f"{common.size_text(size)} file), {report.missing} missing, {report.ignored} outside "
+        f"{report.written} tiles ({console.size_text(report.tile_bytes)} of tiles, "
+        f"{console.size_text(size)} file), {report.missing} missing, {report.ignored} outside "
         f"the extent; {report.elapsed:.2f} s "
-        f"({common.per_second(report.written, report.elapsed)} tiles/s)"
+        f"({console.per_second(report.written, report.elapsed)} tiles/s)"
     )
     if target is not None:
         _upload(env, s3, output, kind, *target)
@@ -222,7 +222,7 @@ def _fill(
     wms = wms_client(settings, concurrency)
     try:
         total = sum(tile_count(base, job) for job in jobs)
-        with common.stop_on_signals() as stop, common.progress_bar(total, "fill") as bar:
+        with console.stop_on_signals() as stop, console.progress_bar(total, "fill") as bar:
             report = run_seed(
                 {base.layer.name: base}, jobs, wms, store, options, None, None, stop, bar.update
             )
@@ -233,15 +233,15 @@ def _fill(
         f"failed; {report.wms_requests} WMS requests",
         err=True,
     )
-    common.show_failures(report.failures)
+    console.show_failures(report.failures)
     if report.failed or report.interrupted:
-        raise common.Failed("--fill did not draw every missing tile; nothing exported")
+        raise errors.Failed("--fill did not draw every missing tile; nothing exported")
 
 
 def _upload(
-    env: common.Environment, s3: common.S3Place, path: Path, kind: str, bucket: str, key: str
+    env: context.Environment, s3: context.S3Place, path: Path, kind: str, bucket: str, key: str
 ) -> None:
-    client = common.s3_client(env, s3.endpoint_url, pool=8)
+    client = context.s3_client(env, s3.endpoint_url, pool=8)
     config = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE)
     content_type = ARCHIVE_KINDS[kind]
     try:
@@ -249,5 +249,5 @@ def _upload(
             str(path), bucket, key, ExtraArgs={"ContentType": content_type}, Config=config
         )
     except (ClientError, BotoCoreError) as err:
-        raise common.Failed(f"upload to s3://{bucket}/{key}: {err}") from None
+        raise errors.Failed(f"upload to s3://{bucket}/{key}: {err}") from None
     click.echo(f"uploaded {path} to s3://{bucket}/{key} ({content_type})")

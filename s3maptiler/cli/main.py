@@ -12,7 +12,8 @@ from __future__ import annotations
 import click
 
 from s3maptiler.cli import bucket, export, publish, purge, seed, upload, worker
-from s3maptiler.cli.common import Group, configure_logging
+from s3maptiler.cli.console import configure_logging
+from s3maptiler.cli.errors import Group
 
 __all__ = ["main"]
 

@@ -7,11 +7,11 @@ import click
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.bucket import publish as publish_docs
-from s3maptiler.cli import common
+from s3maptiler.cli import context, errors
 
 
 @click.command("publish")
-@common.s3_options
+@context.s3_options
 @click.option(
     "--base-url",
     metavar="URL",
@@ -21,27 +21,27 @@ from s3maptiler.cli import common
 @click.pass_context
 def publish_command(
     ctx: click.Context,
-    s3: common.S3Place,
+    s3: context.S3Place,
     base_url: str | None,
     dry_run: bool,
 ) -> None:
     """Write TMS, WMTS and ArcGIS documents for every layer into the bucket."""
-    env = common.environment(ctx)
+    env = context.environment(ctx)
     if env.settings is None:
-        raise common.ConfigProblem(str(env.settings_error))
-    base = base_url or env.get("PUBLIC_URL")
+        raise errors.ConfigProblem(str(env.settings_error))
+    base = base_url or env.public_url
     if not base or not base.startswith(("http://", "https://")):
-        raise common.ConfigProblem("no public URL: pass --base-url https://... or set PUBLIC_URL")
-    name = common.bucket_name(env, s3.bucket)
+        raise errors.ConfigProblem("no public URL: pass --base-url https://... or set PUBLIC_URL")
+    name = context.bucket_name(env, s3.bucket)
     docs, skipped = publish_docs.documents(env.settings, base)
     for item in skipped:
         click.echo(f"skipped: layer {item.layer}: {item.reason}", err=True)
     try:
         outcome = publish_docs.publish(
-            common.s3_client(env, s3.endpoint_url, 4), name, docs, dry_run
+            context.s3_client(env, s3.endpoint_url, 4), name, docs, dry_run
         )
     except (BotoCoreError, ClientError) as err:
-        raise common.Failed(f"publishing to {name}: {err}") from None
+        raise errors.Failed(f"publishing to {name}: {err}") from None
     for doc in docs:
         click.echo(f"{outcome[doc.key]}: s3://{name}/{doc.key} ({doc.content_type})")
         if dry_run and outcome[doc.key] == "would write":

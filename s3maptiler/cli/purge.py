@@ -7,14 +7,14 @@ import sys
 import click
 
 from s3maptiler.bucket import purge
-from s3maptiler.cli import common
+from s3maptiler.cli import console, context, errors
 from s3maptiler.cli import dimensions as dimension_option
 from s3maptiler.tiles.dimensions import values_path
 from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, get_layout
 
 
 @click.command("purge")
-@common.s3_options
+@context.s3_options
 @click.option("--prefix", metavar="PREFIX", help="Key prefix (default: the layer's, TILE_PREFIX).")
 @click.option("--layer", "layer_name", metavar="NAME", help="A configured layer to purge.")
 @click.option("--layout", "layout_name", type=click.Choice(sorted(LAYOUTS)), help="Key layout.")
@@ -29,7 +29,7 @@ from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, get_layout
 @click.pass_context
 def purge_command(
     ctx: click.Context,
-    s3: common.S3Place,
+    s3: context.S3Place,
     prefix: str | None,
     layer_name: str | None,
     layout_name: str | None,
@@ -47,23 +47,23 @@ def purge_command(
     With --dimension, the tiles of those values (under PREFIX<value>/); without, a
     layer with dimensions keeps every value's tiles and loses its dimension-less ones.
     """
-    target = common.layer_target(ctx, s3, layer_name, prefix)
+    target = context.layer_target(ctx, s3, layer_name, prefix)
     env, layer, name, key_prefix = target.env, target.layer, target.bucket, target.prefix
     combinations = dimension_option.chosen(layer, dimensions)
     try:
         selection = purge.TileSelection(
             layout=get_layout(layout_name or layer.layout),
-            grid=common.grid_for(grid_name, layer),
+            grid=context.grid_for(grid_name, layer),
             min_zoom=min_zoom,
             max_zoom=max_zoom,
-            bbox=None if bbox is None else common.parse_bbox(bbox),
+            bbox=None if bbox is None else context.parse_bbox(bbox),
             pixel_ratio=layer.pixel_ratio if layer.pixel_ratio != 1 else None,
         )
     except (purge.InvalidSelection, LayoutError) as err:
-        raise common.ConfigProblem(str(err)) from None
-    client = common.s3_client(env, s3.endpoint_url, pool=workers + 1, attempts=5)
+        raise errors.ConfigProblem(str(err)) from None
+    client = context.s3_client(env, s3.endpoint_url, pool=workers + 1, attempts=5)
     found = purge.TilesFound()
-    with common.progress_bar(None, "list", unit="key") as bar:
+    with console.progress_bar(None, "list", unit="key") as bar:
         for values in combinations:
             value_prefix = key_prefix + values_path([value for _, value in values])
             try:
@@ -71,7 +71,7 @@ def purge_command(
                     purge.find_tiles(client, name, value_prefix, selection, on_listed=bar.update)
                 )
             except purge.ListingFailed as err:
-                raise common.Failed(str(err)) from None
+                raise errors.Failed(str(err)) from None
     where = (
         f"s3://{name}/{key_prefix}{dimension_option.describe(combinations)}"
         f" zoom {selection.min_zoom}-{selection.max_zoom}"
@@ -87,15 +87,15 @@ def purge_command(
         return
     if found.keys and not yes:
         if not sys.stdin.isatty():
-            raise common.ConfigProblem(f"refusing to delete {len(found.keys)} tiles without --yes")
+            raise errors.ConfigProblem(f"refusing to delete {len(found.keys)} tiles without --yes")
         click.confirm(f"Delete {len(found.keys)} tiles from {where}?", abort=True)
-    with common.progress_bar(len(found.keys), "delete") as bar:
+    with console.progress_bar(len(found.keys), "delete") as bar:
         report = purge.delete_keys(client, name, found.keys, workers=workers, on_deleted=bar.update)
     click.echo(
         f"purge {where}: {report.deleted} deleted, {report.failed} failed, {tail}, "
-        f"in {report.elapsed:.2f} s ({common.per_second(report.deleted, report.elapsed)} tiles/s, "
+        f"in {report.elapsed:.2f} s ({console.per_second(report.deleted, report.elapsed)} tiles/s, "
         f"{report.batches} batches)"
     )
-    common.show_failures(report.failures)
+    console.show_failures(report.failures)
     if report.failed:
-        ctx.exit(common.EXIT_FAILED)
+        ctx.exit(errors.EXIT_FAILED)

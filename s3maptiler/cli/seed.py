@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from s3maptiler.cli import common, costs
+from s3maptiler.cli import console, context, costs, errors
 from s3maptiler.cli import dimensions as dimension_option
 from s3maptiler.cli.costs import print_costs
 from s3maptiler.config import Settings
@@ -56,9 +56,9 @@ SEED_DIR = Path("var/seed")
 # --- shared helpers -----------------------------------------------------------------
 
 
-def _runtime(env: common.Environment, layer_name: str | None) -> LayerRuntime:
-    common.settings_of(env)  # a layer needs settings: a clear error without them
-    return layer_runtime(env.layer(layer_name))
+def _runtime(env: context.Environment, layer_name: str | None) -> LayerRuntime:
+    context.settings_of(env)  # a layer needs settings: a clear error without them
+    return layer_runtime(context.layer_of(env, layer_name))
 
 
 def zoom_levels(value: str, runtime: LayerRuntime) -> list[int]:
@@ -66,13 +66,13 @@ def zoom_levels(value: str, runtime: LayerRuntime) -> list[int]:
     try:
         first, last = int(low), int(high or low)
     except ValueError:
-        raise common.ConfigProblem(
+        raise errors.ConfigProblem(
             f"--zoom {value!r}: expected a level (12) or a range (0-14)"
         ) from None
     layer = runtime.layer
     lowest, highest = layer.min_zoom, min(layer.max_zoom, runtime.grid.max_zoom)
     if not lowest <= first <= last <= highest:
-        raise common.ConfigProblem(
+        raise errors.ConfigProblem(
             f"--zoom {value}: layer {layer.name} has levels {lowest}..{highest} (low-high)"
         )
     return list(range(first, last + 1))
@@ -80,19 +80,19 @@ def zoom_levels(value: str, runtime: LayerRuntime) -> list[int]:
 
 def area_of(bbox: str | None, geojson: Path | None) -> Coverage:
     if (bbox is None) == (geojson is None):
-        raise common.ConfigProblem("give the area with exactly one of --bbox or --geojson")
+        raise errors.ConfigProblem("give the area with exactly one of --bbox or --geojson")
     try:
         if bbox is not None:
-            return Coverage.from_bbox(common.parse_bbox(bbox))
+            return Coverage.from_bbox(context.parse_bbox(bbox))
         try:
             document = json.loads(Path(geojson).read_text(encoding="utf-8"))
         except OSError as err:
-            raise common.ConfigProblem(f"--geojson {geojson}: {err.strerror}") from None
+            raise errors.ConfigProblem(f"--geojson {geojson}: {err.strerror}") from None
         except ValueError as err:
-            raise common.ConfigProblem(f"--geojson {geojson}: not JSON ({err})") from None
+            raise errors.ConfigProblem(f"--geojson {geojson}: not JSON ({err})") from None
         return load_geojson(document, f"--geojson {geojson}")
     except CoverageError as err:
-        raise common.ConfigProblem(str(err)) from None
+        raise errors.ConfigProblem(str(err)) from None
 
 
 _AGE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
@@ -115,13 +115,13 @@ def refresh_cutoff(value: str, now: float) -> float:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise common.ConfigProblem(
+        raise errors.ConfigProblem(
             f"--refresh-older-than {value[:40]!r}: expected an age (30m, 12h, 7d, 2w) "
             "or a date (2025-05-01T12:00:00Z)"
         ) from None
     cutoff = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
     if cutoff > now:
-        raise common.ConfigProblem(f"--refresh-older-than {value[:40]!r} is in the future")
+        raise errors.ConfigProblem(f"--refresh-older-than {value[:40]!r} is in the future")
     return cutoff
 
 
@@ -134,7 +134,7 @@ def _digest(text: str) -> str:
 
 
 @click.command("seed")
-@common.s3_options
+@context.s3_options
 @click.option("--layer", "layer_name", metavar="NAME", help="A configured layer to seed.")
 @click.option("--format", "ext", metavar="EXT", help="Tile extension (default: the layer's).")
 @dimension_option.option
@@ -182,7 +182,7 @@ def _digest(text: str) -> str:
 @click.pass_context
 def seed_command(
     ctx: click.Context,
-    s3: common.S3Place,
+    s3: context.S3Place,
     layer_name: str | None,
     ext: str | None,
     dimensions: tuple[str, ...],
@@ -208,23 +208,23 @@ def seed_command(
     interrupted run (Ctrl-C, SIGTERM) resumes when the same command is run again.
     Exit 1 when any metatile failed or the run was interrupted.
     """
-    env = common.environment(ctx)
+    env = context.environment(ctx)
     if status:
         if not queue:
-            raise common.ConfigProblem("--status needs --queue URL")
-        _print_status(common.sqs_client(env, s3.endpoint_url), queue)
+            raise errors.ConfigProblem("--status needs --queue URL")
+        _print_status(context.sqs_client(env, s3.endpoint_url), queue)
         return
-    settings = common.settings_of(env)
+    settings = context.settings_of(env)
     refresh_before = None
     if refresh_age is not None:
         if skip_existing:
-            raise common.ConfigProblem("give --skip-existing or --refresh-older-than, not both")
+            raise errors.ConfigProblem("give --skip-existing or --refresh-older-than, not both")
         refresh_before = refresh_cutoff(refresh_age, time.time())
     if retry_failed is not None:
         try:
             jobs = read_failures(retry_failed)
         except SeedError as err:
-            raise common.ConfigProblem(str(err)) from None
+            raise errors.ConfigProblem(str(err)) from None
         wanted = {job.layer for job in jobs}
         layers = {
             layer.name: layer_runtime(layer)
@@ -233,7 +233,7 @@ def seed_command(
         }
         unknown = wanted - set(layers)
         if unknown:
-            raise common.ConfigProblem(
+            raise errors.ConfigProblem(
                 f"--retry-failed: layers not configured: {', '.join(unknown)}"
             )
         what = f"{len(jobs)} failed metatiles of {retry_failed}"
@@ -242,18 +242,18 @@ def seed_command(
     else:
         runtime = _runtime(env, layer_name)
         if zoom is None:
-            raise common.ConfigProblem("--zoom is required (e.g. --zoom 0-14)")
+            raise errors.ConfigProblem("--zoom is required (e.g. --zoom 0-14)")
         zooms = zoom_levels(zoom, runtime)
         coverage = area_of(bbox, geojson)
         ext = (ext or runtime.layer.extension).lower()
         if ext not in runtime.sources:
-            raise common.ConfigProblem(
+            raise errors.ConfigProblem(
                 f"--format {ext}: layer {runtime.layer.name} serves {runtime.layer.formats}"
             )
         combinations = dimension_option.chosen(runtime.layer, dimensions)
         layers = {runtime.layer.name: runtime}
         if dry_run:
-            store = common.tile_store(env, settings, s3, 4, conditional=False)
+            store = context.tile_store(env, settings, s3, 4, conditional=False)
             sampler = SizeSampler(runtime, ext, coverage, store)
             plan = plan_costs(
                 runtime,
@@ -283,20 +283,20 @@ def seed_command(
 
     if queue:
         if not _enqueue(env, s3.endpoint_url, queue, jobs, what, per_message, options, dry_run):
-            ctx.exit(common.EXIT_FAILED)
+            ctx.exit(errors.EXIT_FAILED)
         return
     if dry_run:
         _print_estimate(settings, layers, jobs, options)
         return
 
-    store = common.tile_store(env, settings, s3, concurrency + 2, conditional=skip_existing)
+    store = context.tile_store(env, settings, s3, concurrency + 2, conditional=skip_existing)
     journal_path = journal or SEED_DIR / f"{name}.journal.jsonl"
     failed_path = failed_file or SEED_DIR / f"{name}.failed.jsonl"
     the_journal = Journal(journal_path, signature)
     try:
         the_journal.done()
     except JournalMismatch as err:
-        raise common.ConfigProblem(str(err)) from None
+        raise errors.ConfigProblem(str(err)) from None
     # The failures file holds the failures of the last run only.
     failed_path.unlink(missing_ok=True)
     failures = FailureLog(failed_path)
@@ -305,7 +305,7 @@ def seed_command(
     )
     wms = wms_client(settings, concurrency)
     try:
-        with common.stop_on_signals() as stop, common.progress_bar(total_tiles, "seed") as bar:
+        with console.stop_on_signals() as stop, console.progress_bar(total_tiles, "seed") as bar:
             report = run_seed(
                 layers, jobs, wms, store, options, the_journal, failures, stop, bar.update
             )
@@ -320,9 +320,9 @@ def seed_command(
         f"{report.failed} failed, {report.ignored} ignored (outside extent); "
         f"{report.metatiles_done} metatiles done, {report.metatiles_skipped} resumed, "
         f"{report.metatiles_failed} failed, {report.wms_requests} WMS requests; "
-        f"{report.elapsed:.2f} s ({common.per_second(report.done, report.elapsed)} tiles/s)"
+        f"{report.elapsed:.2f} s ({console.per_second(report.done, report.elapsed)} tiles/s)"
     )
-    common.show_failures(report.failures)
+    console.show_failures(report.failures)
     if report.metatiles_failed:
         click.echo(
             f"failed metatiles written to {failed_path}; replay with --retry-failed {failed_path}",
@@ -335,7 +335,7 @@ def seed_command(
             err=True,
         )
     if not complete:
-        ctx.exit(common.EXIT_FAILED)
+        ctx.exit(errors.EXIT_FAILED)
 
 
 def _cost_note(skip_existing: bool, refresh_age: str | None, runtime: LayerRuntime) -> str:
@@ -363,7 +363,7 @@ def _print_estimate(
     try:
         guess = estimate(layers, jobs, wms, options)
     except (WMSError, SeedError) as err:
-        raise common.Failed(f"could not draw a sample metatile: {err}") from None
+        raise errors.Failed(f"could not draw a sample metatile: {err}") from None
     finally:
         wms.close()
     rate = f"at most {options.wms_rate:g} GetMaps/s, " if options.wms_rate else ""
@@ -375,7 +375,7 @@ def _print_estimate(
 
 
 def _enqueue(
-    env: common.Environment,
+    env: context.Environment,
     endpoint_url: str | None,
     queue: str,
     jobs: list[MetaJob],
@@ -393,12 +393,12 @@ def _enqueue(
         if bodies:
             click.echo(f"  first message: {bodies[0]}")
         return True
-    sqs = common.sqs_client(env, endpoint_url)
+    sqs = context.sqs_client(env, endpoint_url)
     try:
-        with common.progress_bar(len(bodies), "enqueue", unit="msg") as bar:
+        with console.progress_bar(len(bodies), "enqueue", unit="msg") as bar:
             report = sqs_jobs.enqueue(sqs, queue, bodies, on_sent=bar.update)
     except sqs_jobs.QueueError as err:
-        raise common.Failed(str(err)) from None
+        raise errors.Failed(str(err)) from None
     click.echo(
         f"seed {what}: {len(jobs)} metatiles queued in {report.sent} messages to {queue}, "
         f"{report.failed} messages refused; progress: s3maptiler seed --status --queue {queue}"
@@ -412,7 +412,7 @@ def _print_status(sqs: Any, queue: str) -> None:
     try:
         status = sqs_jobs.queue_status(sqs, queue)
     except sqs_jobs.QueueError as err:
-        raise common.Failed(str(err)) from None
+        raise errors.Failed(str(err)) from None
     click.echo(
         f"queue {queue}: {status.waiting} waiting, {status.in_flight} in flight, "
         f"{status.delayed} delayed{' (drained)' if status.drained else ''}"

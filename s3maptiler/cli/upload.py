@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3maptiler.bucket import source as sources
 from s3maptiler.bucket import upload as bulk
 from s3maptiler.bucket.publish import Document, publish
-from s3maptiler.cli import common
+from s3maptiler.cli import console, context, errors
 from s3maptiler.config import Layer
 from s3maptiler.documents.arcgis import cache_mapserver, json_document
 from s3maptiler.documents.common import arcgis_service_path
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @click.command()
 @click.argument("source", type=click.Path(file_okay=False, path_type=Path))
-@common.s3_options
+@context.s3_options
 @click.option("--prefix", metavar="PREFIX", help="Key prefix (default: the layer's, TILE_PREFIX).")
 @click.option("--layer", "layer_name", metavar="NAME", help="A configured layer to upload to.")
 @click.option(
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 def upload(
     ctx: click.Context,
     source: Path,
-    s3: common.S3Place,
+    s3: context.S3Place,
     prefix: str | None,
     layer_name: str | None,
     layout_from: str | None,
@@ -67,9 +67,9 @@ def upload(
     ArcGIS conf.xml beside the tiles and ArcGIS keys, the matching MapServer JSON is
     published at arcgis/rest/services/<name>/MapServer.
     """
-    target = common.layer_target(ctx, s3, layer_name, prefix)
+    target = context.layer_target(ctx, s3, layer_name, prefix)
     env, layer, name, key_prefix = target.env, target.layer, target.bucket, target.prefix
-    grid = common.grid_for(grid_name, layer)
+    grid = context.grid_for(grid_name, layer)
     try:
         tree = sources.find_source(source)
         source_layout = get_layout(
@@ -78,9 +78,9 @@ def upload(
         target_layout = get_layout(layout_to or layer.layout)
         walk = sources.walk_tiles(tree.tile_root, source_layout, grid, key_prefix, target_layout)
     except (sources.SourceError, LayoutError) as err:
-        raise common.ConfigProblem(str(err)) from None
+        raise errors.ConfigProblem(str(err)) from None
     if not walk.tiles:
-        raise common.ConfigProblem(
+        raise errors.ConfigProblem(
             f"no {source_layout.name} tiles of grid {grid.name} under {tree.tile_root} "
             f"({len(walk.ignored)} other files)"
         )
@@ -94,11 +94,11 @@ def upload(
         for tile in walk.tiles[:3]:
             click.echo(f"  {tile.path.relative_to(tree.tile_root)} -> {tile.key}", err=True)
 
-    client = common.s3_client(env, s3.endpoint_url, pool=workers, attempts=1)
+    client = context.s3_client(env, s3.endpoint_url, pool=workers, attempts=1)
     try:
         existing = bulk.list_existing(client, name, key_prefix)
     except ListingFailed as err:
-        raise common.Failed(str(err)) from None
+        raise errors.Failed(str(err)) from None
     options = bulk.UploadOptions(
         cache_control=layer.cache_control if cache_control is None else cache_control or None,
         acl=acl,
@@ -106,7 +106,7 @@ def upload(
         retries=retries,
         dry_run=dry_run,
     )
-    with common.progress_bar(len(walk.tiles), "upload") as bar:
+    with console.progress_bar(len(walk.tiles), "upload") as bar:
         report = bulk.upload_tiles(
             client, name, walk.tiles, existing, options, on_progress=lambda _: bar.update()
         )
@@ -118,15 +118,15 @@ def upload(
     verb = "to upload" if dry_run else "uploaded"
     click.echo(
         f"upload{' (dry run)' if dry_run else ''} s3://{name}/{key_prefix}: "
-        f"{report.uploaded} {verb} ({common.size_text(report.bytes_uploaded)}), "
+        f"{report.uploaded} {verb} ({console.size_text(report.bytes_uploaded)}), "
         f"{report.skipped} skipped (unchanged), {report.failed} failed, "
         f"{report.ignored} ignored (not tiles), {published}"
         f"in {report.elapsed:.2f} s "
-        f"({common.per_second(report.uploaded + report.skipped, report.elapsed)} tiles/s)"
+        f"({console.per_second(report.uploaded + report.skipped, report.elapsed)} tiles/s)"
     )
-    common.show_failures(report.failures)
+    console.show_failures(report.failures)
     if report.failed or not publish_ok:
-        ctx.exit(common.EXIT_FAILED)
+        ctx.exit(errors.EXIT_FAILED)
 
 
 def _publish_mapserver(

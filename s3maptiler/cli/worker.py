@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from s3maptiler.cli import common
+from s3maptiler.cli import console, context, errors
 from s3maptiler.seeding import sqs as sqs_jobs
 from s3maptiler.seeding.plan import layer_runtime
 from s3maptiler.seeding.run import RenderCounts
@@ -14,7 +14,7 @@ from s3maptiler.storage.blanks import SharedBlanks
 
 
 @click.command("worker")
-@common.s3_options
+@context.s3_options
 @click.option("--queue", required=True, metavar="URL", help="SQS queue of seed messages.")
 @click.option("--wait-seconds", default=20, show_default=True, type=click.IntRange(0, 20))
 @click.option("--max-messages", default=1, show_default=True, type=click.IntRange(1, 10))
@@ -27,7 +27,7 @@ from s3maptiler.storage.blanks import SharedBlanks
 @click.pass_context
 def worker_command(
     ctx: click.Context,
-    s3: common.S3Place,
+    s3: context.S3Place,
     queue: str,
     wait_seconds: int,
     max_messages: int,
@@ -38,12 +38,12 @@ def worker_command(
     A message is deleted when all its tiles are stored; a failed one is left for the
     queue's redrive policy. SIGTERM or Ctrl-C finishes the current message first.
     """
-    env = common.environment(ctx)
-    settings = common.settings_of(env)
+    env = context.environment(ctx)
+    settings = context.settings_of(env)
     layers = {layer.name: layer_runtime(layer) for layer in settings.served_layers}
-    store = common.tile_store(env, settings, s3, pool=4, conditional=settings.s3_conditional_put)
+    store = context.tile_store(env, settings, s3, pool=4, conditional=settings.s3_conditional_put)
     wms = wms_client(settings, 2)
-    sqs = common.sqs_client(env, s3.endpoint_url, read_timeout=wait_seconds + 10.0)
+    sqs = context.sqs_client(env, s3.endpoint_url, read_timeout=wait_seconds + 10.0)
 
     blanks = SharedBlanks()  # the shared blanks known to be in `store`, across messages
 
@@ -53,8 +53,8 @@ def worker_command(
     click.echo(f"worker: {queue} -> {store.location}", err=True)
     try:
         with (
-            common.stop_on_signals() as stop,
-            common.progress_bar(None, "worker", unit="msg") as bar,
+            console.stop_on_signals() as stop,
+            console.progress_bar(None, "worker", unit="msg") as bar,
         ):
             report = run_worker(
                 sqs,
@@ -67,13 +67,13 @@ def worker_command(
                 on_message=lambda _id, _counts: bar.update(),
             )
     except sqs_jobs.QueueError as err:
-        raise common.Failed(str(err)) from None
+        raise errors.Failed(str(err)) from None
     finally:
         wms.close()
     click.echo(
         f"worker {queue}: {report.done} messages done ({report.tiles} tiles), "
         f"{report.failed} failed, {report.malformed} malformed (left for redrive); "
-        f"{report.elapsed:.2f} s ({common.per_second(report.tiles, report.elapsed)} tiles/s)"
+        f"{report.elapsed:.2f} s ({console.per_second(report.tiles, report.elapsed)} tiles/s)"
     )
     if report.failed or report.malformed:
-        ctx.exit(common.EXIT_FAILED)
+        ctx.exit(errors.EXIT_FAILED)

@@ -3,7 +3,12 @@ the environment and `.env` (:mod:`~s3maptiler.config.environment`) or a TOML lay
 file (:mod:`~s3maptiler.config.layersfile`), checked by one set of validators
 (:mod:`~s3maptiler.config.validators`). Imports :mod:`s3maptiler.tiles` only."""
 
-from s3maptiler.config.environment import environment_values, load_settings
+from s3maptiler.config.environment import (
+    CommandSettings,
+    environment_values,
+    load_command_settings,
+    load_settings,
+)
 from s3maptiler.config.hidpi import base_layer_name, pixel_ratio_name, with_pixel_ratios
 from s3maptiler.config.model import (
     DEFAULT_CACHE_CONTROL,
@@ -21,6 +26,7 @@ from s3maptiler.config.model import (
 )
 
 __all__ = [
+    "CommandSettings",
     "DEFAULT_CACHE_CONTROL",
     "DEFAULT_LAYER_NAME",
     "WMS_VERSIONS",
@@ -34,6 +40,7 @@ __all__ = [
     "default_meta_buffer",
     "default_spool_dir",
     "environment_values",
+    "load_command_settings",
     "load_settings",
     "pixel_ratio_name",
     "website_endpoint",

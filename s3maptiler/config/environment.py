@@ -20,6 +20,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -40,6 +41,7 @@ from s3maptiler.config.model import (
     default_meta_buffer,
     default_spool_dir,
 )
+from s3maptiler.config.reader import Reader
 from s3maptiler.config.sources import Credentials, credentials_from_env
 from s3maptiler.tiles.dimensions import Dimension, parse_dimensions
 from s3maptiler.tiles.formats import EXTENSIONS
@@ -49,67 +51,14 @@ _SETTING = {f.name: f.default for f in dataclasses.fields(Settings)}
 _LAYER = {f.name: f.default for f in dataclasses.fields(Layer)}
 
 
-class _Reader:
-    """Reads typed values from a mapping of strings; errors name the variable."""
-
-    def __init__(self, values: Mapping[str, str]):
-        self.values = values
-
-    def text(self, name: str, default: str | None = None) -> str | None:
-        value = self.values.get(name)
-        if value is None or value.strip() == "":
-            return default
-        return value.strip()
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        if not re.fullmatch(r"[0-9]+", raw):
-            raise ConfigError(f"{name}: expected a whole number, got {raw!r}")
-        value = int(raw)
-        if not low <= value <= high:
-            raise ConfigError(f"{name}: {value} is outside {low}..{high}")
-        return value
-
-    def number(self, name: str, default: float, low: float, high: float) -> float:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
-        if not low <= value <= high:
-            raise ConfigError(f"{name}: {value} is outside {low}..{high}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        lowered = raw.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        raw = self.text(name, default)
-        if raw not in choices:
-            raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
-        return raw
-
-
-def _layer_name(read: _Reader, prefix: str) -> str:
+def _layer_name(read: Reader, prefix: str) -> str:
     name = read.text("LAYER_NAME")
     if name is None:
         return default_layer_name(prefix)
     return checked("LAYER_NAME", validators.layer_name, name)
 
 
-def _layer_place(read: _Reader) -> dict[str, str]:
+def _layer_place(read: Reader) -> dict[str, str]:
     """The single layer's name, key prefix and Cache-Control (TILE_PREFIX unset or
     empty: the default prefix)."""
     prefix = checked_prefix("TILE_PREFIX", read.text("TILE_PREFIX", _LAYER["prefix"]) or "")
@@ -120,7 +69,7 @@ def _layer_place(read: _Reader) -> dict[str, str]:
     }
 
 
-def _layer_from_env(read: _Reader) -> Layer:
+def _layer_from_env(read: Reader) -> Layer:
     wms_url = read.text("WMS_SERVER")
     if wms_url is None:
         raise ConfigError(
@@ -171,7 +120,7 @@ def _layer_from_env(read: _Reader) -> Layer:
     )
 
 
-def _credentials(read: _Reader) -> Credentials | None:
+def _credentials(read: Reader) -> Credentials | None:
     """SOURCE_USER, SOURCE_PASSWORD, SOURCE_HEADERS, SOURCE_PARAMS (config/sources.py)."""
     names = ("SOURCE_USER", "SOURCE_PASSWORD", "SOURCE_HEADERS", "SOURCE_PARAMS")
     values = {name: read.text(name) for name in (*names, "SOURCE_SECRETS_REFRESH")}
@@ -181,7 +130,7 @@ def _credentials(read: _Reader) -> Credentials | None:
         raise ConfigError(str(exc)) from None
 
 
-def _dimensions(read: _Reader) -> tuple[Dimension, ...]:
+def _dimensions(read: Reader) -> tuple[Dimension, ...]:
     """DIMENSIONS: the layers file's dimensions table as JSON, e.g.
     ``{"time": {"values": "2024-01-01/2024-12-01/P1M", "default": "2024-12-01"}}``."""
     raw = read.text("DIMENSIONS")
@@ -195,12 +144,12 @@ def _dimensions(read: _Reader) -> tuple[Dimension, ...]:
         raise ConfigError(f"DIMENSIONS: {exc}") from None
 
 
-def _cors_origins(read: _Reader) -> tuple[str, ...]:
+def _cors_origins(read: Reader) -> tuple[str, ...]:
     origins = tuple(o.strip() for o in (read.text("CORS_ORIGINS", "*") or "*").split(","))
     return tuple(checked("CORS_ORIGINS", validators.cors_origin, origin) for origin in origins)
 
 
-def _metrics_allow(read: _Reader) -> tuple[IPNetwork, ...] | None:
+def _metrics_allow(read: Reader) -> tuple[IPNetwork, ...] | None:
     raw = read.text("METRICS_ALLOW", DEFAULT_METRICS_ALLOW) or DEFAULT_METRICS_ALLOW
     if raw.lower() == "off":
         return None
@@ -216,19 +165,19 @@ def _metrics_allow(read: _Reader) -> tuple[IPNetwork, ...] | None:
     return tuple(networks)
 
 
-def _service_url(read: _Reader, name: str = "SERVICE_URL") -> str | None:
+def _service_url(read: Reader, name: str = "SERVICE_URL") -> str | None:
     url = read.text(name)
     return checked(name, validators.url, url).rstrip("/") if url else None
 
 
-def _bucket(read: _Reader) -> str | None:
+def _bucket(read: Reader) -> str | None:
     bucket = read.text("BUCKET_NAME")
     if bucket is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
         raise ConfigError(f"BUCKET_NAME: {bucket!r} is not a valid S3 bucket name")
     return bucket
 
 
-def _miss_prefix(read: _Reader) -> str:
+def _miss_prefix(read: Reader) -> str:
     miss_prefix = checked_prefix(
         "MISS_PREFIX", read.text("MISS_PREFIX", _SETTING["miss_prefix"]) or ""
     )
@@ -237,20 +186,19 @@ def _miss_prefix(read: _Reader) -> str:
     return miss_prefix
 
 
-def _endpoint(read: _Reader, service: str) -> str | None:
-    """AWS_ENDPOINT_URL_<SERVICE>, else AWS_ENDPOINT_URL (as the AWS SDKs read them)."""
-    name = f"AWS_ENDPOINT_URL_{service}"
+def _endpoint(read: Reader, name: str) -> str | None:
+    """`name` (AWS_ENDPOINT_URL_<SERVICE>), else AWS_ENDPOINT_URL, as the AWS SDKs read them."""
     endpoint = read.text(name) or read.text("AWS_ENDPOINT_URL")
     if endpoint is not None:
         checked(name if read.text(name) else "AWS_ENDPOINT_URL", validators.url, endpoint)
     return endpoint
 
 
-def _s3_endpoint(read: _Reader) -> str | None:
-    return _endpoint(read, "S3")
+def _s3_endpoint(read: Reader) -> str | None:
+    return _endpoint(read, "AWS_ENDPOINT_URL_S3")
 
 
-def _region(read: _Reader) -> str | None:
+def _region(read: Reader) -> str | None:
     return read.text("AWS_REGION") or read.text("AWS_DEFAULT_REGION")
 
 
@@ -277,7 +225,7 @@ def load_settings(
     `environ` defaults to `os.environ`; values in the `.env` file at `dotenv_path`
     fill only what the environment leaves unset.
     """
-    read = _Reader(environment_values(environ, dotenv_path))
+    read = Reader(environment_values(environ, dotenv_path))
 
     layers_file = read.text("LAYERS_FILE")
     if layers_file is not None:
@@ -345,4 +293,59 @@ def load_settings(
         fleet_leases=read.boolean("FLEET_LEASES", True),
         lease_seconds=read.number("LEASE_SECONDS", 6.0, 1.0, 600),
         metrics_allow=_metrics_allow(read),
+    )
+
+
+@dataclass(frozen=True)
+class CommandSettings:
+    """What the ``s3maptiler`` command reads: the service's settings when they load
+    (they need a WMS a command may not), and what a command works with either way,
+    read and checked as the service reads them."""
+
+    settings: Settings | None
+    settings_error: str | None
+    bucket: str | None
+    s3_endpoint_url: str | None  # AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL
+    sqs_endpoint_url: str | None  # AWS_ENDPOINT_URL_SQS, else AWS_ENDPOINT_URL
+    region: str | None
+    public_url: str | None
+    miss_prefix: str
+    s3_acl: str | None
+    layers_file: str | None
+    # Without a LAYERS_FILE: the single layer (WMS settings left out when they do not
+    # load: enough to find, list, upload or purge its tiles).
+    single_layer: Layer | None
+
+
+def load_command_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
+) -> CommandSettings:
+    """What a command reads; raise ConfigError naming the first bad setting it needs."""
+    values = environment_values(environ, dotenv_path)
+    read = Reader(values)
+    settings: Settings | None
+    try:
+        settings, error = load_settings(values, dotenv_path=None), None
+    except ConfigError as err:
+        settings, error = None, str(err)
+    layers_file = read.text("LAYERS_FILE")
+    single = None
+    if layers_file is None:
+        single = (
+            settings.layers[0]
+            if settings
+            else Layer(**_layer_place(read), wms_url="", wms_layers="")
+        )
+    return CommandSettings(
+        settings=settings,
+        settings_error=error,
+        bucket=_bucket(read),
+        s3_endpoint_url=_s3_endpoint(read),
+        sqs_endpoint_url=_endpoint(read, "AWS_ENDPOINT_URL_SQS"),
+        region=_region(read),
+        public_url=_service_url(read, "PUBLIC_URL"),
+        miss_prefix=_miss_prefix(read),
+        s3_acl=read.text("S3_ACL"),
+        layers_file=layers_file,
+        single_layer=single,
     )

@@ -18,7 +18,7 @@ import responses
 from moto import mock_aws
 from PIL import Image
 
-from s3maptiler.cli.common import ConfigProblem
+from s3maptiler.cli.errors import ConfigProblem
 from s3maptiler.cli.seed import refresh_cutoff
 from s3maptiler.config import Layer
 from s3maptiler.render.wms import WMSAnswer, WMSClient

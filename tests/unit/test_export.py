@@ -437,14 +437,15 @@ def test_archived_zooms_answer_over_http_as_the_preview_asks(tmp_path):
 def test_upload_is_multipart_above_the_part_size_with_the_archive_content_type(
     tmp_path, s3, monkeypatch
 ):
-    from s3maptiler.cli import common
+    from s3maptiler.cli import context
     from s3maptiler.cli import export as cli_export
+    from s3maptiler.config import load_command_settings
 
     monkeypatch.setattr(cli_export, "PART_SIZE", 5 * 1024 * 1024)  # S3's smallest part
     archive = tmp_path / "big.gpkg"
     archive.write_bytes(os.urandom(11 * 1024 * 1024))
-    env = common.Environment({"AWS_REGION": "us-east-1"}, None, "no settings")
-    cli_export._upload(env, common.S3Place(None, None), archive, ".gpkg", BUCKET, "a/big.gpkg")
+    env = load_command_settings({"AWS_REGION": "us-east-1"}, dotenv_path=None)
+    cli_export._upload(env, context.S3Place(None, None), archive, ".gpkg", BUCKET, "a/big.gpkg")
     head = s3.head_object(Bucket=BUCKET, Key="a/big.gpkg")
     assert head["ContentType"] == "application/geopackage+sqlite3"
     assert head["ETag"].endswith('-3"')  # three parts: S3's ETag of a multipart upload
