@@ -256,7 +256,7 @@ def prepare_bucket(stack: LocalStack, settings: Any) -> list[str]:
     from s3maptiler.bucket import publish
     from s3maptiler.bucket.setup import setup_bucket
     from s3maptiler.bucket.spec import BucketSpec
-    from s3maptiler.documents.common import ARCGIS_SERVICES_PREFIX
+    from s3maptiler.documents.paths import ARCGIS_SERVICES_PREFIX
 
     client = stack.client()
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):

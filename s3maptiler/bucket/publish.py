@@ -18,14 +18,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from s3maptiler.config import Layer, Settings
-from s3maptiler.documents import arcgis, common, ogcapi, openapi, tms, wmts
+from s3maptiler.documents import arcgis, errors, ogcapi, openapi, paths, tms, views, wmts
 from s3maptiler.tiles.formats import etag_of
 
 DOCUMENT_CACHE_CONTROL = "public, max-age=300"
 #: Documents written outside every layer's prefix; `bucket setup` makes them public too.
 SERVICE_DOCUMENT_KEYS = (
-    common.tms_service_path("keys"),
-    common.WMTS_CAPABILITIES_PATH,
+    paths.tms_service_path("keys"),
+    paths.WMTS_CAPABILITIES_PATH,
     ogcapi.ROOT,  # the landing page; every other OGC API key is under ogcapi.PREFIX
 )
 
@@ -37,39 +37,39 @@ class Document:
     content_type: str
 
 
-def documents(settings: Settings, base_url: str) -> tuple[list[Document], list[common.Skipped]]:
+def documents(settings: Settings, base_url: str) -> tuple[list[Document], list[errors.Skipped]]:
     """Every document to publish for `layers` (and, but in OGC API, their high-DPI
     layers, ``roads@2x``, as the service serves them), and the layers a document had
     to skip."""
     ogcapi_docs = ogcapi_documents(settings.layers, base_url.rstrip("/"))
     layers = settings.served_layers
     base_url = base_url.rstrip("/")
-    tms_type, wmts_type = common.TMS_CONTENT_TYPE, common.WMTS_CONTENT_TYPE
+    tms_type, wmts_type = paths.TMS_CONTENT_TYPE, paths.WMTS_CONTENT_TYPE
     docs = [
         Document(
-            common.tms_service_path("keys"),
+            paths.tms_service_path("keys"),
             tms.tile_map_service(layers, base_url, "keys").encode(),
             tms_type,
         ),
         Document(
-            common.WMTS_CAPABILITIES_PATH,
+            paths.WMTS_CAPABILITIES_PATH,
             wmts.wmts_capabilities(layers, base_url, "keys").encode(),
             wmts_type,
         ),
     ]
-    skipped = common.skipped_layers(layers, "tms", "keys")
+    skipped = views.skipped_layers(layers, "tms", "keys")
     tms_skipped = {s.layer for s in skipped}
-    skipped += common.skipped_layers(layers, "wmts", "keys")
+    skipped += views.skipped_layers(layers, "wmts", "keys")
     for layer in layers:
         if layer.name not in tms_skipped:
             body = tms.tile_map(layer, base_url, "keys").encode()
-            docs.append(Document(common.tile_map_path(layer, "keys"), body, tms_type))
+            docs.append(Document(paths.tile_map_path(layer, "keys"), body, tms_type))
         try:
             body, json_type = arcgis.json_document(arcgis.arcgis_mapserver(layer))
-        except common.DocumentError as exc:
-            skipped.append(common.Skipped(layer.name, f"ArcGIS: {exc}"))
+        except errors.DocumentError as exc:
+            skipped.append(errors.Skipped(layer.name, f"ArcGIS: {exc}"))
             continue
-        docs.append(Document(common.arcgis_service_path(layer), body, json_type))
+        docs.append(Document(paths.arcgis_service_path(layer), body, json_type))
     return docs + ogcapi_docs, skipped
 
 

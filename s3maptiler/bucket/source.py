@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from s3maptiler.tiles.arcgis import (
+from s3maptiler.tiles.arcgis_cache import (
     ArcgisCacheInfo,
     ConfXmlError,
     parse_conf_cdi,

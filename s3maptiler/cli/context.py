@@ -28,8 +28,8 @@ from s3maptiler.config import (
     checked_prefix,
     load_command_settings,
 )
-from s3maptiler.documents.common import ARCGIS_SERVICES_PREFIX
 from s3maptiler.documents.ogcapi import PREFIX as OGCAPI_PREFIX
+from s3maptiler.documents.paths import ARCGIS_SERVICES_PREFIX
 from s3maptiler.service.build import s3_store
 from s3maptiler.storage.s3 import make_s3_client
 from s3maptiler.storage.stores import LocalStore, TileStore

@@ -17,7 +17,7 @@ from s3maptiler.bucket.publish import Document, publish
 from s3maptiler.cli import console, context, errors
 from s3maptiler.config import Layer
 from s3maptiler.documents.arcgis import cache_mapserver, json_document
-from s3maptiler.documents.common import arcgis_service_path
+from s3maptiler.documents.paths import arcgis_service_path
 from s3maptiler.storage.s3 import ListingFailed
 from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, get_layout
 

@@ -32,7 +32,7 @@ from s3maptiler.config.sources import (
     parse_tile_source,
     zoom_offset,
 )
-from s3maptiler.tiles.arcgis import grid_from_arcgis_conf, grid_from_arcgis_tileinfo
+from s3maptiler.tiles.arcgis_cache import grid_from_arcgis_conf, grid_from_arcgis_tileinfo
 from s3maptiler.tiles.dimensions import parse_dimensions
 from s3maptiler.tiles.formats import TILE_FORMATS
 from s3maptiler.tiles.grids import Bbox, GridError, TileGrid, custom_grid, get_grid

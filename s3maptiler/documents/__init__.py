@@ -27,6 +27,10 @@ serve them cannot drift apart.
 
 One module per document: :mod:`~s3maptiler.documents.tms`,
 :mod:`~s3maptiler.documents.wmts`, :mod:`~s3maptiler.documents.arcgis`,
-:mod:`~s3maptiler.documents.ogcapi` and its :mod:`~s3maptiler.documents.openapi`; what they
-share (numbers, views of layers, paths, XML) is :mod:`~s3maptiler.documents.common`.
+:mod:`~s3maptiler.documents.ogcapi` and its :mod:`~s3maptiler.documents.openapi`. What they
+share, a module each: :mod:`~s3maptiler.documents.paths` (where documents live),
+:mod:`~s3maptiler.documents.views` (layers as documents see them, and which a document
+leaves out), :mod:`~s3maptiler.documents.standard_grids` (**the** standard grids),
+:mod:`~s3maptiler.documents.xmltext` (numbers and XML) and
+:mod:`~s3maptiler.documents.errors`.
 """

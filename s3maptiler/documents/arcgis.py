@@ -8,14 +8,9 @@ import re
 from typing import Any
 
 from s3maptiler.config import Layer
-from s3maptiler.documents.common import (
-    CannotDescribe,
-    InvalidCallback,
-    UnknownFormat,
-    corner_of,
-    view_of,
-)
-from s3maptiler.tiles.arcgis import ArcgisCacheInfo
+from s3maptiler.documents.errors import CannotDescribe, InvalidCallback, UnknownFormat
+from s3maptiler.documents.views import corner_of, view_of
+from s3maptiler.tiles.arcgis_cache import ArcgisCacheInfo
 from s3maptiler.tiles.formats import esri_formats
 from s3maptiler.tiles.grids import Bbox
 from s3maptiler.tiles.srs import MERCATOR_EXTENT, crs

@@ -35,18 +35,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3maptiler.config import Layer
-from s3maptiler.documents.common import (
-    WMTS_KEY_TEMPLATES,
-    CannotDescribe,
-    View,
-    base_of,
-    check_mode,
-    geometry,
-    matrix_limits,
-    segment,
-    standard_grid,
-    view_of,
-)
+from s3maptiler.documents.errors import CannotDescribe
+from s3maptiler.documents.paths import WMTS_KEY_TEMPLATES, base_of, check_mode, segment
+from s3maptiler.documents.standard_grids import geometry, standard_grid
+from s3maptiler.documents.views import View, matrix_limits, view_of
 from s3maptiler.tiles import srs
 from s3maptiler.tiles.dimensions import Dimension
 from s3maptiler.tiles.grids import Tile, TileGrid

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from s3maptiler.config import Layer
-from s3maptiler.documents.common import base_of
 from s3maptiler.documents.ogcapi import JSON_TYPE, ROOT, published, time_of
+from s3maptiler.documents.paths import base_of
 
 __all__ = ["api_definition"]
 

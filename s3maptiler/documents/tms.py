@@ -12,23 +12,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 from s3maptiler.config import Layer
-from s3maptiler.documents.common import (
-    CannotDescribe,
-    base_of,
-    check_mode,
-    corner_of,
-    num,
-    segment,
-    standard_grid,
-    sub,
-    tile_map_path,
-    tms_levels,
-    tms_problem,
-    tms_service_path,
-    to_xml,
-    usable,
-    view_of,
-)
+from s3maptiler.documents.errors import CannotDescribe
+from s3maptiler.documents.paths import base_of, check_mode, segment, tile_map_path, tms_service_path
+from s3maptiler.documents.standard_grids import standard_grid
+from s3maptiler.documents.views import corner_of, tms_levels, tms_problem, usable, view_of
+from s3maptiler.documents.xmltext import num, sub, to_xml
 from s3maptiler.tiles.grids import TileGrid
 
 _TMS_VERSION = "1.0.0"

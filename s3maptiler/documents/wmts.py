@@ -7,22 +7,16 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 from s3maptiler.config import Layer
-from s3maptiler.documents.common import (
+from s3maptiler.documents.paths import (
     WMTS_CAPABILITIES_PATH,
     WMTS_KEY_TEMPLATES,
-    View,
     base_of,
     check_mode,
-    geometry,
-    matrix_limits,
-    num,
-    pair,
     segment,
-    standard_grid,
-    sub,
-    to_xml,
-    usable,
 )
+from s3maptiler.documents.standard_grids import geometry, standard_grid
+from s3maptiler.documents.views import View, matrix_limits, usable
+from s3maptiler.documents.xmltext import num, pair, sub, to_xml
 from s3maptiler.tiles import srs
 from s3maptiler.tiles.grids import Bbox, Tile, TileGrid
 from s3maptiler.tiles.layouts import with_pixel_ratio

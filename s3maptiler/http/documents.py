@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from s3maptiler.documents import arcgis, common, tms, wmts
+from s3maptiler.documents import arcgis, errors, paths, tms, wmts
 from s3maptiler.http.replies import document, service, text
 
 blueprint = Blueprint("documents", __name__)
@@ -19,7 +19,7 @@ def _base_url() -> str:
 @blueprint.get("/1.0.0/")
 def tms_service() -> Response:
     body = tms.tile_map_service(service().settings.served_layers, _base_url())
-    return document(body, common.TMS_CONTENT_TYPE)
+    return document(body, paths.TMS_CONTENT_TYPE)
 
 
 @blueprint.get("/1.0.0/<layer>")
@@ -30,15 +30,15 @@ def tms_tile_map(layer: str) -> Response:
         return text(404, f"no layer named {layer[:64]!r}")
     try:
         body = tms.tile_map(found, _base_url())
-    except common.DocumentError as exc:
+    except errors.DocumentError as exc:
         return text(404, str(exc))
-    return document(body, common.TMS_CONTENT_TYPE)
+    return document(body, paths.TMS_CONTENT_TYPE)
 
 
-@blueprint.get("/" + common.WMTS_CAPABILITIES_PATH)
+@blueprint.get("/" + paths.WMTS_CAPABILITIES_PATH)
 def wmts_capabilities() -> Response:
     body = wmts.wmts_capabilities(service().settings.served_layers, _base_url())
-    return document(body, common.WMTS_CONTENT_TYPE)
+    return document(body, paths.WMTS_CONTENT_TYPE)
 
 
 @blueprint.get("/arcgis/rest/services/<layer>/MapServer")
@@ -54,7 +54,7 @@ def arcgis_mapserver(layer: str) -> Response:
     try:
         doc = arcgis.arcgis_mapserver(found)
         body, content_type = arcgis.json_document(doc, fmt, request.args.get("callback"))
-    except common.DocumentError as exc:
+    except errors.DocumentError as exc:
         return text(400, str(exc))
     response = document(body, content_type)
     response.headers["Access-Control-Allow-Origin"] = "*"

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, request
 
 from s3maptiler.config import Layer
 from s3maptiler.documents import ogcapi, openapi
-from s3maptiler.documents.common import DocumentError
+from s3maptiler.documents.errors import DocumentError
 from s3maptiler.http.replies import document, service, text
 
 blueprint = Blueprint("ogcapi", __name__, url_prefix="/" + ogcapi.ROOT)

@@ -38,7 +38,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, has_request_context, render_template, request
 
 from s3maptiler.config import Layer
-from s3maptiler.documents import arcgis, common
+from s3maptiler.documents import arcgis, errors, paths, views
 from s3maptiler.documents.wmts import tile_matrix_set_id
 from s3maptiler.http.replies import service, text
 from s3maptiler.tiles.grids import Tile, TileGrid
@@ -169,7 +169,7 @@ def tile_addresses(
     keys = f"{root}/{layer.prefix}"
     tms = f"{root}/1.0.0/{name}/"
     wmts = f"{root}/wmts/1.0.0/{name}/default/{tile_matrix_set_id(grid)}/"
-    arcgis = f"{root}/{common.arcgis_service_path(layer)}/tile/"
+    arcgis = f"{root}/{paths.arcgis_service_path(layer)}/tile/"
     return bucket + [
         TileAddress(
             "keys",
@@ -256,23 +256,23 @@ def _document_links(layer: Layer, root: str) -> dict[str, Any]:
     """Links to the documents that describe ``layer``, or why there is none."""
     links: dict[str, Any] = {}
     skipped = {
-        doc: {s.layer: s.reason for s in common.skipped_layers([layer], doc, "service")}
+        doc: {s.layer: s.reason for s in views.skipped_layers([layer], doc, "service")}
         for doc in ("tms", "wmts")
     }
     tms_reason = skipped["tms"].get(layer.name)
     links["tms"] = (
-        (None, tms_reason) if tms_reason else (f"{root}/{common.tile_map_path(layer)}", None)
+        (None, tms_reason) if tms_reason else (f"{root}/{paths.tile_map_path(layer)}", None)
     )
     wmts_reason = skipped["wmts"].get(layer.name)
     links["wmts"] = (
-        (None, wmts_reason) if wmts_reason else (f"{root}/{common.WMTS_CAPABILITIES_PATH}", None)
+        (None, wmts_reason) if wmts_reason else (f"{root}/{paths.WMTS_CAPABILITIES_PATH}", None)
     )
     try:
         arcgis.arcgis_mapserver(layer)
-    except common.DocumentError as exc:
+    except errors.DocumentError as exc:
         links["arcgis"] = (None, str(exc))
     else:
-        links["arcgis"] = (f"{root}/{common.arcgis_service_path(layer)}?f=pjson", None)
+        links["arcgis"] = (f"{root}/{paths.arcgis_service_path(layer)}?f=pjson", None)
     return links
 
 
@@ -310,8 +310,8 @@ def index_page(tiles: Any) -> str:
         store=tiles.settings.store_location,
         bucket_url=tiles.settings.bucket_url,
         root=root,
-        tms_service=f"{root}/{common.tms_service_path()}",
-        wmts_capabilities=f"{root}/{common.WMTS_CAPABILITIES_PATH}",
+        tms_service=f"{root}/{paths.tms_service_path()}",
+        wmts_capabilities=f"{root}/{paths.WMTS_CAPABILITIES_PATH}",
     )
 
 

@@ -19,7 +19,7 @@ import requests
 from PIL import Image
 
 from devtools.demowms import WMS_PATH
-from s3maptiler.documents.common import WMTS_CAPABILITIES_PATH
+from s3maptiler.documents.paths import WMTS_CAPABILITIES_PATH
 from tests import mapproxy, nginx
 from tests.integration.conftest import AWS_ENV, need
 from tests.servers import GunicornApp, tile_keys

@@ -12,20 +12,18 @@ import mercantile
 import pytest
 
 from s3maptiler.config import Layer
-from s3maptiler.documents import arcgis, common, tms, wmts
+from s3maptiler.documents import arcgis, paths, standard_grids, tms, views, wmts, xmltext
 from s3maptiler.documents.arcgis import arcgis_mapserver, json_document
-from s3maptiler.documents.common import (
+from s3maptiler.documents.errors import (
     CannotDescribe,
     InvalidCallback,
     Skipped,
     UnknownFormat,
     UnknownMode,
-    arcgis_service_path,
-    skipped_layers,
-    tile_map_path,
-    tms_service_path,
 )
+from s3maptiler.documents.paths import arcgis_service_path, tile_map_path, tms_service_path
 from s3maptiler.documents.tms import tile_map, tile_map_service
+from s3maptiler.documents.views import skipped_layers
 from s3maptiler.documents.wmts import tile_matrix_set_id, wmts_capabilities
 from s3maptiler.tiles.grids import (
     GLOBAL_GEODETIC,
@@ -84,7 +82,7 @@ def matrix_set(root: ET.Element, set_id: str) -> ET.Element:
 
 
 def test_module_doctests():
-    for module in (common, tms, wmts, arcgis):
+    for module in (xmltext, views, paths, standard_grids, tms, wmts, arcgis):
         assert doctest.testmod(module).failed == 0
 
 

@@ -17,8 +17,8 @@ from s3maptiler.config import ConfigError, Layer, load_settings, with_pixel_rati
 from s3maptiler.config.hidpi import WMS_VENDORS, at_pixel_ratio
 from s3maptiler.config.layersfile import load_layers_file
 from s3maptiler.documents.arcgis import arcgis_mapserver
-from s3maptiler.documents.common import skipped_layers
 from s3maptiler.documents.tms import tile_map, tile_map_service
+from s3maptiler.documents.views import skipped_layers
 from s3maptiler.documents.wmts import wmts_capabilities
 from s3maptiler.render import getmap
 from s3maptiler.render.getmap import resolution_params

@@ -26,7 +26,7 @@ from s3maptiler.config.sources import (
     parse_secret,
     parse_tile_source,
 )
-from s3maptiler.documents.common import WMTS_CAPABILITIES_PATH
+from s3maptiler.documents.paths import WMTS_CAPABILITIES_PATH
 from s3maptiler.http.app import create_app
 from s3maptiler.render.credentials import (
     REDACTED,

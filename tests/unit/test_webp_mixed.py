@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from s3maptiler.config import ConfigError, Layer, load_settings
 from s3maptiler.config.layersfile import load_layers_file
 from s3maptiler.documents.arcgis import arcgis_mapserver
-from s3maptiler.documents.common import CannotDescribe
+from s3maptiler.documents.errors import CannotDescribe
 from s3maptiler.documents.tms import tile_map
 from s3maptiler.documents.wmts import wmts_capabilities
 from s3maptiler.render.encode import Encoder, blank_tile, slice_metatile
