@@ -76,7 +76,7 @@ def _layer_from_env(read: Reader) -> Layer:
             "WMS_SERVER: not set (the WMS GetMap endpoint; `python application.py` "
             "starts the bundled demo WMS when it is unset)"
         )
-    formats_text = read.text("TILE_FORMATS", "png,jpg,jpeg") or ""
+    formats_text = read.text("TILE_FORMATS", ",".join(_LAYER["formats"])) or ""
     formats = tuple(dict.fromkeys(f.strip().lower() for f in formats_text.split(",")))
     for ext in formats:
         if ext not in EXTENSIONS:
@@ -84,37 +84,43 @@ def _layer_from_env(read: Reader) -> Layer:
     bgcolor = read.text("WMS_BGCOLOR")
     if bgcolor is not None:
         checked("WMS_BGCOLOR", validators.bgcolor, bgcolor)
-    min_zoom = read.integer("MIN_ZOOM", 0, 0, 24)
-    max_zoom = read.integer("MAX_ZOOM", 22, 0, 24)
+    min_zoom = read.integer("MIN_ZOOM", _LAYER["min_zoom"], 0, 24)
+    max_zoom = read.integer("MAX_ZOOM", _LAYER["max_zoom"], 0, 24)
     if min_zoom > max_zoom:
         raise ConfigError(f"MIN_ZOOM: {min_zoom} is above MAX_ZOOM {max_zoom}")
-    metatile = checked("METATILE", validators.metatile, read.text("METATILE", "4x4") or "4x4")
+    metatile = checked(
+        "METATILE",
+        validators.metatile,
+        read.text("METATILE") or "{}x{}".format(*_LAYER["metatile"]),
+    )
     return Layer(
         **_layer_place(read),
         wms_url=checked("WMS_SERVER", validators.url, wms_url),
         wms_layers=read.text("MAP_LAYERS") or _missing("MAP_LAYERS", "the WMS LAYERS to draw"),
         wms_styles=read.values.get("WMS_STYLES", "").strip(),
-        wms_version=read.choice("WMS_VERSION", "1.1.1", WMS_VERSIONS),
-        transparent=read.boolean("WMS_TRANSPARENT", False),
+        wms_version=read.choice("WMS_VERSION", _LAYER["wms_version"], WMS_VERSIONS),
+        transparent=read.boolean("WMS_TRANSPARENT", _LAYER["transparent"]),
         bgcolor=bgcolor,
         formats=formats,
         # The first extension served is the layer's own format, the one documents,
         # the ArcGIS routes and seeding use.
         format="jpeg" if formats[0] in ("jpg", "jpeg") else formats[0],
-        cache_from_wms=read.boolean("CACHE_FROM_WMS", False),
+        cache_from_wms=read.boolean("CACHE_FROM_WMS", _LAYER["cache_from_wms"]),
         min_zoom=min_zoom,
         max_zoom=max_zoom,
         metatile=metatile,
         meta_buffer=read.integer("META_BUFFER", default_meta_buffer(metatile), 0, 512),
-        png_compress_level=read.integer("PNG_COMPRESS_LEVEL", 6, 0, 9),
-        jpeg_quality=read.integer("JPEG_QUALITY", 90, 1, 100),
-        webp_quality=read.integer("WEBP_QUALITY", 80, 0, 100),
-        webp_lossless=read.boolean("WEBP_LOSSLESS", False),
+        png_compress_level=read.integer("PNG_COMPRESS_LEVEL", _LAYER["png_compress_level"], 0, 9),
+        jpeg_quality=read.integer("JPEG_QUALITY", _LAYER["jpeg_quality"], 1, 100),
+        webp_quality=read.integer("WEBP_QUALITY", _LAYER["webp_quality"], 0, 100),
+        webp_lossless=read.boolean("WEBP_LOSSLESS", _LAYER["webp_lossless"]),
         pixel_ratios=checked(
-            "PIXEL_RATIOS", validators.pixel_ratios, read.text("PIXEL_RATIOS", "1") or "1"
+            "PIXEL_RATIOS",
+            validators.pixel_ratios,
+            read.text("PIXEL_RATIOS") or ",".join(map(str, _LAYER["pixel_ratios"])),
         ),
-        wms_vendor=read.choice("WMS_VENDOR", "mapserver", WMS_VENDORS),
-        empty_tiles=read.choice("EMPTY_TILES", "store", ("store", "redirect")),
+        wms_vendor=read.choice("WMS_VENDOR", _LAYER["wms_vendor"], WMS_VENDORS),
+        empty_tiles=read.choice("EMPTY_TILES", _LAYER["empty_tiles"], ("store", "redirect")),
         dimensions=_dimensions(read),
         credentials=_credentials(read),
     )
@@ -145,7 +151,10 @@ def _dimensions(read: Reader) -> tuple[Dimension, ...]:
 
 
 def _cors_origins(read: Reader) -> tuple[str, ...]:
-    origins = tuple(o.strip() for o in (read.text("CORS_ORIGINS", "*") or "*").split(","))
+    origins = tuple(
+        o.strip()
+        for o in (read.text("CORS_ORIGINS") or ",".join(_SETTING["cors_origins"])).split(",")
+    )
     return tuple(checked("CORS_ORIGINS", validators.cors_origin, origin) for origin in origins)
 
 
@@ -238,60 +247,72 @@ def load_settings(
         if layer.prefix.startswith(miss_prefix):
             raise ConfigError(f"MISS_PREFIX: {miss_prefix!r} overlaps layer {layer.name}'s prefix")
     endpoint = _s3_endpoint(read)
-    upload_workers = read.integer("UPLOAD_WORKERS", 4, 1, 256)
-    upload_max_workers = read.integer("UPLOAD_MAX_WORKERS", max(32, upload_workers), 1, 1024)
+    upload_workers = read.integer("UPLOAD_WORKERS", _SETTING["upload_workers"], 1, 256)
+    upload_max_workers = read.integer(
+        "UPLOAD_MAX_WORKERS", max(_SETTING["upload_max_workers"], upload_workers), 1, 1024
+    )
     if upload_max_workers < upload_workers:
         raise ConfigError(
             f"UPLOAD_MAX_WORKERS: {upload_max_workers} is below UPLOAD_WORKERS {upload_workers}"
         )
     spool_dir = read.text("SPOOL_DIR")
-    log_level = (read.text("LOG_LEVEL", "INFO") or "INFO").upper()
+    log_level = (read.text("LOG_LEVEL") or _SETTING["log_level"]).upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL: {log_level!r} is not a logging level")
 
     return Settings(
         layers=layers,
         bucket=bucket,
-        local_cache_dir=Path(read.text("LOCAL_CACHE_DIR", "var/tiles") or "var/tiles"),
+        local_cache_dir=Path(read.text("LOCAL_CACHE_DIR") or _SETTING["local_cache_dir"]),
         miss_prefix=miss_prefix,
-        cache_read=read.boolean("CACHE_READ", True),
-        wms_connect_timeout=read.number("WMS_CONNECT_TIMEOUT", 3.05, 0.1, 60),
-        wms_timeout=read.number("WMS_TIMEOUT", 30.0, 0.1, 600),
-        wms_retries=read.integer("WMS_RETRIES", 2, 0, 10),
+        cache_read=read.boolean("CACHE_READ", _SETTING["cache_read"]),
+        wms_connect_timeout=read.number(
+            "WMS_CONNECT_TIMEOUT", _SETTING["wms_connect_timeout"], 0.1, 60
+        ),
+        wms_timeout=read.number("WMS_TIMEOUT", _SETTING["wms_timeout"], 0.1, 600),
+        wms_retries=read.integer("WMS_RETRIES", _SETTING["wms_retries"], 0, 10),
         # Half the threads by default: a hanging WMS never holds all of them, so
         # cached tiles and the health check still answer.
         wms_max_concurrent=read.integer(
             "WMS_MAX_CONCURRENT",
-            max(read.integer("GUNICORN_THREADS", 32, 1, 1024) // 2, 1),
+            max(read.integer("GUNICORN_THREADS", _SETTING["threads"], 1, 1024) // 2, 1),
             1,
             1024,
         ),
-        wms_queue_wait=read.number("WMS_QUEUE_WAIT", 1.0, 0.0, 600),
-        wms_breaker_failures=read.integer("WMS_BREAKER_FAILURES", 5, 1, 1000),
-        wms_breaker_cooldown=read.number("WMS_BREAKER_COOLDOWN", 10.0, 0.1, 3600),
+        wms_queue_wait=read.number("WMS_QUEUE_WAIT", _SETTING["wms_queue_wait"], 0.0, 600),
+        wms_breaker_failures=read.integer(
+            "WMS_BREAKER_FAILURES", _SETTING["wms_breaker_failures"], 1, 1000
+        ),
+        wms_breaker_cooldown=read.number(
+            "WMS_BREAKER_COOLDOWN", _SETTING["wms_breaker_cooldown"], 0.1, 3600
+        ),
         cors_origins=_cors_origins(read),
-        tasks_enabled=read.boolean("TASKS_ENABLED", False),
+        tasks_enabled=read.boolean("TASKS_ENABLED", _SETTING["tasks_enabled"]),
         upload_workers=upload_workers,
         upload_max_workers=upload_max_workers,
-        upload_queue=read.integer("UPLOAD_QUEUE", 2000, 1, 1_000_000),
-        upload_retries=read.integer("UPLOAD_RETRIES", 3, 0, 20),
-        s3_read_timeout=read.number("S3_READ_TIMEOUT", 2.0, 0.05, 60),
-        s3_upload_timeout=read.number("S3_UPLOAD_TIMEOUT", 5.0, 0.1, 300),
-        s3_breaker_failures=read.integer("S3_BREAKER_FAILURES", 3, 1, 1000),
-        s3_breaker_cooldown=read.number("S3_BREAKER_COOLDOWN", 5.0, 0.1, 3600),
+        upload_queue=read.integer("UPLOAD_QUEUE", _SETTING["upload_queue"], 1, 1_000_000),
+        upload_retries=read.integer("UPLOAD_RETRIES", _SETTING["upload_retries"], 0, 20),
+        s3_read_timeout=read.number("S3_READ_TIMEOUT", _SETTING["s3_read_timeout"], 0.05, 60),
+        s3_upload_timeout=read.number("S3_UPLOAD_TIMEOUT", _SETTING["s3_upload_timeout"], 0.1, 300),
+        s3_breaker_failures=read.integer(
+            "S3_BREAKER_FAILURES", _SETTING["s3_breaker_failures"], 1, 1000
+        ),
+        s3_breaker_cooldown=read.number(
+            "S3_BREAKER_COOLDOWN", _SETTING["s3_breaker_cooldown"], 0.1, 3600
+        ),
         s3_acl=read.text("S3_ACL"),
-        s3_conditional_put=read.boolean("S3_CONDITIONAL_PUT", True),
+        s3_conditional_put=read.boolean("S3_CONDITIONAL_PUT", _SETTING["s3_conditional_put"]),
         aws_endpoint_url=endpoint,
         aws_region=_region(read),
         public_url=_service_url(read, "PUBLIC_URL"),
-        threads=read.integer("GUNICORN_THREADS", 32, 1, 1024),
-        host=read.text("HOST", "127.0.0.1") or "127.0.0.1",
-        port=read.integer("PORT", 8000, 1, 65535),
+        threads=read.integer("GUNICORN_THREADS", _SETTING["threads"], 1, 1024),
+        host=read.text("HOST", _SETTING["host"]) or "127.0.0.1",
+        port=read.integer("PORT", _SETTING["port"], 1, 65535),
         log_level=log_level,
         service_url=_service_url(read),
         spool_dir=Path(spool_dir) if spool_dir else default_spool_dir(),
-        fleet_leases=read.boolean("FLEET_LEASES", True),
-        lease_seconds=read.number("LEASE_SECONDS", 6.0, 1.0, 600),
+        fleet_leases=read.boolean("FLEET_LEASES", _SETTING["fleet_leases"]),
+        lease_seconds=read.number("LEASE_SECONDS", _SETTING["lease_seconds"], 1.0, 600),
         metrics_allow=_metrics_allow(read),
     )
 

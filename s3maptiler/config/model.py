@@ -167,9 +167,8 @@ class Settings:
     fleet_leases: bool = True  # share metatile renders between instances through the bucket
     lease_seconds: float = 6.0  # a lease's life unless renewed (every third of it)
     # Networks that may read /metrics (every hop of a request must be in one); None: off.
-    metrics_allow: tuple[IPNetwork, ...] | None = (
-        ipaddress.ip_network("127.0.0.0/8"),
-        ipaddress.ip_network("::1"),
+    metrics_allow: tuple[IPNetwork, ...] | None = tuple(
+        ipaddress.ip_network(network) for network in DEFAULT_METRICS_ALLOW.split(",")
     )
 
     @functools.cached_property
