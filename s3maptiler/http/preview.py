@@ -201,9 +201,10 @@ def _data_extent(layer: Layer, projection: str) -> list[float] | None:
 
 
 def preview_config(
-    layer: Layer, grid: TileGrid, root: str = "", bucket_url: str | None = None
+    layer: Layer, grid: TileGrid | None = None, root: str = "", bucket_url: str | None = None
 ) -> dict[str, Any]:
-    """What the page's script needs to draw ``layer``: a JSON-able dict.
+    """What the page's script needs to draw ``layer`` on `grid` (None: its own): a
+    JSON-able dict.
 
     Per zoom level from 0 to the layer's last: ``resolutions`` (CRS units per pixel),
     ``origins`` (top-left corner of tile (0, 0), CRS units) and ``sizes`` (columns,
@@ -214,6 +215,7 @@ def preview_config(
     ``archiveZooms`` the [lowest, highest] zoom answered from a PMTiles archive, or None.
     Raises :class:`UnsupportedGrid` when the map cannot draw the grid.
     """
+    grid = grid or layer.tile_grid
     projection = projection_of(grid)
     zooms = range(0, _max_zoom(layer, grid) + 1)
     ratio = layer.pixel_ratio  # 2: the 512 px tiles are drawn on the 1x grid's 256 CSS px
@@ -330,7 +332,7 @@ def preview(layer: str) -> Response:
         problem = f"The map library is not built ({', '.join(missing)} missing): {BUILD_HINT}."
     else:
         try:
-            config = preview_config(found, found.tile_grid, _root(), tiles.settings.bucket_url)
+            config = preview_config(found, root=_root(), bucket_url=tiles.settings.bucket_url)
         except PreviewError as exc:
             problem = f"This layer cannot be previewed: {exc}."
     if problem:

@@ -4,7 +4,12 @@ from pathlib import Path
 import pytest
 
 import example_env
-from s3maptiler.config import ConfigError, load_settings
+from s3maptiler.config import (
+    DEFAULT_CACHE_CONTROL,
+    ConfigError,
+    load_command_settings,
+    load_settings,
+)
 
 BASE = {"WMS_SERVER": "http://wms.example/mapserv?map=x", "MAP_LAYERS": "roads"}
 
@@ -186,3 +191,58 @@ def test_a_bad_layer_name_fails_at_start_up(bad):
     with pytest.raises(ConfigError) as info:
         settings(LAYER_NAME=bad)
     assert str(info.value).startswith("LAYER_NAME:") and "\n" not in str(info.value)
+
+
+def test_a_command_reads_the_environment_through_config_without_a_wms():
+    """The CLI's single layer when the service's settings do not load (no WMS_SERVER):
+    checked as the service checks it, with the model's defaults."""
+    found = load_command_settings(
+        {
+            "BUCKET_NAME": "my-tiles",
+            "AWS_ENDPOINT_URL": "http://s3.test",
+            "AWS_REGION": "eu-west-1",
+        },
+        dotenv_path=None,
+    )
+    assert found.settings is None and "WMS_SERVER" in str(found.settings_error)
+    assert (found.bucket, found.s3_endpoint_url, found.region) == (
+        "my-tiles",
+        "http://s3.test",
+        "eu-west-1",
+    )
+    assert found.sqs_endpoint_url == "http://s3.test"
+    layer = found.single_layer
+    assert (layer.name, layer.prefix, layer.cache_control) == (
+        "default",
+        "tiles/",
+        DEFAULT_CACHE_CONTROL,
+    )
+    assert found.miss_prefix == "miss/"
+
+
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"TILE_PREFIX": "tiles"}, "TILE_PREFIX"),
+        ({"LAYER_NAME": "a b"}, "LAYER_NAME"),
+        ({"BUCKET_NAME": "Not_A_Bucket"}, "BUCKET_NAME"),
+        ({"AWS_ENDPOINT_URL_S3": "s3.test"}, "AWS_ENDPOINT_URL_S3"),
+        ({"AWS_ENDPOINT_URL_SQS": "sqs.test"}, "AWS_ENDPOINT_URL_SQS"),
+        ({"MISS_PREFIX": "/miss/"}, "MISS_PREFIX"),
+    ],
+)
+def test_a_command_s_bad_setting_fails_in_one_line_naming_it(env, named):
+    with pytest.raises(ConfigError) as info:
+        load_command_settings(env, dotenv_path=None)
+    assert str(info.value).startswith(f"{named}:")
+    assert "\n" not in str(info.value)
+
+
+def test_the_s3_endpoint_of_its_own_wins_and_a_layers_file_has_no_single_layer(tmp_path):
+    found = load_command_settings(
+        {"AWS_ENDPOINT_URL": "http://all.test", "AWS_ENDPOINT_URL_S3": "http://s3.test"},
+        dotenv_path=None,
+    )
+    assert (found.s3_endpoint_url, found.sqs_endpoint_url) == ("http://s3.test", "http://all.test")
+    broken = load_command_settings({"LAYERS_FILE": str(tmp_path / "none.toml")}, dotenv_path=None)
+    assert broken.single_layer is None and broken.settings is None
