@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from s3maptiler import metrics
 from s3maptiler.config import Layer, Settings, base_layer_name
@@ -47,8 +48,6 @@ from s3maptiler.render.guard import WMSGuard
 from s3maptiler.render.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer
 from s3maptiler.render.tilesource import tile_url
 from s3maptiler.render.wms import WMSClient
-from s3maptiler.seeding.run import RenderCounts
-from s3maptiler.seeding.sqs import handle_message
 from s3maptiler.service import lifetimes
 from s3maptiler.service.addresses import Addresses, TileRequest
 from s3maptiler.service.archived import ArchivedZooms
@@ -64,6 +63,9 @@ from s3maptiler.storage.uploads import UploadJob, UploadPool
 from s3maptiler.tiles.formats import etag_of
 from s3maptiler.tiles.grids import Tile
 from s3maptiler.tiles.metatile import MetaTile
+
+if TYPE_CHECKING:
+    from s3maptiler.seeding.run import RenderCounts
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,10 @@ class TileService:
     def seed(self, message: bytes) -> RenderCounts:
         """Draw and store the metatiles of one seed message (``POST /tasks/seed``) with
         this service's layers, WMS session and store, as the tile routes would."""
+        # Imported here: only a worker tier seeds, and seeding's area code (shapely,
+        # numpy) would add about 17 MB to every web worker.
+        from s3maptiler.seeding.sqs import handle_message
+
         return handle_message(message, self.addresses.runtimes, self.wms, self.store, self.blanks)
 
     def upload_stats(self) -> dict[str, int]:

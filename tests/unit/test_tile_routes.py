@@ -1,6 +1,9 @@
 """The fixed tile routes (http/tiles.py's one registry, TILE_ROUTES) and the service's
 face the routes use (TileService: addresses, seed, upload_stats; Settings.served_layers)."""
 
+import subprocess
+import sys
+
 import pytest
 import responses
 
@@ -106,3 +109,15 @@ def test_the_heartbeat_reads_the_upload_stats_of_the_face(tmp_path):
     body = app.test_client().get("/heartbeat").text
     stats = service.upload_stats()
     assert body.startswith("ok ") and f"uploads_stored={stats['stored']}" in body
+
+
+def test_a_web_worker_does_not_load_seeding_s_area_code():
+    """TileService.seed imports seeding when a message comes: shapely and numpy would
+    add about 17 MB to every web worker that never seeds."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, s3maptiler.http.app; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "'shapely'" not in loaded and "'s3maptiler.seeding.coverage'" not in loaded
