@@ -246,3 +246,16 @@ def test_the_s3_endpoint_of_its_own_wins_and_a_layers_file_has_no_single_layer(t
     assert (found.s3_endpoint_url, found.sqs_endpoint_url) == ("http://s3.test", "http://all.test")
     broken = load_command_settings({"LAYERS_FILE": str(tmp_path / "none.toml")}, dotenv_path=None)
     assert broken.single_layer is None and broken.settings is None
+
+
+def test_every_default_example_env_states_is_the_model_s():
+    """A default is written once (config/model.py); example_env.py states it for users:
+    setting a variable to its stated default changes no setting."""
+    # Rules, not values: "GUNICORN_THREADS/2"; a directory of this machine's.
+    described = {"WMS_MAX_CONCURRENT", "SPOOL_DIR"}
+    fixed = {"SPOOL_DIR": "/tmp/spool"}
+    reference = settings(**fixed)
+    for name, default, _ in example_env.SETTINGS:
+        if default is None or name in BASE or name in described:
+            continue
+        assert settings(**fixed, **{name: default}) == reference, name
