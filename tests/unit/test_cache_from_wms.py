@@ -27,7 +27,7 @@ from s3maptiler.seeding import plan as s_plan
 from s3maptiler.seeding import run as s_run
 from s3maptiler.seeding import sqs as s_sqs
 from s3maptiler.storage.stores import LocalStore, S3Store
-from tests.unit.test_web import WMS, make_app, png, wait_all_uploaded, wait_uploaded
+from tests.unit.test_tilepath import WMS, make_app, png, wait_all_uploaded, wait_uploaded
 
 BUCKET = "tiles-lifetimes"
 KEY = "tiles/3/4/5.png"

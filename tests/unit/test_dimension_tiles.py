@@ -17,7 +17,7 @@ from s3maptiler.service.addresses import Addresses, BadTileRequest
 from s3maptiler.tiles.dimensions import parse_dimensions
 from s3maptiler.tiles.grids import Tile
 from tests.unit.test_seed import make_layer
-from tests.unit.test_web import WMS, make_app, png, wait_all_uploaded, wait_uploaded, wms_calls
+from tests.unit.test_tilepath import WMS, make_app, png, wait_all_uploaded, wait_uploaded, wms_calls
 
 MONTHS = json.dumps({"time": {"values": "2024-01-01/2024-06-01/P1M", "default": "2024-06-01"}})
 WMTS_NS = {"w": "http://www.opengis.net/wmts/1.0", "ows": "http://www.opengis.net/ows/1.1"}

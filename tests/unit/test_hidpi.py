@@ -25,8 +25,8 @@ from s3maptiler.render.getmap import resolution_params
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, split_pixel_ratio, with_pixel_ratio
 from s3maptiler.tiles.tilemath import scale_denominator
-from tests.unit.test_web import WMS, make_app, wait_uploaded, wms_calls
-from tests.unit.test_web import wms as wms  # noqa: F401 - the fixture
+from tests.unit.test_tilepath import WMS, make_app, wait_uploaded, wms_calls
+from tests.unit.test_tilepath import wms as wms  # noqa: F401 - the fixture
 
 WMTS = "{http://www.opengis.net/wmts/1.0}"
 OWS = "{http://www.opengis.net/ows/1.1}"

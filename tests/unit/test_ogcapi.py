@@ -15,7 +15,7 @@ from s3maptiler.config.layersfile import with_tile_size
 from s3maptiler.documents import ogcapi, openapi
 from s3maptiler.tiles.grids import GLOBAL_GEODETIC, WEB_MERCATOR, WORLD_CRS84_QUAD, custom_grid
 from s3maptiler.tiles.tilemath import scale_denominator
-from tests.unit.test_web import WMS, jpeg, make_app, png, wait_uploaded, wms_calls
+from tests.unit.test_tilepath import WMS, jpeg, make_app, png, wait_uploaded, wms_calls
 
 BASE = "https://tiles.example.com"
 ROUTE = "/ogcapi/collections/t/map/tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}"

@@ -8,7 +8,7 @@ import requests
 import responses
 
 from s3maptiler.render.guard import WMSGuard, WMSUnavailable
-from tests.unit.test_web import WMS, make_app, png, wms_calls
+from tests.unit.test_tilepath import WMS, make_app, png, wms_calls
 
 
 @pytest.fixture

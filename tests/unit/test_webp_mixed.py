@@ -31,8 +31,8 @@ from s3maptiler.tiles.formats import (
 )
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 from s3maptiler.tiles.metatile import metatile_for
-from tests.unit.test_web import WMS, make_app, png, wait_all_uploaded, wait_uploaded, wms_calls
-from tests.unit.test_web import wms as wms  # noqa: F401 - the fixture
+from tests.unit.test_tilepath import WMS, make_app, png, wait_all_uploaded, wait_uploaded, wms_calls
+from tests.unit.test_tilepath import wms as wms  # noqa: F401 - the fixture
 
 WMTS = "{http://www.opengis.net/wmts/1.0}"
 KEY = "tiles/1/0/1"  # the default prefix, TMS numbering: the north-west tile of zoom 1
