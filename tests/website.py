@@ -23,12 +23,15 @@ from pathlib import Path
 import requests
 
 from devtools.localwebsite import CREDENTIALS, LocalStack
+from tests.leakcheck import MARKER
 from tests.servers import GunicornApp
 
+# LocalStack's keys, the secret carrying the leak check's marker (LocalStack checks none).
+TEST_CREDENTIALS = {**CREDENTIALS, "aws_secret_access_key": "test-" + MARKER}
 AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
-    "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
-    "AWS_DEFAULT_REGION": CREDENTIALS["region_name"],
+    "AWS_ACCESS_KEY_ID": TEST_CREDENTIALS["aws_access_key_id"],
+    "AWS_SECRET_ACCESS_KEY": TEST_CREDENTIALS["aws_secret_access_key"],
+    "AWS_DEFAULT_REGION": TEST_CREDENTIALS["region_name"],
 }
 
 _TILE_REQUESTS = re.compile(r"^s3maptiler_tile_requests_total\{[^}]*\} ([0-9.e+]+)$", re.M)

@@ -8,13 +8,14 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.servers import MOTO_CREDENTIALS
+
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch):
     """Fake credentials, and nothing from the developer's own AWS set-up."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name, value in MOTO_CREDENTIALS.items():  # the secret carries the leak marker
+        monkeypatch.setenv(name, value)
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)

@@ -28,6 +28,7 @@ from s3maptiler.storage.s3 import (
 )
 from s3maptiler.storage.stores import LocalStore, S3Store, StoredTile
 from s3maptiler.tiles.formats import sniff_content_type
+from tests.servers import MOTO_CREDENTIALS
 
 BUCKET = "tiles-bucket"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -42,9 +43,8 @@ def _image(fmt: str, mode: str = "RGB") -> bytes:
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch):
     """Fake credentials, no configured endpoint: nothing may reach a real AWS."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name, value in MOTO_CREDENTIALS.items():  # the secret carries the leak marker
+        monkeypatch.setenv(name, value)
     for name in (
         "AWS_ENDPOINT_URL",
         "AWS_ENDPOINT_URL_S3",

@@ -13,6 +13,7 @@ from moto import mock_aws
 from s3maptiler.storage.s3 import StoreError, StoreUnavailable, make_s3_client
 from s3maptiler.storage.stores import S3Store, TileStore
 from s3maptiler.storage.uploads import InvalidPoolSettings, UploadJob, UploadPool
+from tests.servers import MOTO_CREDENTIALS
 
 HANG_GUARD = 30.0  # seconds; only reached when the code under test is broken
 
@@ -136,8 +137,8 @@ def test_existing_tiles_are_counted_as_exists(make_pool):
 
 
 def test_drain_uploads_1000_jobs_into_s3(monkeypatch, make_pool):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    for name, value in MOTO_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
