@@ -10,7 +10,7 @@ import sys
 
 from tests.servers import ROOT
 
-LEAKY = '''
+LEAKY = """
 import logging
 
 import boto3
@@ -43,7 +43,7 @@ def test_stores_the_marker_in_metadata():
 
 def test_keeps_the_secret():
     logging.getLogger("s3maptiler.somewhere").debug("sending key %s", "*****")
-'''
+"""
 
 
 def test_a_leak_fails_the_session_naming_the_test(tmp_path):
