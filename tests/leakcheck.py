@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ _reported = 0  # hits already turned into a failed test report
 _bucket_owner: dict[str, str] = {}  # bucket -> nodeid of the test that created it
 _service_urls: set[str] = set()
 _quiet = threading.local()
+_read = {"objects": 0, "answers": 0, "service logs": 0}  # what the bucket/server reads cost
+_seconds = [0.0]
 
 
 @dataclass
@@ -82,6 +85,7 @@ class _LogCheck(logging.Handler):
 
 
 def scan_answer(where: str, headers: object, body: bytes) -> None:
+    _read["answers"] += 1
     scan(where, repr(headers))
     scan(where, body)
 
@@ -96,11 +100,13 @@ def watch_service(url: str) -> None:
 
 def scan_service_log(url: str, text: str) -> None:
     _service_urls.discard(url)
+    _read["service logs"] += 1
     scan(f"log of the service at {url}", text)
 
 
 def _scan_object(client, bucket: str, key: str, label: str) -> None:
     got = client.get_object(Bucket=bucket, Key=key)
+    _read["objects"] += 1
     owner = _bucket_owner.get(bucket)
     where = f"{label} s3://{bucket}/{key}"
     scan(where, got["Body"].read(), owner)
@@ -112,17 +118,20 @@ def scan_buckets(client, label: str) -> None:
     server the suite started, so every bucket there is one a test made. One GET each."""
     if not _active:
         return
+    started = time.perf_counter()
     with handing_over(), ThreadPoolExecutor(8) as pool:
         for bucket in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
             pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
             keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
             list(pool.map(lambda key, b=bucket: _scan_object(client, b, key, label), keys))
+    _seconds[0] += time.perf_counter() - started
 
 
 def _scan_moto_in_process() -> None:
     """moto's in-process S3, read from its backends just before a mock drops them."""
     from moto.s3.models import s3_backends
 
+    started = time.perf_counter()
     for account in list(s3_backends):
         for backend in list(s3_backends[account].values()):
             for name, bucket in list(backend.buckets.items()):
@@ -133,6 +142,8 @@ def _scan_moto_in_process() -> None:
                     where = f"moto s3://{name}/{key.name}"
                     scan(where, key.value, owner)
                     scan(where + " (metadata)", repr(key.metadata), owner)  # + Content-Type
+                    _read["objects"] += 1
+    _seconds[0] += time.perf_counter() - started
 
 
 def _install_moto_hook() -> None:
@@ -227,6 +238,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    read = ", ".join(f"{n} {what}" for what, n in _read.items())
+    terminalreporter.write_line(
+        f"secret leak check: {len(_hits)} leak(s); read {read} (buckets in {_seconds[0]:.1f} s)"
+    )
     if _hits:
         terminalreporter.section("secret leak check", red=True)
         terminalreporter.line(_describe(_hits))
