@@ -7,6 +7,7 @@ looks for MARKER wherever the service could leak one:
 - every log record of the test process, with the root logger at DEBUG for the session;
 - the log of every service the tests start (GunicornApp), read as it stops;
 - every answer of the Flask test client, and of a started service through `requests`;
+- the output of every command run through click's CliRunner or tests/website.py's cli();
 - every object and its metadata in the buckets the tests made: moto's in-process S3 as
   each mock ends, moto server and LocalStack as they stop (documents are published there).
 
@@ -189,6 +190,17 @@ def _install_answer_hooks() -> None:
         return answer
 
     requests.Session.send = checked_send
+
+    from click.testing import CliRunner
+
+    invoke = CliRunner.invoke
+
+    def checked_invoke(self, cli, args=None, *more, **kwargs):
+        result = invoke(self, cli, args, *more, **kwargs)
+        scan(f"output of command {args}", result.output + repr(result.exception or ""))
+        return result
+
+    CliRunner.invoke = checked_invoke
     boto3.DEFAULT_SESSION = None
     boto3.setup_default_session()
     boto3.DEFAULT_SESSION.events.register("before-parameter-build.s3.CreateBucket", _note_bucket)

@@ -23,6 +23,7 @@ from pathlib import Path
 import requests
 
 from devtools.localwebsite import CREDENTIALS, LocalStack
+from tests import leakcheck
 from tests.leakcheck import MARKER
 from tests.servers import GunicornApp
 
@@ -40,7 +41,7 @@ _TILE_REQUESTS = re.compile(r"^s3maptiler_tile_requests_total\{[^}]*\} ([0-9.e+]
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
     """`python -m s3maptiler.cli ARGS` in a clean environment: no .env, no AWS set-up."""
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **AWS_ENV}
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "s3maptiler.cli", *args],
         capture_output=True,
         text=True,
@@ -48,6 +49,8 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
         cwd=cwd or tempfile.gettempdir(),
         env={**base, **(env or {})},
     )
+    leakcheck.scan(f"output of s3maptiler {' '.join(args)}", done.stdout + done.stderr)
+    return done
 
 
 def new_bucket_name(stem: str = "tiles") -> str:
