@@ -79,7 +79,7 @@ def test_credentials_table_checks_each_key():
             "user": "alice",
             "password": {"secret": "file:/run/secrets/pw"},
             "headers": {"X-API-Key": {"secret": "env:KEY"}},
-            "params": {"token": "literal"},
+            "params": {"token": "literal-" + MARKER},
             "refresh": 60,
         }
     )
@@ -102,12 +102,12 @@ def test_environment_credentials_are_literals_or_references():
         {
             "SOURCE_USER": "alice",
             "SOURCE_PASSWORD": "env:WMS_PW",
-            "SOURCE_HEADERS": '{"Authorization": "Bearer abc"}',
+            "SOURCE_HEADERS": f'{{"Authorization": "Bearer abc-{MARKER}"}}',
             "SOURCE_PARAMS": None,
         }
     )
     assert creds.user == "alice" and creds.password == SecretRef("env", "WMS_PW")
-    assert creds.headers == (("Authorization", "Bearer abc"),)
+    assert creds.headers == (("Authorization", "Bearer abc-" + MARKER),)
     assert credentials_from_env({}) is None
     with pytest.raises(ValueError, match="^SOURCE_HEADERS: not JSON"):
         credentials_from_env({"SOURCE_HEADERS": "{"})
@@ -680,7 +680,7 @@ def test_the_environment_layer_takes_source_credentials(tmp_path, upstream, monk
             "SOURCE_USER": "alice",
             "SOURCE_PASSWORD": f"file:{tmp_path / 'pw'}",
             "SOURCE_HEADERS": '{"X-API-Key": "env:IMAGERY_KEY"}',
-            "SOURCE_PARAMS": '{"token": "literal-token"}',
+            "SOURCE_PARAMS": f'{{"token": "literal-{MARKER}"}}',
         },
         dotenv_path=None,
     )
@@ -691,7 +691,7 @@ def test_the_environment_layer_takes_source_credentials(tmp_path, upstream, monk
     assert sent.headers["Authorization"].startswith("Basic ")
     assert base64.b64decode(sent.headers["Authorization"][6:]).decode() == f"alice:pw-{MARKER}"
     assert sent.headers["X-API-Key"] == "key-" + MARKER
-    assert sent.url.endswith("&token=literal-token")
+    assert sent.url.endswith("&token=literal-" + MARKER)
 
 
 # --------------------------------------------------------------------------- dimensions
