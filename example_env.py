@@ -151,6 +151,26 @@ SETTINGS: list[tuple[str, str | None, str]] = [
         "3",
         "retries of a PutObject by the S3 client (botocore standard mode): at most 1+UPLOAD_RETRIES PutObjects per tile",
     ),
+    (
+        "S3_READ_TIMEOUT",
+        "2",
+        "seconds a tile read or lease call waits for S3 (connect, then answer), made once: past it the tile is rendered",
+    ),
+    (
+        "S3_UPLOAD_TIMEOUT",
+        "5",
+        "seconds an upload's PutObject waits for S3 (connect, then answer), per attempt",
+    ),
+    (
+        "S3_BREAKER_FAILURES",
+        "3",
+        "consecutive refused, timed-out or throttled S3 calls that open the store's breaker",
+    ),
+    (
+        "S3_BREAKER_COOLDOWN",
+        "5",
+        "seconds the open breaker skips S3 (reads are misses, no leases, uploads counted skipped)",
+    ),
     ("S3_ACL", None, "canned ACL for uploads (e.g. public-read); unset: none, use a bucket policy"),
     ("S3_CONDITIONAL_PUT", "true", "upload with If-None-Match: * so a tile is written once"),
     ("AWS_ENDPOINT_URL", None, "S3-compatible endpoint (MinIO, moto); AWS_ENDPOINT_URL_S3 wins"),
@@ -203,6 +223,11 @@ SETTINGS: list[tuple[str, str | None, str]] = [
         "FLEET_LEASES",
         "true",
         "with BUCKET_NAME: instances share metatile renders through lease objects under _leases/",
+    ),
+    (
+        "LEASE_SECONDS",
+        "6",
+        "seconds a metatile lease lasts unless its holder renews it (every third of it): a dead holder's metatile is taken over after this",
     ),
     ("GUNICORN_THREADS", "32", "threads per gunicorn worker; also sizes the WMS and S3 pools"),
     ("GRACEFUL_TIMEOUT", "45", "seconds gunicorn gives a stopping worker to drain uploads"),

@@ -6,6 +6,12 @@ sends, in random order, a direct WMS GetMap of the tile's bbox and a request to 
 service; then it reads every tile again as a hit. Prints one table.
 
     python bench/miss_latency.py --tiles 300 --zoom 15
+    python bench/miss_latency.py --tiles 300 --s3-fault hang   # S3 down, see below
+
+With ``--s3-fault refused|hang|slowdown`` moto sits behind `tests/faults3.py`'s proxy,
+which after the warm-up refuses every connection, accepts them and never answers, or
+answers every call 503 SlowDown: the misses are then measured while S3 is down (every
+one must still be answered 200), and nothing more may be stored.
 
 Run from the repository root, with the dev requirements installed (`make setup-dev`).
 """
@@ -32,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from devtools.demowms import DemoWMS  # noqa: E402
 from s3maptiler.render.getmap import WMSSource, getmap_url  # noqa: E402
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile  # noqa: E402
+from tests.faults3 import DOWN, FaultS3Proxy  # noqa: E402
 from tests.servers import MOTO_CREDENTIALS, GunicornApp, MotoServer, service_cpu_seconds  # noqa: E402
 
 AWS = MOTO_CREDENTIALS  # moto accepts any keys
@@ -56,6 +63,9 @@ def main() -> None:
     parser.add_argument("--zoom", type=int, default=15)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--store", choices=("s3", "local"), default="s3", help="the tile store")
+    parser.add_argument(
+        "--s3-fault", choices=DOWN, help="measure the misses while S3 is down in this shape"
+    )
     parser.add_argument(
         "--env",
         action="append",
@@ -83,7 +93,9 @@ def main() -> None:
         s3 = boto3.client("s3", endpoint_url=moto.url)
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         s3.create_bucket(Bucket=bucket)
-        store = {"BUCKET_NAME": bucket, "AWS_ENDPOINT_URL": moto.url} if args.store == "s3" else {}
+        proxy = FaultS3Proxy(moto.url).start() if args.s3_fault else None
+        endpoint = proxy.url if proxy else moto.url
+        store = {"BUCKET_NAME": bucket, "AWS_ENDPOINT_URL": endpoint} if args.store == "s3" else {}
         app = GunicornApp(
             {
                 **AWS,
@@ -111,6 +123,9 @@ def main() -> None:
         for t in [Tile(centre.x + 100 + i, centre.y, args.zoom) for i in range(10)]:
             direct(t)
             timed_get(session, f"{app.url}/miss/{key(t)}")
+        if proxy is not None:
+            time.sleep(2)  # the warm-up's uploads land
+            proxy.fail_all(args.s3_fault)
 
         results: dict[str, list[float]] = {
             "direct": [],
@@ -136,9 +151,14 @@ def main() -> None:
 
         time.sleep(2)  # let the uploads finish before the hit pass
         cpu_before = service_cpu_seconds(app.process.pid)
-        for t in known:
+        for t in known if proxy is None else []:  # S3 down: no hits to measure
             results["hit"].append(timed_get(session, f"{app.url}/{key(t)}"))
         cpu_hits = service_cpu_seconds(app.process.pid) - cpu_before
+        if proxy is not None:
+            heartbeat = session.get(f"{app.url}/heartbeat", timeout=10).text
+            deep = session.get(f"{app.url}/heartbeat?deep=1", timeout=10).json()["checks"]
+            proxy.heal()
+            proxy.stop()
         if args.store == "s3":
             stored = sum(
                 1
@@ -157,7 +177,9 @@ def main() -> None:
         ("miss, cache read first", results["plain"]),
         ("hit (S3 GetObject)" if args.store == "s3" else "hit (file)", results["hit"]),
     ]
-    print(f"\n{args.tiles} distinct z{args.zoom} tiles per path, concurrency 1, interleaved")
+    rows = [(name, values) for name, values in rows if values]
+    down = f", S3 down: {args.s3_fault}" if args.s3_fault else ""
+    print(f"\n{args.tiles} distinct z{args.zoom} tiles per path, concurrency 1, interleaved{down}")
     print(f"{'path':32} {'p50 ms':>8} {'p95 ms':>8} {'p50 / WMS p50':>14}")
     for name, values in rows:
         p50 = statistics.median(values)
@@ -165,12 +187,20 @@ def main() -> None:
     misses = 2 * args.tiles
     print(
         f"\nWMS GetMaps per miss: {wms_calls / misses:.2f}; objects stored: {stored} "
-        f"(misses {misses} + warm-up 10)"
+        + (
+            "(warm-up 10; none while S3 was down)"
+            if args.s3_fault
+            else f"(misses {misses} + warm-up 10)"
+        )
     )
+    per_hit = cpu_hits * 1000 / len(results["hit"]) if results["hit"] else float("nan")
     print(
         f"service CPU per miss (S3 write included): {cpu_misses * 1000 / misses:.2f} ms; "
-        f"per hit: {cpu_hits * 1000 / len(results['hit']):.2f} ms"
+        f"per hit: {per_hit:.2f} ms"
     )
+    if args.s3_fault:
+        print(f"every miss answered 200; heartbeat: {heartbeat}")
+        print(f"deep heartbeat: {deep}")
 
 
 if __name__ == "__main__":

@@ -53,13 +53,16 @@ class Outcome:
     form: str
     tiles: int
     errors: int
+    failed: Counter  # answers that were not 200, by status
     getmaps: int
+    error_statuses: Counter  # the status of each answer that was not 200
     seconds: float
     latencies: list[float]
     tile_puts: Counter
     refused_puts: int
     lease_calls: int
     store_reads: int
+    kinds: Counter  # S3 requests by kind (see s3_kind), from nginx's log
     cpu: dict[str, float]  # CPU seconds of the service, the WMS and S3 over the run
 
     @property
@@ -79,6 +82,18 @@ def block_keys(side: int, zoom: int, seed: int) -> list[str]:
     ]
     random.Random(seed).shuffle(keys)
     return keys
+
+
+def s3_kind(call) -> str:
+    """The kind of one S3 request, as /metrics names it (s3maptiler_s3_requests_total)."""
+    lease = call.key.startswith(LEASE_PREFIX)
+    if call.method == "PUT" and call.key:
+        return "lease_put" if lease else "put"
+    if call.method == "GET" and call.key and not call.query:
+        return "lease_get" if lease else "get"
+    if call.method == "HEAD":
+        return "head"
+    return "list" if call.method == "GET" and "list-type" in call.query else "other"
 
 
 def run_setup(name, instances, workers, form, keys, clients, wms, moto, s3, spool_root) -> Outcome:
@@ -139,13 +154,16 @@ def run_setup(name, instances, workers, form, keys, clients, wms, moto, s3, spoo
         form=form,
         tiles=len(keys),
         errors=sum(status != 200 for status, _ in answers),
+        failed=Counter(status for status, _ in answers if status != 200),
         getmaps=getmaps,
+        error_statuses=Counter(status for status, _ in answers if status != 200),
         seconds=seconds,
         latencies=[latency for _, latency in answers],
         tile_puts=Counter(c.key for c in puts if c.status == 200),
         refused_puts=sum(c.status == 412 for c in puts),
         lease_calls=sum(c.key.startswith(LEASE_PREFIX) for c in calls),
         store_reads=sum(c.method == "GET" and c.key.startswith("tiles/") for c in calls),
+        kinds=Counter(s3_kind(c) for c in calls),
         cpu=used,
     )
 
@@ -210,12 +228,29 @@ def report(outcomes: list[Outcome]) -> None:
             f"| {' / '.join(f'{1000 * o.cpu[k] / o.tiles:.1f}' for k in CPU_PARTS)} |"
         )
     print()
+    for o in outcomes:
+        if o.errors:
+            counted = sorted(o.error_statuses.items())
+            statuses = ", ".join(f"{n} x {status}" for status, n in counted)
+            print(f"errors of {o.setup} {o.form}: {statuses}")
     for form in ("miss", "key"):
         pair = {o.setup: o for o in outcomes if o.form == form}
         if len(pair) == 2:
             one, fleet = pair["1 x 1"], pair["3 x 2"]
             ratio = (fleet.tiles / fleet.seconds) / (one.tiles / one.seconds)
             print(f"throughput 3 x 2 over 1 x 1 ({form} form): {ratio:.2f}x")
+    for o in outcomes:
+        if o.failed:
+            print(f"errors of {o.setup} {o.form}: {dict(o.failed)}")
+    print()
+    kinds = ("get", "put", "lease_put", "lease_get", "head", "list", "other")
+    print("S3 requests per tile by kind (nginx's log; put counts refused 412s too)")
+    print(f"| setup | requests | {' | '.join(kinds)} | all |")
+    print("|---|---|" + "---|" * (len(kinds) + 1))
+    for o in outcomes:
+        per = [o.kinds[k] / o.tiles for k in kinds]
+        form = "/miss/<key>" if o.form == "miss" else "/<key>"
+        print(f"| {o.setup} | {form} | {' | '.join(f'{v:.3f}' for v in per)} | {sum(per):.3f} |")
 
 
 def main() -> None:
@@ -229,7 +264,9 @@ def main() -> None:
         choices=("miss", "key", "miss,key"),
         help="the redirect form (/miss/<key>), plain keys (/<key>), or both (miss,key)",
     )
-    parser.add_argument("--lone", type=int, default=60, help="lone misses timed per service")
+    parser.add_argument(
+        "--lone", type=int, default=60, help="lone misses timed per service (0: none)"
+    )
     args = parser.parse_args()
     moto = MotoServer().start()
     wms = DemoWMS().start()
@@ -258,11 +295,13 @@ def main() -> None:
                         spool_root,
                     )  # fmt: skip
                 )
-        lone = lone_misses(args.lone, args.zoom, wms, moto, s3, spool_root)
+        lone = lone_misses(args.lone, args.zoom, wms, moto, s3, spool_root) if args.lone else None
     finally:
         wms.stop()
         moto.stop()
     report(outcomes)
+    if lone is None:
+        return
     with_lease, without = (statistics.median(lone[k]) for k in ("with lease", "without lease"))
     print(
         f"lone miss, 4x4 metatile, c=1, p50: {1000 * with_lease:.1f} ms with the lease, "

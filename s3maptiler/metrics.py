@@ -38,7 +38,8 @@ WMS_ERRORS = Counter(
 )
 UPLOADS = Counter(
     "s3maptiler_uploads_total",
-    "Tiles handed to the upload queue, by outcome (stored, exists, failed, dropped).",
+    "Tiles handed to the upload queue, by outcome (stored, exists; and unstored: failed,"
+    " skipped while the store's breaker was open, dropped).",
     ["outcome"],
 )
 UPLOAD_QUEUE = Gauge(
@@ -51,12 +52,36 @@ STORE_READS_DENIED = Counter(
     "Tile reads the store refused with 403 (no s3:GetObject, or a missing key without "
     "s3:ListBucket); each is rendered as a miss.",
 )
+STORE_CALLS_SKIPPED = Counter(
+    "s3maptiler_store_calls_skipped_total",
+    "S3 calls not made because the store's circuit breaker was open, by call (read: the"
+    " tile was rendered; lease: rendered without one; write: the tile is unstored).",
+    ["call"],
+)
+STORE_BREAKER_OPENED = Counter(
+    "s3maptiler_store_breaker_opened_total",
+    "Times the store's circuit breaker opened (consecutive refused, timed-out or"
+    " throttled S3 calls).",
+)
+S3_REQUESTS = Counter(
+    "s3maptiler_s3_requests_total",
+    "S3 requests the data-path client sent, retries included, by kind: get (tile reads),"
+    " put and put_conditional (tile writes), lease_put and lease_get (the fleet's"
+    " leases), head (HeadBucket), list (ListObjectsV2 of seeding tasks); for checking"
+    " cost estimates against the bill.",
+    ["kind"],
+)
 SINGLE_FLIGHT_WAITS = Counter(
     "s3maptiler_single_flight_waits_total",
     "Requests served by another's store read or render, by where that ran: another"
     " thread of the worker, another worker of the host, or another instance.",
     ["ring"],
 )
+
+
+def count_s3_request(kind: str) -> None:
+    """One S3 request of `kind` sent (the data-path client's on_request)."""
+    S3_REQUESTS.labels(kind).inc()
 
 
 def exposition() -> tuple[bytes, str]:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The preview map's library: install OpenLayers at the version pinned in
-# viewer/package-lock.json (npm ci, into viewer/node_modules/) and copy the built files
-# the page loads to s3maptiler/static/vendor/. Both folders are git-ignored; the
+# The preview map's library: install OpenLayers (and protomaps' pmtiles, which reads
+# PMTiles archives in the browser) at the versions pinned in viewer/package-lock.json
+# (npm ci, into viewer/node_modules/) and copy the built files pages load to
+# s3maptiler/static/vendor/<package>/. Both folders are git-ignored; the
 # Elastic Beanstalk bundle includes the second. Idempotent: when the vendor folder was
 # built from the current lock file it does nothing.
 set -euo pipefail
@@ -10,13 +11,13 @@ cd "$(dirname "$0")/.."
 lock=viewer/package-lock.json
 vendor=s3maptiler/static/vendor
 stamp="$vendor/.package-lock.sha256"
-files=(ol/dist/ol.js ol/ol.css ol/LICENSE.md)
+files=(ol/dist/ol.js ol/ol.css ol/LICENSE.md pmtiles/dist/pmtiles.js)
 
 want=$(sha256sum "$lock" | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   up_to_date=1
   for file in "${files[@]}"; do
-    [ -f "$vendor/ol/$(basename "$file")" ] || up_to_date=0
+    [ -f "$vendor/${file%%/*}/$(basename "$file")" ] || up_to_date=0
   done
   [ "$up_to_date" = 1 ] && exit 0
 fi
@@ -34,9 +35,9 @@ if ! { [ -f "$installed" ] && [ "$(cat "$installed")" = "$want" ]; }; then
 fi
 
 rm -rf "$vendor.tmp"
-mkdir -p "$vendor.tmp/ol"
 for file in "${files[@]}"; do
-  cp "viewer/node_modules/$file" "$vendor.tmp/ol/"
+  mkdir -p "$vendor.tmp/${file%%/*}"
+  cp "viewer/node_modules/$file" "$vendor.tmp/${file%%/*}/"
 done
 version=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' viewer/node_modules/ol/package.json | head -n 1)
 echo "ol $version from viewer/package-lock.json" >"$vendor.tmp/VERSION"

@@ -10,11 +10,16 @@ forwarded to moto unchanged, except PutObject requests while a fault is armed:
   some S3-compatible stores and proxies answer 403).
 
 ``fail_puts(fault, times)`` arms a fault for the next `times` PutObjects (None:
-always); ``clear()`` disarms it. ``deny_gets(True)`` answers every GetObject with
-403 ``AccessDenied``, as S3 does for a role without ``s3:GetObject`` (`gets_denied`
-counts them). ``hold_puts()`` makes PutObjects wait until
-``release_puts()``; ``delay`` seconds are added to every PutObject. Counters:
-`puts_seen`, `puts_failed`, `puts_forwarded` and the keys of forwarded PUTs.
+always); ``clear()`` disarms it. ``fail_all(shape)`` fails EVERY call, the three shapes
+of an S3 that is down: ``refused`` (the port is closed: connection refused),
+``hang`` (connections are accepted, requests read, and never answered) and
+``slowdown`` (503 SlowDown to every request); ``heal()`` ends it, on the same port.
+``deny_gets(True)`` answers every GetObject with 403 ``AccessDenied``, as S3 does
+for a role without ``s3:GetObject`` (`gets_denied` counts them). ``hold_puts()``
+makes PutObjects wait until ``release_puts()``; ``delay`` seconds are added to
+every PutObject. Counters: `puts_seen`, `puts_failed`, `puts_forwarded` and the keys
+of forwarded PUTs; `gets_seen` (GetObject and HeadObject on a key); `calls_failed`
+(calls that met fail_all's shape).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 FAULTS = ("slowdown", "500", "reset", "expired")
+DOWN = ("refused", "hang", "slowdown")  # shapes of fail_all
 
 _ERRORS = {
     "denied": (403, "AccessDenied", "Access Denied"),
@@ -86,17 +92,27 @@ class FaultS3Proxy:
         self.forwarded_keys: list[str] = []
         self.failed_keys: list[str] = []
         self.gets_denied = 0
+        self.gets_seen = 0  # GetObject and HeadObject requests on a key
+        self.calls_failed = 0  # calls that met fail_all's shape
         self._deny_gets = False
+        self._down: str | None = None
+        self._healed = threading.Event()
+        self._healed.set()
         self._fault: str | None = None
         self._times: int | None = None
         self._lock = threading.Lock()
         self._open = threading.Event()
         self._open.set()
         self._stopping = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.port = 0
+        self._listen()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _listen(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self.server.daemon_threads = True
         self.server.request_queue_size = 256
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     # ------------------------------------------------------------------ control
@@ -108,8 +124,39 @@ class FaultS3Proxy:
     def stop(self) -> None:
         self._stopping.set()
         self._open.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self._healed.set()
+        if self._down != "refused":
+            self.server.shutdown()
+            self.server.server_close()
+
+    def fail_all(self, shape: str) -> None:
+        """Every call fails in `shape` (one of DOWN) until heal()."""
+        if shape not in DOWN:
+            raise ValueError(f"unknown shape {shape!r}; one of {', '.join(DOWN)}")
+        self.heal()
+        with self._lock:
+            self._down = shape
+            self.calls_failed = 0
+        if shape == "refused":  # nobody listens on the port any more
+            self.server.shutdown()
+            self.server.server_close()
+        elif shape == "hang":
+            self._healed.clear()
+
+    def heal(self) -> None:
+        """S3 is back: the same port forwards every call again."""
+        with self._lock:
+            down, self._down = self._down, None
+        self._healed.set()  # hanging requests are let go (their clients are long gone)
+        if down == "refused":
+            self._listen()
+            self.thread.start()
+
+    def _take_down(self) -> str | None:
+        with self._lock:
+            if self._down is not None:
+                self.calls_failed += 1
+            return self._down
 
     def fail_puts(self, fault: str, times: int | None = None) -> None:
         """Answer the next `times` PutObjects (None: every one) with `fault`."""
@@ -125,6 +172,7 @@ class FaultS3Proxy:
 
     def _take_get(self, key: str) -> bool:
         with self._lock:
+            self.gets_seen += 1
             if self._deny_gets:
                 self.gets_denied += 1
             return self._deny_gets
@@ -143,7 +191,7 @@ class FaultS3Proxy:
 
     def reset_counts(self) -> None:
         with self._lock:
-            self.puts_seen = self.puts_failed = self.puts_forwarded = 0
+            self.puts_seen = self.puts_failed = self.puts_forwarded = self.gets_seen = 0
             self.forwarded_keys.clear()
             self.failed_keys.clear()
 
@@ -153,6 +201,7 @@ class FaultS3Proxy:
                 "seen": self.puts_seen,
                 "failed": self.puts_failed,
                 "forwarded": self.puts_forwarded,
+                "gets": self.gets_seen,
             }
 
     def _take_fault(self, key: str) -> str | None:
@@ -187,6 +236,17 @@ class FaultS3Proxy:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                down = proxy._take_down()
+                if down == "hang":
+                    proxy._healed.wait()
+                    self.close_connection = True
+                    return
+                if down == "slowdown":
+                    self._fail("slowdown", urlsplit(self.path).path.lstrip("/"))
+                    return
+                if down == "refused":  # a kept-alive connection from before: reset it
+                    self._fail("reset", "")
+                    return
                 read = get_object_key(self.command, self.path)
                 if read is not None and proxy._take_get(read):
                     self._fail("denied", read)

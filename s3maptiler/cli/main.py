@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from s3maptiler.cli import bucket, publish, purge, seed, upload, worker
+from s3maptiler.cli import bucket, export, publish, purge, seed, upload, worker
 from s3maptiler.cli.common import Group, configure_logging
 
 __all__ = ["main"]
@@ -30,6 +30,7 @@ for command in (
     purge.purge_command,
     publish.publish_command,
     seed.seed_command,
+    export.export_command,
     worker.worker_command,
 ):
     main.add_command(command)

@@ -10,7 +10,7 @@ same command resumes from it, and it is removed once a run completes without
 failures) and the failures file (failed metatiles of the last run; replay them with
 ``--retry-failed FILE``).
 
-About 410 lines in one module on purpose: it is the one command with many options
+About 420 lines in one module on purpose: it is the one command with many options
 (area, zooms, layers, pixel ratios, dimensions, refresh age, queue), and each option's
 checking sits beside the option, as in the other commands.
 """
@@ -28,12 +28,14 @@ from typing import Any
 
 import click
 
-from s3maptiler.cli import common
+from s3maptiler.cli import common, costs
 from s3maptiler.cli import dimensions as dimension_option
+from s3maptiler.cli.costs import print_costs
 from s3maptiler.config import Settings, with_pixel_ratios
 from s3maptiler.render.errors import WMSError
 from s3maptiler.render.pipeline import LayerRuntime
 from s3maptiler.seeding import sqs as sqs_jobs
+from s3maptiler.seeding.cost import Prices, SizeSampler, plan_costs
 from s3maptiler.seeding.coverage import Coverage, CoverageError, SeedError, load_geojson
 from s3maptiler.seeding.journal import (
     FailureLog,
@@ -42,7 +44,7 @@ from s3maptiler.seeding.journal import (
     plan_signature,
     read_failures,
 )
-from s3maptiler.seeding.plan import MetaJob, layer_runtime, plan_jobs, tile_count, zoom_plan
+from s3maptiler.seeding.plan import MetaJob, layer_runtime, plan_jobs, tile_count
 from s3maptiler.seeding.run import SeedOptions, estimate, run_seed
 from s3maptiler.service.build import wms_client
 
@@ -59,7 +61,7 @@ def _runtime(env: common.Environment, layer_name: str | None) -> LayerRuntime:
     return layer_runtime(env.layer(layer_name))
 
 
-def _zooms(value: str, runtime: LayerRuntime) -> list[int]:
+def zoom_levels(value: str, runtime: LayerRuntime) -> list[int]:
     low, _, high = value.partition("-")
     try:
         first, last = int(low), int(high or low)
@@ -76,7 +78,7 @@ def _zooms(value: str, runtime: LayerRuntime) -> list[int]:
     return list(range(first, last + 1))
 
 
-def _coverage(bbox: str | None, geojson: Path | None) -> Coverage:
+def area_of(bbox: str | None, geojson: Path | None) -> Coverage:
     if (bbox is None) == (geojson is None):
         raise common.ConfigProblem("give the area with exactly one of --bbox or --geojson")
     try:
@@ -173,7 +175,10 @@ def _digest(text: str) -> str:
 @click.option("--queue", metavar="URL", help="Send the metatiles to this SQS queue instead.")
 @click.option("--per-message", default=1, show_default=True, type=click.IntRange(1, 100))
 @click.option("--status", is_flag=True, help="Print the counts of the --queue and exit.")
-@click.option("--dry-run", is_flag=True, help="Counts per zoom and a time estimate; store nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Counts and costs per zoom, a time estimate; store nothing."
+)
+@costs.price_options
 @click.pass_context
 def seed_command(
     ctx: click.Context,
@@ -195,6 +200,7 @@ def seed_command(
     per_message: int,
     status: bool,
     dry_run: bool,
+    prices: Prices,
 ) -> None:
     """Fill a layer's cache for zoom levels over an area, one GetMap per metatile.
 
@@ -237,8 +243,8 @@ def seed_command(
         runtime = _runtime(env, layer_name)
         if zoom is None:
             raise common.ConfigProblem("--zoom is required (e.g. --zoom 0-14)")
-        zooms = _zooms(zoom, runtime)
-        coverage = _coverage(bbox, geojson)
+        zooms = zoom_levels(zoom, runtime)
+        coverage = area_of(bbox, geojson)
         ext = (ext or runtime.layer.extension).lower()
         if ext not in runtime.sources:
             raise common.ConfigProblem(
@@ -247,7 +253,19 @@ def seed_command(
         combinations = dimension_option.chosen(runtime.layer, dimensions)
         layers = {runtime.layer.name: runtime}
         if dry_run:
-            _print_plan(runtime, coverage, zooms, len(combinations))
+            store = common.tile_store(env, settings, s3, 4, conditional=False)
+            sampler = SizeSampler(runtime, ext, coverage, store)
+            plan = plan_costs(
+                runtime,
+                ext,
+                coverage,
+                zooms,
+                sampler,
+                seed=True,
+                read=False,
+                repeat=len(combinations),
+            )
+            print_costs(plan, prices, _cost_note(skip_existing, refresh_age, runtime))
         # The area's metatiles are the same for every value: planned once.
         area = list(plan_jobs(runtime, coverage, zooms, ext))
         jobs = [job._replace(dimensions=values) for values in combinations for job in area]
@@ -320,18 +338,19 @@ def seed_command(
         ctx.exit(common.EXIT_FAILED)
 
 
-def _print_plan(
-    runtime: LayerRuntime, coverage: Coverage, zooms: list[int], values: int = 1
-) -> None:
-    plans = zoom_plan(runtime, coverage, zooms)
+def _cost_note(skip_existing: bool, refresh_age: str | None, runtime: LayerRuntime) -> str:
+    """What the table's counts do not know."""
+    notes = []
+    if skip_existing or refresh_age:
+        notes.append(
+            "tiles already stored (and young enough) are skipped: GetMaps and PUTs are at "
+            "most these, plus one LIST per folder"
+        )
+    if runtime.layer.empty_tiles == "redirect":
+        notes.append("plus one PUT per distinct shared blank")
     cols, rows = runtime.layer.metatile
-    each = f", for each of {values} dimension values" if values > 1 else ""
-    click.echo(
-        f"zoom  tiles  metatiles ({cols}x{rows}, buffer {runtime.layer.meta_buffer} px{each})"
-    )
-    for plan in plans:
-        click.echo(f"{plan.z:>4}  {plan.tiles:>5}  {plan.metatiles:>9}")
-    click.echo(f"total {sum(p.tiles for p in plans):>5}  {sum(p.metatiles for p in plans):>9}")
+    notes.append(f"metatiles of {cols}x{rows} tiles, buffer {runtime.layer.meta_buffer} px")
+    return "; ".join(notes)
 
 
 def _print_estimate(

@@ -289,6 +289,10 @@ def load_settings(
         upload_max_workers=upload_max_workers,
         upload_queue=read.integer("UPLOAD_QUEUE", 2000, 1, 1_000_000),
         upload_retries=read.integer("UPLOAD_RETRIES", 3, 0, 20),
+        s3_read_timeout=read.number("S3_READ_TIMEOUT", 2.0, 0.05, 60),
+        s3_upload_timeout=read.number("S3_UPLOAD_TIMEOUT", 5.0, 0.1, 300),
+        s3_breaker_failures=read.integer("S3_BREAKER_FAILURES", 3, 1, 1000),
+        s3_breaker_cooldown=read.number("S3_BREAKER_COOLDOWN", 5.0, 0.1, 3600),
         s3_acl=read.text("S3_ACL"),
         s3_conditional_put=read.boolean("S3_CONDITIONAL_PUT", True),
         aws_endpoint_url=endpoint,
@@ -301,5 +305,6 @@ def load_settings(
         service_url=_service_url(read),
         spool_dir=Path(spool_dir) if spool_dir else default_spool_dir(),
         fleet_leases=read.boolean("FLEET_LEASES", True),
+        lease_seconds=read.number("LEASE_SECONDS", 6.0, 1.0, 600),
         metrics_allow=_metrics_allow(read),
     )

@@ -96,6 +96,27 @@ def _bounded(low: int, high: int) -> Callable[[Any], int]:
     return check
 
 
+def _pmtiles(value: Any) -> str:
+    """A PMTiles archive: ``s3://bucket/key.pmtiles``, a key in the service's bucket,
+    or (without a bucket) a path under LOCAL_CACHE_DIR or an absolute one."""
+    if not isinstance(value, str) or not value.endswith(".pmtiles"):
+        raise ValueError("expected the name of a .pmtiles archive")
+    if value.startswith("s3://"):
+        bucket, _, key = value[5:].partition("/")
+        if not bucket or not key:
+            raise ValueError("expected s3://bucket/key.pmtiles")
+    return value
+
+
+def _zoom_range(value: Any) -> tuple[int, int]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError("expected [lowest, highest] zoom")
+    low, high = (_zoom(v) for v in value)
+    if low > high:
+        raise ValueError("expected [lowest, highest] zoom, lowest first")
+    return low, high
+
+
 # layers-file key -> (Layer field, checker)
 LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "title": ("title", _text),
@@ -128,6 +149,8 @@ LAYER_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "dimensions": ("dimensions", parse_dimensions),
     "credentials": ("credentials", parse_credentials),
     "source": ("tile_source", parse_tile_source),
+    "pmtiles": ("pmtiles", _pmtiles),
+    "pmtiles_zooms": ("pmtiles_zooms", _zoom_range),
 }
 
 
@@ -194,6 +217,7 @@ def load_layers_file(path: Path, wms_server: str | None = None) -> tuple[Layer, 
             raise ConfigError(f"{where}: key 'extent' needs a grid in EPSG:3857 or EPSG:4326")
         if layer.min_zoom > layer.max_zoom:
             raise ConfigError(f"{where}: key 'min_zoom' is above max_zoom {layer.max_zoom}")
+        _check_pmtiles(where, layer, grid)
         layers.append(layer)
     _check_prefixes(path, layers)
     return tuple(layers)
@@ -219,6 +243,18 @@ def _tile_source_fields(where: str, grid: TileGrid, spec: TileSourceSpec, fields
             raise ConfigError(
                 f"{where}: key 'min_zoom': 256 px tiles cut from 512 px ones start at zoom 1"
             )
+
+
+def _check_pmtiles(where: str, layer: Layer, grid: TileGrid) -> None:
+    """An archive serves zooms of a z/x/y Web Mercator layer, without dimensions."""
+    if (layer.pmtiles is None) != (layer.pmtiles_zooms is None):
+        raise ConfigError(f"{where}: keys 'pmtiles' and 'pmtiles_zooms' go together")
+    if layer.pmtiles is None:
+        return
+    if grid.srs != "EPSG:3857" or grid.matrix_size(0) != (1, 1):
+        raise ConfigError(f"{where}: key 'pmtiles' needs the GoogleMapsCompatible grid")
+    if layer.dimensions:
+        raise ConfigError(f"{where}: key 'pmtiles' cannot serve a layer with dimensions")
 
 
 def _tables(path: Path, section: str, tables: Any):

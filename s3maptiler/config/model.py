@@ -95,6 +95,10 @@ class Layer:
     credentials: Credentials | None = field(default=None, repr=False)
     # A tile service instead of the WMS: one upstream tile per tile (config/sources.py).
     tile_source: TileSourceSpec | None = None
+    # A PMTiles archive (s3://bucket/key, a key in the bucket, or a local path) that
+    # answers the zooms pmtiles_zooms (lowest, highest) instead of the WMS.
+    pmtiles: str | None = None
+    pmtiles_zooms: tuple[int, int] | None = None
 
     @property
     def tile_format(self) -> TileFormat:
@@ -134,6 +138,10 @@ class Settings:
     upload_max_workers: int = 32  # the pool grows to this many threads while a backlog lasts
     upload_queue: int = 2000
     upload_retries: int = 3
+    s3_read_timeout: float = 2.0  # seconds: a tile read or lease call, one attempt
+    s3_upload_timeout: float = 5.0  # seconds per PutObject attempt of an upload
+    s3_breaker_failures: int = 3
+    s3_breaker_cooldown: float = 5.0
     s3_acl: str | None = None
     s3_conditional_put: bool = True
     aws_endpoint_url: str | None = None
@@ -146,6 +154,7 @@ class Settings:
     service_url: str | None = None  # public URL of the service, for URLs in documents
     spool_dir: Path = field(default_factory=lambda: default_spool_dir())
     fleet_leases: bool = True  # share metatile renders between instances through the bucket
+    lease_seconds: float = 6.0  # a lease's life unless renewed (every third of it)
     # Networks that may read /metrics (every hop of a request must be in one); None: off.
     metrics_allow: tuple[IPNetwork, ...] | None = (
         ipaddress.ip_network("127.0.0.0/8"),

@@ -22,9 +22,8 @@ def heartbeat() -> Response:
     tiles = service()
     stats = tiles.uploads.stats()
     if request.args.get("deep") not in ("1", "true"):
-        counts = " ".join(
-            f"uploads_{name}={stats[name]}" for name in ("pending", "stored", "failed", "dropped")
-        )
+        names = ("pending", "stored", "failed", "skipped", "dropped", "unstored")
+        counts = " ".join(f"uploads_{name}={stats[name]}" for name in names)
         return text(200, f"ok {counts}")
     checks = tiles.health_checks()
     healthy = all(result == "ok" for result in checks.values())

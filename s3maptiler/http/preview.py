@@ -210,7 +210,8 @@ def preview_config(
     rows). Tiles are addressed as in :mod:`s3maptiler.tiles.grids`, row counted from the top,
     which is also how OpenLayers counts them. ``extent`` is the grid's bbox in CRS
     units; ``dataExtent`` the layer's extent in decimal degrees (or None);
-    ``bucketUrl`` the bucket's public URL (or None), whose address comes first.
+    ``bucketUrl`` the bucket's public URL (or None), whose address comes first;
+    ``archiveZooms`` the [lowest, highest] zoom answered from a PMTiles archive, or None.
     Raises :class:`UnsupportedGrid` when the map cannot draw the grid.
     """
     projection = projection_of(grid)
@@ -235,6 +236,10 @@ def preview_config(
         "maxZoom": zooms.stop - 1,
         "addresses": [asdict(a) for a in tile_addresses(layer, grid, root, bucket_url)],
         "bucketUrl": bucket_url.rstrip("/") if bucket_url else None,
+        # Zooms the service answers from the layer's PMTiles archive (service/archived.py).
+        "archiveZooms": list(layer.pmtiles_zooms)
+        if layer.pmtiles_zooms and layer.pixel_ratio == 1
+        else None,
     }
 
 

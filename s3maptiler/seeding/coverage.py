@@ -77,6 +77,14 @@ class Coverage:
             max(p[1] for p in points),
         )
 
+    @property
+    def is_box(self) -> bool:
+        """Whether the area is one rectangle along meridians and parallels (a bbox)."""
+        if len(self.polygons) != 1 or len(self.polygons[0]) != 1:
+            return False
+        ring = set(self.polygons[0][0])
+        return len(ring) == 4 and len({p[0] for p in ring}) == 2 and len({p[1] for p in ring}) == 2
+
     def digest(self) -> str:
         """A short stable fingerprint of the area, for journals."""
         text = json.dumps(self.polygons, separators=(",", ":"))

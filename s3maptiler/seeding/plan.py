@@ -105,15 +105,38 @@ def _candidate_tiles(grid: TileGrid, coverage: Coverage, z: int) -> Iterator[Til
             yield Tile(x, y, z)
 
 
+def covered_tiles(runtime: LayerRuntime, coverage: Coverage, z: int) -> Iterator[Tile]:
+    """Tiles of zoom ``z`` sharing area with ``coverage``, rows then columns, one at a
+    time (an export streams them; nothing is kept)."""
+    grid = runtime.grid
+    west, south, east, north = coverage.bounds
+    first = lonlat_to_tile(grid, west, north, z)
+    last = lonlat_to_tile(grid, east, south, z)
+    box = coverage.is_box
+    for tile in _candidate_tiles(grid, coverage, z):
+        # A box covers every candidate off its border whole: no geometry to test (the
+        # test costs more than reading a tile from a local directory).
+        inside = box and first.x < tile.x < last.x and first.y < tile.y < last.y
+        if inside or tile_touches(coverage, tile_lonlat_bounds(grid, tile)):
+            yield tile
+
+
+def candidate_count(runtime: LayerRuntime, coverage: Coverage, z: int) -> int:
+    """Tiles of the coverage's bounds at zoom ``z``: an upper bound of
+    :func:`covered_tiles`, without looking at each tile (a progress bar's total)."""
+    west, south, east, north = coverage.bounds
+    top_left = lonlat_to_tile(runtime.grid, west, north, z)
+    bottom_right = lonlat_to_tile(runtime.grid, east, south, z)
+    return (bottom_right.x - top_left.x + 1) * (bottom_right.y - top_left.y + 1)
+
+
 def _covered(runtime: LayerRuntime, coverage: Coverage, z: int) -> dict[Tile, list[Tile]]:
     """Covered tiles of zoom ``z`` grouped by the top-left tile of their metatile."""
     cols, rows = runtime.layer.metatile
-    grid = runtime.grid
     groups: dict[Tile, list[Tile]] = {}
-    for tile in _candidate_tiles(grid, coverage, z):
-        if tile_touches(coverage, tile_lonlat_bounds(grid, tile)):
-            origin = Tile(tile.x // cols * cols, tile.y // rows * rows, z)
-            groups.setdefault(origin, []).append(tile)
+    for tile in covered_tiles(runtime, coverage, z):
+        origin = Tile(tile.x // cols * cols, tile.y // rows * rows, z)
+        groups.setdefault(origin, []).append(tile)
     return groups
 
 

@@ -13,8 +13,10 @@ from s3maptiler.config import Settings
 from s3maptiler.render.wms import WMSClient
 from s3maptiler.service.leases import Leases
 from s3maptiler.service.spool import Spool
+from s3maptiler.service.storeguard import GuardedStore, StoreBreaker
 from s3maptiler.service.tilepath import TileService
 from s3maptiler.storage.blanks import SharedBlanks
+from s3maptiler.storage.objects import objects_client
 from s3maptiler.storage.s3 import make_s3_client
 from s3maptiler.storage.stores import LocalStore, S3Store, TileStore
 from s3maptiler.storage.uploads import UploadJob, UploadPool
@@ -22,28 +24,39 @@ from s3maptiler.storage.uploads import UploadJob, UploadPool
 __all__ = ["READ_ATTEMPTS", "build_service", "s3_store", "wms_client"]
 
 
-# S3 requests per tile read (GetObject), retries included: a read is on the request
-# path, so a throttled store costs a little latency, then the tile is rendered.
-READ_ATTEMPTS = 3
+# S3 requests per tile read (GetObject) or lease call, retries included: a read is on
+# the request path, and a failed one costs a render, less than botocore's backoff
+# (up to seconds) before a second try; so one attempt, within S3_READ_TIMEOUT.
+READ_ATTEMPTS = 1
 
 
 def build_service(settings: Settings, store: TileStore | None = None) -> TileService:
     """Create the per-process clients (WMS session, S3 clients, upload pool) and the service.
 
-    Two S3 clients, one retry policy (botocore "standard"), two budgets: reads (and
-    the fleet's leases) make at most READ_ATTEMPTS requests, uploads at most
-    1 + UPLOAD_RETRIES PutObjects. A given `store` (tests) serves both."""
+    Two data-path S3 clients (storage/objects.py), one retry policy, two budgets:
+    reads (and the fleet's leases) make at most READ_ATTEMPTS requests of
+    S3_READ_TIMEOUT, uploads at most 1 + UPLOAD_RETRIES PutObjects of
+    S3_UPLOAD_TIMEOUT. One breaker for the bucket stands in front of all three
+    (service/storeguard.py). A given `store` (tests) serves both, without a breaker."""
     upload_store = store
-    leases = None
+    leases = breaker = None
     if store is None:
         if settings.bucket:
-            store = _s3_store(settings, settings.threads, READ_ATTEMPTS)
+            store = _s3_store(settings, settings.threads, READ_ATTEMPTS, settings.s3_read_timeout)
             store.on_read_denied = metrics.STORE_READS_DENIED.inc
-            upload_store = _s3_store(
-                settings, settings.upload_max_workers, 1 + settings.upload_retries
+            upload_attempts = 1 + settings.upload_retries
+            raw_uploads = _s3_store(
+                settings, settings.upload_max_workers, upload_attempts, settings.s3_upload_timeout
             )
+            breaker = StoreBreaker(
+                store.location, settings.s3_breaker_failures, settings.s3_breaker_cooldown
+            )
+            upload_store = GuardedStore(raw_uploads, breaker, upload_attempts)
             if settings.fleet_leases:
-                leases = Leases(store.client, settings.bucket)
+                leases = Leases(
+                    store.objects, settings.bucket, lease_seconds=settings.lease_seconds,
+                    breaker=breaker,
+                )  # fmt: skip
         else:
             store = upload_store = LocalStore(settings.local_cache_dir)
     wms = wms_client(settings, settings.threads)
@@ -63,7 +76,7 @@ def build_service(settings: Settings, store: TileStore | None = None) -> TileSer
         on_result=settled,
     )
     spool = Spool(settings.spool_dir)
-    return TileService(settings, store, wms, uploads, spool, leases, blanks)
+    return TileService(settings, store, wms, uploads, spool, leases, blanks, breaker)
 
 
 def wms_client(settings: Settings, pool_size: int) -> WMSClient:
@@ -91,11 +104,29 @@ def s3_store(
     return S3Store(name, client, acl=settings.s3_acl, conditional=conditional)
 
 
-def _s3_store(settings: Settings, threads: int, attempts: int) -> S3Store:
+def _s3_store(settings: Settings, threads: int, attempts: int, timeout: float) -> S3Store:
+    """A store whose tile reads and writes go through the data-path client (counted in
+    /metrics); its boto3 client is the control plane (listing, for seeding tasks)."""
     client = make_s3_client(
         max_pool_connections=threads,
         endpoint_url=settings.aws_endpoint_url,
         region_name=settings.aws_region,
+        connect_timeout=timeout,
+        read_timeout=timeout,
         max_attempts=attempts,
     )
-    return s3_store(settings, client)
+    # Listings (seeding tasks' "skip existing") go through boto3: counted as "list".
+    client.meta.events.register(
+        "before-send.s3.ListObjectsV2", lambda **_: metrics.count_s3_request("list")
+    )
+    store = s3_store(settings, client)
+    store.objects = objects_client(
+        endpoint_url=settings.aws_endpoint_url,
+        region_name=settings.aws_region,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        max_attempts=attempts,
+        pool_size=threads,
+        on_request=metrics.count_s3_request,
+    )
+    return store

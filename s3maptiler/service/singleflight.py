@@ -56,6 +56,11 @@ class SingleFlight(Generic[V]):
         future.add_done_callback(lambda _done: self._forget(key, future))
         return future, True
 
+    def follow(self, key: Hashable) -> Future[V] | None:
+        """The key's future when someone leads it now, else None (never leads)."""
+        with self._lock:
+            return self._flights.get(key)
+
     def _forget(self, key: Hashable, future: Future[V]) -> None:
         with self._lock:
             if self._flights.get(key) is future:

@@ -138,6 +138,11 @@ class Spool:
             log.warning("spool %s unusable, workers render alone: %s", self.directory, exc)
             return Turn(held=True)
 
+    def peek(self, flight: str) -> RenderedTiles | None:
+        """A fresh render of `flight` published on this host, else None (no lock taken)."""
+        found = self._read(flight, None)
+        return found if isinstance(found, RenderedTiles) else None
+
     # --------------------------------------------------------------- the spool
 
     def _path(self, flight: str) -> Path:

@@ -23,7 +23,7 @@ Every wait for someone else's render lasts at most `patience`: twice the render'
 own budget (the leader may itself wait that long before it renders). A waiter
 whose leader failed answers with the leader's error (502/503/504), never a 500.
 
-One module of about 460 lines on purpose: the tile path is one flow (read, the three
+One module of about 490 lines on purpose: the tile path is one flow (read, the three
 rings, render, publish, upload), and splitting it would scatter the order of its
 steps; addresses, the rings and the slicer already live beside it.
 """
@@ -49,12 +49,14 @@ from s3maptiler.render.tilesource import tile_url
 from s3maptiler.render.wms import WMSClient
 from s3maptiler.service import lifetimes
 from s3maptiler.service.addresses import Addresses, TileRequest
+from s3maptiler.service.archived import ArchivedZooms
 from s3maptiler.service.leases import Lease, Leases
 from s3maptiler.service.singleflight import RenderFailed, SingleFlight, wait_for
 from s3maptiler.service.slicer import Slicer
 from s3maptiler.service.spool import Spool, Turn
+from s3maptiler.service.storeguard import StoreBreaker
 from s3maptiler.storage.blanks import SharedBlanks
-from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.s3 import StoreError, StoreSkipped
 from s3maptiler.storage.stores import StoredTile, TileStore
 from s3maptiler.storage.uploads import UploadJob, UploadPool
 from s3maptiler.tiles.formats import etag_of
@@ -70,9 +72,9 @@ SLICER_BACKLOG = 8
 # Seconds a request thread waits for room in a full upload queue before dropping its
 # tile; background encoding waits up to the render budget.
 UPLOAD_WAIT = 1.0
-# Seconds a request waits for another thread's read of the same key: the S3 client's
-# own budget (three attempts of a 3 s connect and a 10 s read) with some slack.
-STORE_READ_PATIENCE = 45.0
+# Seconds a request waits for another thread's read of the same key beyond the read
+# client's own budget (one attempt: an S3_READ_TIMEOUT connect, then as long a read).
+STORE_READ_SLACK = 3.0
 # Weight of the newest render in the running average a lease tells waiters to expect;
 # until a layer's first render is seen, waiters are told this many seconds.
 _EXPECTED_WEIGHT = 0.2
@@ -83,7 +85,7 @@ _EXPECTED_FIRST = 1.0
 class TileResult:
     data: bytes
     content_type: str
-    source: str  # "cache" | "render" | "inflight" | "blank"
+    source: str  # "cache" | "render" | "inflight" | "blank" | "archive"
     etag: str  # quoted, like S3's
     cache_control: str
     wms_ms: float | None = None
@@ -98,6 +100,8 @@ class TileService(Addresses):
     Its addresses (which tile a key or a route names, and why not) are
     :class:`~s3maptiler.service.addresses.Addresses`'. `spool` and `leases` are the
     host's and the fleet's rings of single flight (None: that ring is off).
+    `breaker`: the store's circuit breaker, shared with the uploads and the leases
+    (None: the store is always asked).
     """
 
     settings: Settings
@@ -107,6 +111,7 @@ class TileService(Addresses):
     spool: Spool | None = None
     leases: Leases | None = None
     blanks: SharedBlanks = field(default_factory=SharedBlanks)
+    breaker: StoreBreaker | None = None
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -128,13 +133,15 @@ class TileService(Addresses):
         self._metatiles: SingleFlight[RenderedTiles] = SingleFlight()
         self._slicer = Slicer(SLICER_THREADS, SLICER_BACKLOG)
         self._expected: dict[str, float] = {}  # by layer: seconds a metatile render takes
+        self.archived = ArchivedZooms(self.store)  # zooms answered from PMTiles archives
 
     # ------------------------------------------------------------------ the tile path
 
     def get(self, request: TileRequest, known_miss: bool = False) -> TileResult:
         """The tile's bytes: from the upload queue, the store, or a render.
 
-        `known_miss` skips the store read: S3 has just redirected this key to us.
+        `known_miss` skips the store read: S3 has just redirected this key to us, and
+        so does a tile whose metatile this host is rendering or has just rendered.
         Concurrent requests for one key share one store read; requests for tiles of
         one metatile share its GetMap, across threads, workers and instances. Raises
         WMSError (or WMSUnavailable) when no tile can be had; nothing is stored then.
@@ -142,11 +149,18 @@ class TileService(Addresses):
         if request.outside_extent:
             return self._blank(request)
         layer = request.layer.layer
+        if self.archived.serves(layer, request.tile):
+            data = self.archived.tile(layer, request.tile)
+            if data is not None:
+                return self._result(request, data, "archive")
         pending = self.uploads.pending_job(request.key)
         if pending is not None:
             fresh = lifetimes.of_expires(layer, pending.expires)
             return self._result(request, pending.data, "inflight", fresh)
         if self.settings.cache_read and not known_miss:
+            here = self._rendered_here(request)
+            if here is not None:
+                return here
             stored = self._read_once(request.key)
             if stored is not None and not lifetimes.expired(layer, stored):
                 etag = stored.etag or etag_of(stored.data)
@@ -169,6 +183,29 @@ class TileService(Addresses):
             return self._single(request, meta)
         return self._from_metatile(request, meta)
 
+    def _rendered_here(self, request: TileRequest) -> TileResult | None:
+        """A tile whose metatile this process is rendering, or this host rendered in the
+        spool's last `ttl` seconds: served from that render without a store read, which
+        would answer 404 (its uploads are not in yet) or the same bytes. Not for a key
+        other than the layer's own (ArcGIS REST): the render did not store that one."""
+        runtime = request.layer
+        meta = runtime.metatile_of(request.tile, request.ext)
+        if meta is None or len(meta.columns) * len(meta.rows) == 1:
+            return None
+        if self._layout_key(request) is not None:
+            return None
+        flight = metatile_flight(self.store.location, runtime.layer, request.ext, meta)
+        future = self._metatiles.follow(flight)
+        if future is not None:
+            metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
+            rendered = wait_for(future, self.patience(runtime), meta.describe())
+        else:
+            rendered = self.spool.peek(flight) if self.spool is not None else None
+            if rendered is None:
+                return None
+            metrics.SINGLE_FLIGHT_WAITS.labels("worker").inc()
+        return self._shared(request, rendered.tiles[request.tile], rendered.freshness)
+
     def patience(self, runtime: LayerRuntime) -> float:
         """Seconds to wait for another's render: it may wait its budget, then render."""
         return 2 * self.renderer.budget(runtime)
@@ -177,7 +214,8 @@ class TileService(Addresses):
         future, leader = self._reads.join(key)
         if not leader:
             metrics.SINGLE_FLIGHT_WAITS.labels("thread").inc()
-            return wait_for(future, STORE_READ_PATIENCE, f"the store read of {key}")
+            patience = 2 * self.settings.s3_read_timeout + STORE_READ_SLACK
+            return wait_for(future, patience, f"the store read of {key}")
         try:
             stored = self._read_store(key)
         except BaseException as exc:
@@ -188,7 +226,11 @@ class TileService(Addresses):
 
     def _read_store(self, key: str) -> StoredTile | None:
         try:
-            return self.store.get(key)
+            if self.breaker is None:
+                return self.store.get(key)
+            return self.breaker.run(lambda: self.store.get(key), "read")
+        except StoreSkipped:
+            return None  # the store is failing: a miss, rendered at WMS speed
         except StoreError as exc:
             # A store that cannot be read must not take tiles down: render instead.
             log.warning("store read failed, rendering instead key=%s reason=%s", key, exc)
@@ -409,11 +451,24 @@ class TileService(Addresses):
             self._upload(request.layer, request.ext, alias, piece, UPLOAD_WAIT, fresh)
 
     def health_checks(self) -> dict[str, str]:
-        """The deep health check: the store, its recent reads and every layer's WMS
-        (GetCapabilities within 3 s), each "ok" or "failing: <one line>"."""
-        checks = {"store": _probe(self.store.check)}
+        """The deep health check: the store, its recent reads and writes and every
+        layer's WMS (GetCapabilities within 3 s), each "ok" or "failing: <one line>".
+        While the store's breaker is open the store is not probed (it would wait out
+        its timeout): the breaker's reason is the answer; past its cooldown the probe
+        is the trial."""
+        if self.breaker is None:
+            checks = {"store": _probe(self.store.check)}
+        else:  # the probe may be the breaker's trial, and close it
+            probed = _probe(lambda: self.breaker.run(self.store.check, "read"))
+            failing = self.breaker.problem()
+            checks = {"store": probed if failing is None else f"failing: {failing}"}
         denied = self.store.read_problem()
-        checks["store_reads"] = "ok" if denied is None else f"failing: {denied}"
+        if denied is not None:
+            checks["store_reads"] = f"failing: {denied}"
+        else:  # a store that cannot be reached cannot be read either
+            checks["store_reads"] = checks["store"]
+        unstored = self.uploads.unstored_problem()
+        checks["store_writes"] = "ok" if unstored is None else f"failing: {unstored}"
         for runtime in self.layers:
             if runtime.layer.pixel_ratio != 1:
                 continue  # the WMS of its 1x layer

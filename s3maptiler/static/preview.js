@@ -33,6 +33,7 @@
     render: '#e65100',
     inflight: '#1565c0',
     blank: '#616161',
+    archive: '#00838f', // a zoom answered from the layer's PMTiles archive
     error: '#c62828',
   };
 

@@ -48,14 +48,18 @@ __all__ = [
     "StoreAccessDenied",
     "StoreError",
     "StoreNotFound",
+    "StoreSkipped",
     "StoreUnavailable",
     "backoff_delay",
     "boto_error",
+    "classify",
     "client_error",
+    "configured_endpoint",
     "describe_error",
     "is_retryable",
     "list_objects",
     "make_s3_client",
+    "retryable_status",
     "skip_listing_timestamps",
     "supports_if_none_match",
     "with_retries",
@@ -135,19 +139,29 @@ class InvalidKeyError(StoreError):
     """A key that must never reach the store (absolute, ``..``, backslash, NUL, ...)."""
 
 
+class StoreSkipped(StoreUnavailable):
+    """The store was not asked: its circuit breaker is open (service/storeguard.py)."""
+
+    attempts = 0
+
+
 def error_code(err: ClientError) -> tuple[str, int]:
     code = str(err.response.get("Error", {}).get("Code", ""))
     status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     return code, status
 
 
-def is_retryable(err: BaseException) -> bool:
-    """True when the same S3 call may succeed later: throttling, 5xx, lost connections.
+def retryable_status(code: str, status: int) -> bool:
+    """True when an S3 answer with this error code and HTTP status may succeed later:
+    throttling, 5xx, 429. The one definition (RequestTimeTooSkewed is not one)."""
+    return code in RETRYABLE_CODES or status >= 500 or status == 429
 
-    The one definition of a retryable S3 error (RequestTimeTooSkewed is not one)."""
+
+def is_retryable(err: BaseException) -> bool:
+    """True when the same botocore call may succeed later: a retryable status
+    (:func:`retryable_status`) or a lost connection."""
     if isinstance(err, ClientError):
-        code, status = error_code(err)
-        return code in RETRYABLE_CODES or status >= 500 or status == 429
+        return retryable_status(*error_code(err))
     return isinstance(
         err, BotoConnectionError | HTTPClientError | IncompleteReadError | ConnectionClosedError
     )
@@ -164,8 +178,13 @@ def client_error(err: ClientError, what: str) -> StoreError:
 def _classified_client_error(err: ClientError, what: str) -> StoreError:
     code, status = error_code(err)
     message = err.response.get("Error", {}).get("Message") or code or "unknown error"
-    text = f"{what}: {code or status} {message}".strip()
-    if is_retryable(err):
+    return classify(code, status, f"{what}: {code or status} {message}".strip(), what)
+
+
+def classify(code: str, status: int, text: str, what: str) -> StoreError:
+    """The StoreError for an S3 error answer (code, HTTP status), written once for
+    botocore's errors and the data-path client's answers; `text` is its message."""
+    if retryable_status(code, status):
         return StoreUnavailable(text)
     if code in ACCESS_DENIED_CODES or status == 403:
         return StoreAccessDenied(text)
@@ -188,7 +207,7 @@ def boto_error(err: BotoCoreError, what: str) -> StoreError:
     return StoreError(f"{what}: {err}", retryable=False)
 
 
-def _configured_endpoint(endpoint_url: str | None) -> str | None:
+def configured_endpoint(endpoint_url: str | None) -> str | None:
     """The endpoint boto3 will use besides AWS's own: argument, then the environment."""
     if endpoint_url:
         return endpoint_url
@@ -217,7 +236,7 @@ def make_s3_client(
     """
     s3_options: dict[str, str] = {}
     extra: dict[str, str] = {}
-    if _configured_endpoint(endpoint_url):
+    if configured_endpoint(endpoint_url):
         s3_options["addressing_style"] = "path"
         extra["request_checksum_calculation"] = "when_required"
         extra["response_checksum_validation"] = "when_required"

@@ -2,11 +2,11 @@
 
 Two implementations of one small interface:
 
-- `S3Store`: a bucket reached through one long-lived boto3 client. A read is exactly
-  one GetObject (never HEAD then GET; a pointer to a shared blank reads the blank
-  once per process); a write is one PutObject with the tile's
-  Content-Type, optional Cache-Control and, where the SDK supports it,
-  ``IfNoneMatch="*"`` so that instances behind a load balancer never overwrite
+- `S3Store`: a bucket reached through one long-lived data-path client
+  (:mod:`s3maptiler.storage.objects`). A read is exactly one GetObject (never HEAD
+  then GET; a pointer to a shared blank reads the blank once per process); a write
+  is one PutObject with the tile's Content-Type, optional Cache-Control and Expires,
+  and ``If-None-Match: *`` so that instances behind a load balancer never overwrite
   each other's tiles.
 - `LocalStore`: a directory, the embedded default when no bucket is configured.
   Writes are atomic (temporary file + ``os.replace``); content types are sniffed
@@ -32,18 +32,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-)
-
+from s3maptiler.storage.objects import ObjectClient, as_objects
 from s3maptiler.storage.s3 import (
-    ACCESS_DENIED_CODES,
-    BUCKET_NOT_FOUND_CODES,
     MISSING_KEY_ACCESS_CODES,
     MISSING_KEY_CODES,
     InvalidKeyError,
@@ -51,10 +45,6 @@ from s3maptiler.storage.s3 import (
     StoreError,
     StoreNotFound,
     StoreUnavailable,
-    boto_error,
-    client_error,
-    error_code,
-    supports_if_none_match,
 )
 from s3maptiler.tiles.formats import GENERIC_CONTENT_TYPES, etag_of, sniff_content_type
 
@@ -204,11 +194,14 @@ class _ReadDenials:
 
 
 class S3Store(TileStore):
-    """Tiles in an S3 bucket, through one shared (thread-safe) boto3 client.
+    """Tiles in an S3 bucket, through one shared (thread-safe) data-path client.
 
-    `acl`: a canned ACL sent with every PutObject, None (the default) sends none;
-    buckets created since April 2023 refuse ACLs. `conditional`: send
-    ``IfNoneMatch="*"`` so an existing tile is never overwritten. `metadata`: user
+    `client`: a boto3 S3 client (the control plane: listing for seeding) or the
+    data-path :class:`~s3maptiler.storage.objects.ObjectClient`; `objects` the data-path
+    client for reads and writes (None: one with `client`'s endpoint, credentials and
+    budget). `acl`: a canned ACL sent with every PutObject, None (the default) sends
+    none; buckets created since April 2023 refuse ACLs. `conditional`: send
+    ``If-None-Match: *`` so an existing tile is never overwritten. `metadata`: user
     metadata (``x-amz-meta-*``) written on every tile.
     """
 
@@ -220,60 +213,46 @@ class S3Store(TileStore):
         conditional: bool = True,
         metadata: dict[str, str] | None = None,
         on_read_denied: Callable[[], None] | None = None,
+        objects: ObjectClient | None = None,
     ):
         self.bucket = bucket
         self.on_read_denied = on_read_denied  # e.g. a metric's inc, called once per 403 read
         self._denials = _ReadDenials()
         self.client = client
+        self.objects = objects or as_objects(client)
         self.acl = acl
         self.metadata = dict(metadata) if metadata else None
         self.location = f"s3://{bucket}"
-        # Checked once here, not per call: old SDKs would reject the parameter.
-        self.conditional = conditional and supports_if_none_match(client)
+        self.conditional = conditional
         # Shared blanks by key: their keys name their bytes (an MD5), so a blank read
         # once serves every pointer to it without a second GetObject.
         self._blanks: dict[str, StoredTile] = {}
-        if conditional and not self.conditional:
-            log.warning(
-                "this botocore cannot send IfNoneMatch; %s writes are unconditional", self.location
-            )
 
     def get(self, key: str) -> StoredTile | None:
         """One GetObject. None for NoSuchKey/404, and for 403: a missing key when the role
         lacks s3:ListBucket, or no s3:GetObject at all (counted, see read_problem)."""
-        what = f"GetObject {self.location}/{key}"
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-        except ClientError as err:
-            code, _ = error_code(err)
+        reply = self.objects.get(self.bucket, key)
+        if reply.status != 200:
+            code = reply.code
             if code in MISSING_KEY_CODES:
                 return None
             if code in MISSING_KEY_ACCESS_CODES:
                 self._read_denied(key)
                 return None
-            raise client_error(err, what) from err
-        except BotoCoreError as err:
-            raise boto_error(err, what) from err
-        body = response["Body"]
-        try:
-            data = body.read()
-        except BotoCoreError as err:
-            raise boto_error(err, what) from err
-        finally:
-            body.close()
-        expires = response.get("Expires")  # botocore's datetime; absent when unparsable
-        when = expires.timestamp() if isinstance(expires, datetime) else None
-        target = response.get("WebsiteRedirectLocation")
+            raise reply.error(f"GetObject {self.location}/{key}")
+        data, headers = reply.body, reply.headers
+        when = _http_date(headers.get("Expires"))
+        target = headers.get("x-amz-website-redirect-location")
         if not data and target and target.startswith("/") and target[1:] != key:
             # An empty tile stored as a pointer to the layer's shared blank: the blank's
             # bytes, the pointer's own lifetime.
             blank = self._blank(target[1:])
             return blank if blank is None or when is None else replace(blank, expires=when)
-        content_type = response.get("ContentType") or ""
+        content_type = headers.get("Content-Type") or ""
         if content_type in GENERIC_CONTENT_TYPES:
             # Objects uploaded by other tools often lack a type; the bytes know better.
             content_type = sniff_content_type(data) or "application/octet-stream"
-        return StoredTile(data, content_type, response.get("ETag"), when)
+        return StoredTile(data, content_type, headers.get("ETag"), when)
 
     def _blank(self, key: str) -> StoredTile | None:
         """The shared blank a pointer names: read once per process (a few per layer)."""
@@ -298,66 +277,57 @@ class S3Store(TileStore):
         return self._denials.problem()
 
     def write(self, obj: TileObject) -> str:
-        """One PutObject; "exists" on 412 PreconditionFailed. A 409 conflict is retried once.
-        With `obj.overwrite` the write is unconditional: it replaces an expired tile.
+        """One PutObject; "exists" on 412 PreconditionFailed (a 409 conflict is retried by
+        the client). With `obj.overwrite` the write is unconditional: it replaces an
+        expired tile.
 
         With `redirect_to`, a zero-byte object whose WebsiteRedirectLocation sends S3
         website clients to that key (the layer's shared blank tile)."""
-        params: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": obj.key,
-            "Body": b"" if obj.redirect_to else obj.data,
-            "ContentType": obj.content_type,
-        }
+        headers = {"Content-Type": obj.content_type}
         if obj.redirect_to:
-            params["WebsiteRedirectLocation"] = "/" + obj.redirect_to
+            headers["x-amz-website-redirect-location"] = "/" + obj.redirect_to
         if obj.cache_control:
-            params["CacheControl"] = obj.cache_control
+            headers["Cache-Control"] = obj.cache_control
         if obj.expires is not None:
-            params["Expires"] = datetime.fromtimestamp(obj.expires, UTC)
+            headers["Expires"] = formatdate(obj.expires, usegmt=True)
         if self.acl:
-            params["ACL"] = self.acl
-        if self.metadata:
-            params["Metadata"] = self.metadata
+            headers["x-amz-acl"] = self.acl
+        for name, value in (self.metadata or {}).items():
+            headers[f"x-amz-meta-{name}"] = value
+        kind = "put"
         if self.conditional and not obj.overwrite:
-            params["IfNoneMatch"] = "*"
-        what = f"PutObject {self.location}/{obj.key}"
-        outcome = self._put_object(params, what)
-        if outcome == "conflict":  # a concurrent conditional write; S3 asks for one retry
-            outcome = self._put_object(params, what)
-        if outcome == "conflict":
-            raise StoreUnavailable(f"{what}: ConditionalRequestConflict twice")
-        return outcome
-
-    def _put_object(self, params: dict[str, Any], what: str) -> str:
-        try:
-            self.client.put_object(**params)
-        except ClientError as err:
-            code, status = error_code(err)
-            if code == "PreconditionFailed" or status == 412:
-                return "exists"  # another writer cached it first: success
-            if code == "ConditionalRequestConflict":
-                return "conflict"
-            raise client_error(err, what) from err
-        except BotoCoreError as err:
-            raise boto_error(err, what) from err
-        return "stored"
+            headers["If-None-Match"] = "*"
+            kind = "put_conditional"
+        body = b"" if obj.redirect_to else obj.data
+        reply = self.objects.put(self.bucket, obj.key, body, headers, kind)
+        if reply.status == 200:
+            return "stored"
+        if reply.status == 412:
+            return "exists"  # another writer cached it first: success
+        raise reply.error(f"PutObject {self.location}/{obj.key}")
 
     def check(self) -> None:
         """HeadBucket; StoreError with a one-line reason when the bucket is not usable."""
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as err:
-            code, status = error_code(err)
-            if code in BUCKET_NOT_FOUND_CODES:
-                raise StoreNotFound(f"bucket {self.bucket!r} does not exist") from err
-            if code in ACCESS_DENIED_CODES or status == 403:
-                raise StoreAccessDenied(
-                    f"access to bucket {self.bucket!r} denied (HeadBucket needs s3:ListBucket)"
-                ) from err
-            raise client_error(err, f"HeadBucket {self.location}") from err
-        except BotoCoreError as err:
-            raise boto_error(err, f"HeadBucket {self.location}") from err
+        reply = self.objects.head_bucket(self.bucket)
+        if reply.status == 200:
+            return
+        if reply.status == 404:
+            raise StoreNotFound(f"bucket {self.bucket!r} does not exist")
+        if reply.status == 403:
+            raise StoreAccessDenied(
+                f"access to bucket {self.bucket!r} denied (HeadBucket needs s3:ListBucket)"
+            )
+        raise reply.error(f"HeadBucket {self.location}")
+
+
+def _http_date(value: str | None) -> float | None:
+    """An HTTP date (an object's Expires) in seconds since the epoch; None if unparsable."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 # --- local directory ----------------------------------------------------------------

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from s3maptiler.storage.s3 import StoreError
+from s3maptiler.storage.s3 import StoreError, StoreSkipped
 from s3maptiler.storage.stores import TileObject, TileStore
 
 __all__ = ["InvalidPoolSettings", "UploadError", "UploadJob", "UploadPool"]
@@ -40,6 +40,9 @@ STORED = "stored"
 EXISTS = "exists"
 FAILED = "failed"
 DROPPED = "dropped"
+SKIPPED = "skipped"  # not sent: the store's circuit breaker was open
+#: Outcomes of a tile that is not in the store.
+UNSTORED = (FAILED, SKIPPED, DROPPED)
 
 # How often an idle worker checks whether the main thread has ended (seconds).
 # Only matters for an undrained pool at interpreter exit.
@@ -48,6 +51,9 @@ _IDLE_POLL = 0.5
 _BACKLOG_PER_THREAD = 4
 # Seconds an extra thread (beyond `workers`) waits for work before it leaves.
 _IDLE_EXIT = 10.0
+# An upload that failed or was skipped this recent (seconds), with none stored since,
+# makes the deep health check say the store's writes are failing.
+UNSTORED_RECENT = 300.0
 
 
 class UploadError(Exception):
@@ -71,11 +77,12 @@ class UploadPool:
     uploading jobs, and so the memory the pool holds: about `max_pending` tiles.
     A job is put once; a StoreError (after the store's own retries) fails it.
     `on_result(job, outcome)` is called from a worker thread after each job with
-    "stored", "exists" or "failed" (and with "dropped" for queued jobs that
-    ``drain`` had to abandon).
+    "stored", "exists", "failed" or "skipped" (a store that raised StoreSkipped: not
+    asked, its breaker is open), and with "dropped" for queued jobs that ``drain``
+    had to abandon.
 
     Counters (``stats()``) satisfy: submitted = stored + exists + failed +
-    dropped + pending.
+    skipped + dropped + pending; ``unstored`` is failed + skipped + dropped.
     """
 
     def __init__(
@@ -111,7 +118,8 @@ class UploadPool:
         self._threads: list[threading.Thread] = []
         self._started = 0  # threads ever started, for their names
         self._closing = False
-        self._counts = dict.fromkeys(("submitted", STORED, EXISTS, FAILED, DROPPED), 0)
+        self._last_unstored: tuple[float, str] | None = None  # (monotonic, reason)
+        self._counts = dict.fromkeys(("submitted", STORED, EXISTS, FAILED, SKIPPED, DROPPED), 0)
 
     # --- request side ---------------------------------------------------------------
 
@@ -156,10 +164,32 @@ class UploadPool:
             return jobs[-1] if jobs else None
 
     def stats(self) -> dict[str, int]:
-        """Counters since start: submitted, stored, exists, failed, dropped, pending,
-        and the upload threads running now."""
+        """Counters since start: submitted, stored, exists, failed, skipped, dropped,
+        unstored (the sum of the three), pending, and the upload threads running now."""
         with self._lock:
-            return {**self._counts, "pending": self._pending_count, "threads": len(self._threads)}
+            unstored = sum(self._counts[outcome] for outcome in UNSTORED)
+            return {
+                **self._counts,
+                "unstored": unstored,
+                "pending": self._pending_count,
+                "threads": len(self._threads),
+            }
+
+    def unstored_problem(self) -> str | None:
+        """A one-line reason when the latest upload failed or was skipped (in the last
+        UNSTORED_RECENT s, none stored since), else None: the deep health check's."""
+        with self._lock:
+            if self._last_unstored is None:
+                return None
+            at, reason = self._last_unstored
+            age = time.monotonic() - at
+            if age > UNSTORED_RECENT:
+                return None
+            failed, skipped = self._counts[FAILED], self._counts[SKIPPED]
+        return (
+            f"uploads not stored: {failed} failed, {skipped} skipped since start; the "
+            f"last {age:.0f} s ago: {reason}"
+        )
 
     # --- shutdown -------------------------------------------------------------------
 
@@ -240,24 +270,32 @@ class UploadPool:
                     self._has_work.wait(_IDLE_POLL)
                     self._idle -= 1
                 job = self._queue.popleft()
-            outcome = self._upload(job)
+            outcome, reason = self._upload(job)
             with self._lock:
                 self._forget(job)
                 self._counts[outcome] += 1
+                if outcome in (STORED, EXISTS):
+                    self._last_unstored = None
+                else:
+                    self._last_unstored = (time.monotonic(), reason)
             self._report(job, outcome)
 
-    def _upload(self, job: UploadJob) -> str:
-        """Put one job once (the store retries as its client is configured);
-        "stored", "exists" or "failed"."""
+    def _upload(self, job: UploadJob) -> tuple[str, str]:
+        """Put one job once (the store retries as its client is configured): "stored",
+        "exists", "failed" or "skipped", and why when it is not stored."""
         try:
             outcome = self.store.write(job)
+        except StoreSkipped as err:
+            # Counted, not logged per tile: the breaker logged once why S3 is not asked.
+            return SKIPPED, str(err)
         except StoreError as err:
             reason = str(err) if err.retryable else f"{err} (not retryable)"
-            return self._failed(job, reason, err.attempts)
+            return self._failed(job, reason, err.attempts), reason
         except Exception as err:  # a bug in a store must not kill the worker
             log.debug("store raised", exc_info=True)
-            return self._failed(job, f"unexpected {type(err).__name__}: {err}", None)
-        return EXISTS if outcome == EXISTS else STORED
+            reason = f"unexpected {type(err).__name__}: {err}"
+            return self._failed(job, reason, None), reason
+        return (EXISTS if outcome == EXISTS else STORED), ""
 
     def _failed(self, job: UploadJob, reason: str, attempts: int | None) -> str:
         log.warning(

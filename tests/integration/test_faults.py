@@ -153,6 +153,9 @@ def s3_app(fault_wms, moto_server, s3, s3_proxy, tmp_path_factory):
             "BUCKET_NAME": bucket,
             "AWS_ENDPOINT_URL": s3_proxy.url,
             "UPLOAD_RETRIES": str(UPLOAD_RETRIES),
+            # Every PutObject is let through to meet its fault, so each tile's retry
+            # budget is seen; the store's breaker has its tests (test_s3_down.py).
+            "S3_BREAKER_FAILURES": "1000",
             "UPLOAD_WORKERS": "2",
             "GUNICORN_THREADS": "8",
             "METATILE": "1x1",  # one upload per miss: PutObjects are counted per tile
@@ -320,8 +323,8 @@ def test_s3_put_failures_still_serve_the_tile_then_count_the_upload_failed(
     assert s3_proxy.counts()["forwarded"] == 0
     assert not keys_in(s3, s3_app.bucket) & {key, *others}
     failed = re.findall(rf"upload failed key={re.escape(key)} .*attempts=(\S+)", s3_app.log())
-    # A connection reset leaves no S3 answer to count the attempts from.
-    assert failed == ["?" if fault == "reset" else str(attempts)], s3_app.log()[-2000:]
+    # The data-path client counts its own requests, a lost connection's too.
+    assert failed == [str(attempts)], s3_app.log()[-2000:]
 
     # The fault cleared: the same miss renders again and is stored this time.
     again = requests.get(f"{s3_app.url}/miss/{key}", timeout=30)
@@ -343,9 +346,10 @@ def test_s3_throttling_that_passes_is_absorbed_by_retries(s3_app, s3_proxy, faul
 
 
 def test_slowdown_costs_at_most_one_plus_upload_retries_puts_per_tile(fault_wms, moto_server, s3):
-    """The shipped defaults (UPLOAD_RETRIES=3, METATILE=4x4) while S3 answers every
-    PutObject with SlowDown: each of the metatile's 16 tiles costs exactly 4 PutObjects,
-    where the stacked retries of before cost up to 12."""
+    """The shipped defaults (UPLOAD_RETRIES=3, METATILE=4x4, S3_BREAKER_FAILURES=3)
+    while S3 answers every PutObject with SlowDown: a tile that is sent costs exactly 4
+    PutObjects (the stacked retries of before cost up to 12), and once the store's
+    breaker has opened the metatile's other tiles are not sent at all, but counted."""
     proxy = FaultS3Proxy(moto_server.url).start()
     bucket = new_bucket(s3)
     app = start(
@@ -363,16 +367,21 @@ def test_slowdown_costs_at_most_one_plus_upload_retries_puts_per_tile(fault_wms,
         answer = requests.get(f"{app.url}/tiles/12/1204/2556.png", timeout=30)
         assert answer.status_code == 200, answer.text
         assert wait_idle(app, 120), "failing uploads must end, not stay pending"
-        # The metatile's lease is a PUT too: its claim fails after the read budget (3
-        # attempts) and the service renders without it, as it must.
+        # The metatile's lease is a PUT too: its claim fails after the read budget (one
+        # attempt) and the service renders without it, as it must.
         per_lease = Counter(k for k in proxy.failed_keys if "/_leases/" in k)
-        assert list(per_lease.values()) == [3], per_lease
+        assert list(per_lease.values()) == [1], per_lease
         per_tile = Counter(k for k in proxy.failed_keys if "/_leases/" not in k)
-        assert len(per_tile) == 16, per_tile
         assert set(per_tile.values()) == {4}, per_tile
+        # The lease and the first uploads open the breaker; only the uploads already
+        # being sent then (4 threads, and one more per 4 queued jobs) finish their budget.
+        assert 2 <= len(per_tile) <= 8, per_tile
         assert proxy.counts()["forwarded"] == 0
         failed = re.findall(r"upload failed key=\S+ .*attempts=(\S+)", app.log())
-        assert failed == ["4"] * 16, app.log()[-2000:]
+        assert failed == ["4"] * len(per_tile), app.log()[-2000:]
+        counts = heartbeat(app)
+        assert counts["uploads_skipped"] == 16 - len(per_tile)
+        assert counts["uploads_unstored"] == 16 and counts["uploads_stored"] == 0
     finally:
         proxy.clear()
         app.stop()
@@ -438,6 +447,7 @@ def test_upload_queue_overflow_serves_every_miss_counts_the_drops_and_bounds_mem
             "AWS_ENDPOINT_URL": proxy.url,
             "UPLOAD_QUEUE": str(queue),
             "UPLOAD_WORKERS": "2",
+            "S3_UPLOAD_TIMEOUT": "120",  # the held PutObjects wait, not time out
             "GUNICORN_THREADS": "8",
             "METATILE": "1x1",  # one upload per miss: the drops are counted per tile
             "META_BUFFER": "0",

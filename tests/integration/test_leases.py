@@ -47,8 +47,14 @@ def client(url: str):
 class Instance(Leases):
     """One instance's leases, reporting each conditional write S3 refused."""
 
-    def __init__(self, url: str, bucket: str, refused: threading.Semaphore | None = None):
-        super().__init__(client(url), bucket)
+    def __init__(
+        self,
+        url: str,
+        bucket: str,
+        refused: threading.Semaphore | None = None,
+        lease_seconds: float = 6.0,
+    ):
+        super().__init__(client(url), bucket, lease_seconds=lease_seconds)
         self.refused = refused
         self.waiting = threading.Event()  # set once it has seen a render under way
 
@@ -223,3 +229,99 @@ def test_a_missing_bucket_is_no_lease_to_race_for(moto_server, localstack):
         thread.join(10)
         assert claims, f"claim on a missing bucket did not return ({url})"
         assert claims[0].lease is None and claims[0].found is None  # render without one
+
+
+# --------------------------------------------------------------------------- renewals
+
+
+def lease_record(s3, bucket: str) -> dict:
+    key = Leases(s3, bucket).key(FLIGHT)
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()[0])
+
+
+def test_a_holder_renews_its_short_lease_so_a_long_render_is_not_taken_over(moto_server, bucket):
+    """A render ten times longer than the lease: the holder keeps it, the waiter waits
+    and gets the holder's render, and renewals cost about one PUT per third of a lease."""
+    holder = Instance(moto_server.url, bucket, lease_seconds=0.6)
+    lease = holder.claim(FLIGHT, time.monotonic() + EVENT_WAIT, 60.0, 0.05).lease
+    assert lease is not None
+    first_etag = lease.etag
+    waiter = Instance(moto_server.url, bucket, lease_seconds=0.6)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(waiter.claim, FLIGHT, time.monotonic() + EVENT_WAIT, 60.0, 0.05)
+        assert waiter.waiting.wait(EVENT_WAIT)
+        time.sleep(6.0)  # ten lease lifetimes of rendering
+        record = lease_record(client(moto_server.url), bucket)
+        assert record["state"] == "rendering" and record["expires"] > time.time()
+        assert not waiting.done()  # never taken over while its holder lives
+        holder.publish(lease, RENDER)
+        claim = waiting.result(EVENT_WAIT)
+    assert claim.lease is None and claim.found == RENDER
+    assert lease.etag != first_etag and holder.held() == []
+    # One renewal per 0.2 s (a third of the lease), give or take the renewal thread's ticks.
+    assert 20 <= holder.renewals <= 32, holder.renewals
+
+
+def test_a_holder_that_stops_renewing_is_taken_over_within_its_lease(moto_server, bucket):
+    """As a SIGKILLed holder does: its renewals stop, and the waiter takes over the
+    metatile about LEASE_SECONDS after the last one, not after the render's budget."""
+    holder = Instance(moto_server.url, bucket, lease_seconds=1.5)
+    lease = holder.claim(FLIGHT, time.monotonic() + EVENT_WAIT, 60.0, 0.05).lease
+    assert lease is not None
+    time.sleep(1.2)  # renewed at least once
+    assert holder.renewals >= 1
+    with lease.lock:  # the holder dies: no more renewals, no publish
+        lease.settled = True
+        holder._release(lease)
+    died = time.monotonic()
+    waiter = Instance(moto_server.url, bucket, lease_seconds=1.5)
+    waiter.holder = "other-host/2"  # as another instance would be
+    claim = waiter.claim(FLIGHT, time.monotonic() + EVENT_WAIT, 60.0, 0.05)
+    took = time.monotonic() - died
+    assert claim.lease is not None, "the waiter took the dead holder's lease over"
+    assert took <= 1.5 + 1.0 + 0.5, f"taken over {took:.2f} s after the holder died"
+    assert waiter.renew(claim.lease)  # renewed as the waiter's own, not the dead holder's
+    assert lease_record(client(moto_server.url), bucket)["holder"] == waiter.holder
+    waiter.publish(claim.lease, RENDER)
+
+
+def test_a_renewal_that_finds_its_lease_taken_over_stops_and_overwrites_nothing(
+    moto_server, bucket, caplog
+):
+    s3 = client(moto_server.url)
+    holder = Instance(moto_server.url, bucket, lease_seconds=60)
+    lease = holder.claim(FLIGHT, time.monotonic() + EVENT_WAIT, 600.0, 0.05).lease
+    assert lease is not None
+    put_record(s3, bucket, state="rendering", holder="other/2", started=time.time(),
+               expires=time.time() + 60)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="s3maptiler.service.leases"):
+        assert holder.renew(lease) is False
+        holder.publish(lease, RENDER)
+    assert holder.held() == []
+    assert lease_record(s3, bucket)["holder"] == "other/2"
+    assert any("taken over while we rendered" in r.getMessage() for r in caplog.records)
+
+
+def test_a_holder_stuck_past_its_budget_stops_renewing(moto_server, bucket):
+    holder = Instance(moto_server.url, bucket, lease_seconds=0.6)
+    lease = holder.claim(FLIGHT, time.monotonic() + EVENT_WAIT, 0.5, 0.05).lease
+    assert lease is not None
+    time.sleep(1.5)
+    assert lease.settled and holder.held() == []
+    assert lease_record(client(moto_server.url), bucket)["expires"] < time.time()
+
+
+def test_waiters_back_off_with_jitter_up_to_a_bound(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    now = time.time()
+    # A render expected to take a minute, in a lease that expires in 6 s: the first
+    # read is at the expiry, not a minute later (its holder may be dead by then).
+    Leases._pause({"started": now, "expected": 60.0, "expires": now + 6}, 0, time.monotonic() + 90)
+    assert 5.5 <= slept.pop() <= 6.1
+    header = {"state": "rendering", "started": now, "expected": 0.4, "expires": now + 60}
+    for polls in range(1, 12):
+        Leases._pause(header, polls, time.monotonic() + 60)
+    assert all(0 < pause <= 1.0 for pause in slept)
+    assert slept[-1] >= 0.5  # grew to the bound, less its jitter
+    assert len({round(p, 6) for p in slept[-5:]}) > 1  # waiters on one lease spread out

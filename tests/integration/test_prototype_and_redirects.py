@@ -113,7 +113,9 @@ def test_the_prototype_configuration_renders_stores_and_serves_its_keys(
 
     hit = requests.get(f"{prototype.url}/{key}", timeout=60)
     assert hit.status_code == 200
-    assert hit.headers["X-Tile-Source"] == "cache"
+    # From the store, or (no store read) from this host's render of its metatile while
+    # that is fresh in the spool: the same bytes either way.
+    assert hit.headers["X-Tile-Source"] in ("cache", "inflight")
     assert hit.content == first.content
     assert demo_wms.request_count() - before == 1, "a hit must not call the WMS"
 

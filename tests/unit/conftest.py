@@ -7,17 +7,32 @@ from collections import Counter
 import boto3
 import pytest
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
-from tests.servers import MOTO_CREDENTIALS
+from tests.servers import MOTO_CREDENTIALS, free_port
+
+
+@pytest.fixture(scope="session")
+def moto_http():
+    """moto's S3 over HTTP in a thread of the test process, for the data-path client
+    (urllib3, which moto's in-process mock does not see). It shares moto's in-process
+    state: a bucket made under ``mock_aws`` is there, and ``mock_aws`` resets both."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch):
-    """Fake credentials, and nothing from the developer's own AWS set-up."""
+def aws_env(monkeypatch, moto_http):
+    """Fake credentials, S3 at the test process's own moto, and nothing from the
+    developer's own AWS set-up: nothing may reach a real AWS."""
     for name, value in MOTO_CREDENTIALS.items():  # the secret carries the leak marker
         monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_http)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 

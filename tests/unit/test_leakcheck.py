@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.servers import ROOT
+from tests.servers import MOTO_CREDENTIALS, ROOT
 
 LEAKY = """
 import logging
@@ -69,11 +69,14 @@ def test_keeps_the_secret():
 @pytest.mark.slow  # a pytest run with a moto server: about 6 s
 def test_a_leak_fails_the_session_naming_the_test(tmp_path):
     (tmp_path / "test_leaky.py").write_text(LEAKY)
+    # moto's keys, and no endpoint of this process's moto: the run keeps its own S3.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    clean.update(MOTO_CREDENTIALS)
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "tests.leakcheck", "-p", "no:cacheprovider"]
         + ["-q", "-ra", "test_leaky.py"],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": "testing"},
+        env={**clean, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=120,

@@ -22,7 +22,12 @@ def test_deep_heartbeat_reports_store_and_wms(tmp_path, wms):
     app, _ = make_app(tmp_path)
     answer = app.test_client().get("/heartbeat?deep=1")
     assert answer.status_code == 200
-    assert answer.json["checks"] == {"store": "ok", "store_reads": "ok", "wms:default": "ok"}
+    assert answer.json["checks"] == {
+        "store": "ok",
+        "store_reads": "ok",
+        "store_writes": "ok",
+        "wms:default": "ok",
+    }
     assert app.test_client().get("/heartbeat").text.startswith("ok")
 
 
@@ -210,3 +215,33 @@ def test_a_bad_metrics_allow_fails_at_start_up(tmp_path, bad):
 
     with pytest.raises(ConfigError, match="^METRICS_ALLOW: "):
         make_app(tmp_path, METRICS_ALLOW=bad)
+
+
+def test_metrics_count_s3_requests_by_kind_at_the_client(tmp_path):
+    """Every S3 request the data-path client sends is counted by kind in /metrics."""
+    import boto3
+    from moto import mock_aws
+    from prometheus_client import REGISTRY
+
+    from tests.unit.test_tilepath import wait_uploaded
+
+    def count(kind: str) -> float:
+        value = REGISTRY.get_sample_value("s3maptiler_s3_requests_total", {"kind": kind})
+        return value or 0.0
+
+    # moto first: its own `responses` patch must sit under the WMS mock, not over it.
+    # The service reaches the bucket over HTTP (conftest's moto), which shares its state.
+    with mock_aws(), responses.RequestsMock() as wms:
+        wms.get(WMS, body=png(), content_type="image/png")
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="metrics-tiles")
+        app, service = make_app(tmp_path, BUCKET_NAME="metrics-tiles", FLEET_LEASES="false")
+        before = {kind: count(kind) for kind in ("get", "put_conditional", "head")}
+        client = app.test_client()
+        assert client.get("/tiles/2/1/1.png").headers["X-Tile-Source"] == "render"
+        wait_uploaded(service, "tiles/2/1/1.png")
+        client.get("/heartbeat?deep=1")
+        text = client.get("/metrics").text
+    assert count("get") - before["get"] == 1  # the store read: a miss
+    assert count("put_conditional") - before["put_conditional"] == 1  # the tile's upload
+    assert count("head") - before["head"] == 1  # the deep heartbeat's HeadBucket
+    assert 's3maptiler_s3_requests_total{kind="put_conditional"}' in text

@@ -10,14 +10,22 @@ import socket
 from pathlib import Path
 
 import pytest
-from botocore.stub import Stubber
+import urllib3
+from botocore.credentials import Credentials
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 from PIL import Image
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
 from s3maptiler.storage import s3 as s3_module
 from s3maptiler.storage import stores
+from s3maptiler.storage.objects import ObjectClient
 from s3maptiler.storage.s3 import (
     InvalidKeyError,
     StoreAccessDenied,
@@ -41,17 +49,13 @@ def _image(fmt: str, mode: str = "RGB") -> bytes:
 
 
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch):
-    """Fake credentials, no configured endpoint: nothing may reach a real AWS."""
+def aws_env(monkeypatch, moto_http):
+    """Fake credentials, S3 at the test process's moto: nothing may reach a real AWS."""
     for name, value in MOTO_CREDENTIALS.items():  # the secret carries the leak marker
         monkeypatch.setenv(name, value)
-    for name in (
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-        "AWS_PROFILE",
-        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-    ):
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_http)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 
@@ -62,15 +66,6 @@ def s3():
         client = make_s3_client(max_pool_connections=8, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
         yield client
-
-
-@pytest.fixture
-def stubbed():
-    """A real client whose calls are answered by a Stubber (no moto, no network)."""
-    client = make_s3_client(max_pool_connections=2, region_name="us-east-1")
-    with Stubber(client) as stubber:
-        yield client, stubber
-        stubber.assert_no_pending_responses()
 
 
 # --- S3Store with moto --------------------------------------------------------------
@@ -162,7 +157,7 @@ def test_s3_location(s3):
     assert S3Store(BUCKET, s3).location == f"s3://{BUCKET}"
 
 
-# --- S3Store with a Stubber ---------------------------------------------------------
+# --- S3Store with canned S3 answers (the data-path client's transport faked) ------
 
 
 class FakeClock:
@@ -173,14 +168,57 @@ class FakeClock:
         return self.now
 
 
-def test_s3_get_403_is_a_miss_counted_and_warned_at_a_bounded_rate(stubbed, caplog):
-    client, stubber = stubbed
-    for _ in range(5):
-        stubber.add_client_error(
-            "get_object", service_error_code="AccessDenied", http_status_code=403
-        )
+class CannedHTTP:
+    """Stands in for the data-path client's urllib3 pool: answers each request with the
+    next canned (status, code) or raises the next canned exception; records requests."""
+
+    def __init__(self, *answers) -> None:
+        self.answers = list(answers)
+        self.sent: list[tuple[str, str, dict]] = []
+
+    def connection_from_url(self, base):
+        return _CannedPool(self, base)
+
+    def request(self, method, url, body=None, headers=None, redirect=True):
+        self.sent.append((method, url, dict(headers or {})))
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        status, code = answer
+        body = f"<Error><Code>{code}</Code><Message>m</Message></Error>".encode() if code else b""
+        headers = {"ETag": '"x"'} if status == 200 else {}
+        return urllib3.HTTPResponse(body=body, headers=headers, status=status)
+
+
+class _CannedPool:
+    """One host's pool of a CannedHTTP."""
+
+    def __init__(self, http: CannedHTTP, base: str) -> None:
+        self.http, self.base = http, base
+
+    def urlopen(self, method, path, body=None, headers=None, redirect=True, retries=None):
+        return self.http.request(method, self.base + path, body, headers, redirect)
+
+
+# moto's keys for the lean client; the secret carries the leak check's marker.
+MOTO_KEYS = Credentials(
+    MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"], MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+)
+
+
+def canned_store(*answers, attempts: int = 3, **options) -> tuple[S3Store, CannedHTTP]:
+    """An S3Store whose client sends nothing: S3's answers are `answers`, in order."""
+    client = ObjectClient(
+        MOTO_KEYS, "us-east-1", "http://s3.test", max_attempts=attempts,
+        backoff=0.0,
+    )  # fmt: skip
+    client.http = CannedHTTP(*answers)
+    return S3Store(BUCKET, None, objects=client, **options), client.http
+
+
+def test_s3_get_403_is_a_miss_counted_and_warned_at_a_bounded_rate(caplog):
     counted = []
-    store = S3Store(BUCKET, client, on_read_denied=lambda: counted.append(1))
+    store, _ = canned_store(*[(403, "AccessDenied")] * 5, on_read_denied=lambda: counted.append(1))
     clock = store._denials.clock = FakeClock()
     assert store.read_problem() is None
     with caplog.at_level(logging.WARNING, logger="s3maptiler.storage.stores"):
@@ -205,15 +243,10 @@ def test_s3_get_403_is_a_miss_counted_and_warned_at_a_bounded_rate(stubbed, capl
     assert store.read_problem() is None  # fixed roles stop being reported
 
 
-def test_s3_get_is_a_single_get_object(stubbed):
-    client, stubber = stubbed
-    calls = []
-    client.meta.events.register(
-        "before-parameter-build.s3", lambda model, **kw: calls.append(model.name)
-    )
-    stubber.add_client_error("get_object", service_error_code="NoSuchKey", http_status_code=404)
-    assert S3Store(BUCKET, client).get("a.png") is None
-    assert calls == ["GetObject"]
+def test_s3_get_is_a_single_get_object():
+    store, http = canned_store((404, "NoSuchKey"))
+    assert store.get("a.png") is None
+    assert [(m, u) for m, u, _ in http.sent] == [("GET", f"http://s3.test/{BUCKET}/a.png")]
 
 
 @pytest.mark.parametrize(
@@ -225,114 +258,82 @@ def test_s3_get_is_a_single_get_object(stubbed):
         ("NoSuchBucket", 404, StoreNotFound, False),
     ],
 )
-def test_s3_get_errors_are_classified(stubbed, code, status, error, retryable):
-    client, stubber = stubbed
-    stubber.add_client_error("get_object", service_error_code=code, http_status_code=status)
+def test_s3_get_errors_are_classified(code, status, error, retryable):
+    store, http = canned_store(*[(status, code)] * 3)
     with pytest.raises(error) as info:
-        S3Store(BUCKET, client).get("a.png")
+        store.get("a.png")
     assert info.value.retryable is retryable
+    assert info.value.attempts == (3 if retryable else 1) == len(http.sent)
 
 
-def test_s3_put_precondition_failed_is_exists(stubbed):
-    client, stubber = stubbed
-    stubber.add_client_error(
-        "put_object", service_error_code="PreconditionFailed", http_status_code=412
-    )
-    assert S3Store(BUCKET, client).put("a.png", PNG, "image/png", None) == "exists"
+def test_s3_put_precondition_failed_is_exists():
+    store, http = canned_store((412, "PreconditionFailed"))
+    assert store.put("a.png", PNG, "image/png", None) == "exists"
+    assert http.sent[0][2]["If-None-Match"] == "*"
 
 
-def test_s3_put_conflict_is_retried_once_then_stored(stubbed):
-    client, stubber = stubbed
-    expected = {
-        "Bucket": BUCKET,
-        "Key": "a.png",
-        "Body": PNG,
-        "ContentType": "image/png",
-        "IfNoneMatch": "*",
-    }
-    stubber.add_client_error(
-        "put_object",
-        service_error_code="ConditionalRequestConflict",
-        http_status_code=409,
-        expected_params=expected,
-    )
-    stubber.add_response("put_object", {"ETag": '"x"'}, expected)
-    assert S3Store(BUCKET, client).put("a.png", PNG, "image/png", None) == "stored"
+def test_s3_put_conflict_is_retried_by_the_client_then_stored():
+    store, http = canned_store((409, "ConditionalRequestConflict"), (200, None))
+    assert store.put("a.png", PNG, "image/png", None) == "stored"
+    assert len(http.sent) == 2
+    assert all(h["If-None-Match"] == "*" for _, _, h in http.sent)
 
 
-def test_s3_put_second_conflict_is_retryable_error(stubbed):
-    client, stubber = stubbed
-    for _ in range(2):
-        stubber.add_client_error(
-            "put_object", service_error_code="ConditionalRequestConflict", http_status_code=409
-        )
+def test_s3_put_conflicts_past_the_budget_are_a_retryable_error():
+    store, _ = canned_store(*[(409, "ConditionalRequestConflict")] * 2, attempts=2)
     with pytest.raises(StoreError) as info:
-        S3Store(BUCKET, client).put("a.png", PNG, "image/png", None)
+        store.put("a.png", PNG, "image/png", None)
     assert info.value.retryable
+    assert info.value.attempts == 2
 
 
-def test_s3_put_acl_refused_by_bucket_explains(stubbed):
-    client, stubber = stubbed
-    stubber.add_client_error(
-        "put_object", service_error_code="AccessControlListNotSupported", http_status_code=400
-    )
+def test_s3_put_acl_refused_by_bucket_explains():
+    store, _ = canned_store((400, "AccessControlListNotSupported"), acl="public-read")
     with pytest.raises(StoreAccessDenied) as info:
-        S3Store(BUCKET, client, acl="public-read").put("a.png", PNG, "image/png", None)
+        store.put("a.png", PNG, "image/png", None)
     assert not info.value.retryable
     assert "ACL" in str(info.value)
 
 
-def test_s3_check_forbidden_is_not_retryable(stubbed):
-    client, stubber = stubbed
-    stubber.add_client_error("head_bucket", service_error_code="403", http_status_code=403)
+def test_s3_check_forbidden_is_not_retryable():
+    store, _ = canned_store((403, None))
     with pytest.raises(StoreAccessDenied) as info:
-        S3Store(BUCKET, client).check()
+        store.check()
     assert not info.value.retryable
     assert "s3:ListBucket" in str(info.value)
 
 
-class _OldSdkClient:
-    """Just enough of a client whose PutObject model predates IfNoneMatch."""
-
-    def __init__(self, real):
-        self.meta = real.meta
-        self.sent: list[dict] = []
-
-    def put_object(self, **params):
-        self.sent.append(params)
-        return {}
-
-
-def test_s3_conditional_needs_sdk_support(monkeypatch, stubbed, caplog):
-    client, _ = stubbed
-    monkeypatch.setattr(stores, "supports_if_none_match", lambda c: False)
-    old = _OldSdkClient(client)
-    with caplog.at_level(logging.WARNING, logger="s3maptiler.storage.stores"):
-        store = S3Store(BUCKET, old)
-    assert not store.conditional
-    assert "IfNoneMatch" in caplog.text
-    store.put("a.png", PNG, "image/png", None)
-    assert "IfNoneMatch" not in old.sent[0]
-
-
-def test_supports_if_none_match_on_this_botocore(stubbed):
-    assert stores.supports_if_none_match(stubbed[0])
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (NewConnectionError(None, "refused"), "connection refused"),
+        (ConnectTimeoutError("slow"), "connect timeout"),
+        (ReadTimeoutError(None, "/", "slow"), "read timeout"),
+        (ProtocolError("reset"), "connection lost"),
+    ],
+)
+def test_s3_transport_failures_are_unavailable_after_the_budget(exc, reason):
+    store, http = canned_store(exc, exc, attempts=2)
+    with pytest.raises(StoreUnavailable) as info:
+        store.get("a.png")
+    assert info.value.attempts == 2 == len(http.sent)
+    assert reason in str(info.value)
 
 
 def test_s3_connection_refused_is_retryable():
     with socket.socket() as sock:  # a port that nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = make_s3_client(
-        2, endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1", max_attempts=2
-    )
     sends = []
-    client.meta.events.register("before-send.s3", lambda **kw: sends.append(1))
-    store = S3Store(BUCKET, client)
+    client = ObjectClient(
+        MOTO_KEYS, "us-east-1", f"http://127.0.0.1:{port}",
+        max_attempts=2, backoff=0.0, on_request=sends.append,
+    )  # fmt: skip
+    store = S3Store(BUCKET, None, objects=client)
     with pytest.raises(StoreUnavailable) as info:
         store.put("a.png", PNG, "image/png", None)
     assert info.value.retryable
-    assert len(sends) == 2  # max_attempts counts the first try
+    assert sends == ["put_conditional"] * 2  # max_attempts counts the first try
     with pytest.raises(StoreUnavailable):
         store.check()
 
@@ -340,7 +341,8 @@ def test_s3_connection_refused_is_retryable():
 # --- make_s3_client -----------------------------------------------------------------
 
 
-def test_make_s3_client_config():
+def test_make_s3_client_config(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
     client = make_s3_client(
         24, region_name="eu-west-1", connect_timeout=2.0, read_timeout=7.0, max_attempts=5
     )
@@ -362,6 +364,7 @@ def test_make_s3_client_custom_endpoint_is_path_style():
 
 
 def test_make_s3_client_endpoint_from_environment(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9001")
     client = make_s3_client(4, region_name="us-east-1")
     assert client.meta.endpoint_url == "http://127.0.0.1:9001"
@@ -564,16 +567,10 @@ def test_one_definition_of_a_retryable_s3_error_for_stores_and_bulk_uploads():
     assert not s3_module.client_error(skewed, "PutObject").retryable
 
 
-def test_a_store_error_tells_how_many_requests_the_client_made(stubbed):
-    client, stubber = stubbed
-    stubber.add_client_error(
-        "put_object",
-        service_error_code="SlowDown",
-        http_status_code=503,
-        response_meta={"RetryAttempts": 3},
-    )
+def test_a_store_error_tells_how_many_requests_the_client_made():
+    store, _ = canned_store(*[(503, "SlowDown")] * 4, attempts=4)
     with pytest.raises(StoreUnavailable) as info:
-        S3Store(BUCKET, client).put("a.png", PNG, "image/png", None)
+        store.put("a.png", PNG, "image/png", None)
     assert info.value.attempts == 4
 
 
@@ -592,12 +589,20 @@ def test_the_service_reads_and_uploads_with_their_own_retry_budgets(tmp_path):
         dotenv_path=None,
     )
     service = build_service(settings)
-    reads = service.store.client.meta.config
-    uploads = service.uploads.store.client.meta.config
-    assert reads.retries == {"mode": "standard", "total_max_attempts": READ_ATTEMPTS}
-    assert uploads.retries == {"mode": "standard", "total_max_attempts": 3}
-    assert uploads.max_pool_connections == settings.upload_max_workers  # one per upload thread
+    reads, uploads = service.store.objects, service.uploads.store.objects
+    assert reads.max_attempts == READ_ATTEMPTS
+    assert uploads.max_attempts == 3
+    # one connection per upload thread
+    assert uploads.http.connection_pool_kw["maxsize"] == settings.upload_max_workers
     assert service.uploads.store.bucket == BUCKET
+    # Timeouts that fit the tile's budget: a read or lease call waits S3_READ_TIMEOUT,
+    # an upload's attempt S3_UPLOAD_TIMEOUT; one breaker in front of all three.
+    read_timeout = reads.http.connection_pool_kw["timeout"]
+    upload_timeout = uploads.http.connection_pool_kw["timeout"]
+    assert (read_timeout.connect_timeout, read_timeout.read_timeout) == (2.0, 2.0)
+    assert (upload_timeout.connect_timeout, upload_timeout.read_timeout) == (5.0, 5.0)
+    assert service.leases.client is reads
+    assert service.breaker is service.uploads.store.breaker is service.leases.breaker
 
 
 def test_a_pointer_to_a_shared_blank_reads_the_blank_once_per_process(s3):
@@ -609,7 +614,7 @@ def test_a_pointer_to_a_shared_blank_reads_the_blank_once_per_process(s3):
     for key in ("t/1/0/0.png", "t/1/0/1.png", "t/1/1/0.png"):
         store.put(key, blank, "image/png", None, redirect_to="t/_blank/abc.png")
     gets = []
-    s3.meta.events.register("before-call.s3.GetObject", lambda **kw: gets.append(1))
+    store.objects.on_request = gets.append
     for key in ("t/1/0/0.png", "t/1/0/1.png", "t/1/1/0.png"):
         read = store.get(key)
         assert (read.data, read.content_type) == (blank, "image/png")

@@ -432,7 +432,9 @@ def test_empty_tiles_can_redirect_to_one_shared_blank(tmp_path):
         assert s3.head_object(Bucket="tiles-unit", Key=blanks[0])["ContentLength"] == len(
             first.data
         )
-        # Read back through the service: the pointer is followed to the blank's bytes.
+        # Read back through the service: the pointer is followed to the blank's bytes
+        # (once the host's own render of that metatile is no longer fresh in its spool).
+        service.spool.ttl = 0
         again = client.get("/tiles/2/3/1.png")
         assert again.headers["X-Tile-Source"] == "cache"
         assert again.data == first.data
@@ -743,5 +745,35 @@ def test_redirected_arcgis_rest_keys_render_once_and_are_stored_under_their_own_
     for key in (f"{base}/0/1", f"{base}/1/0"):
         wait_uploaded(service, key)
         assert (tmp_path / "tiles" / key).is_file(), key  # the key the miss came from
+    service.spool.ttl = 0  # past the host's own fresh render: from the store
     assert client.get(f"/{base}/0/1").headers["X-Tile-Source"] == "cache"
     assert len(wms_calls(wms)) == 1
+
+
+def test_tiles_of_a_metatile_this_host_rendered_are_served_without_a_store_read(tmp_path, wms):
+    """A plain-key request for a tile whose metatile this host is rendering or has just
+    rendered would read 404 (or the same bytes) from the store: no read is made."""
+
+    class CountedReads(LocalStore):
+        reads: list[str] = []
+
+        def get(self, key: str) -> StoredTile | None:
+            self.reads.append(key)
+            return None  # as S3 before the uploads land
+
+    wms.get(WMS, body=quadrants(), content_type="image/png")
+    store = CountedReads(tmp_path / "tiles")
+    app, service = make_app(tmp_path, store=store, METATILE="2x2")
+    client = app.test_client()
+    assert client.get("/tiles/1/1/1.png").headers["X-Tile-Source"] == "render"
+    assert store.reads == ["tiles/1/1/1.png"]
+    for xy in ("0/1", "0/0", "1/0"):
+        answer = client.get(f"/tiles/1/{xy}.png")
+        assert answer.headers["X-Tile-Source"] == "inflight", xy
+    assert store.reads == ["tiles/1/1/1.png"]  # the spool (or the flight) answered
+    assert len(wms_calls(wms)) == 1
+    # Without a fresh render here (nor its upload queued), a plain key reads the store.
+    wait_all_uploaded(service, 4)
+    service.spool.ttl = 0
+    client.get("/tiles/1/1/0.png")
+    assert store.reads[-1] == "tiles/1/1/0.png"
