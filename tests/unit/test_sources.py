@@ -38,8 +38,8 @@ from s3maptiler.render.credentials import (
 from s3maptiler.render.tilesource import TileSource, tile_url
 from s3maptiler.service.build import build_service
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
+from tests.leakcheck import MARKER, handing_over
 
-MARKER = "s3cr3tMARKERzq"
 WMS = "http://wms.test/mapserv"
 TILES = "http://tiles.test"
 
@@ -79,7 +79,7 @@ def test_credentials_table_checks_each_key():
             "user": "alice",
             "password": {"secret": "file:/run/secrets/pw"},
             "headers": {"X-API-Key": {"secret": "env:KEY"}},
-            "params": {"token": "literal"},
+            "params": {"token": "literal-" + MARKER},
             "refresh": 60,
         }
     )
@@ -102,12 +102,12 @@ def test_environment_credentials_are_literals_or_references():
         {
             "SOURCE_USER": "alice",
             "SOURCE_PASSWORD": "env:WMS_PW",
-            "SOURCE_HEADERS": '{"Authorization": "Bearer abc"}',
+            "SOURCE_HEADERS": f'{{"Authorization": "Bearer abc-{MARKER}"}}',
             "SOURCE_PARAMS": None,
         }
     )
     assert creds.user == "alice" and creds.password == SecretRef("env", "WMS_PW")
-    assert creds.headers == (("Authorization", "Bearer abc"),)
+    assert creds.headers == (("Authorization", "Bearer abc-" + MARKER),)
     assert credentials_from_env({}) is None
     with pytest.raises(ValueError, match="^SOURCE_HEADERS: not JSON"):
         credentials_from_env({"SOURCE_HEADERS": "{"})
@@ -123,12 +123,13 @@ def test_secrets_are_read_from_env_file_secretsmanager_and_ssm(tmp_path, monkeyp
     secret_file = tmp_path / "pw"
     secret_file.write_text(MARKER + "file\n")
     with mock_aws():
-        boto3.client("secretsmanager").create_secret(
-            Name="imagery", SecretString='{"api_key": "%s"}' % (MARKER + "sm")
-        )
-        boto3.client("ssm").put_parameter(
-            Name="/arcgis/token", Value=MARKER + "ssm", Type="SecureString"
-        )
+        with handing_over():
+            boto3.client("secretsmanager").create_secret(
+                Name="imagery", SecretString='{"api_key": "%s"}' % (MARKER + "sm")
+            )
+            boto3.client("ssm").put_parameter(
+                Name="/arcgis/token", Value=MARKER + "ssm", Type="SecureString"
+            )
         reader = SecretReader()
         assert reader.read(SecretRef("env", "THE_KEY")) == MARKER + "env"
         assert reader.read(SecretRef("file", str(secret_file))) == MARKER + "file"
@@ -679,7 +680,7 @@ def test_the_environment_layer_takes_source_credentials(tmp_path, upstream, monk
             "SOURCE_USER": "alice",
             "SOURCE_PASSWORD": f"file:{tmp_path / 'pw'}",
             "SOURCE_HEADERS": '{"X-API-Key": "env:IMAGERY_KEY"}',
-            "SOURCE_PARAMS": '{"token": "literal-token"}',
+            "SOURCE_PARAMS": f'{{"token": "literal-{MARKER}"}}',
         },
         dotenv_path=None,
     )
@@ -690,7 +691,7 @@ def test_the_environment_layer_takes_source_credentials(tmp_path, upstream, monk
     assert sent.headers["Authorization"].startswith("Basic ")
     assert base64.b64decode(sent.headers["Authorization"][6:]).decode() == f"alice:pw-{MARKER}"
     assert sent.headers["X-API-Key"] == "key-" + MARKER
-    assert sent.url.endswith("&token=literal-token")
+    assert sent.url.endswith("&token=literal-" + MARKER)
 
 
 # --------------------------------------------------------------------------- dimensions
@@ -773,8 +774,9 @@ def test_sqs_seeding_of_a_512_px_tile_source_asks_once_per_four_tiles(tmp_path):
 def test_reading_aws_secrets_at_debug_level_logs_no_value(caplog):
     caplog.set_level(logging.DEBUG)
     with mock_aws():
-        boto3.client("secretsmanager").create_secret(Name="k", SecretString="sm-" + MARKER)
-        boto3.client("ssm").put_parameter(Name="/k", Value="ssm-" + MARKER, Type="SecureString")
+        with handing_over():
+            boto3.client("secretsmanager").create_secret(Name="k", SecretString="sm-" + MARKER)
+            boto3.client("ssm").put_parameter(Name="/k", Value="ssm-" + MARKER, Type="SecureString")
         spec = parse_credentials(
             {"headers": {"A": {"secret": "secretsmanager:k"}, "B": {"secret": "ssm:/k"}}}
         )
