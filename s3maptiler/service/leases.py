@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from s3maptiler import metrics
-from s3maptiler.render.pipeline import BadBundle, RenderedTiles, read_header
+from s3maptiler.service.bundle import BadBundle, RenderedTiles, read_header
 from s3maptiler.service.singleflight import WaitTimeout, failure_record, from_record
 from s3maptiler.service.storeguard import StoreBreaker
 from s3maptiler.storage.objects import ObjectClient, Reply, as_objects

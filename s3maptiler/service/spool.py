@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from s3maptiler.render.pipeline import BadBundle, RenderedTiles, read_header
+from s3maptiler.service.bundle import BadBundle, RenderedTiles, read_header
 from s3maptiler.service.singleflight import WaitTimeout, failure_record, from_record
 
 log = logging.getLogger(__name__)

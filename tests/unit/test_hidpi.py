@@ -22,6 +22,7 @@ from s3maptiler.documents.tms import tile_map, tile_map_service
 from s3maptiler.documents.wmts import wmts_capabilities
 from s3maptiler.render import getmap
 from s3maptiler.render.getmap import resolution_params
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, split_pixel_ratio, with_pixel_ratio
 from s3maptiler.tiles.tilemath import scale_denominator
@@ -310,7 +311,7 @@ def test_seeding_the_2x_layer_writes_2x_keys_from_2x_getmaps(tmp_path):
     from tests.unit.test_seed import NYC, FakeWMS
 
     layer = make_layer("demo", prefix="tiles/", pixel_ratios=(1, 2), meta_buffer=8)
-    runtime = plan.layer_runtime(with_pixel_ratios([layer])[1])
+    runtime = LayerRuntime.build(with_pixel_ratios([layer])[1])
     planned = list(plan.plan_jobs(runtime, coverage.Coverage.from_bbox(NYC), [12]))
     wms = FakeWMS()
     store = LocalStore(tmp_path)

@@ -9,7 +9,7 @@ import time
 
 from botocore.credentials import Credentials
 
-from s3maptiler.render.pipeline import RenderedTiles
+from s3maptiler.service.bundle import RenderedTiles
 from s3maptiler.service.leases import Leases
 from s3maptiler.storage.objects import ObjectClient
 from tests.unit.test_stores import CannedHTTP
