@@ -5,7 +5,7 @@ metatile it writes the metatile's lease object with ``If-None-Match: *``; S3 let
 exactly one such write succeed. The lease records when it expires. Instances
 that lose the race do not render: they read the lease until the winner replaces it
 (``If-Match`` its own ETag) with the finished render, a
-:class:`~s3maptiler.render.pipeline.RenderedTiles` with ``state: done``, and serve their
+:class:`~s3maptiler.service.bundle.RenderedTiles` with ``state: done``, and serve their
 tiles from it while the winner's uploads land.
 
 A lease is short (LEASE_SECONDS, 6 s by default) and kept alive by its holder: one

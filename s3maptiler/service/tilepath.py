@@ -16,16 +16,18 @@ A miss for a tile of a metatile goes through three rings of single flight, each
    metatile's lease in the bucket, or serves the render another instance puts there.
 
 Only then is the WMS asked, once, through :mod:`s3maptiler.render.pipeline`. The requested
-tile is answered as soon as it is encoded; the rest of the metatile is encoded by
-the slicer, published to the other rings and queued for upload.
+tile is answered as soon as it is encoded; the rest of the metatile is encoded in
+the background pool (:mod:`s3maptiler.service.background`), published to the other
+rings and queued for upload. Every tile goes to the store by the one recipe of
+:mod:`s3maptiler.render.tilewrites`, which seeding uses too.
 
 Every wait for someone else's render lasts at most `patience`: twice the render's
 own budget (the leader may itself wait that long before it renders). A waiter
 whose leader failed answers with the leader's error (502/503/504), never a 500.
 
-One module of about 490 lines on purpose: the tile path is one flow (read, the three
+One module of about 530 lines on purpose: the tile path is one flow (read, the three
 rings, render, publish, upload), and splitting it would scatter the order of its
-steps; addresses, the rings and the slicer already live beside it.
+steps; addresses, the rings and the background pool already live beside it.
 """
 
 from __future__ import annotations
