@@ -6,8 +6,8 @@ import click
 
 from s3maptiler.cli import common
 from s3maptiler.config import with_pixel_ratios
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding import sqs as sqs_jobs
-from s3maptiler.seeding.plan import layer_runtime
 from s3maptiler.seeding.run import RenderCounts
 from s3maptiler.seeding.worker import run_worker
 from s3maptiler.service.build import wms_client
@@ -41,7 +41,7 @@ def worker_command(
     """
     env = common.environment(ctx)
     settings = common.settings_of(env)
-    layers = {layer.name: layer_runtime(layer) for layer in with_pixel_ratios(settings.layers)}
+    layers = {layer.name: LayerRuntime.build(layer) for layer in with_pixel_ratios(settings.layers)}
     store = common.tile_store(env, settings, s3, pool=4, conditional=settings.s3_conditional_put)
     wms = wms_client(settings, 2)
     sqs = common.sqs_client(env, s3.endpoint_url, read_timeout=wait_seconds + 10.0)

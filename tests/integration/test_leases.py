@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from s3maptiler.render.errors import WMSTimeout
-from s3maptiler.render.pipeline import RenderedTiles
+from s3maptiler.service.bundle import RenderedTiles
 from s3maptiler.service.leases import Leases, _Refused
 from s3maptiler.service.singleflight import WaitTimeout
 from s3maptiler.tiles.grids import Tile

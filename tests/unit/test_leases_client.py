@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 
-from s3maptiler.render.pipeline import RenderedTiles
+from s3maptiler.service.bundle import RenderedTiles
 from s3maptiler.service.leases import Leases
 from s3maptiler.storage.objects import ObjectClient
 from tests.unit.test_stores import MOTO_KEYS, CannedHTTP

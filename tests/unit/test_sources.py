@@ -35,6 +35,7 @@ from s3maptiler.render.credentials import (
     SecretReader,
     redact,
 )
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.render.tilesource import TileSource, tile_url
 from s3maptiler.service.build import build_service
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
@@ -472,7 +473,7 @@ def test_seeding_a_tile_source_stores_each_upstream_tile_as_it_came(tmp_path, up
         formats=("png",),
         tile_source=TileSourceSpec(url=TILES + "/{z}/{x}/{y}.png"),
     )
-    runtime = plan.layer_runtime(layer)
+    runtime = LayerRuntime.build(layer)
     jobs = list(
         plan.plan_jobs(
             runtime, coverage.Coverage.from_bbox((-74.05, 40.68, -73.9, 40.82)), range(9, 12)
@@ -742,7 +743,7 @@ def test_sqs_seeding_of_a_512_px_tile_source_asks_once_per_four_tiles(tmp_path):
 
     path = tmp_path / "layers.toml"
     path.write_text(tile_layer(TILES + "/{z}/{x}/{y}.png", "tile_size = 512"))
-    runtime = plan.layer_runtime(load_layers_file(path)[0])
+    runtime = LayerRuntime.build(load_layers_file(path)[0])
     area = coverage.Coverage.from_bbox((-74.05, 40.68, -73.9, 40.82))
     jobs = list(plan.plan_jobs(runtime, area, range(9, 12)))
     tiles = {t for job in jobs for t in plan.job_tiles(runtime, job)[1]}
