@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 
 from s3maptiler.config import Layer  # noqa: E402
+from s3maptiler.render.runtime import LayerRuntime  # noqa: E402
 from s3maptiler.seeding.coverage import Coverage  # noqa: E402
-from s3maptiler.seeding.plan import covered_tiles, layer_runtime  # noqa: E402
+from s3maptiler.seeding.plan import covered_tiles  # noqa: E402
 
 AREA = "-74.60,40.30,-73.40,41.10"  # New York and around: 100,000 tiles by z17
 SEEDED_AREA = "-74.30,40.40,-73.60,40.80"  # New York and the sea to its south
@@ -60,7 +61,7 @@ def env(cache: Path, **extra: str) -> dict[str, str]:
 def synthetic_cache(tiles: int) -> tuple[Path, str]:
     """``tiles`` distinct tiles of AREA from zoom 0 up; the zoom range they span."""
     cache = CACHE / f"{tiles}"
-    runtime = layer_runtime(Layer(name="default", wms_url="http://x", wms_layers="demo"))
+    runtime = LayerRuntime.build(Layer(name="default", wms_url="http://x", wms_layers="demo"))
     coverage = Coverage.from_bbox([float(v) for v in AREA.split(",")])
     out = io.BytesIO()
     Image.new("RGB", (256, 256), (170, 200, 230)).save(out, "PNG")
@@ -116,7 +117,7 @@ def read_only(cache: Path, zooms: str) -> float:
     from s3maptiler.seeding.export import ExportReport, ExportRequest, stored_tiles
     from s3maptiler.storage.stores import LocalStore
 
-    runtime = layer_runtime(Layer(name="default", wms_url="http://x", wms_layers="demo"))
+    runtime = LayerRuntime.build(Layer(name="default", wms_url="http://x", wms_layers="demo"))
     low, high = (int(v) for v in zooms.split("-"))
     coverage = Coverage.from_bbox([float(v) for v in AREA.split(",")])
     request = ExportRequest(runtime, "png", coverage, list(range(low, high + 1)), "default")

@@ -204,11 +204,12 @@ def covered_tiles(bbox: str, zoom: str, metatile: tuple[int, int]) -> int:
     """Tiles of the grid that share area with the bbox at the zoom levels: the work
     both tools are asked for. MapProxy also stores the rest of each metatile."""
     from s3maptiler.config import Layer
+    from s3maptiler.render.runtime import LayerRuntime
     from s3maptiler.seeding.coverage import Coverage
-    from s3maptiler.seeding.plan import layer_runtime, zoom_plan
+    from s3maptiler.seeding.plan import zoom_plan
 
     low, _, high = zoom.partition("-")
-    runtime = layer_runtime(Layer("bench", "http://unused", "demo", metatile=metatile))
+    runtime = LayerRuntime.build(Layer("bench", "http://unused", "demo", metatile=metatile))
     coverage = Coverage.from_bbox([float(v) for v in bbox.split(",")])
     return sum(p.tiles for p in zoom_plan(runtime, coverage, range(int(low), int(high or low) + 1)))
 

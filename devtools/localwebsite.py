@@ -94,6 +94,7 @@ class LocalStack:
         self.process: subprocess.Popen | None = None
         self._root: Path | None = None
         self._log: Any = None
+        self.credentials = dict(CREDENTIALS)  # LocalStack checks none; tests mark theirs
 
     @property
     def endpoint_url(self) -> str:
@@ -124,7 +125,7 @@ class LocalStack:
         """A boto3 S3 client for this LocalStack."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, **CREDENTIALS, **config)
+        return boto3.client("s3", endpoint_url=self.url, **{**self.credentials, **config})
 
     @property
     def log_path(self) -> Path | None:

@@ -20,12 +20,14 @@ from pathlib import Path
 import requests
 
 from s3maptiler.service.leases import DEFAULT_PREFIX as LEASE_PREFIX
+from tests import leakcheck
 
 ROOT = Path(__file__).resolve().parent.parent
 # Keys for moto, which accepts any: tests, benchmarks and the services they start.
+# The secret carries the leak check's marker (tests/leakcheck.py).
 MOTO_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing-" + leakcheck.MARKER,
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
@@ -74,8 +76,22 @@ class MotoServer:
         wait_http(self.url + "/moto-api/", process=self.process)
         return self
 
+    def client(self):
+        """A boto3 S3 client for this server."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name=MOTO_CREDENTIALS["AWS_DEFAULT_REGION"],
+            aws_access_key_id=MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
     def stop(self) -> None:
         if self.process is not None:
+            if self.process.poll() is None:
+                leakcheck.scan_buckets(self.client(), "moto server")
             self.process.terminate()
             self.process.wait(10)
 
@@ -151,6 +167,7 @@ class GunicornApp:
         if local.exists():
             argv[0] = str(local)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        leakcheck.watch_service(self.url)
         self.process = subprocess.Popen(
             argv, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
@@ -180,6 +197,7 @@ class GunicornApp:
                 self.process.wait()
         if getattr(self, "_log", None):
             self._log.close()
+            leakcheck.scan_service_log(self.url, self.log())
 
 
 class DelayProxy:

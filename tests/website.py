@@ -23,12 +23,16 @@ from pathlib import Path
 import requests
 
 from devtools.localwebsite import CREDENTIALS, LocalStack
+from tests import leakcheck
+from tests.leakcheck import MARKER
 from tests.servers import GunicornApp
 
+# LocalStack's keys, the secret carrying the leak check's marker (LocalStack checks none).
+TEST_CREDENTIALS = {**CREDENTIALS, "aws_secret_access_key": "test-" + MARKER}
 AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
-    "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
-    "AWS_DEFAULT_REGION": CREDENTIALS["region_name"],
+    "AWS_ACCESS_KEY_ID": TEST_CREDENTIALS["aws_access_key_id"],
+    "AWS_SECRET_ACCESS_KEY": TEST_CREDENTIALS["aws_secret_access_key"],
+    "AWS_DEFAULT_REGION": TEST_CREDENTIALS["region_name"],
 }
 
 _TILE_REQUESTS = re.compile(r"^s3maptiler_tile_requests_total\{[^}]*\} ([0-9.e+]+)$", re.M)
@@ -37,7 +41,7 @@ _TILE_REQUESTS = re.compile(r"^s3maptiler_tile_requests_total\{[^}]*\} ([0-9.e+]
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
     """`python -m s3maptiler.cli ARGS` in a clean environment: no .env, no AWS set-up."""
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **AWS_ENV}
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "s3maptiler.cli", *args],
         capture_output=True,
         text=True,
@@ -45,6 +49,8 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
         cwd=cwd or tempfile.gettempdir(),
         env={**base, **(env or {})},
     )
+    leakcheck.scan(f"output of s3maptiler {' '.join(args)}", done.stdout + done.stderr)
+    return done
 
 
 def new_bucket_name(stem: str = "tiles") -> str:

@@ -22,7 +22,7 @@ from s3maptiler.cli import dimensions as dimension_option
 from s3maptiler.cli.costs import print_costs
 from s3maptiler.cli.seed import area_of, zoom_levels
 from s3maptiler.config import Settings
-from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding.cost import Prices, SizeSampler, plan_costs
 from s3maptiler.seeding.coverage import Coverage
 from s3maptiler.seeding.export import (
@@ -35,7 +35,6 @@ from s3maptiler.seeding.plan import (
     MetaJob,
     candidate_count,
     job_runtime,
-    layer_runtime,
     plan_jobs,
     tile_count,
 )
@@ -124,7 +123,7 @@ def export_command(
         kind = archive_kind(output)
     except ArchiveError as err:
         raise errors.ConfigProblem(str(err)) from None
-    base = layer_runtime(context.layer_of(env, layer_name))
+    base = LayerRuntime.build(context.layer_of(env, layer_name))
     zooms = zoom_levels(zoom, base)
     coverage = _area(base, bbox, geojson)
     ext = (ext or base.layer.extension).lower()

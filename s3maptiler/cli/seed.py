@@ -33,7 +33,7 @@ from s3maptiler.cli import dimensions as dimension_option
 from s3maptiler.cli.costs import print_costs
 from s3maptiler.config import Settings
 from s3maptiler.render.errors import WMSError
-from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding import sqs as sqs_jobs
 from s3maptiler.seeding.cost import Prices, SizeSampler, plan_costs
 from s3maptiler.seeding.coverage import Coverage, CoverageError, SeedError, load_geojson
@@ -44,7 +44,7 @@ from s3maptiler.seeding.journal import (
     plan_signature,
     read_failures,
 )
-from s3maptiler.seeding.plan import MetaJob, layer_runtime, plan_jobs, tile_count
+from s3maptiler.seeding.plan import MetaJob, plan_jobs, tile_count
 from s3maptiler.seeding.run import SeedOptions, estimate, run_seed
 from s3maptiler.service.build import wms_client
 
@@ -58,7 +58,7 @@ SEED_DIR = Path("var/seed")
 
 def _runtime(env: context.Environment, layer_name: str | None) -> LayerRuntime:
     context.settings_of(env)  # a layer needs settings: a clear error without them
-    return layer_runtime(context.layer_of(env, layer_name))
+    return LayerRuntime.build(context.layer_of(env, layer_name))
 
 
 def zoom_levels(value: str, runtime: LayerRuntime) -> list[int]:
@@ -227,7 +227,7 @@ def seed_command(
             raise errors.ConfigProblem(str(err)) from None
         wanted = {job.layer for job in jobs}
         layers = {
-            layer.name: layer_runtime(layer)
+            layer.name: LayerRuntime.build(layer)
             for layer in settings.served_layers
             if layer.name in wanted
         }

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from s3maptiler.cli import console, context, errors
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding import sqs as sqs_jobs
-from s3maptiler.seeding.plan import layer_runtime
 from s3maptiler.seeding.run import RenderCounts
 from s3maptiler.seeding.worker import run_worker
 from s3maptiler.service.build import wms_client
@@ -40,7 +40,7 @@ def worker_command(
     """
     env = context.environment(ctx)
     settings = context.settings_of(env)
-    layers = {layer.name: layer_runtime(layer) for layer in settings.served_layers}
+    layers = {layer.name: LayerRuntime.build(layer) for layer in settings.served_layers}
     store = context.tile_store(env, settings, s3, pool=4, conditional=settings.s3_conditional_put)
     wms = wms_client(settings, 2)
     sqs = context.sqs_client(env, s3.endpoint_url, read_timeout=wait_seconds + 10.0)

@@ -1,4 +1,7 @@
-"""How long a tile may be cached, read from its WMS's own answer (``cache_from_wms``).
+"""Tile lifetimes (``cache_from_wms``): how long a tile may be cached, read from its
+WMS's own answer; what it is stored with; what it is answered with; when a stored
+one has expired. The one module of the concept, for the WMS client, the tile path,
+seeding and the upload recipe alike.
 
 A layer with ``cache_from_wms`` stores and answers its tiles with a lifetime derived
 from the GetMap answer's headers instead of its fixed ``cache_control``. The rules
@@ -30,6 +33,13 @@ and ``Cache-Control: public`` in S3, whose stored object cannot count down a
 ``max-age``: browsers and CloudFront read ``Expires`` when no ``max-age`` is given,
 so a tile served by the bucket late in its life is not cached past its end. The
 service's own responses say ``public, max-age=<seconds left>``.
+
+A layer without the setting answers every tile with its fixed ``cache_control`` and
+nothing else; :func:`answer_headers`, :func:`of_expires` and :func:`expired` return
+that at once. A layer with it answers with the seconds left, and renders a stored
+tile again once its Expires has passed: a miss to the service. The website endpoint
+serves what the bucket holds, expired or not; ``seed --refresh-older-than`` renews
+those.
 """
 
 from __future__ import annotations
@@ -37,18 +47,24 @@ from __future__ import annotations
 import email.utils
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
+
+from s3maptiler.config import Layer
 
 __all__ = [
     "HEADERS",
     "STORED_CACHE_CONTROL",
     "Freshness",
+    "answer_headers",
+    "expired",
     "freshness_of",
     "http_date",
     "left",
     "max_age_of",
+    "of_expires",
     "parse_http_date",
     "stored_headers",
 ]
@@ -185,3 +201,27 @@ def stored_headers(
     if not fresh.shared:
         return None
     return STORED_CACHE_CONTROL, fresh.expires_at
+
+
+def of_expires(layer: Layer, expires: float | None) -> Freshness | None:
+    """The lifetime of a tile stored or queued with an ``Expires`` (seconds since the
+    epoch), when the layer honours one."""
+    if expires is None or not layer.cache_from_wms:
+        return None
+    return Freshness(expires)
+
+
+def expired(layer: Layer, expires: float | None) -> bool:
+    """Whether a stored tile whose ``Expires`` is `expires` has lived its lifetime: it
+    is then rendered again and overwritten, as if it were missing."""
+    if not layer.cache_from_wms or expires is None:
+        return False
+    return expires <= time.time()
+
+
+def answer_headers(layer: Layer, fresh: Freshness | None) -> tuple[str, float | None]:
+    """``(Cache-Control, Expires)`` of an answer: the layer's fixed Cache-Control and
+    no Expires, or the lifetime left (none for an answer no shared cache may keep)."""
+    if fresh is None:
+        return layer.cache_control, None
+    return fresh.cache_control(time.time()), fresh.expires_at if fresh.shared else None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding.coverage import Coverage
 from s3maptiler.seeding.plan import covered_tiles
 from s3maptiler.storage.s3 import StoreError

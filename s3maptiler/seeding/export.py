@@ -24,7 +24,7 @@ from pathlib import Path
 
 from s3maptiler.archives.common import ArchiveInfo, tile_format
 from s3maptiler.archives.writers import open_writer
-from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding.coverage import Coverage, SeedError
 from s3maptiler.seeding.plan import covered_tiles
 from s3maptiler.storage.stores import StoredTile, TileStore

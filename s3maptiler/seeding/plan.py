@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from s3maptiler.config import Layer
-from s3maptiler.render.guard import WMSGuard
-from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding.coverage import Coverage, SeedError, tile_touches
 from s3maptiler.tiles.dimensions import DimensionError
 from s3maptiler.tiles.grids import GridError, Tile, TileGrid
@@ -18,15 +16,6 @@ from s3maptiler.tiles.tilemath import lonlat_to_tile, tile_lonlat_bounds
 
 class BadJob(SeedError, ValueError):
     """A metatile job that names no metatile of the layer (bad coordinates or zoom)."""
-
-
-def layer_runtime(layer: Layer) -> LayerRuntime:
-    """A layer resolved for seeding outside the service (the CLI and its worker).
-
-    Seeding paces the WMS itself (threads and the GetMap rate cap), so the guard of
-    the service's request path never refuses or trips here.
-    """
-    return LayerRuntime.build(layer, WMSGuard(1_000_000, 60.0, 1_000_000, 0.0))
 
 
 class MetaJob(NamedTuple):

@@ -8,9 +8,10 @@ positive area: a tile that only meets the coverage along an edge or at a corner 
 left out, as :meth:`~s3maptiler.tiles.grids.TileGrid.tiles_in` leaves it out for a bbox.
 
 :func:`render_metatile` does the work of one job through the service's own render
-pipeline (:mod:`s3maptiler.render.pipeline`): ONE GetMap, sliced with the layer's encoder,
-blank tiles treated by the layer's ``empty_tiles`` policy, each covered tile written
-straight to the store (seeding is itself the background job, so no upload queue).
+pipeline (:mod:`s3maptiler.render.pipeline`): ONE GetMap, sliced with the layer's
+encoder, each covered tile written by the service's own recipe
+(:mod:`s3maptiler.render.tilewrites`: lifetime, blank policy) straight to the store
+(seeding is itself the background job, so no upload queue).
 :func:`run_seed` runs jobs on a bounded thread pool behind a :class:`TokenBucket`
 that caps GetMaps per second, writes every finished metatile to a :class:`Journal`
 (JSON lines) so an interrupted run resumes where it stopped, and every failed
@@ -33,8 +34,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from s3maptiler.render.errors import WMSError
-from s3maptiler.render.freshness import stored_headers
-from s3maptiler.render.pipeline import LayerRuntime, Renderer
+from s3maptiler.render.pipeline import Renderer
+from s3maptiler.render.runtime import LayerRuntime
+from s3maptiler.render.tilewrites import TileWrites
 from s3maptiler.render.wms import WMSClient
 from s3maptiler.seeding.coverage import SeedError
 from s3maptiler.seeding.existing import ListingCache
@@ -43,7 +45,6 @@ from s3maptiler.seeding.plan import BadJob, MetaJob, job_runtime, job_tiles, til
 from s3maptiler.storage.blanks import SharedBlanks
 from s3maptiler.storage.s3 import StoreError
 from s3maptiler.storage.stores import TileStore
-from s3maptiler.storage.uploads import UploadJob
 from s3maptiler.tiles.grids import Tile
 
 __all__ = [
@@ -181,27 +182,17 @@ def render_metatile(runtime: LayerRuntime, job: MetaJob, drawing: Drawing) -> Re
         raise Interrupted("stopped before the GetMap")
     counts.getmaps = 1
     cut = Renderer(drawing.wms).metatile(runtime, job.ext, meta)
-    headers = stored_headers(runtime.layer.cache_control, cut.freshness)
-    if headers is None:
+    writes = TileWrites(runtime, job.ext, cut.freshness, drawing.blanks, drawing.overwrite)
+    if not writes.storable:
         log.warning("%s: the WMS forbids caching its image; nothing stored", job.describe())
         counts.ignored += len(keys)
         return counts
     sliced = cut.encode(keys)
-    blanks = drawing.blanks
-    cache_control, expires = headers
-    overwrite = drawing.overwrite or runtime.layer.cache_from_wms
     for tile, key in keys.items():
-        piece = sliced[tile]
-        content_type = runtime.content_type(job.ext, piece.data)
-        own = UploadJob(key, piece.data, content_type, cache_control, None, expires, overwrite)
-        for upload in blanks.jobs(own, runtime.blank_key(job.ext, piece)):
-            outcome = drawing.store.write(upload)
-            blanks.settled(upload, outcome)
-            if upload.key == key:
-                if outcome == "exists":
-                    counts.existing += 1
-                else:
-                    counts.stored += 1
+        if writes.write(key, sliced[tile], drawing.store.write) == "exists":
+            counts.existing += 1
+        else:
+            counts.stored += 1
     return counts
 
 

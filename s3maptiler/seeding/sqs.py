@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3maptiler.render.errors import WMSError
-from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.render.wms import WMSClient
 from s3maptiler.seeding.existing import ListingCache
 from s3maptiler.seeding.plan import BadJob, MetaJob

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from s3maptiler.config import Layer, pixel_ratio_name
-from s3maptiler.render.pipeline import LayerRuntime, overlaps
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.tiles.dimensions import DimensionError, split_values
 from s3maptiler.tiles.grids import GridError, Tile, TileOutOfRange
 from s3maptiler.tiles.layouts import (
@@ -35,7 +35,7 @@ from s3maptiler.tiles.layouts import (
     get_layout,
     split_pixel_ratio,
 )
-from s3maptiler.tiles.tilemath import tile_lonlat_bounds
+from s3maptiler.tiles.tilemath import extent_excludes
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -255,9 +255,7 @@ class Addresses:
             raise TileNotFound(
                 f"zoom {tile.z} outside {layer.min_zoom}..{layer.max_zoom} of layer {layer.name}"
             )
-        outside = layer.extent is not None and not overlaps(
-            tile_lonlat_bounds(runtime.grid, tile), layer.extent
-        )
+        outside = extent_excludes(runtime.grid, tile, layer.extent)
         if outside and layer.outside_extent == "404":
             raise TileNotFound(f"tile outside the extent of layer {layer.name}")
         return TileRequest(runtime, tile, ext, key, outside)

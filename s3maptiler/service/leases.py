@@ -5,7 +5,7 @@ metatile it writes the metatile's lease object with ``If-None-Match: *``; S3 let
 exactly one such write succeed. The lease records when it expires. Instances
 that lose the race do not render: they read the lease until the winner replaces it
 (``If-Match`` its own ETag) with the finished render, a
-:class:`~s3maptiler.render.pipeline.RenderedTiles` with ``state: done``, and serve their
+:class:`~s3maptiler.service.bundle.RenderedTiles` with ``state: done``, and serve their
 tiles from it while the winner's uploads land.
 
 A lease is short (LEASE_SECONDS, 6 s by default) and kept alive by its holder: one
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from s3maptiler import metrics
-from s3maptiler.render.pipeline import BadBundle, RenderedTiles, read_header
+from s3maptiler.service.bundle import BadBundle, RenderedTiles, read_header
 from s3maptiler.service.singleflight import WaitTimeout, failure_record, from_record
 from s3maptiler.service.storeguard import StoreBreaker
 from s3maptiler.storage.objects import ObjectClient, Reply, as_objects

@@ -11,7 +11,7 @@ lock, re-check the spool, render, publish, unlock.
   metatile, no false sharing, and the kernel releases a dead worker's locks.
   Record locks belong to a process, so two threads of one process must never lead
   the same metatile: the service's in-process single flight sees to that.
-- The spool holds each finished render (:class:`~s3maptiler.render.pipeline.RenderedTiles`)
+- The spool holds each finished render (:class:`~s3maptiler.service.bundle.RenderedTiles`)
   as one file, replaced atomically, valid for ``ttl`` seconds: long enough for the
   uploads to land, so a worker whose store read raced them finds the render here.
 - A leader that fails leaves a failure record: workers that were already waiting
@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from s3maptiler.render.pipeline import BadBundle, RenderedTiles, read_header
+from s3maptiler.service.bundle import BadBundle, RenderedTiles, read_header
 from s3maptiler.service.singleflight import WaitTimeout, failure_record, from_record
 
 log = logging.getLogger(__name__)

@@ -16,16 +16,18 @@ A miss for a tile of a metatile goes through three rings of single flight, each
    metatile's lease in the bucket, or serves the render another instance puts there.
 
 Only then is the WMS asked, once, through :mod:`s3maptiler.render.pipeline`. The requested
-tile is answered as soon as it is encoded; the rest of the metatile is encoded by
-the slicer, published to the other rings and queued for upload.
+tile is answered as soon as it is encoded; the rest of the metatile is encoded in
+the background pool (:mod:`s3maptiler.service.background`), published to the other
+rings and queued for upload. Every tile goes to the store by the one recipe of
+:mod:`s3maptiler.render.tilewrites`, which seeding uses too.
 
 Every wait for someone else's render lasts at most `patience`: twice the render's
 own budget (the leader may itself wait that long before it renders). A waiter
 whose leader failed answers with the leader's error (502/503/504), never a 500.
 
-One module of about 490 lines on purpose: the tile path is one flow (read, the three
+One module of about 530 lines on purpose: the tile path is one flow (read, the three
 rings, render, publish, upload), and splitting it would scatter the order of its
-steps; addresses, the rings and the slicer already live beside it.
+steps; addresses, the rings and the background pool already live beside it.
 """
 
 from __future__ import annotations
@@ -42,24 +44,27 @@ from typing import TYPE_CHECKING
 
 from s3maptiler import metrics
 from s3maptiler.config import Layer, Settings, base_layer_name
+from s3maptiler.render import freshness
 from s3maptiler.render.encode import SlicedTile, blank_tile, uniform_tile
-from s3maptiler.render.freshness import Freshness, stored_headers
+from s3maptiler.render.freshness import Freshness
 from s3maptiler.render.guard import WMSGuard
-from s3maptiler.render.pipeline import Cut, LayerRuntime, RenderedTiles, Renderer
+from s3maptiler.render.pipeline import Cut, Renderer
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.render.tilesource import tile_url
+from s3maptiler.render.tilewrites import QUEUED, TileWrites
 from s3maptiler.render.wms import WMSClient
-from s3maptiler.service import lifetimes
 from s3maptiler.service.addresses import Addresses, TileRequest
 from s3maptiler.service.archived import ArchivedZooms
+from s3maptiler.service.background import BoundedPool
+from s3maptiler.service.bundle import RenderedTiles
 from s3maptiler.service.leases import Lease, Leases
 from s3maptiler.service.singleflight import RenderFailed, SingleFlight, wait_for
-from s3maptiler.service.slicer import Slicer
 from s3maptiler.service.spool import Spool, Turn
 from s3maptiler.service.storeguard import StoreBreaker
 from s3maptiler.storage.blanks import SharedBlanks
 from s3maptiler.storage.s3 import StoreError, StoreSkipped
-from s3maptiler.storage.stores import StoredTile, TileStore
-from s3maptiler.storage.uploads import UploadJob, UploadPool
+from s3maptiler.storage.stores import StoredTile, TileObject, TileStore
+from s3maptiler.storage.uploads import UploadPool
 from s3maptiler.tiles.formats import etag_of
 from s3maptiler.tiles.grids import Tile
 from s3maptiler.tiles.metatile import MetaTile
@@ -69,10 +74,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SLICER_THREADS = 2
+BACKGROUND_THREADS = 2
 # Metatiles queued or encoding in the background, each holding its decoded image
 # (about 5 MB for 4x4 tiles with a 64 px buffer); past this the leader encodes inline.
-SLICER_BACKLOG = 8
+BACKGROUND_BACKLOG = 8
 # Seconds a request thread waits for room in a full upload queue before dropping its
 # tile; background encoding waits up to the render budget.
 UPLOAD_WAIT = 1.0
@@ -141,7 +146,7 @@ class TileService:
         self._reads: SingleFlight[StoredTile | None] = SingleFlight()
         self._tiles: SingleFlight[tuple[bytes, Freshness | None]] = SingleFlight()
         self._metatiles: SingleFlight[RenderedTiles] = SingleFlight()
-        self._slicer = Slicer(SLICER_THREADS, SLICER_BACKLOG)
+        self._background = BoundedPool(BACKGROUND_THREADS, BACKGROUND_BACKLOG)
         self._expected: dict[str, float] = {}  # by layer: seconds a metatile render takes
         self.archived = ArchivedZooms(self.store)  # zooms answered from PMTiles archives
 
@@ -180,17 +185,17 @@ class TileService:
                 return self._result(request, data, "archive")
         pending = self.uploads.pending_job(request.key)
         if pending is not None:
-            fresh = lifetimes.of_expires(layer, pending.expires)
+            fresh = freshness.of_expires(layer, pending.expires)
             return self._result(request, pending.data, "inflight", fresh)
         if self.settings.cache_read and not known_miss:
             here = self._rendered_here(request)
             if here is not None:
                 return here
             stored = self._read_once(request.key)
-            if stored is not None and not lifetimes.expired(layer, stored):
+            if stored is not None and not freshness.expired(layer, stored.expires):
                 etag = stored.etag or etag_of(stored.data)
-                fresh = lifetimes.of_expires(layer, stored.expires)
-                cache_control, expires = lifetimes.answer_headers(layer, fresh)
+                fresh = freshness.of_expires(layer, stored.expires)
+                cache_control, expires = freshness.answer_headers(layer, fresh)
                 return TileResult(
                     stored.data, stored.content_type, "cache", etag, cache_control, expires=expires
                 )
@@ -341,7 +346,7 @@ class TileService:
         abandon = functools.partial(
             self._failed, flight, turn, lease, RenderFailed("the service is stopping"), future
         )
-        self._slicer.run(finish, abandon)
+        self._background.run(finish, abandon)
         return self._rendered(request, first.data, wms_ms, upload, cut.freshness)
 
     def _finish(
@@ -370,11 +375,12 @@ class TileService:
         self._learn(runtime, time.perf_counter() - started)
         if lease is not None:
             self.leases.publish(lease, rendered)
-        wait = self.renderer.budget(runtime)
+        writes = TileWrites(runtime, ext, cut.freshness, self.blanks)
+        submit = functools.partial(self._submit, wait=self.renderer.budget(runtime))
         for tile, piece in rest.items():
             key = runtime.key_to_store(tile, ext)
             if key is not None:
-                self._upload(runtime, ext, key, piece, wait, cut.freshness)
+                writes.write(key, piece, submit)
 
     def _publish_here(self, flight: str, rendered: RenderedTiles, turn: Turn) -> None:
         """Hand a finished render to this host's other workers, then let them go."""
@@ -410,26 +416,18 @@ class TileService:
 
     def _upload(self, runtime: LayerRuntime, ext: str, key: str, piece: SlicedTile, wait: float,
                 fresh: Freshness | None = None) -> str:  # fmt: skip
-        """Queue a rendered tile through the layer's blank policy: "queued" or "dropped";
-        "uncached" when its WMS forbade shared caches to keep it (no-store, private).
-        A layer with cache_from_wms writes unconditionally: each render carries a new
-        lifetime, and If-None-Match would refuse to replace an expired tile."""
-        headers = stored_headers(runtime.layer.cache_control, fresh)
-        if headers is None:
-            return "uncached"
-        cache_control, expires = headers
-        overwrite = runtime.layer.cache_from_wms
-        content_type = runtime.content_type(ext, piece.data)
-        own = UploadJob(key, piece.data, content_type, cache_control, None, expires, overwrite)
-        outcome = "queued"
-        for job in self.blanks.jobs(own, runtime.blank_key(ext, piece)):
-            if self.uploads.submit(job, wait):
-                metrics.UPLOAD_QUEUE.inc()  # the pool's on_result decrements it: exact, no lock
-            else:
-                metrics.UPLOADS.labels("dropped").inc()
-                self.blanks.settled(job, "dropped")
-                outcome = "dropped"
-        return outcome
+        """Queue a rendered tile by the one recipe (render/tilewrites.py): "queued" or
+        "dropped"; "uncached" when its WMS forbade shared caches to keep it."""
+        writes = TileWrites(runtime, ext, fresh, self.blanks)
+        return writes.write(key, piece, functools.partial(self._submit, wait=wait))
+
+    def _submit(self, obj: TileObject, wait: float) -> str:
+        """One object onto the upload pool: "queued", or "dropped" when it is full."""
+        if self.uploads.submit(obj, wait):
+            metrics.UPLOAD_QUEUE.inc()  # the pool's on_result decrements it: exact, no lock
+            return QUEUED
+        metrics.UPLOADS.labels("dropped").inc()
+        return "dropped"
 
     # ------------------------------------------------------------------ other keys
 
@@ -450,11 +448,11 @@ class TileService:
         layer = request.layer.layer
         job = self.uploads.pending_job(alias)
         if job is not None:
-            return self._shared(request, job.data, lifetimes.of_expires(layer, job.expires))
+            return self._shared(request, job.data, freshness.of_expires(layer, job.expires))
         stored = self._read_once(alias)
-        if stored is None or lifetimes.expired(layer, stored):
+        if stored is None or freshness.expired(layer, stored.expires):
             return None
-        result = self._shared(request, stored.data, lifetimes.of_expires(layer, stored.expires))
+        result = self._shared(request, stored.data, freshness.of_expires(layer, stored.expires))
         return dataclasses.replace(result, source="cache", etag=stored.etag or result.etag)
 
     def _shared(self, request: TileRequest, data: bytes, fresh: Freshness | None) -> TileResult:
@@ -514,7 +512,7 @@ class TileService:
         """Finish slicing, then the uploads, within `timeout` seconds; returns how
         many uploads were left undone (on shutdown: gunicorn's worker_exit)."""
         deadline = time.monotonic() + timeout
-        self._slicer.drain(deadline)
+        self._background.drain(deadline)
         return self.uploads.drain(max(deadline - time.monotonic(), 0.1))
 
     # ------------------------------------------------------------------ answers
@@ -534,7 +532,7 @@ class TileService:
     def _result(self, request: TileRequest, data: bytes, source: str, fresh=None) -> TileResult:
         """A tile's answer: the layer's Cache-Control, or the lifetime its WMS gave it."""
         content_type = request.layer.content_type(request.ext, data)
-        cache_control, expires = lifetimes.answer_headers(request.layer.layer, fresh)
+        cache_control, expires = freshness.answer_headers(request.layer.layer, fresh)
         return TileResult(data, content_type, source, etag_of(data), cache_control, expires=expires)
 
 

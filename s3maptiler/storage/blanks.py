@@ -2,7 +2,7 @@
 
 A uniform tile (one colour, or fully transparent) of such a layer is stored as a
 zero-byte object that redirects to one shared copy, ``<prefix>_blank/<md5>.<ext>``
-(the key is the layer's, :meth:`s3maptiler.render.pipeline.LayerRuntime.blank_key`).
+(the key is the layer's, :meth:`s3maptiler.render.runtime.LayerRuntime.blank_key`).
 This module decides which uploads store a tile, so the service and seeding write
 blanks the same way.
 """

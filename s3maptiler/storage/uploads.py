@@ -2,9 +2,10 @@
 
 One pool per process. ``submit`` never waits for the store: when the pool already
 holds ``max_pending`` jobs the new one waits up to the caller's ``wait`` seconds for
-room, then is dropped (the next miss simply renders the tile again). The slicer of a
-metatile and a request thread storing the tile it rendered wait briefly (the tile
-service's ``UPLOAD_WAIT``), so a burst of renders slows down rather than loses tiles;
+room, then is dropped (the next miss simply renders the tile again). The rest of a
+metatile (in the service's background pool) and a request thread storing the tile
+it rendered wait briefly (the tile service's ``UPLOAD_WAIT``), so a burst of renders
+slows down rather than loses tiles;
 a tile another render already drew is submitted without waiting. The
 pool starts ``workers`` threads and grows, one thread per ``_BACKLOG_PER_THREAD``
 queued jobs, up to ``max_workers`` while a backlog lasts; threads beyond

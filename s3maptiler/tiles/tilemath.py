@@ -23,9 +23,11 @@ from s3maptiler.tiles.srs import crs, to_lonlat, to_native
 
 __all__ = [
     "arcgis_scale",
+    "extent_excludes",
     "has_lonlat",
     "lonlat_to_tile",
     "meters_per_unit",
+    "overlaps",
     "scale_denominator",
     "tile_lonlat_bounds",
 ]
@@ -88,3 +90,14 @@ def scale_denominator(grid: TileGrid, z: int) -> float:
 def arcgis_scale(grid: TileGrid, z: int) -> float:
     """ArcGIS LOD scale at zoom ``z``: resolution in meters * 96 dpi * 39.37 inches per meter."""
     return grid.resolution(z) * meters_per_unit(grid.srs) * _ESRI_DPI * _ESRI_INCHES_PER_METER
+
+
+def overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two (west, south, east, north) boxes share more than an edge."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def extent_excludes(grid: TileGrid, tile: Tile, extent: tuple[float, ...] | None) -> bool:
+    """Whether `tile` lies outside a layer's `extent` (west, south, east, north in
+    decimal degrees): it shares at most an edge with it. Never without an extent."""
+    return extent is not None and not overlaps(tile_lonlat_bounds(grid, tile), extent)

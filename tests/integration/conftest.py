@@ -4,12 +4,13 @@ LocalStack's S3 (for a real website endpoint with routing rules)."""
 import os
 import uuid
 
-import boto3
 import pytest
 
 from devtools import localwebsite
 from devtools.demowms import DemoWMS, unavailable_reason
+from tests import leakcheck
 from tests.servers import MOTO_CREDENTIALS, MotoServer
+from tests.website import TEST_CREDENTIALS
 
 AWS_ENV = MOTO_CREDENTIALS
 
@@ -41,13 +42,7 @@ def moto_server():
 @pytest.fixture(scope="session")
 def s3(moto_server):
     """moto itself, never through a proxy: what is really in the buckets."""
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return moto_server.client()
 
 
 @pytest.fixture
@@ -62,5 +57,7 @@ def localstack():
     """LocalStack's S3 in host mode (installed by scripts/install-localstack.sh)."""
     need(localwebsite.unavailable_reason())
     stack = localwebsite.LocalStack().start()
+    stack.credentials = dict(TEST_CREDENTIALS)
     yield stack
+    leakcheck.scan_buckets(stack.client(), "LocalStack")
     stack.stop()

@@ -22,8 +22,9 @@ from pmtiles.reader import MmapSource, Reader
 from pmtiles.reader import all_tiles as pmtiles_tiles
 
 from s3maptiler.config import Layer
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding.coverage import Coverage
-from s3maptiler.seeding.plan import covered_tiles, layer_runtime, plan_jobs
+from s3maptiler.seeding.plan import covered_tiles, plan_jobs
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 from tests.integration.conftest import AWS_ENV, need
 
@@ -36,7 +37,7 @@ ZOOMS = range(11, 15)
 
 def runtime():
     """The layer the CLI builds from the environment below."""
-    return layer_runtime(
+    return LayerRuntime.build(
         Layer(name="default", wms_url="http://unused", wms_layers="demo", prefix="tiles/")
     )
 
@@ -288,7 +289,7 @@ def test_gdal_reads_a_geopackage_of_an_epsg4326_grid(tmp_path):
         'wms_url = "http://127.0.0.1:9/wms"\n[layers.geo]\nwms_layers = "a"\n'
         'prefix = "geo/"\ngrid = "EPSG:4326"\n'
     )
-    rt = layer_runtime(
+    rt = LayerRuntime.build(
         Layer(name="geo", wms_url="http://x", wms_layers="a", prefix="geo/", grid="EPSG:4326")
     )
     coverage = Coverage.from_bbox([float(v) for v in SMALL.split(",")])

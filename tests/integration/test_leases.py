@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from s3maptiler.render.errors import WMSTimeout
-from s3maptiler.render.pipeline import RenderedTiles
+from s3maptiler.service.bundle import RenderedTiles
 from s3maptiler.service.leases import Leases, _Refused
 from s3maptiler.service.singleflight import WaitTimeout
 from s3maptiler.tiles.grids import Tile
@@ -201,8 +201,8 @@ def test_an_unreachable_bucket_means_rendering_without_a_lease(caplog):
             "s3",
             endpoint_url=closed,
             region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
             config=Config(retries={"total_max_attempts": 1}, connect_timeout=1),
         ),
         "tiles",

@@ -18,6 +18,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from s3maptiler.bucket.spec import public_read_policy
+from tests.servers import MOTO_CREDENTIALS
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +28,8 @@ def client(url: str):
         "s3",
         endpoint_url=url,
         region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_access_key_id=MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     )
 
 

@@ -145,8 +145,13 @@ def test_s3_down_is_skipped_tiles_answered_at_wms_speed_then_stored_again(
     # (waiting would cost S3_READ_TIMEOUT or a retry's backoff on every one).
     p50_direct, p50_miss = statistics.median(direct_s), statistics.median(miss_s)
     assert p50_miss <= 1.5 * p50_direct + 0.05, (p50_miss, p50_direct)
-    assert max(miss_s[4:]) < READ_TIMEOUT, miss_s  # once the breaker is open
-    assert metric(app, "s3maptiler_store_breaker_opened_total") == opened_before + 1
+    # Once the breaker is open, only its trial (one read per cooldown) may wait out
+    # S3_READ_TIMEOUT; every other miss skips S3.
+    trials = 1 + int(sum(direct_s[4:]) + sum(miss_s[4:])) // int(COOLDOWN)
+    waited = [took for took in miss_s[4:] if took >= 0.9 * READ_TIMEOUT]
+    assert len(waited) <= trials, (miss_s, trials)
+    opened = metric(app, "s3maptiler_store_breaker_opened_total") - opened_before
+    assert 1 <= opened <= 1 + trials
     assert metric(app, "s3maptiler_store_calls_skipped_total", '{call="read"}') >= METATILES - 4
 
     # Nothing stored, nothing said to be stored; unstored counted; deep check failing.

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from s3maptiler.config import Layer
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding import coverage as s_coverage
 from s3maptiler.seeding import plan as s_plan
 from s3maptiler.tiles.grids import Tile
@@ -48,7 +49,7 @@ def layer_runtime():
         meta_buffer=64,
         cache_control=CACHE_CONTROL,
     )
-    return s_plan.layer_runtime(layer)
+    return LayerRuntime.build(layer)
 
 
 def expected(bbox: str, zooms: range) -> tuple[set[str], int]:

@@ -205,6 +205,9 @@ def test_local_website_true_runs_the_whole_loop_from_application_py(tmp_path):
         "PORT": str(port),
         "LOCAL_WEBSITE_PORT": str(website_port),
         "LOCAL_CACHE_DIR": str(tmp_path / "unused"),
+        # A spool of its own: another test's fresh render of this metatile in the
+        # host's default spool would answer it ("inflight"), not a render.
+        "SPOOL_DIR": str(tmp_path / "spool"),
     }
     log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(

@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from tests.servers import free_port
+from tests.servers import MOTO_CREDENTIALS, free_port
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +28,8 @@ def moto_http():
 def aws_env(monkeypatch, moto_http):
     """Fake credentials, S3 at the test process's own moto, and nothing from the
     developer's own AWS set-up: nothing may reach a real AWS."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name, value in MOTO_CREDENTIALS.items():  # the secret carries the leak marker
+        monkeypatch.setenv(name, value)
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_http)

@@ -9,7 +9,7 @@ import pytest
 
 from s3maptiler.config import Layer, with_pixel_ratios
 from s3maptiler.render.guard import WMSGuard
-from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.service.addresses import Addresses, BadTileRequest, TileNotFound
 from s3maptiler.tiles.dimensions import parse_dimensions
 from s3maptiler.tiles.grids import Tile

@@ -21,6 +21,7 @@ from PIL import Image
 from s3maptiler.cli.errors import ConfigProblem
 from s3maptiler.cli.seed import refresh_cutoff
 from s3maptiler.config import Layer
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.render.wms import WMSAnswer, WMSClient
 from s3maptiler.seeding import coverage as s_coverage
 from s3maptiler.seeding import plan as s_plan
@@ -176,7 +177,7 @@ def seed(store, wms, cache_from_wms=False, **options):
     """Seed zooms 11-12 over Manhattan, 2x2 metatiles, with these SeedOptions."""
     layer = Layer("demo", WMS, "roads", prefix="tiles/", metatile=(2, 2), meta_buffer=0,
                   formats=("png",), cache_from_wms=cache_from_wms)  # fmt: skip
-    runtime = s_plan.layer_runtime(layer)
+    runtime = LayerRuntime.build(layer)
     coverage = s_coverage.Coverage.from_bbox((-74.02, 40.70, -73.95, 40.76))
     jobs = list(s_plan.plan_jobs(runtime, coverage, [11, 12]))
     report = s_run.run_seed({"demo": runtime}, jobs, wms, store, s_run.SeedOptions(2, **options))

@@ -10,6 +10,7 @@ from s3maptiler.config import (
     load_command_settings,
     load_settings,
 )
+from tests.leakcheck import MARKER
 
 BASE = {"WMS_SERVER": "http://wms.example/mapserv?map=x", "MAP_LAYERS": "roads"}
 
@@ -130,7 +131,7 @@ def test_the_bucket_url_is_public_url_else_the_aws_website_endpoint():
 
 
 def test_settings_keep_no_copy_of_the_environment():
-    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY" + MARKER
     s = settings(AWS_SECRET_ACCESS_KEY=secret, AWS_SESSION_TOKEN=secret, SOME_OTHER_TOOL=secret)
     assert not hasattr(s, "extra")
     # Nothing reachable from the settings object holds the secret.

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding import plan as s_plan
 from s3maptiler.seeding import sqs as s_sqs
 from s3maptiler.storage.stores import LocalStore
@@ -28,7 +29,7 @@ class RecordingWMS(FakeWMS):
 
 
 def months_runtime():
-    return s_plan.layer_runtime(make_layer(dimensions=parse_dimensions(json.loads(MONTHS))))
+    return LayerRuntime.build(make_layer(dimensions=parse_dimensions(json.loads(MONTHS))))
 
 
 def test_seed_jobs_carry_their_values_through_journals_and_messages():

@@ -12,7 +12,7 @@ import pytest
 import responses
 
 from s3maptiler.documents.wmts import wmts_capabilities
-from s3maptiler.seeding import plan as s_plan
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.service.addresses import Addresses, BadTileRequest
 from s3maptiler.tiles.dimensions import parse_dimensions
 from s3maptiler.tiles.grids import Tile
@@ -179,7 +179,7 @@ def test_the_wmts_key_template_puts_the_value_after_the_prefix():
 @pytest.mark.parametrize("layout", ["tms", "xyz", "wmts", "arcgis", "quadkey"])
 def test_keys_with_and_without_values_round_trip_in_every_layout(layout):
     layer = make_layer(layout=layout, dimensions=parse_dimensions(json.loads(MONTHS)))
-    addresses = Addresses([s_plan.layer_runtime(layer)])
+    addresses = Addresses([LayerRuntime.build(layer)])
     tile = Tile(5, 9, 4)
     plain = addresses.request_for("demo", tile)
     dated = addresses.request_for("demo", tile, dimensions={"TIME": "2024-03-01T00:00Z"})

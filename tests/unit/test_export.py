@@ -19,9 +19,10 @@ from pmtiles.tile import TileType
 
 from s3maptiler.archives.common import ArchiveError
 from s3maptiler.config import Layer
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding import export as s_export
 from s3maptiler.seeding.coverage import Coverage
-from s3maptiler.seeding.plan import covered_tiles, layer_runtime
+from s3maptiler.seeding.plan import covered_tiles
 from s3maptiler.storage.s3 import StoreError
 from s3maptiler.storage.stores import LocalStore
 from s3maptiler.tiles.grids import Tile
@@ -50,7 +51,7 @@ def jpeg(colour: tuple[int, int, int]) -> bytes:
 def fill_cache(root: Path, layer: Layer, zooms: range, bbox=BBOX, every: int = 1, tile=None):
     """Tiles of the area under the layer's keys; each ``every``-th one (others missing).
     Tiles are coloured by column (so rows repeat: dedup has work) unless ``tile`` says."""
-    runtime = layer_runtime(layer)
+    runtime = LayerRuntime.build(layer)
     stored: dict[Tile, bytes] = {}
     for z in zooms:
         for i, t in enumerate(covered_tiles(runtime, Coverage.from_bbox(bbox), z)):
@@ -65,7 +66,7 @@ def fill_cache(root: Path, layer: Layer, zooms: range, bbox=BBOX, every: int = 1
 
 
 def export(tmp_path: Path, layer: Layer, name: str, zooms=range(10, 14), bbox=BBOX, store=None):
-    runtime = layer_runtime(layer)
+    runtime = LayerRuntime.build(layer)
     request = s_export.ExportRequest(
         runtime,
         layer.extension,
@@ -290,7 +291,8 @@ def archive_service(tmp_path: Path, store, archive: str, zooms=(10, 12)):
     layer = make_layer(pmtiles=archive, pmtiles_zooms=zooms, prefix="tiles/")
     settings = Settings(layers=(layer,), local_cache_dir=tmp_path / "cache", log_level="WARNING")
     wms = WMSClient(retries=0)  # port 9: any GetMap fails, so a render would show
-    return TileService(settings, store, wms, UploadPool(store, workers=1)), layer_runtime(layer)
+    service = TileService(settings, store, wms, UploadPool(store, workers=1))
+    return service, LayerRuntime.build(layer)
 
 
 def test_the_service_answers_archived_zooms_from_a_local_archive(tmp_path):
@@ -457,7 +459,7 @@ def test_a_box_skips_the_geometry_test_inside_and_covers_the_same_tiles(grid):
     from s3maptiler.seeding.coverage import tile_touches
     from s3maptiler.tiles.tilemath import lonlat_to_tile, tile_lonlat_bounds
 
-    runtime = layer_runtime(make_layer(grid=grid))
+    runtime = LayerRuntime.build(make_layer(grid=grid))
     edge = tile_lonlat_bounds(runtime.grid, Tile(300, 380, 10))  # edges on tile edges
     boxes = [BBOX, (-74.3, 40.45, -73.65, 40.95), tuple(edge), (170.0, -1.0, 180.0, 1.0)]
     for bbox in boxes:

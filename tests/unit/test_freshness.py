@@ -8,7 +8,7 @@ import pytest
 from s3maptiler.config import ConfigError, load_settings
 from s3maptiler.render import freshness
 from s3maptiler.render.freshness import Freshness, freshness_of, http_date, stored_headers
-from s3maptiler.render.pipeline import RenderedTiles
+from s3maptiler.service.bundle import RenderedTiles
 from s3maptiler.tiles.grids import Tile
 
 NOW = 1_800_000_000.0  # our clock when the answer arrives

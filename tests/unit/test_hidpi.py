@@ -22,10 +22,11 @@ from s3maptiler.documents.views import skipped_layers
 from s3maptiler.documents.wmts import wmts_capabilities
 from s3maptiler.render import getmap
 from s3maptiler.render.getmap import resolution_params
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
 from s3maptiler.tiles.layouts import LAYOUTS, LayoutError, split_pixel_ratio, with_pixel_ratio
 from s3maptiler.tiles.tilemath import scale_denominator
-from tests.unit.test_tilepath import WMS, make_app, wait_uploaded, wms_calls
+from tests.unit.test_tilepath import WMS, make_app, wait_all_uploaded, wait_uploaded, wms_calls
 from tests.unit.test_tilepath import wms as wms  # noqa: F401 - the fixture
 
 WMTS = "{http://www.opengis.net/wmts/1.0}"
@@ -195,7 +196,9 @@ def test_a_2x_tile_asks_the_same_ground_at_twice_the_pixels_and_resolution(
     assert extra == ({} if param is None else dict([param]))
     assert not {"MAP_RESOLUTION", "DPI", "FORMAT_OPTIONS"} & set(one)
     # Stored under exactly the key asked, and the next request is a hit.
-    wait_uploaded(service, "tiles/3/4/2@2x.png")
+    # Both metatiles' 2x2 tiles: the rest of the 2x one is queued after its render is
+    # published, so its next request no longer follows that render ("inflight").
+    wait_all_uploaded(service, 8)
     assert (tmp_path / "tiles" / "tiles/3/4/2@2x.png").read_bytes() == answer.data
     service.spool.ttl = 0  # past the host's own fresh render: from the store
     assert client.get("/tiles/3/4/2@2x.png").headers["X-Tile-Source"] == "cache"
@@ -310,7 +313,7 @@ def test_seeding_the_2x_layer_writes_2x_keys_from_2x_getmaps(tmp_path):
     from tests.unit.test_seed import NYC, FakeWMS
 
     layer = make_layer("demo", prefix="tiles/", pixel_ratios=(1, 2), meta_buffer=8)
-    runtime = plan.layer_runtime(with_pixel_ratios([layer])[1])
+    runtime = LayerRuntime.build(with_pixel_ratios([layer])[1])
     planned = list(plan.plan_jobs(runtime, coverage.Coverage.from_bbox(NYC), [12]))
     wms = FakeWMS()
     store = LocalStore(tmp_path)

@@ -7,12 +7,10 @@ from __future__ import annotations
 import logging
 import time
 
-from botocore.credentials import Credentials
-
-from s3maptiler.render.pipeline import RenderedTiles
+from s3maptiler.service.bundle import RenderedTiles
 from s3maptiler.service.leases import Leases
 from s3maptiler.storage.objects import ObjectClient
-from tests.unit.test_stores import CannedHTTP
+from tests.unit.test_stores import MOTO_KEYS, CannedHTTP
 
 BUCKET = "lease-bucket"
 
@@ -20,7 +18,7 @@ BUCKET = "lease-bucket"
 def leases(*answers, attempts: int = 3) -> tuple[Leases, CannedHTTP, list[str]]:
     kinds: list[str] = []
     client = ObjectClient(
-        Credentials("testing", "testing"), "us-east-1", "http://s3.test",
+        MOTO_KEYS, "us-east-1", "http://s3.test",
         max_attempts=attempts, backoff=0.0, on_request=kinds.append,
     )  # fmt: skip
     client.http = CannedHTTP(*answers)

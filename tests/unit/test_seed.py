@@ -14,7 +14,7 @@ from PIL import Image
 
 from s3maptiler.config import Layer, Settings
 from s3maptiler.render.errors import WMSConnectionError
-from s3maptiler.render.pipeline import LayerRuntime
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.render.wms import WMSAnswer, WMSClient
 from s3maptiler.seeding import coverage as s_coverage
 from s3maptiler.seeding import journal as s_journal
@@ -89,7 +89,7 @@ def planned_tiles(runtime: LayerRuntime, jobs_: list[s_plan.MetaJob]) -> set[Til
 
 @pytest.mark.parametrize("bbox", [NYC, (-10.0, -5.0, 30.0, 12.5), (100.0, 60.0, 179.9, 85.0)])
 def test_bbox_plan_is_exactly_the_overlapping_tiles(bbox):
-    runtime = s_plan.layer_runtime(make_layer())
+    runtime = LayerRuntime.build(make_layer())
     for z in range(0, 7):
         planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(bbox), [z]))
         assert planned_tiles(runtime, planned) == brute_force(runtime, bbox, z)
@@ -99,7 +99,7 @@ def test_bbox_plan_is_exactly_the_overlapping_tiles(bbox):
 
 
 def test_bbox_on_tile_edges_leaves_out_neighbours_that_only_touch():
-    runtime = s_plan.layer_runtime(make_layer())
+    runtime = LayerRuntime.build(make_layer())
     # Zoom 2 tile (2, 1) spans lon 0..90 and lat 0..66.51: exactly that box selects it alone.
     b = tile_lonlat_bounds(runtime.grid, Tile(2, 1, 2))
     planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(b), [2]))
@@ -107,7 +107,7 @@ def test_bbox_on_tile_edges_leaves_out_neighbours_that_only_touch():
 
 
 def test_polygon_equal_to_bbox_plans_the_same_tiles():
-    runtime = s_plan.layer_runtime(make_layer())
+    runtime = LayerRuntime.build(make_layer())
     w, s, e, n = NYC
     doc = {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
     for z in (9, 12):
@@ -125,7 +125,7 @@ def inside_triangle(p, a, b, c) -> bool:
 
 
 def test_triangle_selects_tiles_it_overlaps_and_no_others():
-    runtime = s_plan.layer_runtime(make_layer(metatile=(1, 1), meta_buffer=0))
+    runtime = LayerRuntime.build(make_layer(metatile=(1, 1), meta_buffer=0))
     a, b, c = (-74.0, 40.70), (-73.80, 40.72), (-73.95, 40.90)
     doc = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[a, b, c, a]]}}
     z = 12
@@ -153,7 +153,7 @@ def test_triangle_selects_tiles_it_overlaps_and_no_others():
 
 
 def test_polygon_touching_rules_edges_corners_and_holes():
-    runtime = s_plan.layer_runtime(make_layer(metatile=(1, 1), meta_buffer=0))
+    runtime = LayerRuntime.build(make_layer(metatile=(1, 1), meta_buffer=0))
     grid = runtime.grid
     t = tile_lonlat_bounds(grid, Tile(2, 1, 2))  # lon 0..90, lat 0..66.5
     right = tile_lonlat_bounds(grid, Tile(3, 1, 2))
@@ -195,7 +195,7 @@ def test_bad_geojson_is_refused(doc):
 
 
 def test_partial_metatiles_list_their_tiles_and_full_ones_do_not():
-    runtime = s_plan.layer_runtime(make_layer())
+    runtime = LayerRuntime.build(make_layer())
     planned = list(s_plan.plan_jobs(runtime, s_coverage.Coverage.from_bbox(NYC), [15]))
     assert any(j.tiles for j in planned) and any(not j.tiles for j in planned)
     for job in planned:
@@ -204,7 +204,7 @@ def test_partial_metatiles_list_their_tiles_and_full_ones_do_not():
 
 
 def test_zoom_plan_counts():
-    runtime = s_plan.layer_runtime(make_layer())
+    runtime = LayerRuntime.build(make_layer())
     coverage = s_coverage.Coverage.from_bbox(NYC)
     counts = s_plan.zoom_plan(runtime, coverage, [10, 14])
     for plan in counts:
@@ -247,7 +247,7 @@ def test_token_bucket_gives_up_when_stopped():
 
 @pytest.fixture
 def runtime():
-    return s_plan.layer_runtime(make_layer())
+    return LayerRuntime.build(make_layer())
 
 
 def test_run_seed_stores_every_covered_tile_with_one_getmap_per_metatile(tmp_path, runtime):
@@ -273,7 +273,7 @@ def test_run_seed_stores_every_covered_tile_with_one_getmap_per_metatile(tmp_pat
 def test_seeding_honours_empty_tiles_redirect_through_the_shared_pipeline():
     """Seeding once ignored the layer's blank policy; it now renders through the
     service's own pipeline: a uniform tile is a pointer to one shared blank."""
-    runtime = s_plan.layer_runtime(make_layer(empty_tiles="redirect"))
+    runtime = LayerRuntime.build(make_layer(empty_tiles="redirect"))
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="seeded")

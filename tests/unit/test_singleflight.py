@@ -1,5 +1,5 @@
-"""The single-flight primitive and the slicer: leader failure, waiter timeout, backlog
-and drain, driven by events rather than sleeps."""
+"""The single-flight primitive and the bounded background pool: leader failure,
+waiter timeout, backlog and drain, driven by events rather than sleeps."""
 
 import io
 import threading
@@ -12,6 +12,7 @@ from s3maptiler.config import load_settings
 from s3maptiler.render.errors import WMSExceptionReport, WMSTimeout
 from s3maptiler.render.guard import WMSUnavailable
 from s3maptiler.render.wms import WMSClient
+from s3maptiler.service.background import BoundedPool
 from s3maptiler.service.singleflight import (
     RenderFailed,
     SingleFlight,
@@ -21,7 +22,6 @@ from s3maptiler.service.singleflight import (
     shared_failure,
     wait_for,
 )
-from s3maptiler.service.slicer import Slicer
 from s3maptiler.service.tilepath import TileService
 from s3maptiler.storage.stores import LocalStore
 from s3maptiler.storage.uploads import UploadPool
@@ -93,11 +93,11 @@ def test_waiters_wait_as_long_as_the_leader_may_take():
     assert service.patience(runtime) >= 2 * service.renderer.budget(runtime)
 
 
-# --------------------------------------------------------------------------- the slicer
+# --------------------------------------------------------------------------- the background pool
 
 
-def test_the_slicer_encodes_inline_once_its_backlog_is_full():
-    slicer = Slicer(threads=1, backlog=1)
+def test_the_background_pool_runs_inline_once_its_backlog_is_full():
+    pool = BoundedPool(threads=1, backlog=1)
     started, release = threading.Event(), threading.Event()
     ran_on = {}
 
@@ -106,23 +106,23 @@ def test_the_slicer_encodes_inline_once_its_backlog_is_full():
         started.set()
         release.wait(EVENT_WAIT)
 
-    slicer.run(blocking, lambda: None)
+    pool.run(blocking, lambda: None)
     assert started.wait(EVENT_WAIT)
-    slicer.run(lambda: ran_on.setdefault("second", threading.get_ident()), lambda: None)
+    pool.run(lambda: ran_on.setdefault("second", threading.get_ident()), lambda: None)
     assert ran_on["second"] == threading.get_ident()  # no room: the caller encoded it
     assert ran_on["first"] != threading.get_ident()
     release.set()
 
 
 def test_drain_keeps_its_deadline_and_abandons_what_did_not_start():
-    slicer = Slicer(threads=1, backlog=4)
+    pool = BoundedPool(threads=1, backlog=4)
     started, release = threading.Event(), threading.Event()
     abandoned = []
-    slicer.run(lambda: (started.set(), release.wait(EVENT_WAIT)), lambda: abandoned.append(1))
+    pool.run(lambda: (started.set(), release.wait(EVENT_WAIT)), lambda: abandoned.append(1))
     assert started.wait(EVENT_WAIT)
-    slicer.run(lambda: pytest.fail("must not run after drain"), lambda: abandoned.append(2))
+    pool.run(lambda: pytest.fail("must not run after drain"), lambda: abandoned.append(2))
     finished = threading.Event()
-    threading.Thread(target=lambda: (slicer.drain(deadline=0), finished.set())).start()
+    threading.Thread(target=lambda: (pool.drain(deadline=0), finished.set())).start()
     assert finished.wait(EVENT_WAIT)  # did not wait for the running job
     assert abandoned == [2]
     release.set()
@@ -201,16 +201,16 @@ def test_a_waiter_whose_leader_fails_answers_502_and_nothing_is_stored(tmp_path)
 
 def test_a_waiter_of_a_metatile_abandoned_by_drain_gets_a_502(tmp_path):
     service = make_service(tmp_path)
-    service._slicer = Slicer(threads=1, backlog=4)
+    service._background = BoundedPool(threads=1, backlog=4)
     started, release = threading.Event(), threading.Event()
-    service._slicer.run(lambda: (started.set(), release.wait(EVENT_WAIT)), lambda: None)
-    assert started.wait(EVENT_WAIT)  # the one slicer thread is busy: the next job queues
+    service._background.run(lambda: (started.set(), release.wait(EVENT_WAIT)), lambda: None)
+    assert started.wait(EVENT_WAIT)  # the one pool thread is busy: the next job queues
     with responses.RequestsMock() as wms:
         wms.get(WMS, body=png(512), content_type="image/png")
         first = service.get(service.addresses.resolve("tiles/1/0/0.png"), known_miss=True)
     assert first.source == "render"
     future, leader = service._metatiles.join(next(iter(service._metatiles._flights)))
-    assert not leader  # the render is still in flight: its rest waits for the slicer
+    assert not leader  # the render is still in flight: its rest waits for the pool
     service.drain(0)
     with pytest.raises(RenderFailed) as raised:
         wait_for(future, EVENT_WAIT, "the metatile")

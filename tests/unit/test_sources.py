@@ -35,11 +35,12 @@ from s3maptiler.render.credentials import (
     SecretReader,
     redact,
 )
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.render.tilesource import TileSource, tile_url
 from s3maptiler.service.build import build_service
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
+from tests.leakcheck import MARKER, handing_over
 
-MARKER = "s3cr3tMARKERzq"
 WMS = "http://wms.test/mapserv"
 TILES = "http://tiles.test"
 
@@ -79,7 +80,7 @@ def test_credentials_table_checks_each_key():
             "user": "alice",
             "password": {"secret": "file:/run/secrets/pw"},
             "headers": {"X-API-Key": {"secret": "env:KEY"}},
-            "params": {"token": "literal"},
+            "params": {"token": "literal-" + MARKER},
             "refresh": 60,
         }
     )
@@ -102,12 +103,12 @@ def test_environment_credentials_are_literals_or_references():
         {
             "SOURCE_USER": "alice",
             "SOURCE_PASSWORD": "env:WMS_PW",
-            "SOURCE_HEADERS": '{"Authorization": "Bearer abc"}',
+            "SOURCE_HEADERS": f'{{"Authorization": "Bearer abc-{MARKER}"}}',
             "SOURCE_PARAMS": None,
         }
     )
     assert creds.user == "alice" and creds.password == SecretRef("env", "WMS_PW")
-    assert creds.headers == (("Authorization", "Bearer abc"),)
+    assert creds.headers == (("Authorization", "Bearer abc-" + MARKER),)
     assert credentials_from_env({}) is None
     with pytest.raises(ValueError, match="^SOURCE_HEADERS: not JSON"):
         credentials_from_env({"SOURCE_HEADERS": "{"})
@@ -123,12 +124,13 @@ def test_secrets_are_read_from_env_file_secretsmanager_and_ssm(tmp_path, monkeyp
     secret_file = tmp_path / "pw"
     secret_file.write_text(MARKER + "file\n")
     with mock_aws():
-        boto3.client("secretsmanager").create_secret(
-            Name="imagery", SecretString='{"api_key": "%s"}' % (MARKER + "sm")
-        )
-        boto3.client("ssm").put_parameter(
-            Name="/arcgis/token", Value=MARKER + "ssm", Type="SecureString"
-        )
+        with handing_over():
+            boto3.client("secretsmanager").create_secret(
+                Name="imagery", SecretString='{"api_key": "%s"}' % (MARKER + "sm")
+            )
+            boto3.client("ssm").put_parameter(
+                Name="/arcgis/token", Value=MARKER + "ssm", Type="SecureString"
+            )
         reader = SecretReader()
         assert reader.read(SecretRef("env", "THE_KEY")) == MARKER + "env"
         assert reader.read(SecretRef("file", str(secret_file))) == MARKER + "file"
@@ -471,7 +473,7 @@ def test_seeding_a_tile_source_stores_each_upstream_tile_as_it_came(tmp_path, up
         formats=("png",),
         tile_source=TileSourceSpec(url=TILES + "/{z}/{x}/{y}.png"),
     )
-    runtime = plan.layer_runtime(layer)
+    runtime = LayerRuntime.build(layer)
     jobs = list(
         plan.plan_jobs(
             runtime, coverage.Coverage.from_bbox((-74.05, 40.68, -73.9, 40.82)), range(9, 12)
@@ -679,7 +681,7 @@ def test_the_environment_layer_takes_source_credentials(tmp_path, upstream, monk
             "SOURCE_USER": "alice",
             "SOURCE_PASSWORD": f"file:{tmp_path / 'pw'}",
             "SOURCE_HEADERS": '{"X-API-Key": "env:IMAGERY_KEY"}',
-            "SOURCE_PARAMS": '{"token": "literal-token"}',
+            "SOURCE_PARAMS": f'{{"token": "literal-{MARKER}"}}',
         },
         dotenv_path=None,
     )
@@ -690,7 +692,7 @@ def test_the_environment_layer_takes_source_credentials(tmp_path, upstream, monk
     assert sent.headers["Authorization"].startswith("Basic ")
     assert base64.b64decode(sent.headers["Authorization"][6:]).decode() == f"alice:pw-{MARKER}"
     assert sent.headers["X-API-Key"] == "key-" + MARKER
-    assert sent.url.endswith("&token=literal-token")
+    assert sent.url.endswith("&token=literal-" + MARKER)
 
 
 # --------------------------------------------------------------------------- dimensions
@@ -741,7 +743,7 @@ def test_sqs_seeding_of_a_512_px_tile_source_asks_once_per_four_tiles(tmp_path):
 
     path = tmp_path / "layers.toml"
     path.write_text(tile_layer(TILES + "/{z}/{x}/{y}.png", "tile_size = 512"))
-    runtime = plan.layer_runtime(load_layers_file(path)[0])
+    runtime = LayerRuntime.build(load_layers_file(path)[0])
     area = coverage.Coverage.from_bbox((-74.05, 40.68, -73.9, 40.82))
     jobs = list(plan.plan_jobs(runtime, area, range(9, 12)))
     tiles = {t for job in jobs for t in plan.job_tiles(runtime, job)[1]}
@@ -773,8 +775,9 @@ def test_sqs_seeding_of_a_512_px_tile_source_asks_once_per_four_tiles(tmp_path):
 def test_reading_aws_secrets_at_debug_level_logs_no_value(caplog):
     caplog.set_level(logging.DEBUG)
     with mock_aws():
-        boto3.client("secretsmanager").create_secret(Name="k", SecretString="sm-" + MARKER)
-        boto3.client("ssm").put_parameter(Name="/k", Value="ssm-" + MARKER, Type="SecureString")
+        with handing_over():
+            boto3.client("secretsmanager").create_secret(Name="k", SecretString="sm-" + MARKER)
+            boto3.client("ssm").put_parameter(Name="/k", Value="ssm-" + MARKER, Type="SecureString")
         spec = parse_credentials(
             {"headers": {"A": {"secret": "secretsmanager:k"}, "B": {"secret": "ssm:/k"}}}
         )

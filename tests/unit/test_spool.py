@@ -8,7 +8,7 @@ import time
 import pytest
 
 from s3maptiler.render.errors import WMSTimeout
-from s3maptiler.render.pipeline import RenderedTiles
+from s3maptiler.service.bundle import RenderedTiles
 from s3maptiler.service.singleflight import WaitTimeout
 from s3maptiler.service.spool import Spool
 from s3maptiler.tiles.grids import Tile

@@ -36,6 +36,7 @@ from s3maptiler.storage.s3 import (
 )
 from s3maptiler.storage.stores import LocalStore, S3Store, StoredTile
 from s3maptiler.tiles.formats import sniff_content_type
+from tests.servers import MOTO_CREDENTIALS
 
 BUCKET = "tiles-bucket"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -50,9 +51,8 @@ def _image(fmt: str, mode: str = "RGB") -> bytes:
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch, moto_http):
     """Fake credentials, S3 at the test process's moto: nothing may reach a real AWS."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name, value in MOTO_CREDENTIALS.items():  # the secret carries the leak marker
+        monkeypatch.setenv(name, value)
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_http)
@@ -200,10 +200,16 @@ class _CannedPool:
         return self.http.request(method, self.base + path, body, headers, redirect)
 
 
+# moto's keys for the lean client; the secret carries the leak check's marker.
+MOTO_KEYS = Credentials(
+    MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"], MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+)
+
+
 def canned_store(*answers, attempts: int = 3, **options) -> tuple[S3Store, CannedHTTP]:
     """An S3Store whose client sends nothing: S3's answers are `answers`, in order."""
     client = ObjectClient(
-        Credentials("testing", "testing"), "us-east-1", "http://s3.test", max_attempts=attempts,
+        MOTO_KEYS, "us-east-1", "http://s3.test", max_attempts=attempts,
         backoff=0.0,
     )  # fmt: skip
     client.http = CannedHTTP(*answers)
@@ -320,7 +326,7 @@ def test_s3_connection_refused_is_retryable():
         port = sock.getsockname()[1]
     sends = []
     client = ObjectClient(
-        Credentials("testing", "testing"), "us-east-1", f"http://127.0.0.1:{port}",
+        MOTO_KEYS, "us-east-1", f"http://127.0.0.1:{port}",
         max_attempts=2, backoff=0.0, on_request=sends.append,
     )  # fmt: skip
     store = S3Store(BUCKET, None, objects=client)

@@ -62,7 +62,7 @@ def wait_uploaded(service, key, timeout=5.0):
 
 
 def wait_all_uploaded(service, submitted, timeout=5.0):
-    """Wait until `submitted` uploads were queued (the slicer queues after the answer)
+    """Wait until `submitted` uploads were queued (the background pool queues after the answer)
     and none is pending."""
     deadline = time.monotonic() + timeout
     while (stats := service.uploads.stats())["pending"] or stats["submitted"] < submitted:

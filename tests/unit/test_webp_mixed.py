@@ -20,6 +20,7 @@ from s3maptiler.documents.errors import CannotDescribe
 from s3maptiler.documents.tms import tile_map
 from s3maptiler.documents.wmts import wmts_capabilities
 from s3maptiler.render.encode import Encoder, blank_tile, slice_metatile
+from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.storage.stores import S3Store
 from s3maptiler.tiles import formats
 from s3maptiler.tiles.formats import (
@@ -354,7 +355,7 @@ def test_seeded_mixed_tiles_are_stored_with_the_content_type_of_their_bytes():
     from tests.unit.test_seed import make_layer as make_seed_layer
 
     layer = make_seed_layer(name="coast", prefix="coast/", format="mixed", formats=("mixed",))
-    runtime = plan.layer_runtime(layer)
+    runtime = LayerRuntime.build(layer)
     planned = list(plan.plan_jobs(runtime, coverage.Coverage.from_bbox(NYC), [12]))
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")

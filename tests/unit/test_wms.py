@@ -27,6 +27,7 @@ from s3maptiler.render.answers import check_image
 from s3maptiler.render.errors import WMSError, WMSTimeout, WMSUsageError
 from s3maptiler.render.getmap import WMSSource, bbox_text, getmap_params, getmap_url
 from s3maptiler.render.wms import WMSClient
+from tests.leakcheck import MARKER
 
 E = 20037508.342789244
 WMS_URL = "http://127.0.0.1:9/cgi-bin/mapserv"
@@ -450,12 +451,12 @@ def test_long_multiline_exception_text_becomes_one_short_line(client, mock):
 
 
 def test_reason_never_contains_the_wms_url(client, mock):
-    secret_url = WMS_URL + "?map=/srv/secret/roads.map&token=s3cr3t"
+    secret_url = WMS_URL + "?map=/srv/secret/roads.map&token=" + MARKER
     echo = f"<ServiceExceptionReport><ServiceException>Cannot fetch {secret_url}&SERVICE=WMS from 127.0.0.1:9</ServiceException></ServiceExceptionReport>"  # noqa: E501
     mock.get(WMS_URL, body=echo.encode(), content_type="text/xml")
     with pytest.raises(WMSError) as info:
         client.get_map(source(url=secret_url), TILE, 256, 256)
-    assert "s3cr3t" not in info.value.reason
+    assert MARKER not in info.value.reason
     assert "127.0.0.1:9" not in info.value.reason
     assert info.value.reason.startswith("Cannot fetch")
 

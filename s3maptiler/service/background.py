@@ -1,4 +1,8 @@
-"""The slicer: encodes the rest of each metatile after its first tile was answered."""
+"""A bounded background pool: work that may follow an answer, within a memory bound.
+
+The tile path (:mod:`s3maptiler.service.tilepath`) runs here what follows a
+metatile's first tile: encoding the rest, publishing it to the other rings of single
+flight and queueing its uploads. It publishes nothing itself."""
 
 from __future__ import annotations
 
@@ -12,23 +16,24 @@ from concurrent.futures import wait as futures_wait
 log = logging.getLogger(__name__)
 
 
-class Slicer:
-    """Encodes the rest of each metatile after its first tile was answered.
-
-    At most `backlog` metatiles are queued or encoding at once, each holding its
-    decoded image; past that `run` encodes on the caller's thread, so memory stays
-    bounded and a burst slows its own requests down instead. `drain` keeps to its
+class BoundedPool:
+    """Threads that run work after the caller has answered, at most `backlog` jobs
+    queued or running at once (each may hold a decoded metatile); past that `run`
+    runs the work on the caller's thread, so memory stays bounded and a burst slows
+    its own requests down instead. `drain` keeps to its
     deadline: jobs not started by then are abandoned (their waiters get a 502).
     """
 
     def __init__(self, threads: int, backlog: int):
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="slicer")
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="background")
         self._room = threading.BoundedSemaphore(backlog)
         self._lock = threading.Lock()
         self._jobs: dict[Future, Callable[[], None]] = {}
         self._closed = False
 
     def run(self, work: Callable[[], None], abandon: Callable[[], None]) -> None:
+        """`work()` in the background, or here when the backlog is full or the pool
+        drains; `abandon()` instead when it is still queued at the drain's deadline."""
         if self._closed or not self._room.acquire(blocking=False):
             work()
             return
@@ -48,6 +53,7 @@ class Slicer:
         self._room.release()
 
     def drain(self, deadline: float) -> None:
+        """Run what is queued until `deadline` (a monotonic time); abandon the rest."""
         self._closed = True
         with self._lock:
             jobs = list(self._jobs)
@@ -59,6 +65,7 @@ class Slicer:
                 abandon()
         if left:
             log.error(
-                "%d metatiles not finished when draining; their tiles are not stored", len(left)
+                "%d background jobs not finished when draining; their tiles are not stored",
+                len(left),
             )
         self._executor.shutdown(wait=False, cancel_futures=True)
