@@ -25,9 +25,10 @@ Every wait for someone else's render lasts at most `patience`: twice the render'
 own budget (the leader may itself wait that long before it renders). A waiter
 whose leader failed answers with the leader's error (502/503/504), never a 500.
 
-One module of about 530 lines on purpose: the tile path is one flow (read, the three
+One module of about 550 lines on purpose: the tile path is one flow (read, the three
 rings, render, publish, upload), and splitting it would scatter the order of its
-steps; addresses, the rings and the background pool already live beside it.
+steps; addresses, the rings and the background pool already live beside it. The face
+the routes use besides `get` (`seed`, `upload_stats`) is a few lines after `__init__`.
 """
 
 from __future__ import annotations
