@@ -105,6 +105,7 @@ class GuardedStore(TileStore):
         self.breaker = breaker
         self.attempts = attempts
         self.location = store.location
+        self.remote = store.remote
 
     def get(self, key: str) -> StoredTile | None:
         return self.breaker.run(lambda: self.store.get(key), "read")

@@ -218,7 +218,10 @@ class TileService:
         """A tile whose metatile this process is rendering, or this host rendered in the
         spool's last `ttl` seconds: served from that render without a store read, which
         would answer 404 (its uploads are not in yet) or the same bytes. Not for a key
-        other than the layer's own (ArcGIS REST): the render did not store that one."""
+        other than the layer's own (ArcGIS REST): the render did not store that one.
+        Only for a remote store: a local file is cheaper to read than a spooled bundle."""
+        if not self.store.remote:
+            return None
         runtime = request.layer
         meta = runtime.metatile_of(request.tile, request.ext)
         if meta is None or len(meta.columns) * len(meta.rows) == 1:

@@ -93,6 +93,9 @@ class TileStore(ABC):
     location: str
     """Human-readable place, e.g. ``s3://bucket`` or ``/var/cache/tiles``."""
 
+    remote: bool = False
+    """True when a read is a network call (S3), dearer than this host's spool."""
+
     @abstractmethod
     def get(self, key: str) -> StoredTile | None:
         """The tile stored under `key`, or None when there is none (a miss)."""
@@ -223,6 +226,7 @@ class S3Store(TileStore):
         self.acl = acl
         self.metadata = dict(metadata) if metadata else None
         self.location = f"s3://{bucket}"
+        self.remote = True
         self.conditional = conditional
         # Shared blanks by key: their keys name their bytes (an MD5), so a blank read
         # once serves every pointer to it without a second GetObject.

@@ -756,6 +756,7 @@ def test_tiles_of_a_metatile_this_host_rendered_are_served_without_a_store_read(
 
     class CountedReads(LocalStore):
         reads: list[str] = []
+        remote = True  # stands in for S3: a read is dearer than the host's spool
 
         def get(self, key: str) -> StoredTile | None:
             self.reads.append(key)
@@ -777,3 +778,14 @@ def test_tiles_of_a_metatile_this_host_rendered_are_served_without_a_store_read(
     service.spool.ttl = 0
     client.get("/tiles/1/1/0.png")
     assert store.reads[-1] == "tiles/1/1/0.png"
+
+
+def test_a_local_store_is_read_rather_than_the_spool(tmp_path, wms):
+    """A file on this host's disk is cheaper to read than a spooled bundle: with a
+    local store a hit right after the render is the stored file ("cache")."""
+    wms.get(WMS, body=quadrants(), content_type="image/png")
+    app, service = make_app(tmp_path, METATILE="2x2")
+    client = app.test_client()
+    assert client.get("/tiles/1/1/1.png").headers["X-Tile-Source"] == "render"
+    wait_all_uploaded(service, 4)
+    assert client.get("/tiles/1/0/1.png").headers["X-Tile-Source"] == "cache"
