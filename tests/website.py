@@ -38,14 +38,17 @@ AWS_ENV = {
 _TILE_REQUESTS = re.compile(r"^s3maptiler_tile_requests_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
-    """`python -m s3maptiler.cli ARGS` in a clean environment: no .env, no AWS set-up."""
+def cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+):
+    """`python -m s3maptiler.cli ARGS` in a clean environment (no .env, no AWS set-up)
+    plus `env`; its output goes through the secret leak check."""
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **AWS_ENV}
     done = subprocess.run(
         [sys.executable, "-m", "s3maptiler.cli", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=cwd or tempfile.gettempdir(),
         env={**base, **(env or {})},
     )

@@ -3,6 +3,7 @@ LocalStack's S3 (for a real website endpoint with routing rules)."""
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,25 @@ from tests.website import TEST_CREDENTIALS
 
 AWS_ENV = MOTO_CREDENTIALS
 
+
+
+def cli_env(demo_wms, endpoint_url: str, bucket: str, **settings: str) -> dict[str, str]:
+    """The environment of an `s3maptiler` command run against the demo WMS and `bucket`
+    at `endpoint_url` (moto, or a proxy in front of it): 4x4 metatiles, 64 px buffer,
+    no layers file; `settings` on top."""
+    return {
+        **os.environ,
+        **AWS_ENV,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "WMS_SERVER": demo_wms.url,
+        "MAP_LAYERS": demo_wms.layers,
+        "METATILE": "4x4",
+        "META_BUFFER": "64",
+        "BUCKET_NAME": bucket,
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "LAYERS_FILE": "",
+        **settings,
+    }
 
 def need(reason: str | None) -> None:
     """Skip when a real component is missing, except in CI, where it must be there."""

@@ -6,15 +6,14 @@ tiles already stored at the nearest zoom."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import website
 from tests.faults3 import FaultS3Proxy
-from tests.integration.conftest import AWS_ENV
+from tests.integration.conftest import cli_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,29 +30,11 @@ def proxy(moto_server):
 
 @pytest.fixture
 def env(demo_wms, proxy, bucket):
-    return {
-        **os.environ,
-        **AWS_ENV,
-        "PYTHONPATH": str(ROOT),
-        "WMS_SERVER": demo_wms.url,
-        "MAP_LAYERS": demo_wms.layers,
-        "METATILE": "4x4",
-        "META_BUFFER": "64",
-        "BUCKET_NAME": bucket,
-        "AWS_ENDPOINT_URL": proxy.url,
-        "LAYERS_FILE": "",
-    }
+    return cli_env(demo_wms, proxy.url, bucket)
 
 
 def cli(env, cwd, *args) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [sys.executable, "-m", "s3maptiler.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    done = website.cli(*args, env=env, cwd=cwd, timeout=180)
     assert done.returncode == 0, done.stderr
     return done
 

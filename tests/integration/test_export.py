@@ -26,7 +26,8 @@ from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding.coverage import Coverage
 from s3maptiler.seeding.plan import covered_tiles, plan_jobs
 from s3maptiler.tiles.grids import WEB_MERCATOR, Tile
-from tests.integration.conftest import AWS_ENV, need
+from tests import website
+from tests.integration.conftest import cli_env, need
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,29 +45,11 @@ def runtime():
 
 @pytest.fixture
 def env(demo_wms, moto_server, bucket):
-    return {
-        **os.environ,
-        **AWS_ENV,
-        "PYTHONPATH": str(ROOT),
-        "WMS_SERVER": demo_wms.url,
-        "MAP_LAYERS": demo_wms.layers,
-        "METATILE": "4x4",
-        "META_BUFFER": "64",
-        "BUCKET_NAME": bucket,
-        "AWS_ENDPOINT_URL": moto_server.url,
-        "LAYERS_FILE": "",
-    }
+    return cli_env(demo_wms, moto_server.url, bucket)
 
 
 def cli(env, cwd, *args, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "s3maptiler.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return website.cli(*args, env=env, cwd=cwd, timeout=timeout)
 
 
 def gdal(*args: str) -> str:

@@ -26,7 +26,8 @@ from s3maptiler.render.runtime import LayerRuntime
 from s3maptiler.seeding import coverage as s_coverage
 from s3maptiler.seeding import plan as s_plan
 from s3maptiler.tiles.grids import Tile
-from tests.integration.conftest import AWS_ENV
+from tests import website
+from tests.integration.conftest import AWS_ENV, cli_env
 from tests.servers import GunicornApp, free_port
 
 pytestmark = pytest.mark.integration
@@ -65,30 +66,11 @@ def expected(bbox: str, zooms: range) -> tuple[set[str], int]:
 
 @pytest.fixture
 def env(demo_wms, moto_server, bucket, tmp_path):
-    return {
-        **os.environ,
-        **AWS_ENV,
-        "PYTHONPATH": str(ROOT),
-        "WMS_SERVER": demo_wms.url,
-        "MAP_LAYERS": demo_wms.layers,
-        "METATILE": "4x4",
-        "META_BUFFER": "64",
-        "CACHE_CONTROL": CACHE_CONTROL,
-        "BUCKET_NAME": bucket,
-        "AWS_ENDPOINT_URL": moto_server.url,
-        "LAYERS_FILE": "",
-    }
+    return cli_env(demo_wms, moto_server.url, bucket, CACHE_CONTROL=CACHE_CONTROL)
 
 
-def cli(env, tmp_path, *args, timeout=60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "s3maptiler.cli", *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def cli(env, cwd, *args, timeout=60) -> subprocess.CompletedProcess:
+    return website.cli(*args, env=env, cwd=cwd, timeout=timeout)
 
 
 def stored_keys(s3, bucket) -> set[str]:
