@@ -59,6 +59,21 @@ def wait_http(url: str, timeout: float = 20.0, process: subprocess.Popen | None 
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
+
+def s3_client(url: str, config=None):
+    """A boto3 S3 client for the S3 server at `url` (moto, or a proxy in front of it),
+    with the suite's moto credentials; `config` a botocore Config."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name=MOTO_CREDENTIALS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        config=config,
+    )
+
 class MotoServer:
     """moto in server mode: a separate process speaking the S3 API over HTTP."""
 
@@ -78,15 +93,7 @@ class MotoServer:
 
     def client(self):
         """A boto3 S3 client for this server."""
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            region_name=MOTO_CREDENTIALS["AWS_DEFAULT_REGION"],
-            aws_access_key_id=MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+        return s3_client(self.url)
 
     def stop(self) -> None:
         if self.process is not None:

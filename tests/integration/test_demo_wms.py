@@ -21,6 +21,7 @@ import requests
 from PIL import Image
 
 from devtools.demowms import DemoWMS, descendants, unavailable_reason
+from tests.integration.conftest import need
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +38,7 @@ SEA_RGB = (170, 211, 223)  # demo.map IMAGECOLOR
 
 
 def require_installed() -> None:
-    reason = unavailable_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"required in CI: {reason}")
-    pytest.skip(reason)
+    need(unavailable_reason())
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from s3maptiler.service.leases import Leases, _Refused
 from s3maptiler.service.singleflight import WaitTimeout
 from s3maptiler.tiles.grids import Tile
 from tests.integration.conftest import AWS_ENV
-from tests.servers import free_port
+from tests.servers import free_port, s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +34,7 @@ INSTANCES = 8
 
 
 def client(url: str):
-    return boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-        config=Config(max_pool_connections=32, retries={"mode": "standard"}),
-    )
+    return s3_client(url, Config(max_pool_connections=32, retries={"mode": "standard"}))
 
 
 class Instance(Leases):

@@ -12,25 +12,17 @@ from __future__ import annotations
 import json
 import uuid
 
-import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
 from s3maptiler.bucket.spec import public_read_policy
-from tests.servers import MOTO_CREDENTIALS
+from tests.servers import s3_client
 
 pytestmark = pytest.mark.integration
 
 
-def client(url: str):
-    return boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id=MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
+client = s3_client
 
 
 @pytest.fixture(params=["moto", "localstack"])
