@@ -16,7 +16,6 @@ from s3maptiler.service.spool import Spool
 from s3maptiler.service.storeguard import GuardedStore, StoreBreaker
 from s3maptiler.service.tilepath import TileService
 from s3maptiler.storage.blanks import SharedBlanks
-from s3maptiler.storage.objects import objects_client
 from s3maptiler.storage.s3 import make_s3_client
 from s3maptiler.storage.stores import LocalStore, S3Store, TileStore
 from s3maptiler.storage.uploads import UploadJob, UploadPool
@@ -120,13 +119,7 @@ def _s3_store(settings: Settings, threads: int, attempts: int, timeout: float) -
         "before-send.s3.ListObjectsV2", lambda **_: metrics.count_s3_request("list")
     )
     store = s3_store(settings, client)
-    store.objects = objects_client(
-        endpoint_url=settings.aws_endpoint_url,
-        region_name=settings.aws_region,
-        connect_timeout=timeout,
-        read_timeout=timeout,
-        max_attempts=attempts,
-        pool_size=threads,
-        on_request=metrics.count_s3_request,
-    )
+    # The data-path client shares the boto3 client's credentials, endpoint, region,
+    # timeouts and budget (one credential chain per process); its requests are counted.
+    store.objects.on_request = metrics.count_s3_request
     return store

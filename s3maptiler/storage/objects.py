@@ -36,7 +36,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import botocore.session
 import urllib3
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -52,11 +51,10 @@ from s3maptiler.storage.s3 import (
     StoreUnavailable,
     backoff_delay,
     classify,
-    configured_endpoint,
     retryable_status,
 )
 
-__all__ = ["ObjectClient", "Reply", "as_objects", "from_boto", "objects_client", "sigv4_headers"]
+__all__ = ["ObjectClient", "Reply", "as_objects", "from_boto", "sigv4_headers"]
 
 _CODE_RE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE_RE = re.compile(rb"<Message>([^<]*)</Message>")
@@ -254,8 +252,11 @@ class ObjectClient:
             else:
                 elsewhere = reply.headers.get("x-amz-bucket-region") or region
                 moved = reply.status in (301, 400) and elsewhere != region
-                if moved and self.endpoint_url is None and attempt < self.max_attempts:
+                if moved and self.endpoint_url is None and bucket not in self._regions:
+                    # Once per bucket, and not an attempt: a one-attempt read budget
+                    # must still reach a bucket in another region, as botocore does.
                     self._regions[bucket] = elsewhere
+                    attempt -= 1
                     continue  # at once: the same request, signed for its region
                 if reply.status < 400 or not retryable_status(reply.code, reply.status):
                     return reply
@@ -275,32 +276,6 @@ def _reason(exc: HTTPError) -> str:
     if isinstance(exc, ProtocolError):
         return "connection lost"
     return type(exc).__name__
-
-
-def objects_client(
-    endpoint_url: str | None = None,
-    region_name: str | None = None,
-    connect_timeout: float = 3.0,
-    read_timeout: float = 10.0,
-    max_attempts: int = 3,
-    pool_size: int = 10,
-    on_request: Callable[[str], None] | None = None,
-) -> ObjectClient:
-    """The process's data-path client from the standard AWS configuration: botocore's
-    credential chain and region, ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` when
-    `endpoint_url` is None. Create it after fork."""
-    session = botocore.session.Session()
-    region = region_name or session.get_config_variable("region") or "us-east-1"
-    return ObjectClient(
-        session.get_credentials(),
-        region,
-        configured_endpoint(endpoint_url),
-        connect_timeout,
-        read_timeout,
-        max_attempts,
-        pool_size,
-        on_request=on_request,
-    )
 
 
 def from_boto(client: Any, on_request: Callable[[str], None] | None = None) -> ObjectClient:
