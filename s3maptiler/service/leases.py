@@ -299,7 +299,8 @@ class Leases:
                 log.warning("lease %s was taken over while we rendered", lease.key)
                 return False
             except StoreError as exc:
-                log.warning("lease %s not renewed (trying again): %s", lease.key, exc)
+                if exc.attempts != 0:  # skipped by the open breaker: said once, by it
+                    log.warning("lease %s not renewed (trying again): %s", lease.key, exc)
                 return False
             self.renewals += 1
             return True

@@ -183,7 +183,11 @@ def _classified_client_error(err: ClientError, what: str) -> StoreError:
 
 def classify(code: str, status: int, text: str, what: str) -> StoreError:
     """The StoreError for an S3 error answer (code, HTTP status), written once for
-    botocore's errors and the data-path client's answers; `text` is its message."""
+    botocore's errors and the data-path client's answers; `text` is its message.
+    A conditional-write conflict is worth another try but says S3 is up: not
+    StoreUnavailable, so contention on a hot key never opens the store's breaker."""
+    if code == "ConditionalRequestConflict":
+        return StoreError(text, retryable=True)
     if retryable_status(code, status):
         return StoreUnavailable(text)
     if code in ACCESS_DENIED_CODES or status == 403:

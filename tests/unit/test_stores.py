@@ -23,6 +23,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
+from s3maptiler.service.storeguard import unavailable
 from s3maptiler.storage import s3 as s3_module
 from s3maptiler.storage import stores
 from s3maptiler.storage.objects import ObjectClient
@@ -285,6 +286,8 @@ def test_s3_put_conflicts_past_the_budget_are_a_retryable_error():
         store.put("a.png", PNG, "image/png", None)
     assert info.value.retryable
     assert info.value.attempts == 2
+    # S3 answered: contention on one key is no reason to skip the whole bucket.
+    assert not unavailable(info.value)
 
 
 def test_s3_put_acl_refused_by_bucket_explains():
