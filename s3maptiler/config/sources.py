@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from s3maptiler.config import validators
@@ -75,6 +75,18 @@ class Credentials:
     params: tuple[tuple[str, Value], ...] = ()
     refresh: float = DEFAULT_REFRESH  # seconds between reads of external secrets
 
+    def __repr__(self) -> str:
+        """Names and references only: a literal value is a secret."""
+
+        def shown(value: Value | None) -> str:
+            return "<literal>" if isinstance(value, str) else str(value)
+
+        parts = [f"user={shown(self.user)}"] if self.user is not None else []
+        parts += [f"password={shown(self.password)}"] if self.password is not None else []
+        parts += [f"header {name}={shown(v)}" for name, v in self.headers]
+        parts += [f"param {name}={shown(v)}" for name, v in self.params]
+        return f"Credentials({', '.join(parts)})"
+
     def values(self) -> tuple[Value, ...]:
         """Every configured value, literals and references."""
         basic = tuple(v for v in (self.user, self.password) if v is not None)
@@ -89,7 +101,7 @@ class TileSourceSpec:
     are on (checked against the layer's at start-up); ``missing`` what an upstream
     404 or 204 becomes: ``"blank"`` or ``"404"``."""
 
-    url: str
+    url: str = field(repr=False)  # may carry a key in its query
     format: str = "image/png"
     grid: str = "GoogleMapsCompatible"
     missing: str = "blank"

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,13 @@ def resolve(spec: Credentials) -> ResolvedCredentials:
         if spec not in _RESOLVED:
             _RESOLVED[spec] = ResolvedCredentials(spec)
         return _RESOLVED[spec]
+
+
+def protect(values: Iterable[str]) -> None:
+    """Keep `values` out of the logs too: secrets written into an upstream's URL
+    itself (a template's ``?key=``) rather than in its credentials table."""
+    _guard_logs()
+    _KNOWN.update(v for v in values if len(v) >= _MIN_REDACT)
 
 
 def redact(text: str, secrets: list[str]) -> str:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from s3maptiler.config.sources import TileSourceSpec, zoom_offset
-from s3maptiler.render.credentials import ResolvedCredentials
+from s3maptiler.render.credentials import ResolvedCredentials, protect
 from s3maptiler.render.encode import SlicedTile, uniform_tile
 from s3maptiler.render.errors import TileMissing, WMSBadImage, WMSUsageError
 from s3maptiler.render.getmap import _loggable
@@ -35,7 +35,7 @@ class TileSource:
     ``url``, ``image_format`` and ``endpoint`` are what the client reads of any source;
     ``_base`` is the template without its query, scrubbed from echoed messages."""
 
-    url: str
+    url: str = field(repr=False)  # may carry a key in its query
     grid: TileGrid  # the layer's grid (checked to be the upstream's)
     image_format: str = "image/png"
     tms: bool = False  # {y} counts rows from the bottom
@@ -67,6 +67,7 @@ class TileSource:
         except ValueError as exc:
             raise WMSUsageError(str(exc)) from None
         tms = spec.kind == "tms"
+        protect(value for _, value in parse_qsl(urlsplit(spec.url).query) if "{" not in value)
         return cls(spec.url, grid, spec.format, tms, spec.missing, credentials, None, offset)
 
     @property

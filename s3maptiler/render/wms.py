@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -75,9 +75,12 @@ def _status_line(response: requests.Response) -> str:
 def _scrub(reason: str, source: WMSSource) -> str:
     """Remove the WMS URL and host, and every credential, from a message the WMS may
     have echoed them in: the one place an upstream's answer is turned into text."""
-    if source.credentials is not None:
-        reason = redact(reason, source.credentials.secrets())
     parts = urlsplit(source.url)
+    # The URL's own query values too: a key written into a tile template (?key=...).
+    in_url = [value for _, value in parse_qsl(parts.query) if "{" not in value]
+    if source.credentials is not None:
+        in_url += source.credentials.secrets()
+    reason = redact(reason, in_url)
     for secret in (source.url, source._base.rstrip("?&"), parts.netloc, parts.hostname):
         if secret and len(secret) > 3:
             reason = re.sub(re.escape(secret), "<wms>", reason, flags=re.IGNORECASE)

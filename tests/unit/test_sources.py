@@ -21,6 +21,7 @@ from PIL import Image
 from s3maptiler.config import ConfigError, load_settings
 from s3maptiler.config.sources import (
     SecretRef,
+    TileSourceSpec,
     credentials_from_env,
     parse_credentials,
     parse_secret,
@@ -434,6 +435,29 @@ def test_an_upstream_message_echoing_the_credentials_is_redacted(tmp_path, upstr
     assert answer.status_code == 502 and "unknown parameter token=" in text
     assert MARKER not in text and REDACTED in text
 
+
+
+def test_a_key_written_into_a_tile_template_is_redacted_too(tmp_path, upstream):
+    """A provider's key is often pasted into the template itself (?key=...), not the
+    credentials table: an upstream echoing it is redacted like any credential."""
+    template = TILES + "/{z}/{x}/{y}.png?key=tpl-" + MARKER
+    upstream.get(TILES + "/0/0/0.png", status=500, body=f"bad key=tpl-{MARKER} for /0/0/0.png")
+    app, _ = make_app(tmp_path, tile_layer(template))
+    answer = app.test_client().get("/imagery/0/0/0.png")
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == 502 and "bad key=" in text
+    assert MARKER not in text
+
+
+def test_credentials_and_templates_print_no_literal_secret():
+    """repr() of what config holds (in a traceback, a debugger, a log of the layer)
+    names references and header names, never a literal value."""
+    creds = parse_credentials(
+        {"user": "bob", "password": "pw-" + MARKER, "params": {"token": "tok-" + MARKER}}
+    )
+    assert MARKER not in repr(creds) and "token" in repr(creds)
+    spec = TileSourceSpec(url=TILES + "/{z}/{x}/{y}.png?key=" + MARKER)
+    assert MARKER not in repr(spec)
 
 def test_the_commented_source_examples_of_layers_example_toml_load(tmp_path):
     from s3maptiler.config.layersfile import load_layers_file
