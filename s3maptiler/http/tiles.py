@@ -102,9 +102,15 @@ def _key_reply(tiles: TileService, key: str, known_miss: bool) -> Response:
     started = time.perf_counter()
     try:
         tile_request = _key_request(tiles.addresses, key, request.args)
+    except _AsksCapabilities:
+        return documents.wmts_capabilities()
     except TileRequestError as exc:
         return refusal(exc, key, started)
     return tile_reply(tiles, tile_request, key, started, known_miss=known_miss)
+
+
+class _AsksCapabilities(Exception):
+    """A redirected WMTS KVP key that asks for GetCapabilities, not a tile."""
 
 
 def _route_reply(route: TileRoute, values: Values) -> Response:
@@ -139,7 +145,10 @@ def _key_request(addresses: Addresses, key: str, args: Values) -> TileRequest:
     route = _BY_ENDPOINT.get(str(endpoint))
     if route is None or (mark and not route.kvp):
         return addresses.resolve(key)
-    tile_request = route.tile(addresses, values, dict(parse_qsl(query, True)) if mark else args)
+    query_args = dict(parse_qsl(query, True)) if mark else args
+    if route.kvp and _asks_capabilities(query_args):
+        raise _AsksCapabilities  # answered as at /wmts, through both redirect forms too
+    tile_request = route.tile(addresses, values, query_args)
     return tile_request if route.kvp else dataclasses.replace(tile_request, key=key)
 
 

@@ -87,11 +87,20 @@ def test_a_route_refusal_is_one_line_and_asks_nothing_upstream(tmp_path):
     assert service.upload_stats()["submitted"] == 0
 
 
-def test_the_wmts_kvp_route_answers_get_capabilities(tmp_path):
-    app, _ = make_app(tmp_path)
-    answer = app.test_client().get("/wmts?service=WMTS&request=GetCapabilities")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/wmts?service=WMTS&request=GetCapabilities",
+        "/miss/wmts?service=WMTS&request=GetCapabilities",  # the bucket's redirect rule
+        "/?tile=wmts%3Fservice%3DWMTS%26request%3DGetCapabilities",  # the prototype's
+    ],
+)
+def test_the_wmts_kvp_route_answers_get_capabilities(tmp_path, url):
+    app, service = make_app(tmp_path)
+    answer = app.test_client().get(url)
     assert answer.status_code == 200
     assert b"<Capabilities" in answer.data
+    assert service.upload_stats()["submitted"] == 0
 
 
 def test_served_layers_are_each_layer_then_its_high_dpi_layers(tmp_path):
