@@ -136,7 +136,7 @@ def export_command(
         raise errors.ConfigProblem("--dimension: an archive holds one value of each dimension")
     values = combinations[0]
     runtime = job_runtime(base, MetaJob(base.layer.name, ext, zooms[0], 0, 0, (), values))
-    if output.exists() and not force:
+    if output.exists() and not force and not dry_run:  # a dry run writes nothing
         raise errors.ConfigProblem(f"{output} exists; pass --force to replace it")
     if not output.parent.is_dir():
         raise errors.ConfigProblem(f"{output}: no directory {output.parent}")

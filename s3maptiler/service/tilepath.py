@@ -180,7 +180,8 @@ class TileService:
         if request.outside_extent:
             return self._blank(request)
         layer = request.layer.layer
-        if self.archived.serves(layer, request.tile):
+        # The archive holds the layer's own format: a .jpg of a png layer is drawn.
+        if request.ext == layer.extension and self.archived.serves(layer, request.tile):
             data = self.archived.tile(layer, request.tile)
             if data is not None:
                 return self._result(request, data, "archive")

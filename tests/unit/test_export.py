@@ -272,6 +272,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
         assert reason in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "old.gpkg"]
     assert (tmp_path / "old.gpkg").read_bytes() == b"keep me"
+    # A dry run writes nothing, so an existing output is no reason to refuse it.
+    done = run_cli(tmp_path, "default", "old.gpkg", "--zoom", "10", "--bbox", bbox, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "old.gpkg").read_bytes() == b"keep me"
     done = run_cli(tmp_path, "default", "old.gpkg", "--zoom", "10", "--bbox", bbox, "--force")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "old.gpkg").read_bytes().startswith(b"SQLite format 3")
@@ -313,6 +317,10 @@ def test_the_service_answers_archived_zooms_from_a_local_archive(tmp_path):
                 data,
                 "image/png",
             )
+    # Another format of an archived zoom is not the archive's: drawn (the WMS fails).
+    archived = next(tile for tile in stored if tile.z == 12)
+    with pytest.raises(WMSError):
+        service.get(service.addresses.resolve(runtime.key_of(archived, "jpg")))
     # In the archive, but not among the archived zooms: drawn as ever (and the WMS fails).
     finest = next(tile for tile in stored if tile.z == 13)
     with pytest.raises(WMSError):
