@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import contextmanager
 
 
@@ -62,17 +62,6 @@ class Breaker:
     def end_trial(self) -> None:
         with self._lock:
             self._trial = False
-
-    @contextmanager
-    def call(self) -> Iterator[None]:
-        """Around one call: raises BreakerOpen before it, ends a trial after it. The
-        caller reports the outcome with succeeded() or failed()."""
-        trial = self.enter()
-        try:
-            yield
-        finally:
-            if trial:
-                self.end_trial()
 
     def succeeded(self) -> bool:
         """The call was answered; True when that closed an open breaker."""

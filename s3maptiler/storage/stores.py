@@ -208,6 +208,8 @@ class S3Store(TileStore):
     metadata (``x-amz-meta-*``) written on every tile.
     """
 
+    remote = True
+
     def __init__(
         self,
         bucket: str,
@@ -226,7 +228,6 @@ class S3Store(TileStore):
         self.acl = acl
         self.metadata = dict(metadata) if metadata else None
         self.location = f"s3://{bucket}"
-        self.remote = True
         self.conditional = conditional
         # Shared blanks by key: their keys name their bytes (an MD5), so a blank read
         # once serves every pointer to it without a second GetObject.
